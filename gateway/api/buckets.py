@@ -1,0 +1,72 @@
+"""Bucket operations: CreateBucket, DeleteBucket, HeadBucket, GetBucketLocation, ListBuckets."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.api import auth
+from gateway.api.common import get_bucket, read_small_body
+from gateway.api.context import S3Request
+from gateway.meta import buckets
+from gateway.s3 import errors, names, xmlbody
+from gateway.s3.xml import list_all_my_buckets, location_constraint
+
+
+async def list_buckets(req: S3Request) -> web.StreamResponse:
+    auth.require_signed(req)
+    assert req.credential is not None
+    found = await buckets.list_buckets(req.pool)
+    visible = [(b.name, b.created_at) for b in found if req.credential.can_read(b.name)]
+    body = list_all_my_buckets(req.owner_id, visible, req.config.region)
+    return web.Response(body=body, content_type="application/xml")
+
+
+async def create_bucket(req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None
+    names.validate_bucket_name(req.bucket)
+    auth.require_write(req, req.bucket)
+    body = await read_small_body(req)
+    location = xmlbody.parse_create_bucket_configuration(body) if body.strip() else None
+    region = req.config.region
+    # S3 rejects an explicit us-east-1 constraint and any constraint naming another region.
+    if location is not None and (location != region or location == "us-east-1"):
+        raise errors.InvalidLocationConstraint(
+            f"The specified location-constraint is not valid: {location}",
+            LocationConstraint=location,
+        )
+    config = req.config.buckets.get(req.bucket)
+    profile = config.profile if config else req.config.default_profile
+    public_read = config.public_read if config else False
+    created = await buckets.create_bucket(req.pool, req.bucket, profile, public_read, req.owner_id)
+    if created is None:
+        # Every credential of one gateway is one account, as with MinIO's users of one server.
+        raise errors.BucketAlreadyOwnedByYou(BucketName=req.bucket)
+    return web.Response(headers={"Location": f"/{req.bucket}"})
+
+
+async def delete_bucket(req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None
+    auth.require_write(req, req.bucket)
+    async with req.pool.acquire() as conn:
+        try:
+            existed = await buckets.delete_bucket(conn, req.bucket)
+        except buckets.BucketNotEmptyError:
+            raise errors.BucketNotEmpty(BucketName=req.bucket) from None
+    if not existed:
+        raise errors.NoSuchBucket(BucketName=req.bucket)
+    return web.Response(status=204)
+
+
+async def head_bucket(req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None
+    bucket = await get_bucket(req, req.bucket)
+    auth.require_read(req, bucket)
+    return web.Response(headers={"x-amz-bucket-region": req.config.region})
+
+
+async def get_bucket_location(req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None
+    auth.require_signed(req)
+    bucket = await get_bucket(req, req.bucket)
+    auth.require_read(req, bucket)
+    return web.Response(body=location_constraint(req.config.region), content_type="application/xml")

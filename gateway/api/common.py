@@ -1,0 +1,81 @@
+"""Pieces several operations share: bucket lookup, small XML bodies, staged blob writes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from email.utils import format_datetime
+
+from gateway.api.body import RequestBody
+from gateway.api.context import S3Request
+from gateway.meta import buckets, garbage
+from gateway.meta.buckets import Bucket
+from gateway.s3 import errors
+from gateway.storage import BlobWriter
+
+log = logging.getLogger(__name__)
+
+
+async def get_bucket(req: S3Request, name: str) -> Bucket:
+    bucket = await buckets.get_bucket(req.pool, name)
+    if bucket is None:
+        raise errors.NoSuchBucket(BucketName=name)
+    return bucket
+
+
+def http_date(moment: object) -> str:
+    return format_datetime(moment, usegmt=True)  # type: ignore[arg-type]
+
+
+async def read_small_body(req: S3Request) -> bytes:
+    """A request document (e.g. DeleteObjects XML), size-capped and verified like any body."""
+    limit = req.config.limits.max_xml_body
+    body = RequestBody(req, max_size=limit)
+    parts = [piece async for piece in body]
+    data = b"".join(parts)
+    body.digests.update(data)
+    body.verify()
+    return data
+
+
+class StagedBlob:
+    """A blob written under a fresh storage key that the garbage log lists until a row claims it.
+
+    Use as ``async with StagedBlob(...) as blob``: any failure before the row commits deletes
+    the blob (and its log entry) at once instead of waiting for the janitor.
+    """
+
+    def __init__(self, req: S3Request, profile: str, on_data: Callable[[bytes], None]) -> None:
+        self._req = req
+        self.profile = profile
+        self._store = req.store(profile)
+        self.storage_key = self._store.new_key()
+        self._on_data = on_data
+        self.writer: BlobWriter | None = None
+        # Set before the row commit starts: from then on a failure is ambiguous (the commit may
+        # have landed), so the blob is left to the janitor, which deletes it only if unclaimed.
+        self.row_commit_started = False
+
+    async def __aenter__(self) -> StagedBlob:
+        # The intent is durable before the first byte is written.
+        await garbage.add(self._req.pool, self.profile, self.storage_key)
+        self.writer = await self._store.create(self.storage_key, self._on_data)
+        return self
+
+    async def write_all(self, chunks: AsyncIterator[bytes]) -> None:
+        assert self.writer is not None
+        async for chunk in chunks:
+            await self.writer.write(chunk)
+        await self.writer.flush()
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None or self.row_commit_started:
+            return
+        try:
+            if self.writer is not None:
+                await self.writer.abort()
+            await self._store.delete(self.storage_key)
+            await garbage.remove(self._req.pool, self.profile, self.storage_key)
+        except Exception:
+            # The log entry stays; the janitor will collect the blob.
+            log.warning("could not discard blob %s at once", self.storage_key, exc_info=True)

@@ -1,0 +1,72 @@
+"""What every operation handler is given: the app's resources and the parsed S3 request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+import asyncpg
+from aiohttp import web
+
+from gateway.config import CredentialConfig, GatewayConfig
+from gateway.s3.sigv4 import AuthRequest
+from gateway.storage import BlobStore
+
+CONFIG = web.AppKey("config", GatewayConfig)
+POOL = web.AppKey("pool", asyncpg.Pool)
+STORES = web.AppKey("stores", dict[str, BlobStore])
+CREDENTIALS = web.AppKey("credentials", dict[str, CredentialConfig])
+
+
+@dataclass
+class S3Request:
+    """An HTTP request resolved to S3 terms: bucket, key, sub-resources, who is asking."""
+
+    http: web.Request
+    bucket: str | None
+    key: str | None
+    raw_path: str
+    raw_query: str
+    query: dict[str, str]
+    # None: anonymous.
+    credential: CredentialConfig | None = None
+    auth: AuthRequest | None = None
+    signing_key: bytes | None = None
+    # Filled in by handlers for logs.
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def app(self) -> web.Application:
+        return self.http.app
+
+    @property
+    def config(self) -> GatewayConfig:
+        return self.http.app[CONFIG]
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.http.app[POOL]
+
+    def store(self, profile: str) -> BlobStore:
+        return self.http.app[STORES][profile]
+
+    @property
+    def resource(self) -> str:
+        if self.bucket is None:
+            return "/"
+        return f"/{self.bucket}/{self.key}" if self.key is not None else f"/{self.bucket}"
+
+    @property
+    def owner_id(self) -> str:
+        return self.credential.access_key if self.credential else "anonymous"
+
+
+def parse_query(raw_query: str) -> dict[str, str]:
+    """Decode query parameters; the first occurrence wins, '+' stays a literal plus."""
+    params: dict[str, str] = {}
+    for part in raw_query.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        params.setdefault(unquote(name), unquote(value))
+    return params

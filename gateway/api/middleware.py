@@ -1,0 +1,69 @@
+"""Request ids, access logs, and the one place where errors become S3 XML documents."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from urllib.parse import unquote
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway.s3 import errors
+from gateway.s3.xml import error_document
+
+log = logging.getLogger("gateway.access")
+
+REQUEST_ID = web.RequestKey("request_id", str)
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(8).upper()
+
+
+def error_response(request: web.Request, error: errors.S3Error, request_id: str) -> web.Response:
+    resource = unquote(request.raw_path.partition("?")[0])
+    headers = error.headers()
+    if request.method == "HEAD" or error.status == 304:
+        # HEAD answers carry no body; S3 puts the code in a header instead.
+        return web.Response(status=error.status, headers=headers)
+    body = error_document(error.code, error.message, resource, request_id, error.extra)
+    return web.Response(
+        status=error.status, body=body, content_type="application/xml", headers=headers
+    )
+
+
+async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every response, streamed or not, names its request id."""
+    request_id = request.get(REQUEST_ID) or new_request_id()
+    response.headers["x-amz-request-id"] = request_id
+    response.headers["x-amz-id-2"] = request_id
+
+
+@web.middleware
+async def s3_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request[REQUEST_ID] = new_request_id()
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except errors.S3Error as error:
+        response = error_response(request, error, request_id)
+    except web.HTTPException as exc:
+        # aiohttp's own rejections (e.g. a request line it cannot route) still speak S3.
+        error = errors.InvalidRequest(exc.reason) if exc.status < 500 else errors.InternalError()
+        response = error_response(request, error, request_id)
+    except (ConnectionResetError, ConnectionError) as exc:
+        log.info("%s %s: client went away (%s)", request.method, request.raw_path, exc)
+        raise
+    except Exception:
+        log.exception("%s %s failed (request %s)", request.method, request.raw_path, request_id)
+        response = error_response(request, errors.InternalError(), request_id)
+    log.debug(
+        "%s %s %d %.1fms",
+        request.method,
+        request.raw_path,
+        response.status,
+        (time.perf_counter() - started) * 1000,
+    )
+    return response

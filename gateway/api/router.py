@@ -1,0 +1,121 @@
+"""Resolve a request to bucket, key and operation (path style or virtual-host style)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from gateway.api import buckets, listing, objects
+from gateway.api.auth import authenticate
+from gateway.api.context import CONFIG, POOL, S3Request, parse_query
+from gateway.meta.db import ping
+from gateway.s3 import errors
+
+Operation = Callable[[S3Request], Awaitable[web.StreamResponse]]
+
+# Sub-resources of S3 that this gateway does not serve: answered 501, never misread as a plain
+# GET/PUT of the bucket or object (which could, say, overwrite an object with an ACL document).
+UNSUPPORTED_SUBRESOURCES = frozenset(
+    {
+        "accelerate", "acl", "analytics", "attributes", "cors", "encryption", "intelligent-tiering",
+        "inventory", "legal-hold", "lifecycle", "logging", "metrics", "notification",
+        "object-lock", "ownershipControls", "partNumber", "policy", "policyStatus",
+        "publicAccessBlock", "replication", "requestPayment", "restore", "retention", "select",
+        "tagging", "torrent", "uploadId", "uploads", "versioning", "versions", "website",
+    }
+)  # fmt: skip
+
+
+def split_target(
+    host: str, raw_path: str, base_domains: list[str]
+) -> tuple[str | None, str | None]:
+    """(bucket, key) from the Host header and the raw path; the key keeps every '/' as sent."""
+    hostname = host.rsplit(":", 1)[0].lower() if not host.startswith("[") else ""
+    path = unquote(raw_path)
+    for domain in base_domains:
+        if hostname.endswith("." + domain):
+            bucket = hostname[: -len(domain) - 1]
+            key = path[1:]
+            return bucket, key or None
+    bucket, _, key = path[1:].partition("/")
+    if not bucket:
+        return None, None
+    # "/bucket" and "/bucket/" both name the bucket itself.
+    return bucket, key or None
+
+
+def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Request) -> Operation:
+    query = req.query
+    unsupported = UNSUPPORTED_SUBRESOURCES.intersection(query)
+    if unsupported:
+        raise errors.NotImplemented(
+            f"This gateway does not implement the {sorted(unsupported)[0]} sub-resource."
+        )
+    if bucket is None:
+        if method == "GET":
+            return buckets.list_buckets
+        raise errors.MethodNotAllowed("GET")
+    if key is None:
+        if method == "GET":
+            if "location" in query:
+                return buckets.get_bucket_location
+            if query.get("list-type") == "2":
+                return listing.list_objects_v2_handler
+            return listing.list_objects_handler
+        table: dict[str, Operation] = {
+            "PUT": buckets.create_bucket,
+            "DELETE": buckets.delete_bucket,
+            "HEAD": buckets.head_bucket,
+        }
+        if method == "POST" and "delete" in query:
+            return objects.delete_objects
+        if method in table:
+            return table[method]
+        raise errors.MethodNotAllowed("GET, PUT, DELETE, HEAD, POST")
+    if method == "PUT":
+        if "x-amz-copy-source" in req.http.headers:
+            return objects.copy_object
+        return objects.put_object
+    table = {
+        "GET": objects.get_object,
+        "HEAD": objects.head_object,
+        "DELETE": objects.delete_object,
+    }
+    if method in table:
+        return table[method]
+    raise errors.MethodNotAllowed("GET, PUT, DELETE, HEAD")
+
+
+async def health(request: web.Request) -> web.Response:
+    if await ping(request.app[POOL]):
+        return web.Response(text="ok\n")
+    return web.Response(status=503, text="database unreachable\n")
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    raw_path, _, raw_query = request.raw_path.partition("?")
+    if raw_path.startswith("/_gateway/"):
+        if raw_path == "/_gateway/health" and request.method in ("GET", "HEAD"):
+            return await health(request)
+        raise errors.NoSuchKey()
+    bucket, key = split_target(
+        request.headers.get("Host", ""), raw_path, request.app[CONFIG].base_domains
+    )
+    req = S3Request(
+        http=request,
+        bucket=bucket,
+        key=key,
+        raw_path=raw_path,
+        raw_query=raw_query,
+        query=parse_query(raw_query),
+    )
+    authenticate(req)
+    operation = pick_operation(request.method, bucket, key, req)
+    return await operation(req)
+
+
+async def no_expectation(request: web.Request) -> None:
+    """Expect handler: ``100-continue`` is answered when the body is first read, after the
+    request has been authorised; other expectations are ignored, as S3 does."""

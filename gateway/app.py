@@ -1,0 +1,110 @@
+"""create_app(config): wires configuration, database, storage and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.api.context import CONFIG, CREDENTIALS, POOL, STORES
+from gateway.api.middleware import add_request_id, s3_errors
+from gateway.api.router import dispatch, no_expectation
+from gateway.config import CredentialConfig, GatewayConfig
+from gateway.maintenance.janitor import run_janitor
+from gateway.meta import buckets
+from gateway.meta.db import create_pool, migrate, start_embedded_postgres
+from gateway.storage import BlobStore
+from gateway.storage.local import LocalBlobStore
+
+log = logging.getLogger(__name__)
+
+ROOT_CREDENTIALS_FILE = "root-credentials.json"
+# Request bodies are streamed by the handlers; this only bounds what aiohttp buffers itself.
+CLIENT_MAX_SIZE = 1024**2
+
+
+def root_credential(data_dir: Path, environ: Mapping[str, str]) -> CredentialConfig:
+    """GATEWAY_ROOT_ACCESS_KEY / _SECRET_KEY, else a pair generated once and kept (mode 0600)."""
+    access_key = environ.get("GATEWAY_ROOT_ACCESS_KEY")
+    secret_key = environ.get("GATEWAY_ROOT_SECRET_KEY")
+    if access_key and secret_key:
+        return CredentialConfig(access_key=access_key, secret_key=secret_key, root=True)
+    path = data_dir / ROOT_CREDENTIALS_FILE
+    if path.exists():
+        stored = json.loads(path.read_text())
+        return CredentialConfig(
+            access_key=stored["access_key"], secret_key=stored["secret_key"], root=True
+        )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    access_key = "GW" + secrets.token_hex(9).upper()
+    secret_key = secrets.token_urlsafe(30)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"access_key": access_key, "secret_key": secret_key}, handle)
+    # Printed once, on the console of the first start, like MinIO's root user.
+    print(
+        f"Generated root credentials (kept in {path}):\n"
+        f"  access key: {access_key}\n  secret key: {secret_key}",
+        flush=True,
+    )
+    return CredentialConfig(access_key=access_key, secret_key=secret_key, root=True)
+
+
+def build_stores(config: GatewayConfig) -> dict[str, BlobStore]:
+    return {name: LocalBlobStore(config.blob_root(name)) for name in config.storage_profiles}
+
+
+async def database_url(config: GatewayConfig) -> str:
+    if config.database.url:
+        return config.database.url
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, start_embedded_postgres, config.data_dir)
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    pool = await create_pool(
+        await database_url(config), config.database.pool_min_size, config.database.pool_max_size
+    )
+    async with pool.acquire() as conn:
+        await migrate(conn)
+        for name, bucket in config.buckets.items():
+            await buckets.declare_bucket(conn, name, bucket.profile, bucket.public_read, "config")
+    app[POOL] = pool
+    yield
+    await pool.close()
+
+
+async def _janitor(app: web.Application) -> AsyncIterator[None]:
+    limits = app[CONFIG].limits
+    task = asyncio.create_task(
+        run_janitor(
+            app[POOL], app[STORES], limits.garbage_grace_seconds, limits.janitor_interval_seconds
+        )
+    )
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def create_app(config: GatewayConfig, root: CredentialConfig | None = None) -> web.Application:
+    app = web.Application(middlewares=[s3_errors], client_max_size=CLIENT_MAX_SIZE)
+    app[CONFIG] = config
+    credentials = {credential.access_key: credential for credential in config.credentials}
+    if root is not None:
+        credentials[root.access_key] = root
+    app[CREDENTIALS] = credentials
+    app[STORES] = build_stores(config)
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_janitor)
+    app.on_response_prepare.append(add_request_id)
+    app.router.add_route("*", "/{path:.*}", dispatch, expect_handler=no_expectation)
+    return app

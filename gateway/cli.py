@@ -1,0 +1,128 @@
+"""`gateway serve | migrate | check-config | gc`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import ssl
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.app import build_stores, create_app, database_url, root_credential
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.maintenance.janitor import collect_garbage
+from gateway.meta.db import create_pool, migrate
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    value = args.config or os.environ.get("GATEWAY_CONFIG")
+    return Path(value) if value else None
+
+
+def _load(args: argparse.Namespace) -> GatewayConfig:
+    try:
+        return load_config(_config_path(args))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
+    if config.tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls.certificate, config.tls.private_key)
+    return context
+
+
+def serve(args: argparse.Namespace) -> int:
+    config = _load(args)
+    root = root_credential(config.data_dir, os.environ)
+    host, port = config.host_port
+    app = create_app(config, root)
+    scheme = "https" if config.tls else "http"
+    print(f"gateway listening on {scheme}://{host}:{port}", flush=True)
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        ssl_context=_ssl_context(config),
+        access_log=None,
+        print=None,
+        reuse_port=args.reuse_port,
+    )
+    return 0
+
+
+async def _migrate(config: GatewayConfig) -> int:
+    pool = await create_pool(await database_url(config), 1, 1)
+    try:
+        async with pool.acquire() as conn:
+            version = await migrate(conn)
+    finally:
+        await pool.close()
+    print(f"schema version {version}")
+    return 0
+
+
+async def _gc(config: GatewayConfig, grace: int) -> int:
+    pool = await create_pool(await database_url(config), 1, 2)
+    try:
+        removed = await collect_garbage(pool, build_stores(config), grace)
+    finally:
+        await pool.close()
+    print(f"removed {removed} blobs")
+    return 0
+
+
+def check_config(args: argparse.Namespace) -> int:
+    try:
+        load_config(Path(args.file))
+    except ConfigError as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description="S3-compatible gateway")
+    parser.add_argument("--log-level", default=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"))
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_cmd = commands.add_parser("serve", help="run the gateway")
+    serve_cmd.add_argument("--config", help="YAML file (default: $GATEWAY_CONFIG, else none)")
+    serve_cmd.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="bind with SO_REUSEPORT so several gateway processes share the port",
+    )
+    migrate_cmd = commands.add_parser("migrate", help="apply schema.sql to the database")
+    migrate_cmd.add_argument("--config")
+    check_cmd = commands.add_parser("check-config", help="validate a configuration file")
+    check_cmd.add_argument("file")
+    gc_cmd = commands.add_parser("gc", help="delete blobs listed in the garbage log")
+    gc_cmd.add_argument("--config")
+    gc_cmd.add_argument(
+        "--grace", type=int, default=None, help="seconds (default: limits.garbage_grace_seconds)"
+    )
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # The embedded Postgres narrates every start at INFO.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "check-config":
+        return check_config(args)
+    config = _load(args)
+    if args.command == "migrate":
+        return asyncio.run(_migrate(config))
+    grace = config.limits.garbage_grace_seconds if args.grace is None else args.grace
+    return asyncio.run(_gc(config, grace))

@@ -1,0 +1,243 @@
+"""YAML configuration -> typed, validated settings.
+
+The YAML may reference secrets as ``${ENV_VAR}`` (or ``${ENV_VAR:-default}``); a handful of
+settings can also come from the environment alone so a container needs no file at all.
+Validation errors name the YAML path of the offending value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_LISTEN = "127.0.0.1:9000"
+DEFAULT_PROFILE = "default"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names where and why."""
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?i?B?)\s*$", re.IGNORECASE)
+
+
+def parse_size(value: object) -> int:
+    """Parse ``5GiB``, ``64 MiB``, ``1024`` into bytes (binary units only, to avoid ambiguity)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE_RE.match(str(value))
+    unit = match.group(2).upper() if match else ""
+    if not match or unit not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {value!r} (use e.g. 1024, 64KiB, 5GiB)")
+    return int(match.group(1)) * _SIZE_UNITS[unit]
+
+
+Size = Annotated[int, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TLSConfig(_Strict):
+    certificate: Path
+    private_key: Path
+
+
+class DatabaseConfig(_Strict):
+    # Absent: an embedded Postgres is started under the data directory.
+    url: str | None = None
+    pool_min_size: int = Field(default=2, ge=1)
+    pool_max_size: int = Field(default=20, ge=1)
+
+
+class LocalProfile(_Strict):
+    type: Literal["local"] = "local"
+    # Relative paths are resolved against the data directory.
+    path: Path = Path("blobs")
+
+
+class BucketConfig(_Strict):
+    profile: str = DEFAULT_PROFILE
+    public_read: bool = False
+
+
+Grant = Literal["read", "write", "read-write"]
+
+
+class CredentialConfig(_Strict):
+    access_key: str = Field(min_length=3, max_length=128)
+    secret_key: str = Field(min_length=8, repr=False)
+    # Bucket name (or "*") -> grant. Root credentials may do anything, including CreateBucket.
+    buckets: dict[str, Grant] = Field(default_factory=dict)
+    root: bool = False
+
+    def can_read(self, bucket: str) -> bool:
+        return self.root or self._grant(bucket) in ("read", "read-write")
+
+    def can_write(self, bucket: str) -> bool:
+        return self.root or self._grant(bucket) in ("write", "read-write")
+
+    def _grant(self, bucket: str) -> str | None:
+        return self.buckets.get(bucket, self.buckets.get("*"))
+
+
+class LimitsConfig(_Strict):
+    max_object_size: Size = 5 * 1024**3
+    max_xml_body: Size = 1024**2
+    max_metadata_size: Size = 2048
+    clock_skew_seconds: int = Field(default=900, ge=1)
+    # Blobs listed in the garbage log are deleted only after this, so a reader still
+    # streaming an overwritten object keeps its bytes.
+    garbage_grace_seconds: int = Field(default=3600, ge=0)
+    janitor_interval_seconds: int = Field(default=300, ge=1)
+
+
+class GatewayConfig(_Strict):
+    listen: str = DEFAULT_LISTEN
+    region: str = "us-east-1"
+    base_domains: list[str] = Field(default_factory=list)
+    data_dir: Path = Path("data")
+    database: DatabaseConfig = DatabaseConfig()
+    tls: TLSConfig | None = None
+    storage_profiles: dict[str, LocalProfile] = Field(
+        default_factory=lambda: {DEFAULT_PROFILE: LocalProfile()}
+    )
+    default_profile: str = DEFAULT_PROFILE
+    buckets: dict[str, BucketConfig] = Field(default_factory=dict)
+    credentials: list[CredentialConfig] = Field(default_factory=list)
+    limits: LimitsConfig = LimitsConfig()
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @field_validator("base_domains")
+    @classmethod
+    def _lower_domains(cls, value: list[str]) -> list[str]:
+        return [domain.lower().strip(".") for domain in value]
+
+    @model_validator(mode="after")
+    def _check_references(self) -> GatewayConfig:
+        if self.default_profile not in self.storage_profiles:
+            raise ValueError(f"default_profile: unknown storage profile {self.default_profile!r}")
+        for name, bucket in self.buckets.items():
+            if bucket.profile not in self.storage_profiles:
+                raise ValueError(
+                    f"buckets.{name}.profile: unknown storage profile {bucket.profile!r}"
+                )
+        seen: set[str] = set()
+        for index, credential in enumerate(self.credentials):
+            if credential.access_key in seen:
+                raise ValueError(
+                    f"credentials.{index}.access_key: duplicate {credential.access_key!r}"
+                )
+            seen.add(credential.access_key)
+        return self
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return split_listen(self.listen)
+
+    def blob_root(self, profile: str) -> Path:
+        return self.data_dir / self.storage_profiles[profile].path
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(node: Any, path: str = "") -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree."""
+    if isinstance(node, dict):
+        return {
+            key: interpolate(value, f"{path}.{key}" if path else str(key))
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [interpolate(value, f"{path}.{index}") for index, value in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name)
+        if value is None:
+            if default is None:
+                raise ConfigError(f"{path}: environment variable {name} is not set")
+            return default
+        return value
+
+    return _ENV_REF.sub(substitute, node)
+
+
+_SIZE_FIELDS = ("max_object_size", "max_xml_body", "max_metadata_size")
+
+
+def _normalise_sizes(raw: dict[str, Any]) -> None:
+    limits = raw.get("limits")
+    if not isinstance(limits, dict):
+        return
+    for name in _SIZE_FIELDS:
+        if name in limits:
+            try:
+                limits[name] = parse_size(limits[name])
+            except ValueError as exc:
+                raise ConfigError(f"limits.{name}: {exc}") from None
+
+
+def _apply_environment(raw: dict[str, Any], environ: dict[str, str]) -> None:
+    if listen := environ.get("GATEWAY_LISTEN"):
+        raw["listen"] = listen
+    if data_dir := environ.get("GATEWAY_DATA_DIR"):
+        raw["data_dir"] = data_dir
+    if url := environ.get("GATEWAY_DATABASE_URL"):
+        raw.setdefault("database", {})
+        if not isinstance(raw["database"], dict):
+            raise ConfigError("database: expected a mapping")
+        raw["database"]["url"] = url
+
+
+def _format_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{location}: {message}" if location else message)
+    return "; ".join(lines)
+
+
+def load_config(path: Path | None = None, environ: dict[str, str] | None = None) -> GatewayConfig:
+    """Load the YAML file (if any), interpolate ``${VARS}``, apply GATEWAY_* overrides, validate."""
+    environ = dict(os.environ) if environ is None else environ
+    raw: Any = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"{path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        raw = interpolate(raw)
+    _apply_environment(raw, environ)
+    _normalise_sizes(raw)
+    try:
+        return GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc)) from None

@@ -1,0 +1,86 @@
+"""Queries on the buckets table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class Bucket:
+    name: str
+    created_at: datetime
+    profile: str
+    public_read: bool
+    owner: str
+
+
+_COLUMNS = "name, created_at, profile, public_read, owner"
+
+
+def _bucket(row: asyncpg.Record) -> Bucket:
+    return Bucket(**dict(row))
+
+
+async def get_bucket(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> Bucket | None:
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM buckets WHERE name = $1", name)
+    return _bucket(row) if row else None
+
+
+async def list_buckets(conn: asyncpg.Connection | asyncpg.Pool) -> list[Bucket]:
+    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM buckets ORDER BY name")
+    return [_bucket(row) for row in rows]
+
+
+async def create_bucket(
+    conn: asyncpg.Connection | asyncpg.Pool, name: str, profile: str, public_read: bool, owner: str
+) -> Bucket | None:
+    """Insert the bucket; None if it already exists."""
+    row = await conn.fetchrow(
+        f"INSERT INTO buckets (name, profile, public_read, owner) VALUES ($1, $2, $3, $4)"
+        f" ON CONFLICT (name) DO NOTHING RETURNING {_COLUMNS}",
+        name,
+        profile,
+        public_read,
+        owner,
+    )
+    return _bucket(row) if row else None
+
+
+async def declare_bucket(
+    conn: asyncpg.Connection | asyncpg.Pool, name: str, profile: str, public_read: bool, owner: str
+) -> None:
+    """Create or update a bucket declared in the configuration (the config wins)."""
+    await conn.execute(
+        "INSERT INTO buckets (name, profile, public_read, owner) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (name) DO UPDATE SET profile = EXCLUDED.profile,"
+        " public_read = EXCLUDED.public_read",
+        name,
+        profile,
+        public_read,
+        owner,
+    )
+
+
+class BucketNotEmptyError(Exception):
+    pass
+
+
+async def delete_bucket(conn: asyncpg.Connection, name: str) -> bool:
+    """Delete an empty bucket; False if it does not exist. Raises BucketNotEmptyError."""
+    async with conn.transaction():
+        # Lock the row first so a concurrent PutObject (which references it) cannot slip in.
+        exists = await conn.fetchval("SELECT 1 FROM buckets WHERE name = $1 FOR UPDATE", name)
+        if not exists:
+            return False
+        has_content = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM objects WHERE bucket = $1)"
+            " OR EXISTS (SELECT 1 FROM uploads WHERE bucket = $1)",
+            name,
+        )
+        if has_content:
+            raise BucketNotEmptyError(name)
+        await conn.execute("DELETE FROM buckets WHERE name = $1", name)
+        return True

@@ -1,0 +1,223 @@
+"""S3 XML response documents."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+from lxml import etree
+
+S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+# Characters XML 1.0 cannot carry, even escaped (most C0 controls, lone surrogates, U+FFFE/F).
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def is_xml_safe(text: str) -> bool:
+    return _NOT_XML.search(text) is None
+
+
+def iso8601(moment: datetime) -> str:
+    """S3's timestamp format in XML: millisecond precision, Z suffix."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def url_encode(value: str) -> str:
+    """encoding-type=url: clients decode with unquote_plus, so '+' must become %2B."""
+    return quote(value, safe="/")
+
+
+def _document(root: etree._Element) -> bytes:
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def _root(tag: str) -> etree._Element:
+    return etree.Element(tag, nsmap={None: S3_NS})
+
+
+def _add(parent: etree._Element, tag: str, text: object | None = None) -> etree._Element:
+    child = etree.SubElement(parent, tag)
+    if text is not None:
+        child.text = text if isinstance(text, str) else str(text)
+    return child
+
+
+def _xml_text(value: str) -> str:
+    """Replace what XML cannot carry; used only where fidelity is impossible (error texts)."""
+    return _NOT_XML.sub("\ufffd", value)
+
+
+def error_document(
+    code: str, message: str, resource: str, request_id: str, extra: Mapping[str, str]
+) -> bytes:
+    root = etree.Element("Error")
+    _add(root, "Code", code)
+    _add(root, "Message", _xml_text(message))
+    for name, value in extra.items():
+        _add(root, name, _xml_text(value))
+    _add(root, "Resource", _xml_text(resource))
+    _add(root, "RequestId", request_id)
+    _add(root, "HostId", request_id)
+    return _document(root)
+
+
+def list_all_my_buckets(
+    owner_id: str, buckets: Iterable[tuple[str, datetime]], region: str
+) -> bytes:
+    root = _root("ListAllMyBucketsResult")
+    owner = _add(root, "Owner")
+    _add(owner, "ID", owner_id)
+    _add(owner, "DisplayName", owner_id)
+    container = _add(root, "Buckets")
+    for name, created in buckets:
+        bucket = _add(container, "Bucket")
+        _add(bucket, "Name", name)
+        _add(bucket, "CreationDate", iso8601(created))
+        _add(bucket, "BucketRegion", region)
+    return _document(root)
+
+
+def location_constraint(region: str) -> bytes:
+    root = _root("LocationConstraint")
+    # S3 answers an empty LocationConstraint for us-east-1.
+    if region != "us-east-1":
+        root.text = region
+    return _document(root)
+
+
+@dataclass(frozen=True)
+class ListingEntry:
+    key: str
+    last_modified: datetime
+    etag: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Listing:
+    bucket: str
+    prefix: str
+    delimiter: str | None
+    max_keys: int
+    contents: Sequence[ListingEntry]
+    common_prefixes: Sequence[str]
+    is_truncated: bool
+    encoding_url: bool
+    owner_id: str
+
+
+def _needs_forced_encoding(listing: Listing, extra_strings: Iterable[str]) -> bool:
+    strings = [listing.prefix, listing.delimiter or "", *extra_strings]
+    strings += [entry.key for entry in listing.contents]
+    strings += listing.common_prefixes
+    return not all(is_xml_safe(text) for text in strings)
+
+
+def _listing_common(root: etree._Element, listing: Listing, encode: bool) -> None:
+    def text(value: str) -> str:
+        return url_encode(value) if encode else value
+
+    for entry in listing.contents:
+        item = _add(root, "Contents")
+        _add(item, "Key", text(entry.key))
+        _add(item, "LastModified", iso8601(entry.last_modified))
+        _add(item, "ETag", entry.etag)
+        _add(item, "Size", entry.size)
+        _add(item, "StorageClass", "STANDARD")
+    for common in listing.common_prefixes:
+        _add(_add(root, "CommonPrefixes"), "Prefix", text(common))
+    if encode:
+        _add(root, "EncodingType", "url")
+
+
+def list_objects_v2(
+    listing: Listing,
+    continuation_token: str | None,
+    next_continuation_token: str | None,
+    start_after: str | None,
+    fetch_owner: bool,
+) -> bytes:
+    # A key XML cannot carry forces url encoding, announced by EncodingType so clients decode.
+    encode = listing.encoding_url or _needs_forced_encoding(listing, [start_after or ""])
+
+    def text(value: str) -> str:
+        return url_encode(value) if encode else value
+
+    root = _root("ListBucketResult")
+    _add(root, "Name", listing.bucket)
+    _add(root, "Prefix", text(listing.prefix))
+    if start_after is not None:
+        _add(root, "StartAfter", text(start_after))
+    if continuation_token is not None:
+        _add(root, "ContinuationToken", continuation_token)
+    if next_continuation_token is not None:
+        _add(root, "NextContinuationToken", next_continuation_token)
+    _add(root, "KeyCount", len(listing.contents) + len(listing.common_prefixes))
+    _add(root, "MaxKeys", listing.max_keys)
+    if listing.delimiter is not None:
+        _add(root, "Delimiter", text(listing.delimiter))
+    _add(root, "IsTruncated", "true" if listing.is_truncated else "false")
+    _listing_common(root, listing, encode)
+    if fetch_owner:
+        for item in root.iterfind(f"{{{S3_NS}}}Contents"):
+            owner = etree.SubElement(item, "Owner")
+            _add(owner, "ID", listing.owner_id)
+            _add(owner, "DisplayName", listing.owner_id)
+    return _document(root)
+
+
+def list_objects_v1(listing: Listing, marker: str, next_marker: str | None) -> bytes:
+    encode = listing.encoding_url or _needs_forced_encoding(listing, [marker, next_marker or ""])
+
+    def text(value: str) -> str:
+        return url_encode(value) if encode else value
+
+    root = _root("ListBucketResult")
+    _add(root, "Name", listing.bucket)
+    _add(root, "Prefix", text(listing.prefix))
+    _add(root, "Marker", text(marker))
+    if next_marker is not None:
+        _add(root, "NextMarker", text(next_marker))
+    _add(root, "MaxKeys", listing.max_keys)
+    if listing.delimiter is not None:
+        _add(root, "Delimiter", text(listing.delimiter))
+    _add(root, "IsTruncated", "true" if listing.is_truncated else "false")
+    _listing_common(root, listing, encode)
+    for item in root.iterfind(f"{{{S3_NS}}}Contents"):
+        owner = etree.SubElement(item, "Owner")
+        _add(owner, "ID", listing.owner_id)
+        _add(owner, "DisplayName", listing.owner_id)
+    return _document(root)
+
+
+@dataclass(frozen=True)
+class DeleteError:
+    key: str
+    code: str
+    message: str
+
+
+def delete_result(deleted: Sequence[str], errors: Sequence[DeleteError], quiet: bool) -> bytes:
+    root = _root("DeleteResult")
+    if not quiet:
+        for key in deleted:
+            _add(_add(root, "Deleted"), "Key", _xml_text(key))
+    for error in errors:
+        item = _add(root, "Error")
+        _add(item, "Key", _xml_text(error.key))
+        _add(item, "Code", error.code)
+        _add(item, "Message", error.message)
+    return _document(root)
+
+
+def copy_object_result(etag: str, last_modified: datetime, checksums: Mapping[str, str]) -> bytes:
+    root = _root("CopyObjectResult")
+    _add(root, "LastModified", iso8601(last_modified))
+    _add(root, "ETag", etag)
+    for algorithm, value in checksums.items():
+        _add(root, f"Checksum{algorithm}", value)
+    return _document(root)

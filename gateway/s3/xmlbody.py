@@ -1,0 +1,163 @@
+"""Parsing of S3 XML request bodies (DeleteObjects, CreateBucket, CompleteMultipartUpload).
+
+Bodies come from untrusted clients: the parser never resolves entities, loads DTDs or touches
+the network, and any DOCTYPE is refused outright (billion laughs, XXE). Every problem is
+reported as MalformedXML, which is what S3 answers for a body that does not fit its schema.
+Callers cap the body size before parsing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from gateway.s3.errors import MalformedXML
+
+S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+# DeleteObjects accepts at most 1000 keys; S3 rejects more with MalformedXML.
+MAX_DELETE_OBJECTS = 1000
+
+# xsd:int, the schema type of PartNumber.
+_INT = re.compile(r"[+-]?[0-9]{1,10}")
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+_XSD_BOOLEAN = {"true": True, "1": True, "false": False, "0": False}
+_CHECKSUM_PREFIX = "Checksum"
+
+
+@dataclass(frozen=True)
+class ObjectIdentifier:
+    key: str
+    version_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CompletedPart:
+    part_number: int
+    etag: str  # as sent, quoted or not: clients differ
+    # Keyed by upper-case algorithm name: <ChecksumCRC32> -> "CRC32".
+    checksums: dict[str, str] = field(default_factory=dict, hash=False)
+
+
+def _parse(body: bytes, root_name: str) -> etree._Element:
+    # A DOCTYPE has no use in an S3 body; refusing it before parsing means entity declarations
+    # are never even read. The docinfo check below also catches it in non-ASCII encodings.
+    if b"<!DOCTYPE" in body:
+        raise MalformedXML()
+    parser = etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        huge_tree=False,
+        remove_comments=True,
+    )
+    try:
+        root = etree.fromstring(body, parser)
+    except (etree.XMLSyntaxError, ValueError):
+        raise MalformedXML() from None
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        raise MalformedXML()
+    if _name(root) != root_name:
+        raise MalformedXML()
+    return root
+
+
+def _name(element: etree._Element) -> str | None:
+    """The local name of an element in the S3 namespace or in none, else None.
+
+    Clients differ: some namespace their bodies, some do not.
+    """
+    if not isinstance(element.tag, str):
+        return None  # processing instructions, entity references
+    qname = etree.QName(element)
+    return qname.localname if qname.namespace in (None, S3_NAMESPACE) else None
+
+
+def _children(parent: etree._Element, name: str) -> list[etree._Element]:
+    return [child for child in parent if _name(child) == name]
+
+
+def _one(parent: etree._Element, name: str) -> etree._Element | None:
+    """The single child called `name`, None when absent; the schema allows no repetition."""
+    found = _children(parent, name)
+    if len(found) > 1:
+        raise MalformedXML()
+    return found[0] if found else None
+
+
+def _text(element: etree._Element) -> str:
+    """The element's text exactly as sent: simple-typed elements have no child elements."""
+    if len(element):
+        raise MalformedXML()
+    return element.text or ""
+
+
+def parse_delete_objects(body: bytes) -> tuple[bool, list[ObjectIdentifier]]:
+    """Parse a DeleteObjects body into (quiet, objects)."""
+    root = _parse(body, "Delete")
+    quiet = False
+    quiet_element = _one(root, "Quiet")
+    if quiet_element is not None:
+        value = _XSD_BOOLEAN.get(_text(quiet_element).strip())
+        if value is None:
+            raise MalformedXML()
+        quiet = value
+    elements = _children(root, "Object")
+    if not elements or len(elements) > MAX_DELETE_OBJECTS:
+        raise MalformedXML()
+    objects = []
+    for element in elements:
+        key = _one(element, "Key")
+        if key is None:
+            raise MalformedXML()
+        version = _one(element, "VersionId")
+        # Keys keep their whitespace: " a " and "a" are different objects.
+        objects.append(
+            ObjectIdentifier(_text(key), _text(version) if version is not None else None)
+        )
+    return quiet, objects
+
+
+def parse_create_bucket_configuration(body: bytes) -> str | None:
+    """The LocationConstraint of a CreateBucket body; None for no body or no constraint."""
+    if not body.strip():
+        return None
+    root = _parse(body, "CreateBucketConfiguration")
+    element = _one(root, "LocationConstraint")
+    if element is None:
+        return None
+    return _text(element).strip() or None
+
+
+def parse_complete_multipart_upload(body: bytes) -> list[CompletedPart]:
+    """The parts listed in a CompleteMultipartUpload body, in document order.
+
+    Order, duplicates and part-number range are the caller's to check (InvalidPartOrder,
+    InvalidPart), as S3 reports those with their own codes.
+    """
+    root = _parse(body, "CompleteMultipartUpload")
+    elements = _children(root, "Part")
+    if not elements:
+        raise MalformedXML()
+    parts = []
+    for element in elements:
+        number = _one(element, "PartNumber")
+        etag = _one(element, "ETag")
+        if number is None or etag is None:
+            raise MalformedXML()
+        text = _text(number).strip()
+        if _INT.fullmatch(text) is None or not _INT_MIN <= int(text) <= _INT_MAX:
+            raise MalformedXML()
+        checksums = {}
+        for child in element:
+            name = _name(child)
+            if name and name.startswith(_CHECKSUM_PREFIX) and name != _CHECKSUM_PREFIX:
+                algorithm = name.removeprefix(_CHECKSUM_PREFIX).upper()
+                if algorithm in checksums:
+                    raise MalformedXML()
+                checksums[algorithm] = _text(child).strip()
+        parts.append(CompletedPart(int(text), _text(etag).strip(), checksums))
+    return parts

@@ -1,0 +1,43 @@
+"""Blob backends behind one small interface.
+
+A blob is written once under a generated storage key and never modified; object keys never
+reach a backend's namespace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Protocol
+
+
+class BlobWriter(Protocol):
+    """A blob being written. Nothing is visible under its key until ``commit`` returns."""
+
+    storage_key: str
+    size: int
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def flush(self) -> None:
+        """Pass every byte written so far through ``on_data`` (so digests can be checked)."""
+
+    async def commit(self) -> None:
+        """Make the blob durable (fsync or upstream acknowledgement) under its storage key."""
+
+    async def abort(self) -> None: ...
+
+
+class BlobStore(Protocol):
+    def new_key(self) -> str: ...
+
+    async def create(self, storage_key: str, on_data: Callable[[bytes], None] | None) -> BlobWriter:
+        """Start a blob; ``on_data`` sees every byte written (hashing happens off the loop)."""
+
+    def read(self, storage_key: str, start: int, length: int) -> AsyncIterator[bytes]: ...
+
+    def local_path(self, storage_key: str) -> Path | None:
+        """The blob's plain file, when it has one (so it can be sent with sendfile)."""
+
+    async def delete(self, storage_key: str) -> None:
+        """Delete the blob; deleting a missing blob is not an error."""

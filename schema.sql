@@ -1,0 +1,88 @@
+-- The gateway's metadata schema. Applied by `gateway migrate` and at start-up under an advisory
+-- lock; every statement is idempotent, and the version applied is recorded in schema_version.
+-- schema-version: 1
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    integer PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS buckets (
+    name        text COLLATE "C" PRIMARY KEY,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    profile     text NOT NULL,
+    public_read boolean NOT NULL DEFAULT false,
+    owner       text NOT NULL,
+    -- quotas, CORS, allowed variant presets
+    settings    jsonb NOT NULL DEFAULT '{}'
+);
+
+-- One row per live object; a write replaces the row (new version_id, new storage_key) in one
+-- transaction, so readers see the old object or the new one, never a mix.
+CREATE TABLE IF NOT EXISTS objects (
+    bucket        text COLLATE "C" NOT NULL REFERENCES buckets (name),
+    -- "C" collation: S3 lists keys in UTF-8 byte order
+    key           text COLLATE "C" NOT NULL,
+    version_id    uuid NOT NULL,
+    size          bigint NOT NULL CHECK (size >= 0),
+    etag          text NOT NULL,
+    content_type  text NOT NULL,
+    -- {"user": {x-amz-meta-*}, "headers": {cache-control, ...}, "checksums": {"CRC32": ...}}
+    metadata      jsonb NOT NULL DEFAULT '{}',
+    profile       text NOT NULL,
+    storage_key   text NOT NULL,
+    last_modified timestamptz NOT NULL,
+    PRIMARY KEY (bucket, key)
+);
+
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_id  uuid PRIMARY KEY,
+    bucket     text COLLATE "C" NOT NULL REFERENCES buckets (name),
+    key        text COLLATE "C" NOT NULL,
+    initiated  timestamptz NOT NULL DEFAULT now(),
+    content_type text NOT NULL,
+    metadata   jsonb NOT NULL DEFAULT '{}',
+    checksum_algorithm text
+);
+CREATE INDEX IF NOT EXISTS uploads_by_key ON uploads (bucket, key, initiated);
+
+CREATE TABLE IF NOT EXISTS upload_parts (
+    upload_id   uuid NOT NULL REFERENCES uploads (upload_id) ON DELETE CASCADE,
+    part_number integer NOT NULL CHECK (part_number BETWEEN 1 AND 10000),
+    size        bigint NOT NULL,
+    etag        text NOT NULL,
+    checksums   jsonb NOT NULL DEFAULT '{}',
+    profile     text NOT NULL,
+    storage_key text NOT NULL,
+    last_modified timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (upload_id, part_number)
+);
+
+CREATE TABLE IF NOT EXISTS derivatives (
+    version_id    uuid NOT NULL,
+    variant_key   text NOT NULL,
+    status        text NOT NULL CHECK (status IN ('pending', 'ready', 'failed')),
+    profile       text,
+    storage_key   text,
+    size          bigint,
+    etag          text,
+    content_type  text,
+    error         text,
+    attempts      integer NOT NULL DEFAULT 0,
+    next_retry_at timestamptz,
+    PRIMARY KEY (version_id, variant_key)
+);
+
+-- The intent log. A blob's key is recorded here before the blob is written and removed in the
+-- transaction that commits the row referencing it; a row that stops referencing a blob inserts
+-- its key in that same transaction. The janitor deletes listed blobs after a grace period, so a
+-- crash can never orphan a blob and nothing ever lists storage to find garbage.
+CREATE TABLE IF NOT EXISTS garbage (
+    profile     text NOT NULL,
+    storage_key text NOT NULL,
+    listed_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (profile, storage_key)
+);
+CREATE INDEX IF NOT EXISTS garbage_by_age ON garbage (listed_at);
+
+INSERT INTO schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;
