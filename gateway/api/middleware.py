@@ -26,12 +26,18 @@ def error_response(request: web.Request, error: errors.S3Error, request_id: str)
     resource = unquote(request.raw_path.partition("?")[0])
     headers = error.headers()
     if request.method == "HEAD" or error.status == 304:
-        # HEAD answers carry no body; S3 puts the code in a header instead.
-        return web.Response(status=error.status, headers=headers)
-    body = error_document(error.code, error.message, resource, request_id, error.extra)
-    return web.Response(
-        status=error.status, body=body, content_type="application/xml", headers=headers
-    )
+        # HEAD answers carry no body.
+        response = web.Response(status=error.status, headers=headers)
+    else:
+        body = error_document(error.code, error.message, resource, request_id, error.extra)
+        response = web.Response(
+            status=error.status, body=body, content_type="application/xml", headers=headers
+        )
+    if request.can_read_body and not request.content.is_eof():
+        # The body was not read (rejected before it was, or never sent after Expect:
+        # 100-continue went unanswered): the connection cannot carry another request.
+        response.force_close()
+    return response
 
 
 async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:

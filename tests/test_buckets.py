@@ -1,0 +1,72 @@
+"""Bucket operations through boto3."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from botocore.exceptions import ClientError
+
+
+def error_code(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
+    return excinfo.value.response["Error"]["Code"]
+
+
+def test_create_list_head_delete(s3) -> None:
+    name = f"bucket-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    assert name in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    head = s3.head_bucket(Bucket=name)
+    assert head["ResponseMetadata"]["HTTPHeaders"]["x-amz-bucket-region"] == "us-east-1"
+    assert s3.get_bucket_location(Bucket=name)["LocationConstraint"] is None
+    s3.delete_bucket(Bucket=name)
+    assert name not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    with pytest.raises(ClientError) as excinfo:
+        s3.head_bucket(Bucket=name)
+    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_create_twice_is_already_owned(s3, bucket: str) -> None:
+    with pytest.raises(ClientError) as excinfo:
+        s3.create_bucket(Bucket=bucket)
+    assert error_code(excinfo) == "BucketAlreadyOwnedByYou"
+    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["ab", "a" * 64, "UpperCase", "under_score", "-leading", "trailing-", "two..dots",
+     "192.168.1.1", "xn--punycode", "bucket-s3alias", "_gateway"],
+)  # fmt: skip
+def test_invalid_bucket_names(s3, name: str) -> None:
+    with pytest.raises(ClientError) as excinfo:
+        s3.create_bucket(Bucket=name)
+    assert error_code(excinfo) == "InvalidBucketName"
+    assert name not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_delete_non_empty_bucket(s3, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="keep", Body=b"1")
+    with pytest.raises(ClientError) as excinfo:
+        s3.delete_bucket(Bucket=bucket)
+    assert error_code(excinfo) == "BucketNotEmpty"
+    assert s3.get_object(Bucket=bucket, Key="keep")["Body"].read() == b"1"
+
+
+def test_missing_bucket(s3) -> None:
+    for call in (
+        lambda: s3.list_objects_v2(Bucket="no-such-bucket-here"),
+        lambda: s3.put_object(Bucket="no-such-bucket-here", Key="k", Body=b"x"),
+        lambda: s3.delete_bucket(Bucket="no-such-bucket-here"),
+        lambda: s3.get_bucket_location(Bucket="no-such-bucket-here"),
+    ):
+        with pytest.raises(ClientError) as excinfo:
+            call()
+        assert error_code(excinfo) == "NoSuchBucket"
+
+
+def test_location_constraint_must_match_region(s3) -> None:
+    name = f"bucket-{uuid.uuid4().hex[:12]}"
+    with pytest.raises(ClientError) as excinfo:
+        s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    assert error_code(excinfo) == "InvalidLocationConstraint"
