@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -55,6 +56,15 @@ class DatabaseConfig(_Strict):
     url: str | None = None
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=20, ge=1)
+
+    @model_validator(mode="after")
+    def _check_pool(self) -> DatabaseConfig:
+        # asyncpg would only refuse this at startup, after the config was declared fine.
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError(
+                f"pool_min_size ({self.pool_min_size}) exceeds pool_max_size ({self.pool_max_size})"
+            )
+        return self
 
 
 class LocalProfile(_Strict):
@@ -127,6 +137,10 @@ class GatewayConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_references(self) -> GatewayConfig:
+        for name, bucket in self.buckets.items():
+            # A bucket that names no profile follows default_profile, not the literal "default".
+            if "profile" not in bucket.model_fields_set:
+                self.buckets[name] = bucket.model_copy(update={"profile": self.default_profile})
         if self.default_profile not in self.storage_profiles:
             raise ValueError(f"default_profile: unknown storage profile {self.default_profile!r}")
         for name, bucket in self.buckets.items():
@@ -161,21 +175,22 @@ def split_listen(value: str) -> tuple[str, int]:
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def interpolate(node: Any, path: str = "") -> Any:
+def interpolate(node: Any, path: str = "", environ: Mapping[str, str] | None = None) -> Any:
     """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree."""
+    environ = os.environ if environ is None else environ
     if isinstance(node, dict):
         return {
-            key: interpolate(value, f"{path}.{key}" if path else str(key))
+            key: interpolate(value, f"{path}.{key}" if path else str(key), environ)
             for key, value in node.items()
         }
     if isinstance(node, list):
-        return [interpolate(value, f"{path}.{index}") for index, value in enumerate(node)]
+        return [interpolate(value, f"{path}.{index}", environ) for index, value in enumerate(node)]
     if not isinstance(node, str):
         return node
 
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
-        value = os.environ.get(name)
+        value = environ.get(name)
         if value is None:
             if default is None:
                 raise ConfigError(f"{path}: environment variable {name} is not set")
@@ -234,7 +249,8 @@ def load_config(path: Path | None = None, environ: dict[str, str] | None = None)
             raise ConfigError(f"{path}: invalid YAML: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
-        raw = interpolate(raw)
+        # The same environment as the GATEWAY_* overrides, so callers can pass their own.
+        raw = interpolate(raw, environ=environ)
     _apply_environment(raw, environ)
     _normalise_sizes(raw)
     try:

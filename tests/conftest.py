@@ -232,7 +232,7 @@ def client(
     secret_key: str = ROOT_SECRET_KEY,
     verify: str | bool | None = None,
     **config: object,
-):  # noqa: ANN201
+):
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
@@ -245,19 +245,19 @@ def client(
 
 
 @pytest.fixture(scope="session")
-def s3(gateway: GatewayProcess):  # noqa: ANN201
+def s3(gateway: GatewayProcess):
     """boto3 with its default configuration, over HTTP."""
     return client(gateway.endpoint)
 
 
 @pytest.fixture(scope="session")
-def s3_tls(tls_gateway: GatewayProcess, ca_bundle: str):  # noqa: ANN201
+def s3_tls(tls_gateway: GatewayProcess, ca_bundle: str):
     """boto3 over HTTPS, where it sends aws-chunked bodies with checksum trailers."""
     return client(tls_gateway.endpoint, verify=ca_bundle)
 
 
 @pytest.fixture
-def bucket(s3) -> Iterator[str]:  # noqa: ANN001
+def bucket(s3) -> Iterator[str]:
     name = f"test-{uuid.uuid4().hex[:16]}"
     s3.create_bucket(Bucket=name)
     yield name

@@ -6,6 +6,7 @@ botocore's own signer without a server. References: the S3 API guide "Authentica
 
 Flow for the caller: ``parse_auth`` -> look up the access key and check the region ->
 ``check_time`` -> ``verify`` (returns the signing key, needed to verify aws-chunked bodies).
+When ``parse_auth`` returns None the request may still be a SigV2 presigned URL: see ``sigv2``.
 """
 
 from __future__ import annotations
@@ -111,9 +112,11 @@ class AuthRequest:
 
 
 def parse_auth(req: HttpRequestView) -> AuthRequest | None:
-    """Parse the SigV4 claims of a request; None for an anonymous request.
+    """Parse the SigV4 claims of a request; None for an anonymous or SigV2 presigned request.
 
-    Raises an S3Error for SigV2, for both auth mechanisms at once, and for malformed input.
+    SigV2 query auth (AWSAccessKeyId/Signature) is left to ``sigv2.parse_query_auth``. Raises an
+    S3Error for a SigV2 Authorization header, for both auth mechanisms at once, and for
+    malformed input.
     """
     params = _query_params(req.raw_query)
     authorization = req.headers.get("authorization")
@@ -130,8 +133,6 @@ def parse_auth(req: HttpRequestView) -> AuthRequest | None:
         return _parse_header_auth(req, authorization)
     if presigned:
         return _parse_query_auth(req, params)
-    if sigv2_query:
-        raise InvalidRequest(_SIGV2_MESSAGE)
     return None
 
 
