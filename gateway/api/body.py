@@ -89,7 +89,7 @@ class RequestBody:
     def __init__(self, req: S3Request, max_size: int) -> None:
         self._req = req
         http = req.http
-        headers = http.headers
+        headers = req.headers
         self.payload_hash = req.auth.payload_hash if req.auth else sigv4.UNSIGNED_PAYLOAD
         self.chunked = self.payload_hash in _CHUNKED_MODES
         if http.content_length is None and "chunked" not in headers.get("Transfer-Encoding", ""):

@@ -7,6 +7,7 @@ from urllib.parse import unquote
 
 import asyncpg
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from gateway.config import CredentialConfig, GatewayConfig
 from gateway.s3.sigv4 import AuthRequest
@@ -28,6 +29,10 @@ class S3Request:
     raw_path: str
     raw_query: str
     query: dict[str, str]
+    # The request's headers, plus any a SigV2 presigned URL carried in its query.
+    headers: CIMultiDictProxy[str]
+    # Whether the bucket came from the Host header (virtual-host style).
+    virtual_host: bool = False
     # None: anonymous.
     credential: CredentialConfig | None = None
     auth: AuthRequest | None = None

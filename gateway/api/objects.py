@@ -112,7 +112,7 @@ async def _readable_object(req: S3Request) -> tuple[Bucket, ObjectRecord]:
 
 
 def _check_read_conditions(req: S3Request, record: ObjectRecord) -> None:
-    cond = Conditions.from_headers(req.http.headers)
+    cond = Conditions.from_headers(req.headers)
     outcome, header = conditions.decide(cond, record.etag, record.last_modified)
     if outcome is Precondition.FAILED:
         raise errors.PreconditionFailed(Condition=header or "")
@@ -151,13 +151,13 @@ def _prepare_read(
 ) -> tuple[int, ranges.ByteRange | None, CIMultiDict[str]]:
     _check_read_conditions(req, record)
     headers = object_headers(record)
-    byte_range = ranges.parse_range(req.http.headers.get("Range"), record.size)
+    byte_range = ranges.parse_range(req.headers.get("Range"), record.size)
     if byte_range is not None:
         headers["Content-Range"] = byte_range.content_range(record.size)
         length = byte_range.length
     else:
         length = record.size
-        if req.http.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+        if req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
             headers.update(_checksum_headers(record))
     _apply_overrides(req, headers)
     return length, byte_range, headers
@@ -198,7 +198,7 @@ async def get_object(req: S3Request) -> web.StreamResponse:
 
 
 def _write_precondition(req: S3Request) -> Conditions | None:
-    cond = Conditions.from_headers(req.http.headers)
+    cond = Conditions.from_headers(req.headers)
     if cond.if_match is None and cond.if_none_match is None:
         return None
     return cond
@@ -224,7 +224,7 @@ async def put_object(req: S3Request) -> web.StreamResponse:
     key = _object_key(req)
     auth.require_write(req, req.bucket)
     bucket = await get_bucket(req, req.bucket)
-    headers = req.http.headers
+    headers = req.headers
     metadata = _metadata_from_headers(req, headers)
     cond = _write_precondition(req)
     check = _check_write(cond, key)
@@ -305,7 +305,7 @@ def _parse_copy_source(value: str) -> tuple[str, str]:
 async def copy_object(req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     key = _object_key(req)
-    headers = req.http.headers
+    headers = req.headers
     source_bucket, source_key = _parse_copy_source(headers["x-amz-copy-source"])
     names.validate_key(source_key)
     auth.require_write(req, req.bucket)

@@ -38,12 +38,12 @@ def split_target(
         if hostname.endswith("." + domain):
             bucket = hostname[: -len(domain) - 1]
             key = path[1:]
-            return bucket, key or None
+            return bucket, key or None, True
     bucket, _, key = path[1:].partition("/")
     if not bucket:
-        return None, None
+        return None, None, False
     # "/bucket" and "/bucket/" both name the bucket itself.
-    return bucket, key or None
+    return bucket, key or None, False
 
 
 def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Request) -> Operation:
@@ -75,7 +75,7 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
             return table[method]
         raise errors.MethodNotAllowed("GET, PUT, DELETE, HEAD, POST")
     if method == "PUT":
-        if "x-amz-copy-source" in req.http.headers:
+        if "x-amz-copy-source" in req.headers:
             return objects.copy_object
         return objects.put_object
     table = {
@@ -100,7 +100,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if raw_path == "/_gateway/health" and request.method in ("GET", "HEAD"):
             return await health(request)
         raise errors.NoSuchKey()
-    bucket, key = split_target(
+    bucket, key, virtual_host = split_target(
         request.headers.get("Host", ""), raw_path, request.app[CONFIG].base_domains
     )
     req = S3Request(
@@ -110,6 +110,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         raw_path=raw_path,
         raw_query=raw_query,
         query=parse_query(raw_query),
+        headers=request.headers,
+        virtual_host=virtual_host,
     )
     authenticate(req)
     operation = pick_operation(request.method, bucket, key, req)

@@ -1,0 +1,227 @@
+"""Authentication and authorisation: each failure has its S3 code and stores nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import UTC, datetime, timedelta
+from unittest import mock
+
+import botocore.config
+import pytest
+import requests
+from botocore.exceptions import ClientError
+from lxml import etree
+
+from tests.conftest import PUBLIC_BUCKET, ROOT_SECRET_KEY, client
+from tests.rawhttp import request_head, send_raw, sign, signed_chunks
+
+
+def code_of(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
+    return excinfo.value.response["Error"]["Code"]
+
+
+def assert_absent(s3, bucket: str, key: str) -> None:
+    with pytest.raises(ClientError) as excinfo:
+        s3.head_object(Bucket=bucket, Key=key)
+    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def xml_error(content: bytes) -> dict[str, str]:
+    root = etree.fromstring(content)
+    return {child.tag: child.text or "" for child in root}
+
+
+def test_wrong_secret_is_signature_mismatch(gateway, s3, bucket: str) -> None:
+    bad = client(gateway.endpoint, secret_key="not-the-secret")
+    with pytest.raises(ClientError) as excinfo:
+        bad.put_object(Bucket=bucket, Key="k", Body=b"x")
+    assert code_of(excinfo) == "SignatureDoesNotMatch"
+    error = excinfo.value.response["Error"]
+    assert error["CanonicalRequest"].startswith("PUT\n/")
+    assert error["StringToSign"].startswith("AWS4-HMAC-SHA256\n")
+    assert ROOT_SECRET_KEY not in str(excinfo.value.response)
+    assert_absent(s3, bucket, "k")
+
+
+def test_unknown_access_key(gateway, s3, bucket: str) -> None:
+    stranger = client(gateway.endpoint, access_key="NOSUCHKEY", secret_key="whatever-secret")
+    with pytest.raises(ClientError) as excinfo:
+        stranger.put_object(Bucket=bucket, Key="k", Body=b"x")
+    assert code_of(excinfo) == "InvalidAccessKeyId"
+    assert_absent(s3, bucket, "k")
+
+
+def test_skewed_clock(gateway, s3, bucket: str) -> None:
+    skewed = client(gateway.endpoint, retries={"max_attempts": 1})
+    past = datetime.now(UTC) - timedelta(minutes=20)
+
+    def clock(remove_tzinfo: bool = True) -> datetime:
+        return past.replace(tzinfo=None) if remove_tzinfo else past
+
+    # botocore signs with the AWS CRT when awscrt is installed, else in Python: skew both.
+    with (
+        mock.patch("botocore.auth.get_current_datetime", clock),
+        mock.patch("botocore.crt.auth.get_current_datetime", clock),
+        pytest.raises(ClientError) as excinfo,
+    ):
+        skewed.put_object(Bucket=bucket, Key="k", Body=b"x")
+    assert code_of(excinfo) == "RequestTimeTooSkewed"
+    assert_absent(s3, bucket, "k")
+
+
+def test_presigned_v4_get_and_put(gateway, bucket: str) -> None:
+    signer = client(gateway.endpoint, signature_version="s3v4")
+    put_url = signer.generate_presigned_url(
+        "put_object", Params={"Bucket": bucket, "Key": "pre signed+key"}, ExpiresIn=300
+    )
+    assert "X-Amz-Signature=" in put_url
+    assert requests.put(put_url, data=b"via presign", timeout=10).status_code == 200
+    get_url = signer.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "pre signed+key"}, ExpiresIn=300
+    )
+    response = requests.get(get_url, timeout=10)
+    assert response.status_code == 200
+    assert response.content == b"via presign"
+
+
+def test_presigned_default_boto3_url(gateway, s3, bucket: str) -> None:
+    """boto3's default presigned URL (SigV2 query auth with a custom endpoint) works too."""
+    s3.put_object(Bucket=bucket, Key="default presign", Body=b"v2")
+    url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "default presign"}, ExpiresIn=300
+    )
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.content == b"v2"
+
+
+def test_expired_presigned_url(gateway, s3, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    signer = client(gateway.endpoint, signature_version="s3v4")
+    url = signer.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=1
+    )
+    time.sleep(2)
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 403
+    assert xml_error(response.content)["Code"] == "AccessDenied"
+    assert "expired" in xml_error(response.content)["Message"]
+
+
+def test_presigned_expiry_over_a_week(gateway, bucket: str) -> None:
+    signer = client(gateway.endpoint, signature_version="s3v4")
+    url = signer.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=604801
+    )
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 400
+    assert xml_error(response.content)["Code"] == "AuthorizationQueryParametersError"
+
+
+def test_tampered_presigned_url(gateway, bucket: str) -> None:
+    signer = client(gateway.endpoint, signature_version="s3v4")
+    url = signer.generate_presigned_url(
+        "put_object", Params={"Bucket": bucket, "Key": "k"}, ExpiresIn=300
+    )
+    response = requests.put(url.replace("/k?", "/other?"), data=b"x", timeout=10)
+    assert response.status_code == 403
+    assert xml_error(response.content)["Code"] == "SignatureDoesNotMatch"
+
+
+def test_anonymous_access(gateway, s3, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="private", Body=b"secret")
+    response = requests.get(f"{gateway.endpoint}/{bucket}/private", timeout=10)
+    assert response.status_code == 403
+    assert xml_error(response.content)["Code"] == "AccessDenied"
+    response = requests.put(f"{gateway.endpoint}/{bucket}/new", data=b"x", timeout=10)
+    assert response.status_code == 403
+    assert_absent(s3, bucket, "new")
+    response = requests.get(f"{gateway.endpoint}/{bucket}", timeout=10)
+    assert response.status_code == 403
+    assert requests.get(f"{gateway.endpoint}/", timeout=10).status_code == 403
+
+
+def test_anonymous_read_of_public_bucket(gateway, s3) -> None:
+    s3.put_object(Bucket=PUBLIC_BUCKET, Key="cat.txt", Body=b"meow", ContentType="text/plain")
+    response = requests.get(f"{gateway.endpoint}/{PUBLIC_BUCKET}/cat.txt", timeout=10)
+    assert response.status_code == 200
+    assert response.content == b"meow"
+    assert response.headers["Content-Type"] == "text/plain"
+    head = requests.head(f"{gateway.endpoint}/{PUBLIC_BUCKET}/cat.txt", timeout=10)
+    assert head.headers["Content-Length"] == "4"
+    anonymous = client(gateway.endpoint, signature_version=botocore.UNSIGNED)
+    listed = anonymous.list_objects_v2(Bucket=PUBLIC_BUCKET)
+    assert "cat.txt" in [o["Key"] for o in listed["Contents"]]
+    # Reads only: anonymous writes and deletes are refused.
+    response = requests.put(f"{gateway.endpoint}/{PUBLIC_BUCKET}/cat.txt", data=b"x", timeout=10)
+    assert response.status_code == 403
+    response = requests.delete(f"{gateway.endpoint}/{PUBLIC_BUCKET}/cat.txt", timeout=10)
+    assert response.status_code == 403
+    assert s3.get_object(Bucket=PUBLIC_BUCKET, Key="cat.txt")["Body"].read() == b"meow"
+    # response-* overrides need a signed request.
+    response = requests.get(
+        f"{gateway.endpoint}/{PUBLIC_BUCKET}/cat.txt?response-content-type=x/y", timeout=10
+    )
+    assert response.status_code == 400
+
+
+def test_sigv2_header_gets_clear_error(gateway, bucket: str) -> None:
+    response = requests.get(
+        f"{gateway.endpoint}/{bucket}",
+        headers={"Authorization": "AWS AKIDEXAMPLE:frJIUN8DYpKDtOLCwo//yllqDzg="},
+        timeout=10,
+    )
+    assert response.status_code == 400
+    error = xml_error(response.content)
+    assert error["Code"] == "InvalidRequest"
+    assert "AWS4-HMAC-SHA256" in error["Message"]
+
+
+def _streaming_put(gateway, bucket: str, key: str, chunks: list[bytes], tamper: bool):
+    url = f"{gateway.endpoint}/{bucket}/{key}"
+    decoded = sum(len(c) for c in chunks)
+    headers = {
+        "Content-Encoding": "aws-chunked",
+        "x-amz-decoded-content-length": str(decoded),
+    }
+    signed = sign("PUT", url, "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", headers)
+    body = signed_chunks(signed, chunks, ROOT_SECRET_KEY)
+    if tamper:
+        # Flip one payload byte of the second chunk: its signature no longer matches.
+        index = body.index(chunks[1][:16]) + 3
+        body = body[:index] + bytes([body[index] ^ 1]) + body[index + 1 :]
+    signed["Content-Length"] = str(len(body))
+    head = request_head("PUT", f"/{bucket}/{key}", signed)
+    return send_raw("127.0.0.1", gateway.port, head, body)
+
+
+def test_signed_chunked_upload(gateway, s3, bucket: str) -> None:
+    chunks = [b"a" * 65536, b"b" * 65536, b"c" * 1000]
+    response = _streaming_put(gateway, bucket, "chunked", chunks, tamper=False)
+    assert response.status == 200, response.body
+    got = s3.get_object(Bucket=bucket, Key="chunked")
+    assert got["Body"].read() == b"".join(chunks)
+    assert got["ETag"] == f'"{hashlib.md5(b"".join(chunks)).hexdigest()}"'
+    # Content-Encoding: aws-chunked describes the transfer, not the object.
+    assert "ContentEncoding" not in got
+
+
+def test_tampered_chunk_signature(gateway, s3, bucket: str) -> None:
+    chunks = [b"a" * 65536, b"b" * 65536, b"c" * 1000]
+    response = _streaming_put(gateway, bucket, "tampered", chunks, tamper=True)
+    assert response.status == 403
+    assert b"<Code>SignatureDoesNotMatch</Code>" in response.body
+    assert_absent(s3, bucket, "tampered")
+
+
+def test_signed_payload_hash_mismatch(gateway, s3, bucket: str) -> None:
+    url = f"{gateway.endpoint}/{bucket}/hashed"
+    signed = sign("PUT", url, hashlib.sha256(b"promised").hexdigest())
+    signed["Content-Length"] = "9"
+    response = send_raw(
+        "127.0.0.1", gateway.port, request_head("PUT", f"/{bucket}/hashed", signed), b"delivered"
+    )
+    assert response.status == 400
+    assert b"<Code>XAmzContentSHA256Mismatch</Code>" in response.body
+    assert_absent(s3, bucket, "hashed")
