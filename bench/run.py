@@ -228,6 +228,73 @@ class RssSampler:
         self._thread.join()
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> float:
+    """CPU-seconds all cores spent not idle since boot."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:9]]  # guest time is inside user
+    return (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK  # minus idle and iowait
+
+
+def process_cpu(pids: list[int]) -> dict[int, float]:
+    """CPU-seconds of each process, including its reaped children."""
+    out = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = sum(int(x) for x in fields[11:15]) / CLK_TCK  # utime stime cutime cstime
+    return out
+
+
+class CpuMeter:
+    """Splits the machine's CPU time over a window into server, load generator and other.
+
+    "other" is everything else: concurrent jobs on a shared machine (which make the figures
+    unreliable) and kernel threads such as page-cache writeback.
+    """
+
+    def __init__(self, server_pids: Callable[[], list[int]]) -> None:
+        self.server_pids = server_pids
+        self.totals = {"seconds": 0.0, "server": 0.0, "client": 0.0, "other": 0.0}
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()  # wrk and curl are our reaped children
+        return t.user + t.system + t.children_user + t.children_system
+
+    @contextmanager
+    def window(self) -> Iterator[None]:
+        wall, busy, own = time.monotonic(), machine_busy(), self._own()
+        server = process_cpu(self.server_pids())
+        try:
+            yield
+        finally:
+            server_end = process_cpu(self.server_pids())
+            busy, own = machine_busy() - busy, self._own() - own
+            srv = sum(v - server.get(pid, 0.0) for pid, v in server_end.items())
+            self.totals["seconds"] += time.monotonic() - wall
+            self.totals["server"] += srv
+            self.totals["client"] += own
+            self.totals["other"] += max(0.0, busy - srv - own)
+
+    def report(self) -> dict[str, float]:
+        """Average cores used by each part, and "other" as a share of the whole machine."""
+        secs = self.totals["seconds"] or 1.0
+        cores = {k: round(v / secs, 2) for k, v in self.totals.items() if k != "seconds"}
+        other_pct = 100 * self.totals["other"] / (secs * (os.cpu_count() or 1))
+        return {
+            "server_cores": cores["server"],
+            "client_cores": cores["client"],
+            "other_cores": cores["other"],
+            "other_pct": round(other_pct, 1),
+        }
+
+
 class Proc:
     """A server process started in its own session so that nothing it spawns can outlive it."""
 
@@ -235,9 +302,13 @@ class Proc:
         self.name, self.log_path = name, log
         with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
             self.popen = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, **kw,
-            )  # fmt: skip
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                **kw,
+            )
         self.pid = self.popen.pid
 
     def alive(self) -> bool:
@@ -297,9 +368,13 @@ def s3_client(endpoint: str, access: str, secret: str) -> Any:
         read_timeout=300,
     )
     return boto3.client(
-        "s3", endpoint_url=endpoint, region_name=REGION,
-        aws_access_key_id=access, aws_secret_access_key=secret, config=cfg,
-    )  # fmt: skip
+        "s3",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=access,
+        aws_secret_access_key=secret,
+        config=cfg,
+    )
 
 
 def request_target(url: str) -> str:
@@ -342,6 +417,10 @@ class System:
         raise BenchError(
             f"{self.name} not ready after {timeout:.0f}s; last log lines:\n{self.proc.log_tail()}"
         )
+
+    def server_pids(self) -> list[int]:
+        """Every process doing the system's work, for CPU accounting."""
+        return proc_tree(self.proc.pid) if self.proc else []
 
     def stop(self) -> list[str]:
         """Stops the system; returns notes on anything odd about how it went down."""
@@ -406,6 +485,16 @@ class GatewaySystem(System):
 
     def healthy(self) -> bool:
         return http_status(self.port, "/_gateway/health") == 200
+
+    def server_pids(self) -> list[int]:
+        # The embedded Postgres is detached from the gateway but works for it.
+        pids = super().server_pids()
+        for pidfile in (self.workdir / "data").rglob("postmaster.pid"):
+            try:
+                pids += proc_tree(int(pidfile.read_text().split()[0]))
+            except (OSError, ValueError, IndexError):
+                continue
+        return pids
 
     def stop(self) -> list[str]:
         notes = super().stop()
@@ -480,9 +569,14 @@ http {{
 """
         (self.workdir / "nginx.conf").write_text(conf)
         argv = [
-            find_tool("nginx"), "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf"),
-            "-e", str(self.workdir / "error.log"),
-        ]  # fmt: skip
+            find_tool("nginx"),
+            "-p",
+            str(self.workdir),
+            "-c",
+            str(self.workdir / "nginx.conf"),
+            "-e",
+            str(self.workdir / "error.log"),
+        ]
         self.proc = Proc(self.name, argv, self.workdir / "nginx.log")
         self.wait_ready(30)
 
@@ -491,7 +585,7 @@ http {{
 
     def prepare(self, objs: Objects) -> None:
         # The same files at the same paths; nginx ignores the signature query string.
-        for key, body in zip(objs.small_keys, objs.bodies):
+        for key, body in zip(objs.small_keys, objs.bodies, strict=True):
             path = self.root / BUCKET / key
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(body)
@@ -531,10 +625,22 @@ def run_wrk(
     expect = SMALL_SIZE if method == "GET" else -1
     threads = min(args.threads, args.connections)
     argv = [
-        find_tool("wrk"), f"-t{threads}", f"-c{args.connections}", f"-d{seconds:g}s",
-        "--timeout", f"{args.request_timeout:g}s", "-s", str(WRK_SCRIPT), system.endpoint,
-        "--", str(paths_file), method, str(body), str(expect), str(threads),
-    ]  # fmt: skip
+        find_tool("wrk"),
+        f"-t{threads}",
+        f"-c{args.connections}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        f"{args.request_timeout:g}s",
+        "-s",
+        str(WRK_SCRIPT),
+        system.endpoint,
+        "--",
+        str(paths_file),
+        method,
+        str(body),
+        str(expect),
+        str(threads),
+    ]
     out = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=seconds + 120)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_RESULT ")), None)
     if out.returncode != 0 or line is None:
@@ -576,12 +682,21 @@ class WorkloadInvalid(BenchError):
         self.result = result
 
 
-def small_workload(system: System, method: str, keys: list[str], args: argparse.Namespace) -> dict:
+def small_workload(
+    system: System, method: str, keys: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
     paths = system.workdir / f"paths-{method.lower()}.txt"
     paths.write_text("".join(request_target(system.presign(method, k)) + "\n" for k in keys))
     if args.warmup > 0:
         run_wrk(system, paths, method, args.warmup, args)  # also validated: errors fail here
-    return run_wrk(system, paths, method, args.duration, args)
+    meter = CpuMeter(system.server_pids)
+    with meter.window():
+        try:
+            result = run_wrk(system, paths, method, args.duration, args)
+        except WorkloadInvalid as e:
+            e.result["cpu"] = meter.report()
+            raise
+    return result | {"cpu": meter.report()}
 
 
 def curl_transfer(method: str, url: str, objs: Objects, max_time: float) -> dict[str, Any]:
@@ -593,7 +708,7 @@ def curl_transfer(method: str, url: str, objs: Objects, max_time: float) -> dict
         # No "Expect: 100-continue": servers that ignore it would cost curl a 1 s wait.
         argv += ["-H", "Expect:", "-T", str(objs.large_file)]
     out = subprocess.run(
-        argv + [url], check=False, capture_output=True, text=True, timeout=max_time + 30
+        [*argv, url], check=False, capture_output=True, text=True, timeout=max_time + 30
     )
     fields = out.stdout.split()
     if out.returncode != 0 or len(fields) != 3:
@@ -610,9 +725,19 @@ def large_workload(
     system: System, method: str, objs: Objects, args: argparse.Namespace
 ) -> dict[str, Any]:
     url = system.presign(method, LARGE_KEY)
-    runs = [curl_transfer(method, url, objs, args.large_timeout) for _ in range(args.large_repeat)]
-    speeds = [r["mb_s"] for r in runs]
-    return {"mb_s": statistics.median(speeds), "runs_mb_s": speeds, "bytes": objs.large_size}
+    meter = CpuMeter(system.server_pids)
+    speeds = []
+    for _ in range(args.large_repeat):
+        # Write back the previous transfer's dirty pages first, so no run pays for another's.
+        os.sync()
+        with meter.window():
+            speeds.append(curl_transfer(method, url, objs, args.large_timeout)["mb_s"])
+    return {
+        "mb_s": statistics.median(speeds),
+        "runs_mb_s": speeds,
+        "bytes": objs.large_size,
+        "cpu": meter.report(),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -649,6 +774,14 @@ def bench_system(
             )
         if res.get(name):
             print(f"     {summarize(name, res[name])}", flush=True)
+            other = res[name].get("cpu", {}).get("other_pct", 0.0)
+            if other > args.other_cpu_warn:
+                note = (
+                    f"{system.name} {name}: processes outside the benchmark used {other:.0f}%"
+                    " of the machine's CPU; the machine was not quiet, figures are unreliable"
+                )
+                res["notes"].append(note)
+                print(f"  !! {note}", flush=True)
 
     print(f"starting {system.name} on {system.endpoint} ...", flush=True)
     t0 = time.monotonic()
@@ -698,12 +831,19 @@ def bench_system(
 
 def summarize(name: str, r: dict[str, Any]) -> str:
     if name.startswith("small"):
-        return (
+        text = (
             f"{r['rps']:.0f} req/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
             f"  ({r['requests']} requests)"
         )
-    runs = ", ".join(f"{v:.0f}" for v in r["runs_mb_s"])
-    return f"{r['mb_s']:.0f} MB/s median of [{runs}]"
+    else:
+        runs = ", ".join(f"{v:.0f}" for v in r["runs_mb_s"])
+        text = f"{r['mb_s']:.0f} MB/s median of [{runs}]"
+    if cpu := r.get("cpu"):
+        text += (
+            f"\n     CPU cores: server {cpu['server_cores']:.2f}, load generator"
+            f" {cpu['client_cores']:.2f}, other {cpu['other_cores']:.2f}"
+        )
+    return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -779,6 +919,11 @@ def fmt(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{v:,.{digits}f}"
 
 
+def other_cpu(result: dict[str, Any]) -> str:
+    shares = [r["cpu"]["other_pct"] for r in result.values() if isinstance(r, dict) and "cpu" in r]
+    return fmt(max(shares), 0) if shares else "-"
+
+
 def figure_rows(results: dict[str, Any], systems: list[str], large: str, conns: int) -> list:
     def cell(system: str, workload: str, key: str, digits: int) -> str:
         r = results.get(system, {}).get(workload)
@@ -805,15 +950,19 @@ def figure_rows(results: dict[str, Any], systems: list[str], large: str, conns: 
     out.append(
         [f"RSS peak during {large}, MiB"] + [rss(s, "rss_large", "peak_tree") for s in systems]
     )
+    # Above a few percent the machine was shared and the figures above are suspect.
+    out.append(["other processes' CPU, max %"] + [other_cpu(results.get(s, {})) for s in systems])
     return out
 
 
 def text_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = []
-    for n, row in enumerate([header] + rows):
-        cells = [str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in
-                 enumerate(zip(row, widths))]  # fmt: skip
+    for n, row in enumerate([header, *rows]):
+        cells = [
+            str(c).ljust(w) if i == 0 else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
         lines.append("  ".join(cells).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -917,10 +1066,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=120,
         help="seconds to wait for the gateway's health check (120)",
     )
+    p.add_argument(
+        "--other-cpu-warn",
+        type=float,
+        default=10,
+        help="note a run during which other processes used more than this %% of"
+        " the machine's CPU (10)",
+    )
     p.add_argument("--tmp-dir", type=Path, help="where the run's temp dir goes (system default)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, data)")
     p.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
-    args = p.parse_args(argv)  # fmt: skip
+    args = p.parse_args(argv)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = set(args.systems) - set(ALL_SYSTEMS)
     if unknown or not args.systems:
@@ -984,7 +1140,7 @@ def main(argv: list[str] | None = None) -> int:
                 res["notes"] += system.stop()
 
     targets = evaluate(results, large)
-    header = ["figure"] + args.systems
+    header = ["figure", *args.systems]
     rows = figure_rows(results, args.systems, large, args.connections)
     trows = target_rows(targets)
     problems = [f"{s}: {p}" for s, r in results.items() for p in r.get("problems", [])]

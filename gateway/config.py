@@ -103,6 +103,8 @@ class LimitsConfig(_Strict):
     max_xml_body: Size = 1024**2
     max_metadata_size: Size = 2048
     clock_skew_seconds: int = Field(default=900, ge=1)
+    # An upload whose client sends nothing for this long fails with RequestTimeout.
+    body_idle_timeout_seconds: float = Field(default=60, gt=0)
     # Blobs listed in the garbage log are deleted only after this, so a reader still
     # streaming an overwritten object keeps its bytes.
     garbage_grace_seconds: int = Field(default=3600, ge=0)

@@ -168,7 +168,7 @@ def write_config(path: Path, data_dir: Path, port: int, dsn: str, **extra: objec
                 "buckets": {PUBLIC_BUCKET: "read"},
             }
         ],
-        "limits": {"garbage_grace_seconds": 3600},
+        "limits": {"garbage_grace_seconds": 3600, "body_idle_timeout_seconds": 2},
         **extra,
     }
     path.write_text(yaml.safe_dump(config))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -126,9 +127,18 @@ class RequestBody:
 
     async def _raw(self) -> AsyncIterator[bytes]:
         await self._send_continue()
+        content = self._req.http.content
+        idle = self._req.config.limits.body_idle_timeout_seconds
         try:
-            async for data in self._req.http.content.iter_any():
+            while True:
+                # A client that stops sending must not hold the upload (and its blob) forever.
+                async with asyncio.timeout(idle):
+                    data = await content.readany()
+                if not data:
+                    return
                 yield data
+        except TimeoutError:
+            raise errors.RequestTimeout() from None
         except ClientPayloadError as exc:
             raise errors.IncompleteBody() from exc
 

@@ -90,6 +90,12 @@ InvalidChunkSizeError = _error(
 InvalidLocationConstraint = _error(
     "InvalidLocationConstraint", 400, "The specified location-constraint is not valid."
 )
+RequestTimeout = _error(
+    "RequestTimeout",
+    400,
+    "Your socket connection to the server was not read from or written to within the timeout "
+    "period.",
+)
 MissingContentLength = _error(
     "MissingContentLength", 411, "You must provide the Content-Length HTTP header."
 )
