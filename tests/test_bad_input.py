@@ -121,7 +121,9 @@ def test_chunked_body_shorter_than_declared(gateway, s3, bucket: str) -> None:
 def test_missing_content_length(gateway, s3, bucket: str) -> None:
     url = f"{gateway.endpoint}/{bucket}/no-length"
     headers = sign("PUT", url, UNSIGNED)
-    response = send_raw("127.0.0.1", gateway.port, request_head("PUT", f"/{bucket}/no-length", headers), b"")
+    response = send_raw(
+        "127.0.0.1", gateway.port, request_head("PUT", f"/{bucket}/no-length", headers), b""
+    )
     assert response.status == 411
     assert b"<Code>MissingContentLength</Code>" in response.body
 
@@ -130,7 +132,9 @@ def test_object_over_size_limit_is_refused_before_upload(gateway, s3, bucket: st
     url = f"{gateway.endpoint}/{bucket}/huge"
     headers = sign("PUT", url, UNSIGNED, {"Expect": "100-continue"})
     headers["Content-Length"] = str(6 * 1024**4)
-    response = send_raw("127.0.0.1", gateway.port, request_head("PUT", f"/{bucket}/huge", headers), b"")
+    response = send_raw(
+        "127.0.0.1", gateway.port, request_head("PUT", f"/{bucket}/huge", headers), b""
+    )
     assert response.status == 400
     assert b"<Code>EntityTooLarge</Code>" in response.body
     assert_absent(s3, bucket, "huge")
