@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import platform
+import pwd
 import re
 import secrets
 import shlex
@@ -97,7 +98,8 @@ def find_tool(name: str) -> str:
     local = Path(sys.executable).parent / name
     if local.exists():
         return str(local)
-    found = shutil.which(name)
+    # nginx lives in sbin, which an unprivileged user's PATH may lack.
+    found = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
     if not found:
         hint = "bench/setup.sh installs it" if name in ("nginx", "wrk", "curl") else "pip install"
         raise BenchError(f"{name} not found ({hint})")
@@ -121,7 +123,7 @@ def http_status(port: int, path: str, timeout: float = 2.0) -> int | None:
         resp = conn.getresponse()
         resp.read()
         return resp.status
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return None
     finally:
         conn.close()
@@ -234,8 +236,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 def machine_busy() -> float:
     """CPU-seconds all cores spent not idle since boot."""
     with open("/proc/stat") as f:
-        ticks = [int(x) for x in f.readline().split()[1:9]]  # guest time is inside user
-    return (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK  # minus idle and iowait
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
+    # Steal (time the hypervisor gave to other guests) is nobody's work here; guest time is
+    # already inside user.
+    return (user + nice + system + irq + softirq) / CLK_TCK
 
 
 def process_cpu(pids: list[int]) -> dict[int, float]:
@@ -251,48 +255,72 @@ def process_cpu(pids: list[int]) -> dict[int, float]:
     return out
 
 
-class CpuMeter:
-    """Splits the machine's CPU time over a window into server, load generator and other.
+def kernel_cpu() -> float:
+    """CPU-seconds of all kernel threads (children of kthreadd, pid 2): writeback and the like."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == "2" or entry.name == "2":
+            total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
 
-    "other" is everything else: concurrent jobs on a shared machine (which make the figures
-    unreliable) and kernel threads such as page-cache writeback.
+
+class CpuMeter:
+    """Splits the machine's CPU time over windows into server, helper, load generator,
+    kernel threads and other.
+
+    "helper" is a process that works for the server without being its child (the gateway's
+    embedded Postgres); "kernel" is mostly page-cache writeback and network softirq work
+    done in kernel threads. "other" is everything else: concurrent jobs on a shared machine,
+    which make the figures unreliable.
     """
 
-    def __init__(self, server_pids: Callable[[], list[int]]) -> None:
-        self.server_pids = server_pids
-        self.totals = {"seconds": 0.0, "server": 0.0, "client": 0.0, "other": 0.0}
+    def __init__(self, system: System) -> None:
+        self.system = system
+        parts = ("seconds", "server", "helper", "client", "kernel", "other")
+        self.totals = dict.fromkeys(parts, 0.0)
 
     @staticmethod
     def _own() -> float:
         t = os.times()  # wrk and curl are our reaped children
         return t.user + t.system + t.children_user + t.children_system
 
+    @staticmethod
+    def _delta(start: dict[int, float], end: dict[int, float]) -> float:
+        return sum(v - start.get(pid, 0.0) for pid, v in end.items())
+
     @contextmanager
     def window(self) -> Iterator[None]:
-        wall, busy, own = time.monotonic(), machine_busy(), self._own()
-        server = process_cpu(self.server_pids())
+        wall, busy, own, kernel = time.monotonic(), machine_busy(), self._own(), kernel_cpu()
+        server = process_cpu(self.system.server_pids())
+        helper = process_cpu(self.system.helper_pids())
         try:
             yield
         finally:
-            server_end = process_cpu(self.server_pids())
-            busy, own = machine_busy() - busy, self._own() - own
-            srv = sum(v - server.get(pid, 0.0) for pid, v in server_end.items())
+            srv = self._delta(server, process_cpu(self.system.server_pids()))
+            hlp = self._delta(helper, process_cpu(self.system.helper_pids()))
+            busy, own, kernel = machine_busy() - busy, self._own() - own, kernel_cpu() - kernel
             self.totals["seconds"] += time.monotonic() - wall
             self.totals["server"] += srv
+            self.totals["helper"] += hlp
             self.totals["client"] += own
-            self.totals["other"] += max(0.0, busy - srv - own)
+            self.totals["kernel"] += kernel
+            self.totals["other"] += max(0.0, busy - srv - hlp - own - kernel)
 
     def report(self) -> dict[str, float]:
         """Average cores used by each part, and "other" as a share of the whole machine."""
         secs = self.totals["seconds"] or 1.0
-        cores = {k: round(v / secs, 2) for k, v in self.totals.items() if k != "seconds"}
-        other_pct = 100 * self.totals["other"] / (secs * (os.cpu_count() or 1))
-        return {
-            "server_cores": cores["server"],
-            "client_cores": cores["client"],
-            "other_cores": cores["other"],
-            "other_pct": round(other_pct, 1),
+        report = {
+            f"{k}_cores": round(v / secs, 2) for k, v in self.totals.items() if k != "seconds"
         }
+        report["other_pct"] = round(100 * self.totals["other"] / (secs * (os.cpu_count() or 1)), 1)
+        return report
 
 
 class Proc:
@@ -332,8 +360,8 @@ class Proc:
         self.popen.wait()
         # Whatever it left in its process group (whose id is its PID) goes too.
         sig: int = signal.SIGTERM
-        deadline = time.monotonic() + 5
-        while True:
+        start = time.monotonic()
+        while time.monotonic() - start < 15:
             try:
                 os.killpg(self.pid, sig)
             except ProcessLookupError:
@@ -341,7 +369,8 @@ class Proc:
             if sig == signal.SIGTERM:
                 print(f"  {self.name} left processes in its group; stopping them", flush=True)
             time.sleep(0.1)
-            sig = signal.SIGKILL if time.monotonic() > deadline else 0  # 0: only probe
+            sig = signal.SIGKILL if time.monotonic() - start > 5 else 0  # 0: only probe
+        print(f"  !! processes of {self.name}'s group {self.pid} survived SIGKILL", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,8 +448,12 @@ class System:
         )
 
     def server_pids(self) -> list[int]:
-        """Every process doing the system's work, for CPU accounting."""
+        """The system's process and its descendants, for CPU accounting."""
         return proc_tree(self.proc.pid) if self.proc else []
+
+    def helper_pids(self) -> list[int]:
+        """Processes outside that tree that work for the system."""
+        return []
 
     def stop(self) -> list[str]:
         """Stops the system; returns notes on anything odd about how it went down."""
@@ -486,10 +519,10 @@ class GatewaySystem(System):
     def healthy(self) -> bool:
         return http_status(self.port, "/_gateway/health") == 200
 
-    def server_pids(self) -> list[int]:
+    def helper_pids(self) -> list[int]:
         # The embedded Postgres is detached from the gateway but works for it.
-        pids = super().server_pids()
-        for pidfile in (self.workdir / "data").rglob("postmaster.pid"):
+        pids = []
+        for pidfile in (self.workdir / "data").glob("*/postmaster.pid"):
             try:
                 pids += proc_tree(int(pidfile.read_text().split()[0]))
             except (OSError, ValueError, IndexError):
@@ -500,7 +533,7 @@ class GatewaySystem(System):
         notes = super().stop()
         # The embedded Postgres may detach from the gateway's process group (pg_ctl does);
         # one still serving our data dir after the gateway exited is a leak worth reporting.
-        for pidfile in (self.workdir / "data").rglob("postmaster.pid"):
+        for pidfile in (self.workdir / "data").glob("*/postmaster.pid"):
             try:
                 pid = int(pidfile.read_text().split()[0])
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -509,13 +542,16 @@ class GatewaySystem(System):
             if str(pidfile.parent).encode() not in cmdline:
                 continue
             notes.append(f"gateway exited but left its Postgres (pid {pid}) running; stopped it")
-            os.kill(pid, signal.SIGINT)  # Postgres' fast shutdown
-            for _ in range(100):
-                if not Path(f"/proc/{pid}").exists():
-                    break
-                time.sleep(0.1)
-            else:
-                os.kill(pid, signal.SIGQUIT)
+            try:
+                os.kill(pid, signal.SIGINT)  # Postgres' fast shutdown
+                for _ in range(100):
+                    if not Path(f"/proc/{pid}").exists():
+                        break
+                    time.sleep(0.1)
+                else:
+                    os.kill(pid, signal.SIGQUIT)
+            except ProcessLookupError:
+                pass
         return notes
 
 
@@ -541,7 +577,7 @@ class NginxSystem(System):
         for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (self.workdir / "tmp" / sub).mkdir(parents=True)
         # As root the workers would drop to "nobody" and could not read a private temp dir.
-        user = f"user {_user_name()};" if os.geteuid() == 0 else ""
+        user = f"user {pwd.getpwuid(os.geteuid()).pw_name};" if os.geteuid() == 0 else ""
         conf = f"""
 {user}
 daemon off;
@@ -595,12 +631,6 @@ http {{
         status = http_status(self.port, request_target(self.presign("GET", objs.small_keys[0])))
         if status != 200:
             raise BenchError(f"nginx answered {status} for a prepared file")
-
-
-def _user_name() -> str:
-    import pwd
-
-    return pwd.getpwuid(os.geteuid()).pw_name
 
 
 SYSTEM_CLASSES: dict[str, type[System]] = {
@@ -689,7 +719,7 @@ def small_workload(
     paths.write_text("".join(request_target(system.presign(method, k)) + "\n" for k in keys))
     if args.warmup > 0:
         run_wrk(system, paths, method, args.warmup, args)  # also validated: errors fail here
-    meter = CpuMeter(system.server_pids)
+    meter = CpuMeter(system)
     with meter.window():
         try:
             result = run_wrk(system, paths, method, args.duration, args)
@@ -725,7 +755,7 @@ def large_workload(
     system: System, method: str, objs: Objects, args: argparse.Namespace
 ) -> dict[str, Any]:
     url = system.presign(method, LARGE_KEY)
-    meter = CpuMeter(system.server_pids)
+    meter = CpuMeter(system)
     speeds = []
     for _ in range(args.large_repeat):
         # Write back the previous transfer's dirty pages first, so no run pays for another's.
@@ -776,12 +806,7 @@ def bench_system(
             print(f"     {summarize(name, res[name])}", flush=True)
             other = res[name].get("cpu", {}).get("other_pct", 0.0)
             if other > args.other_cpu_warn:
-                note = (
-                    f"{system.name} {name}: processes outside the benchmark used {other:.0f}%"
-                    " of the machine's CPU; the machine was not quiet, figures are unreliable"
-                )
-                res["notes"].append(note)
-                print(f"  !! {note}", flush=True)
+                print(f"  !! other processes took {other:.0f}% of the machine's CPU", flush=True)
 
     print(f"starting {system.name} on {system.endpoint} ...", flush=True)
     t0 = time.monotonic()
@@ -839,9 +864,11 @@ def summarize(name: str, r: dict[str, Any]) -> str:
         runs = ", ".join(f"{v:.0f}" for v in r["runs_mb_s"])
         text = f"{r['mb_s']:.0f} MB/s median of [{runs}]"
     if cpu := r.get("cpu"):
+        helper = f" + Postgres {cpu['helper_cores']:.2f}" if cpu["helper_cores"] else ""
         text += (
-            f"\n     CPU cores: server {cpu['server_cores']:.2f}, load generator"
-            f" {cpu['client_cores']:.2f}, other {cpu['other_cores']:.2f}"
+            f"\n     CPU cores: server {cpu['server_cores']:.2f}{helper}, load generator"
+            f" {cpu['client_cores']:.2f}, kernel threads {cpu['kernel_cores']:.2f},"
+            f" other {cpu['other_cores']:.2f}"
         )
     return text
 
@@ -946,6 +973,7 @@ def figure_rows(results: dict[str, Any], systems: list[str], large: str, conns: 
         ([f"{large} GET, MB/s"], "large_get", "mb_s", 0),
     ]
     out = [label + [cell(s, w, k, d) for s in systems] for label, w, k, d in rows]
+    out.append(["RSS after start, MiB"] + [rss(s, "rss_startup", "tree") for s in systems])
     out.append(["RSS idle, MiB"] + [rss(s, "rss_idle", "tree") for s in systems])
     out.append(
         [f"RSS peak during {large}, MiB"] + [rss(s, "rss_large", "peak_tree") for s in systems]
@@ -953,6 +981,23 @@ def figure_rows(results: dict[str, Any], systems: list[str], large: str, conns: 
     # Above a few percent the machine was shared and the figures above are suspect.
     out.append(["other processes' CPU, max %"] + [other_cpu(results.get(s, {})) for s in systems])
     return out
+
+
+def cpu_rows(results: dict[str, Any], systems: list[str]) -> list[list[str]]:
+    rows = []
+    for system in systems:
+        for workload in ("small_get", "small_put", "large_put", "large_get"):
+            cpu = results.get(system, {}).get(workload, {}).get("cpu")
+            if cpu:
+                parts = (
+                    "server_cores",
+                    "helper_cores",
+                    "client_cores",
+                    "kernel_cores",
+                    "other_cores",
+                )
+                rows.append([system, workload] + [fmt(cpu[k], 2) for k in parts])
+    return rows
 
 
 def text_table(header: list[str], rows: list[list[str]]) -> str:
@@ -1083,8 +1128,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown systems {sorted(unknown)}; choose from {','.join(ALL_SYSTEMS)}")
     if args.connections < 1 or args.threads < 1 or args.objects < 1 or args.large_repeat < 1:
         p.error("--connections, --threads, --objects and --large-repeat must be positive")
-    if not 0 < args.duration <= 600:
-        p.error("--duration must be in (0, 600]")
+    if not (0 < args.duration <= 600 and 0 <= args.warmup <= 600 and args.large_timeout > 0):
+        p.error("--duration must be in (0, 600], --warmup in [0, 600], --large-timeout > 0")
+    if any("=" not in item for item in args.gateway_env):
+        p.error("--gateway-env takes KEY=VALUE")
     return args
 
 
@@ -1145,6 +1192,19 @@ def main(argv: list[str] | None = None) -> int:
     trows = target_rows(targets)
     problems = [f"{s}: {p}" for s, r in results.items() for p in r.get("problems", [])]
     notes = [n for r in results.values() for n in r.get("notes", [])]
+    busy = {
+        f"{system} {workload}": r["cpu"]["other_pct"]
+        for system, res in results.items()
+        for workload, r in res.items()
+        if isinstance(r, dict) and r.get("cpu", {}).get("other_pct", 0.0) > args.other_cpu_warn
+    }
+    if busy:
+        worst = max(busy, key=lambda k: busy[k])
+        notes.append(
+            f"the machine was not quiet: processes outside the benchmark took more than"
+            f" {args.other_cpu_warn:g}% of its CPU during {len(busy)} measurement(s), up to"
+            f" {busy[worst]:.0f}% ({worst}); these figures are unreliable"
+        )
 
     print()
     print(text_table(header, rows))
@@ -1183,6 +1243,13 @@ def main(argv: list[str] | None = None) -> int:
         md_table(header, rows),
         "",
         md_table(["target", "value", "goal", "result", "from"], trows),
+        "",
+        f"CPU used during each measurement, in cores ({os.cpu_count()} = the whole machine):",
+        "",
+        md_table(
+            ["system", "workload", "server", "its Postgres", "load generator", "kernel", "other"],
+            cpu_rows(results, args.systems),
+        ),
         "",
         "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + ".",
     ]

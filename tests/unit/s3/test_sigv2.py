@@ -27,7 +27,6 @@ SECRET = "gateway-test-v2-secret/+="
 PATH_ENDPOINT = "http://127.0.0.1:9000"
 VIRTUAL_ENDPOINT = "http://s3.localtest:9000"
 BUCKET = "bk1"
-NOW = datetime.now(UTC)
 
 
 def client(virtual: bool = False, **config: Any) -> Any:
@@ -75,7 +74,7 @@ def verified(req: HttpRequestView, secret: str = SECRET) -> QueryAuthV2:
     auth = parse_query_auth(req)
     assert auth is not None
     assert auth.access_key == AK
-    check_expiry(auth, NOW)
+    check_expiry(auth, datetime.now(UTC))
     verify(req, auth, secret, host_bucket(req))
     return auth
 
@@ -118,7 +117,7 @@ def test_get_object(
     req = view("GET", url)
     assert sigv2.string_to_sign(req, host_bucket(req)) == signed_strings[-1]
     auth = verified(req)
-    assert abs(auth.expires - (NOW.timestamp() + 300)) < 60
+    assert abs(auth.expires - (datetime.now(UTC).timestamp() + 300)) < 60
 
 
 @pytest.mark.parametrize("virtual", [False, True], ids=["path", "virtual"])
@@ -328,9 +327,10 @@ def test_expired_url_from_boto3() -> None:
     req = view("GET", presigned_get())
     auth = parse_query_auth(req)
     assert auth is not None
-    check_expiry(auth, NOW)
+    now = datetime.now(UTC)
+    check_expiry(auth, now)
     with pytest.raises(errors.AccessDenied):
-        check_expiry(auth, NOW + timedelta(seconds=301 + 60))
+        check_expiry(auth, now + timedelta(seconds=301 + 60))
 
 
 REQUIRED = (

@@ -1,0 +1,264 @@
+"""Crash safety: SIGKILL the gateway during concurrent uploads, restart it, check what survived.
+
+The promises under test: an acknowledged PUT is durable; no object is ever visible that was not
+completely written; every blob file on disk is accounted for by an object row or the garbage
+intent log, so `gateway gc` can reclaim everything a crash left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+from botocore.exceptions import BotoCoreError, ClientError
+
+from tests.conftest import (
+    GATEWAY_ENV,
+    REPO,
+    GatewayProcess,
+    client,
+    create_database,
+    free_port,
+    write_config,
+)
+
+THREADS = 8
+# Load before the kill, and a cap on the whole upload phase (threads stop once the gateway dies).
+LOAD_SECONDS = 5.0
+# Per-thread unique keys prove acknowledged writes; a few shared keys are overwritten by every
+# thread, to check that a crash never leaves a torn or resurrected version behind.
+HOT_KEYS = [f"hot/{index}" for index in range(4)]
+SIZES = [1024, 4096, 64 * 1024 - 1, 64 * 1024 + 1, 300_000, 1024 * 1024, 3 * 1024 * 1024]
+BUCKET = "durability"
+
+
+@dataclass
+class Attempt:
+    key: str
+    size: int
+    sha256: str
+    started: float
+    # Monotonic time the 200 arrived; None if the PUT failed or never finished.
+    acked: float | None = None
+
+
+@dataclass
+class Gateway:
+    process: GatewayProcess
+    config_path: Path
+    dsn: str
+
+    @property
+    def blobs(self) -> Path:
+        return self.process.data_dir / "blobs"
+
+
+@pytest.fixture
+def crash_gateway(pg_server_dsn: str, tmp_path: Path) -> Iterator[Gateway]:
+    dsn = create_database(pg_server_dsn)
+    port = free_port()
+    config_path = tmp_path / "gateway.yaml"
+    data_dir = tmp_path / "data"
+    write_config(config_path, data_dir, port, dsn)
+    process = GatewayProcess(config_path, data_dir, port, env=GATEWAY_ENV)
+    process.start()
+    yield Gateway(process, config_path, dsn)
+    process.stop()
+
+
+def upload_until_stopped(
+    endpoint: str, thread: int, stop: threading.Event, attempts: list[Attempt]
+) -> None:
+    # No retries: a retried PUT after the kill would only slow the test down, and a retry that
+    # landed would blur which attempt was acknowledged.
+    s3 = client(
+        endpoint,
+        retries={"total_max_attempts": 1},
+        connect_timeout=2,
+        read_timeout=30,
+    )
+    rng = random.Random(thread)
+    sequence = 0
+    while not stop.is_set():
+        key = rng.choice(HOT_KEYS) if rng.random() < 0.25 else f"t{thread}/{sequence:05d}"
+        sequence += 1
+        body = os.urandom(rng.choice(SIZES))
+        attempt = Attempt(key, len(body), hashlib.sha256(body).hexdigest(), time.monotonic())
+        attempts.append(attempt)
+        try:
+            response = s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+        except (BotoCoreError, ClientError):
+            continue
+        if response["ResponseMetadata"]["HTTPStatusCode"] == 200:
+            attempt.acked = time.monotonic()
+
+
+def run_load_then_kill(gateway: Gateway) -> tuple[list[Attempt], float]:
+    """Every attempted PUT, and the monotonic time of the kill."""
+    stop = threading.Event()
+    per_thread: list[list[Attempt]] = [[] for _ in range(THREADS)]
+    threads = [
+        threading.Thread(
+            target=upload_until_stopped,
+            args=(gateway.process.endpoint, index, stop, per_thread[index]),
+            daemon=True,
+        )
+        for index in range(THREADS)
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(LOAD_SECONDS)
+    # SIGKILL while every thread is mid-request; stop only afterwards so none is idle.
+    killed_at = time.monotonic()
+    gateway.process.kill()
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+    return [attempt for attempts in per_thread for attempt in attempts], killed_at
+
+
+async def fetch_state(dsn: str) -> tuple[dict[str, tuple[str, int]], set[str]]:
+    """({key: (storage_key, size)} of the bucket's objects, {storage_key} in the garbage log)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT key, storage_key, size FROM objects WHERE bucket = $1", BUCKET
+        )
+        garbage = await conn.fetch("SELECT storage_key FROM garbage")
+    finally:
+        await conn.close()
+    return (
+        {row["key"]: (row["storage_key"], row["size"]) for row in rows},
+        {row["storage_key"] for row in garbage},
+    )
+
+
+def blob_files(root: Path) -> dict[str, Path]:
+    """Every file under the blob root, by its path relative to the root."""
+    found = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            found[path.relative_to(root).as_posix()] = path
+    return found
+
+
+def storage_key_of(name: str) -> str:
+    """The storage key a blob file belongs to; fails for anything the store never writes."""
+    directory, _, filename = name.partition("/")
+    key = filename.removesuffix(".tmp")
+    assert len(key) == 32 and all(c in "0123456789abcdef" for c in key), name
+    assert directory == key[:2], name
+    return key
+
+
+def read_all(s3, keys: list[str]) -> dict[str, tuple[int, str]]:
+    result = {}
+    for key in keys:
+        body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        result[key] = (len(body), hashlib.sha256(body).hexdigest())
+    return result
+
+
+def listed_keys(s3) -> list[str]:
+    paginator = s3.get_paginator("list_objects_v2")
+    return [
+        entry["Key"]
+        for page in paginator.paginate(Bucket=BUCKET)
+        for entry in page.get("Contents", [])
+    ]
+
+
+def test_sigkill_during_uploads(crash_gateway: Gateway) -> None:
+    gateway = crash_gateway
+    client(gateway.process.endpoint).create_bucket(Bucket=BUCKET)
+
+    attempts, killed_at = run_load_then_kill(gateway)
+    acked = [a for a in attempts if a.acked is not None]
+    interrupted = [a for a in attempts if a.acked is None and a.started < killed_at]
+    # The load must be real and the kill must have interrupted something.
+    assert len(acked) >= THREADS, f"only {len(acked)} PUTs acknowledged"
+    assert interrupted, "no upload was in flight at the kill"
+
+    gateway.process.start()
+    s3 = client(gateway.process.endpoint, retries={"total_max_attempts": 1})
+
+    by_key: dict[str, list[Attempt]] = {}
+    for attempt in attempts:
+        by_key.setdefault(attempt.key, []).append(attempt)
+    listed = listed_keys(s3)
+    assert len(listed) == len(set(listed))
+    stored = read_all(s3, listed)
+
+    # Nothing appears that was never attempted, and nothing torn: full length, exact hash.
+    for key, (size, digest) in stored.items():
+        candidates = {(a.size, a.sha256) for a in by_key.get(key, [])}
+        assert (size, digest) in candidates, f"{key}: {size} bytes that no PUT sent"
+
+    # Every acknowledged write survived.
+    for key, key_attempts in by_key.items():
+        key_acked = [a for a in key_attempts if a.acked is not None]
+        if not key_acked:
+            continue
+        assert key in stored, f"{key}: acknowledged, then lost in the crash"
+        size, digest = stored[key]
+        if not key.startswith("hot/"):
+            (only,) = key_attempts
+            assert (size, digest) == (only.size, only.sha256)
+            continue
+        # A shared key may hold any attempt, except one acknowledged before another acked PUT
+        # even started: that later write committed after it, so the old one cannot win.
+        (winner,) = [a for a in key_attempts if a.sha256 == digest]
+        if winner.acked is not None:
+            superseding = [a for a in key_acked if a.started > winner.acked]
+            assert not superseding, f"{key}: an overwritten version came back after the crash"
+
+    objects, garbage = asyncio.run(fetch_state(gateway.dsn))
+    assert sorted(objects) == sorted(listed)
+    files = blob_files(gateway.blobs)
+    # Each row's blob is complete and in place (renamed from .tmp, fsynced before the commit).
+    for key, (storage_key, size) in objects.items():
+        name = f"{storage_key[:2]}/{storage_key}"
+        assert name in files, f"{key}: row points at a missing blob"
+        assert files[name].stat().st_size == size
+        assert storage_key not in garbage, f"{key}: live blob listed as garbage"
+    # Every file, finished or not, is accounted for: nothing a crash leaves is ever orphaned.
+    referenced = {storage_key for storage_key, _ in objects.values()}
+    orphans = [name for name in files if storage_key_of(name) not in referenced | garbage]
+    assert not orphans, f"blob files neither referenced nor in the garbage log: {orphans}"
+    leftovers = [name for name in files if storage_key_of(name) not in referenced]
+
+    gc = ["gc", "--config", str(gateway.config_path), "--grace", "0"]
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", *gc],
+        cwd=REPO,
+        env={**os.environ, **GATEWAY_ENV},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"removed {len(garbage)} blobs" in result.stdout
+
+    objects_after, garbage_after = asyncio.run(fetch_state(gateway.dsn))
+    assert garbage_after == set()
+    assert objects_after == objects
+    files_after = blob_files(gateway.blobs)
+    assert sorted(files_after) == sorted(f"{k[:2]}/{k}" for k, _ in objects.values())
+    assert not any(name in files_after for name in leftovers)
+    assert read_all(s3, listed) == stored
+
+    # The restarted gateway still takes writes.
+    s3.put_object(Bucket=BUCKET, Key="after-restart", Body=b"alive")
+    assert s3.get_object(Bucket=BUCKET, Key="after-restart")["Body"].read() == b"alive"
