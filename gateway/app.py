@@ -106,5 +106,6 @@ def create_app(config: GatewayConfig, root: CredentialConfig | None = None) -> w
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_janitor)
     app.on_response_prepare.append(add_request_id)
-    app.router.add_route("*", "/{path:.*}", dispatch, expect_handler=no_expectation)
+    # [\s\S]: keys may contain newlines, which "." would not match.
+    app.router.add_route("*", r"/{path:[\s\S]*}", dispatch, expect_handler=no_expectation)
     return app

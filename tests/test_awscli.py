@@ -18,9 +18,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -65,7 +65,7 @@ class AwsCli:
             )
         return result
 
-    def json(self, *args: str) -> dict:
+    def json(self, *args: str) -> dict[str, Any]:
         output = self.run(*args, "--output", "json").stdout
         return json.loads(output) if output.strip() else {}
 
@@ -113,12 +113,12 @@ def aws(
 
 
 @pytest.fixture
-def cli_bucket(aws: AwsCli, s3) -> Iterator[str]:
+def cli_bucket(aws: AwsCli) -> str:
     """A bucket made with `aws s3 mb` (so mb itself is exercised by every test)."""
     name = f"cli-{uuid.uuid4().hex[:16]}"
     result = aws.run("s3", "mb", f"s3://{name}")
     assert f"make_bucket: {name}" in result.stdout
-    yield name
+    return name
 
 
 def sha256(data: bytes) -> str:
@@ -495,7 +495,7 @@ def _presign(aws: AwsCli, bucket: str, key: str, expires: int) -> str:
     return aws.run("s3", "presign", f"s3://{bucket}/{key}", "--expires-in", str(expires)).stdout
 
 
-def _check_presigned(aws: AwsCli, bucket: str, s3, tmp_path: Path, sigv4: bool) -> None:
+def _check_presigned(aws: AwsCli, bucket: str, s3, sigv4: bool) -> None:
     data = os.urandom(100_000)
     key = "shared/report 2024+ü.bin"
     s3.put_object(Bucket=bucket, Key=key, Body=data)
@@ -520,13 +520,13 @@ def _check_presigned(aws: AwsCli, bucket: str, s3, tmp_path: Path, sigv4: bool) 
     assert response.status_code == 403, response.text
 
 
-def test_presign_default(aws: AwsCli, cli_bucket: str, s3, tmp_path: Path) -> None:
+def test_presign_default(aws: AwsCli, cli_bucket: str, s3) -> None:
     """aws-cli v1 presigns with SigV2 query parameters unless configured otherwise."""
-    _check_presigned(aws, cli_bucket, s3, tmp_path, sigv4=False)
+    _check_presigned(aws, cli_bucket, s3, sigv4=False)
 
 
 def test_presign_sigv4(aws: AwsCli, cli_bucket: str, s3, tmp_path: Path) -> None:
     config_dir = tmp_path / "sigv4"
     config_dir.mkdir()
     aws.env = cli_env(config_dir, "[default]\ns3 =\n  signature_version = s3v4\n")
-    _check_presigned(aws, cli_bucket, s3, tmp_path, sigv4=True)
+    _check_presigned(aws, cli_bucket, s3, sigv4=True)

@@ -49,7 +49,8 @@ HOSTILE_KEYS: dict[str, str] = {
     "control-chars": "ctl\x01\x1f",
     "control-only": "\x01",
     "del-char": "del\x7f",
-    "newline-tab": "line\nbreak\ttab\r",
+    "newline": "line\nbreak",
+    "tab-cr": "tab\there\r",
     "space-only": " ",
     "query-like": "?versionId=1&uploads",
     "fragment-like": "#frag",
@@ -105,6 +106,8 @@ def jail(pg_server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     port = free_port()
     config = tmp_path_factory.mktemp("jail-config") / "gateway.yaml"
     write_config(config, root / "data", port, create_database(pg_server_dsn))
+    # Created up front, so the first blob does not change the data directory's own mtime.
+    (root / "data" / "blobs").mkdir(parents=True)
     process = GatewayProcess(config, root / "data", port, env=GATEWAY_ENV)
     process.start()
     yield Jail(process, root)

@@ -184,15 +184,17 @@ async def get_object(req: S3Request) -> web.StreamResponse:
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = length
     path = store.local_path(record.storage_key)
-    await response.prepare(req.http)
     transport = req.http.transport
-    if path is not None and transport is not None:
-        loop = asyncio.get_running_loop()
-        with await loop.run_in_executor(None, open, path, "rb") as handle:
-            await loop.sendfile(transport, handle, start, length)
-    else:
+    if path is None or transport is None:
+        await response.prepare(req.http)
         async for chunk in store.read(record.storage_key, start, length):
             await response.write(chunk)
+    else:
+        loop = asyncio.get_running_loop()
+        # Opened before the headers go out, so a missing blob is still a clean error response.
+        with await loop.run_in_executor(None, open, path, "rb") as handle:
+            await response.prepare(req.http)
+            await loop.sendfile(transport, handle, start, length)
     await response.write_eof()
     return response
 
