@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing
+import multiprocessing.connection
 import os
+import signal
 import ssl
 import sys
 from pathlib import Path
@@ -13,7 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.app import build_stores, create_app, database_url, root_credential
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import ConfigError, CredentialConfig, GatewayConfig, load_config
 from gateway.maintenance.janitor import collect_garbage
 from gateway.meta.db import create_pool, migrate
 
@@ -39,23 +42,66 @@ def _ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
     return context
 
 
-def serve(args: argparse.Namespace) -> int:
-    config = _load(args)
-    root = root_credential(config.data_dir, os.environ)
+def _run_worker(config: GatewayConfig, root: CredentialConfig, reuse_port: bool) -> None:
     host, port = config.host_port
-    app = create_app(config, root)
-    scheme = "https" if config.tls else "http"
-    print(f"gateway listening on {scheme}://{host}:{port}", flush=True)
     web.run_app(
-        app,
+        create_app(config, root),
         host=host,
         port=port,
         ssl_context=_ssl_context(config),
         access_log=None,
         print=None,
-        reuse_port=args.reuse_port,
+        reuse_port=reuse_port,
     )
-    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    config = _load(args)
+    root = root_credential(config.data_dir, os.environ)
+    host, port = config.host_port
+    scheme = "https" if config.tls else "http"
+    workers = args.workers or int(os.environ.get("GATEWAY_WORKERS", "1"))
+    print(f"gateway listening on {scheme}://{host}:{port} ({workers} workers)", flush=True)
+    if workers <= 1:
+        _run_worker(config, root, args.reuse_port)
+        return 0
+    return _serve_workers(config, root, workers)
+
+
+def _serve_workers(config: GatewayConfig, root: CredentialConfig, workers: int) -> int:
+    """Run ``workers`` processes sharing the port (SO_REUSEPORT) and one database.
+
+    Gateway processes are stateless, so the kernel may hand any connection to any of them. The
+    embedded Postgres, when used, is started here once and shared.
+    """
+    dsn = asyncio.run(database_url(config))
+    shared = config.model_copy(update={"database": config.database.model_copy(update={"url": dsn})})
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_run_worker, args=(shared, root, True), daemon=True)
+        for _ in range(workers)
+    ]
+    for process in processes:
+        process.start()
+
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in processes:
+            process.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    multiprocessing.connection.wait([process.sentinel for process in processes])
+    # One worker ending on its own degrades the service: stop all and exit non-zero, so a
+    # supervisor restarts the whole gateway.
+    failed = not stopping
+    for process in processes:
+        process.terminate()
+        process.join(timeout=30)
+    return 1 if failed else 0
 
 
 async def _migrate(config: GatewayConfig) -> int:
@@ -96,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
 
     serve_cmd = commands.add_parser("serve", help="run the gateway")
     serve_cmd.add_argument("--config", help="YAML file (default: $GATEWAY_CONFIG, else none)")
+    serve_cmd.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes sharing the port, e.g. one per core (default: $GATEWAY_WORKERS or 1)",
+    )
     serve_cmd.add_argument(
         "--reuse-port",
         action="store_true",

@@ -11,6 +11,7 @@ When ``parse_auth`` returns None the request may still be a SigV2 presigned URL:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -58,6 +59,9 @@ _INTEGER = re.compile(r"-?[0-9]{1,18}")  # not \d, which also matches non-ASCII 
 _HEADER_SPACE = re.compile(r"[ \t]+")
 # Unreserved characters per RFC 3986; everything else is %XX in SigV4 canonical forms.
 _UNRESERVED = "-_.~"
+# Components already in canonical form need no decode/encode round trip (the common case).
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9\-_.~/]*")
+_PLAIN_QUERY = re.compile(r"[A-Za-z0-9\-_.~]*")
 
 _SIGV2_MESSAGE = (
     "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256."
@@ -314,7 +318,16 @@ def _parse_amz_date(value: str) -> datetime | None:
     if not _AMZ_DATE.fullmatch(value):
         return None
     try:
-        return datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        # Sliced by hand: strptime is a tenth of the cost of verifying a request.
+        return datetime(
+            int(value[0:4]),
+            int(value[4:6]),
+            int(value[6:8]),
+            int(value[9:11]),
+            int(value[11:13]),
+            int(value[13:15]),
+            tzinfo=UTC,
+        )
     except ValueError:
         return None
 
@@ -380,6 +393,7 @@ def _iso_extended(moment: datetime) -> str:
 # --- signing -----------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
 def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
     """kSigning = HMAC chain over date, region, service and the terminator."""
     key = _hmac(("AWS4" + secret_key).encode("utf-8"), date)
@@ -390,6 +404,8 @@ def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
 
 def canonical_uri(raw_path: str) -> str:
     """S3 canonical URI: decode once, encode once; no dot-segment or slash normalization."""
+    if _PLAIN_PATH.fullmatch(raw_path):
+        return raw_path
     return quote(unquote_to_bytes(_bytes(raw_path)), safe="/" + _UNRESERVED)
 
 
@@ -408,6 +424,8 @@ def canonical_query(raw_query: str, *, presigned: bool = False) -> str:
 
 
 def _encode_query(component: str) -> str:
+    if _PLAIN_QUERY.fullmatch(component):
+        return component
     return quote(unquote_to_bytes(_bytes(component)), safe=_UNRESERVED)
 
 
@@ -451,7 +469,7 @@ def verify(req: HttpRequestView, auth: AuthRequest, secret_key: str) -> bytes:
     canonical, missing = canonical_request(req, auth)
     to_sign = string_to_sign(auth, canonical)
     key = signing_key(secret_key, auth.date, auth.region, auth.service)
-    expected = hmac.new(key, _bytes(to_sign), hashlib.sha256).hexdigest()
+    expected = hmac.digest(key, _bytes(to_sign), "sha256").hex()
     if missing or not hmac.compare_digest(expected.encode("ascii"), _bytes(auth.signature)):
         canonical_bytes = _bytes(canonical)
         raise SignatureDoesNotMatch(
@@ -466,7 +484,7 @@ def verify(req: HttpRequestView, auth: AuthRequest, secret_key: str) -> bytes:
 
 
 def _hmac(key: bytes, message: str) -> bytes:
-    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
+    return hmac.digest(key, message.encode("utf-8"), "sha256")
 
 
 def _bytes(text: str) -> bytes:
