@@ -178,13 +178,14 @@ def test_sigv2_header_gets_clear_error(gateway, bucket: str) -> None:
     assert "AWS4-HMAC-SHA256" in error["Message"]
 
 
-def _streaming_put(gateway, bucket: str, key: str, chunks: list[bytes], tamper: bool):
+def _streaming_put(
+    gateway, bucket: str, key: str, chunks: list[bytes], tamper: bool, encoding: bool = True
+):
     url = f"{gateway.endpoint}/{bucket}/{key}"
     decoded = sum(len(c) for c in chunks)
-    headers = {
-        "Content-Encoding": "aws-chunked",
-        "x-amz-decoded-content-length": str(decoded),
-    }
+    headers = {"x-amz-decoded-content-length": str(decoded)}
+    if encoding:
+        headers["Content-Encoding"] = "aws-chunked"
     signed = sign("PUT", url, "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", headers)
     body = signed_chunks(signed, chunks, ROOT_SECRET_KEY)
     if tamper:
@@ -205,6 +206,14 @@ def test_signed_chunked_upload(gateway, s3, bucket: str) -> None:
     assert got["ETag"] == f'"{hashlib.md5(b"".join(chunks)).hexdigest()}"'
     # Content-Encoding: aws-chunked describes the transfer, not the object.
     assert "ContentEncoding" not in got
+
+
+def test_signed_chunks_without_content_encoding(gateway, s3, bucket: str) -> None:
+    """restic and others omit Content-Encoding: aws-chunked; x-amz-content-sha256 says it."""
+    chunks = [b"r" * 70000, b"s" * 10]
+    response = _streaming_put(gateway, bucket, "restic", chunks, tamper=False, encoding=False)
+    assert response.status == 200, response.body
+    assert s3.get_object(Bucket=bucket, Key="restic")["Body"].read() == b"".join(chunks)
 
 
 def test_tampered_chunk_signature(gateway, s3, bucket: str) -> None:

@@ -59,9 +59,12 @@ async def s3_errors(request: web.Request, handler: Handler) -> web.StreamRespons
         # aiohttp's own rejections (e.g. a request line it cannot route) still speak S3.
         error = errors.InvalidRequest(exc.reason) if exc.status < 500 else errors.InternalError()
         response = error_response(request, error, request_id)
-    except (ConnectionResetError, ConnectionError) as exc:
+    except ConnectionError as exc:
+        # The client went away mid-request; nothing was committed. The answer will not reach
+        # it, but aiohttp discards it quietly instead of logging a traceback.
         log.info("%s %s: client went away (%s)", request.method, request.raw_path, exc)
-        raise
+        response = error_response(request, errors.IncompleteBody(), request_id)
+        response.force_close()
     except Exception:
         log.exception("%s %s failed (request %s)", request.method, request.raw_path, request_id)
         response = error_response(request, errors.InternalError(), request_id)
