@@ -505,6 +505,7 @@ class GatewaySystem(System):
             GATEWAY_DATA_DIR=str(data),
             GATEWAY_ROOT_ACCESS_KEY=self.access_key,
             GATEWAY_ROOT_SECRET_KEY=self.secret_key,
+            GATEWAY_WORKERS=str(self.args.gateway_workers),
             PYTHONUNBUFFERED="1",
         )
         if self.args.database_url:
@@ -1097,6 +1098,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--database-url",
         help="GATEWAY_DATABASE_URL for the gateway (default: its embedded Postgres)",
+    )
+    p.add_argument(
+        "--gateway-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="gateway processes sharing the port, as deployed: one per core (default: cores)",
     )
     p.add_argument(
         "--gateway-env",
