@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -45,6 +46,8 @@ class LocalBlobWriter:
         self._file: BinaryIO | None = None
         # Hashed already, written by commit (small bodies: one thread hop for the whole write).
         self._hashed = b""
+        # The batch being hashed and written in a thread while the next one arrives.
+        self._inflight: asyncio.Future[object] | None = None
 
     async def write(self, data: bytes) -> None:
         if not data:
@@ -54,7 +57,19 @@ class LocalBlobWriter:
         self._pending_size += len(data)
         if self._pending_size >= WRITE_BATCH:
             batch = self._take_pending()
-            await asyncio.get_running_loop().run_in_executor(None, self._write_batch, batch)
+            # At most one batch in flight: the disk keeps pace or the network read waits.
+            await self._wait_inflight()
+            loop = asyncio.get_running_loop()
+            # Hashing and writing release the GIL: run them side by side in two threads.
+            self._inflight = asyncio.gather(
+                loop.run_in_executor(None, self._hash, batch),
+                loop.run_in_executor(None, self._write, batch),
+            )
+
+    async def _wait_inflight(self) -> None:
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            await inflight
 
     def _take_pending(self) -> bytes:
         batch = b"".join(self._pending)
@@ -68,9 +83,15 @@ class LocalBlobWriter:
             self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed in commit/abort
         return self._file
 
-    def _write_batch(self, batch: bytes) -> None:
+    def _hash(self, batch: bytes) -> None:
         if self._on_data is not None:
             self._on_data(batch)
+
+    def _write_batch(self, batch: bytes) -> None:
+        self._hash(batch)
+        self._write(batch)
+
+    def _write(self, batch: bytes) -> None:
         handle = self._open()
         if self._hashed:
             handle.write(self._hashed)
@@ -78,6 +99,7 @@ class LocalBlobWriter:
         handle.write(batch)
 
     async def flush(self) -> None:
+        await self._wait_inflight()
         batch = self._take_pending()
         if not batch:
             return
@@ -108,6 +130,8 @@ class LocalBlobWriter:
 
     async def abort(self) -> None:
         self._pending.clear()
+        with contextlib.suppress(OSError):
+            await self._wait_inflight()
         await asyncio.get_running_loop().run_in_executor(None, self._discard)
 
 
