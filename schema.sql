@@ -1,6 +1,6 @@
 -- The gateway's metadata schema. Applied by `gateway migrate` and at start-up under an advisory
 -- lock; every statement is idempotent, and the version applied is recorded in schema_version.
--- schema-version: 1
+-- schema-version: 2
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version    integer PRIMARY KEY,
@@ -18,7 +18,8 @@ CREATE TABLE IF NOT EXISTS buckets (
 );
 
 -- One row per live object; a write replaces the row (new version_id, new storage_key) in one
--- transaction, so readers see the old object or the new one, never a mix.
+-- transaction, so readers see the old object or the new one, never a mix. A completed multipart
+-- upload has no storage_key of its own: its bytes are its part blobs, listed in object_chunks.
 CREATE TABLE IF NOT EXISTS objects (
     bucket        text COLLATE "C" NOT NULL REFERENCES buckets (name),
     -- "C" collation: S3 lists keys in UTF-8 byte order
@@ -30,9 +31,30 @@ CREATE TABLE IF NOT EXISTS objects (
     -- {"user": {x-amz-meta-*}, "headers": {cache-control, ...}, "checksums": {"CRC32": ...}}
     metadata      jsonb NOT NULL DEFAULT '{}',
     profile       text NOT NULL,
-    storage_key   text NOT NULL,
+    -- NULL for a multipart object (see object_chunks)
+    storage_key   text,
     last_modified timestamptz NOT NULL,
     PRIMARY KEY (bucket, key)
+);
+-- Version 2 (multipart objects): brings a version-1 database up to date; no-ops on a new one.
+ALTER TABLE objects ALTER COLUMN storage_key DROP NOT NULL;
+-- How many parts a multipart object was completed from; NULL for a single-part object.
+ALTER TABLE objects ADD COLUMN IF NOT EXISTS parts_count integer;
+
+-- The bytes of a multipart object, in order: completing an upload moves its parts here without
+-- copying a byte. start_offset is where the part begins in the object, so a Range read finds
+-- its parts by index. Rows go with their object's version, in the transaction that replaces or
+-- deletes it, which also lists their blobs in garbage.
+CREATE TABLE IF NOT EXISTS object_chunks (
+    version_id   uuid NOT NULL,
+    part_number  integer NOT NULL,
+    start_offset bigint NOT NULL CHECK (start_offset >= 0),
+    size         bigint NOT NULL CHECK (size >= 0),
+    profile      text NOT NULL,
+    storage_key  text NOT NULL,
+    etag         text NOT NULL,
+    checksums    jsonb NOT NULL DEFAULT '{}',
+    PRIMARY KEY (version_id, part_number)
 );
 
 CREATE TABLE IF NOT EXISTS uploads (
@@ -44,7 +66,14 @@ CREATE TABLE IF NOT EXISTS uploads (
     metadata   jsonb NOT NULL DEFAULT '{}',
     checksum_algorithm text
 );
-CREATE INDEX IF NOT EXISTS uploads_by_key ON uploads (bucket, key, initiated);
+-- Version 2. Upload ids are time-ordered (UUIDv7), so (key, upload_id) is both the order in
+-- which ListMultipartUploads pages and initiation order within a key.
+ALTER TABLE uploads ADD COLUMN IF NOT EXISTS checksum_type text;
+ALTER TABLE uploads ADD COLUMN IF NOT EXISTS owner text;
+DROP INDEX IF EXISTS uploads_by_key;
+CREATE INDEX IF NOT EXISTS uploads_by_key_id ON uploads (bucket, key, upload_id);
+-- The janitor aborts uploads abandoned for longer than limits.abandoned_upload_seconds.
+CREATE INDEX IF NOT EXISTS uploads_by_age ON uploads (initiated);
 
 CREATE TABLE IF NOT EXISTS upload_parts (
     upload_id   uuid NOT NULL REFERENCES uploads (upload_id) ON DELETE CASCADE,
@@ -85,4 +114,4 @@ CREATE TABLE IF NOT EXISTS garbage (
 );
 CREATE INDEX IF NOT EXISTS garbage_by_age ON garbage (listed_at);
 
-INSERT INTO schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;
+INSERT INTO schema_version (version) VALUES (2) ON CONFLICT DO NOTHING;

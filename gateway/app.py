@@ -86,7 +86,11 @@ async def _janitor(app: web.Application) -> AsyncIterator[None]:
     limits = app[CONFIG].limits
     task = asyncio.create_task(
         run_janitor(
-            app[POOL], app[STORES], limits.garbage_grace_seconds, limits.janitor_interval_seconds
+            app[POOL],
+            app[STORES],
+            limits.garbage_grace_seconds,
+            limits.janitor_interval_seconds,
+            limits.abandoned_upload_seconds,
         )
     )
     yield

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from gateway.app import build_stores, create_app, database_url, root_credential
 from gateway.config import ConfigError, CredentialConfig, GatewayConfig, load_config
-from gateway.maintenance.janitor import collect_garbage
+from gateway.maintenance.janitor import abort_abandoned_uploads, collect_garbage
 from gateway.meta.db import create_pool, migrate
 
 
@@ -118,9 +118,11 @@ async def _migrate(config: GatewayConfig) -> int:
 async def _gc(config: GatewayConfig, grace: int) -> int:
     pool = await create_pool(await database_url(config), 1, 2)
     try:
+        aborted = await abort_abandoned_uploads(pool, config.limits.abandoned_upload_seconds)
         removed = await collect_garbage(pool, build_stores(config), grace)
     finally:
         await pool.close()
+    print(f"aborted {aborted} abandoned uploads")
     print(f"removed {removed} blobs")
     return 0
 

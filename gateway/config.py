@@ -109,6 +109,8 @@ class LimitsConfig(_Strict):
     # streaming an overwritten object keeps its bytes.
     garbage_grace_seconds: int = Field(default=3600, ge=0)
     janitor_interval_seconds: int = Field(default=300, ge=1)
+    # The janitor aborts multipart uploads left unfinished this long after they were started.
+    abandoned_upload_seconds: int = Field(default=7 * 86400, ge=1)
 
 
 class GatewayConfig(_Strict):

@@ -87,7 +87,17 @@ class RequestBody:
     request declared. Nothing may be committed before ``verify`` returns.
     """
 
-    def __init__(self, req: S3Request, max_size: int) -> None:
+    def __init__(
+        self,
+        req: S3Request,
+        max_size: int,
+        upload_checksum: str | None = None,
+        checksum_headers: bool = True,
+    ) -> None:
+        """``upload_checksum``: the checksum algorithm of the multipart upload this body is a
+        part of; the part must use it, and it is computed when the request declares none.
+        ``checksum_headers``: whether x-amz-checksum-* headers describe this body (those of
+        CompleteMultipartUpload describe the object it makes)."""
         self._req = req
         http = req.http
         headers = req.headers
@@ -108,7 +118,16 @@ class RequestBody:
             raise errors.EntityTooLarge(ProposedSize=str(self.length), MaxSizeAllowed=str(max_size))
         self._max_size = max_size
         self.content_md5 = _content_md5(headers.get("Content-MD5"))
-        algorithm, self._expected_checksum, self._checksum_in_trailer = _declared_checksum(headers)
+        algorithm, self._expected_checksum, self._checksum_in_trailer = (
+            _declared_checksum(headers) if checksum_headers else (None, None, False)
+        )
+        if upload_checksum is not None:
+            if algorithm is not None and algorithm != upload_checksum:
+                raise errors.InvalidRequest(
+                    "Checksum Type mismatch occurred, expected checksum Type: "
+                    f"{upload_checksum.lower()}, actual checksum Type: {algorithm.lower()}"
+                )
+            algorithm = upload_checksum
         if self._checksum_in_trailer and not self.chunked:
             raise errors.InvalidRequest("x-amz-trailer requires an aws-chunked body.")
         signed_hash = self.payload_hash not in sigv4.PAYLOAD_MARKERS

@@ -27,10 +27,18 @@ def http_date(moment: object) -> str:
     return format_datetime(moment, usegmt=True)  # type: ignore[arg-type]
 
 
-async def read_small_body(req: S3Request) -> bytes:
-    """A request document (e.g. DeleteObjects XML), size-capped and verified like any body."""
-    limit = req.config.limits.max_xml_body
-    body = RequestBody(req, max_size=limit)
+async def read_small_body(
+    req: S3Request, limit: int | None = None, checksum_headers: bool = True
+) -> bytes:
+    """A request document (e.g. DeleteObjects XML), size-capped and verified like any body.
+
+    ``limit`` defaults to limits.max_xml_body; ``checksum_headers`` as for RequestBody.
+    """
+    body = RequestBody(
+        req,
+        max_size=req.config.limits.max_xml_body if limit is None else limit,
+        checksum_headers=checksum_headers,
+    )
     parts = [piece async for piece in body]
     data = b"".join(parts)
     body.digests.update(data)

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.api import auth
+from gateway.api import auth, copysource, reader
 from gateway.api.body import BodyDigests, RequestBody
 from gateway.api.common import StagedBlob, get_bucket, http_date, read_small_body
 from gateway.api.context import S3Request
+from gateway.api.reader import Segment
 from gateway.meta import objects
 from gateway.meta.buckets import Bucket
-from gateway.meta.objects import ObjectRecord
-from gateway.s3 import checksums, conditions, errors, names, ranges, xmlbody
+from gateway.meta.objects import Chunk, ObjectRecord
+from gateway.s3 import checksums, conditions, errors, multipart, names, ranges, xmlbody
 from gateway.s3.conditions import Conditions, Precondition
 from gateway.s3.xml import DeleteError, copy_object_result, delete_result
 from gateway.storage.local import INLINE_READ_MAX
@@ -45,13 +45,13 @@ RESPONSE_OVERRIDES = {
 META_PREFIX = "x-amz-meta-"
 
 
-def _object_key(req: S3Request) -> str:
+def object_key(req: S3Request) -> str:
     assert req.key is not None
     names.validate_key(req.key)
     return req.key
 
 
-def _metadata_from_headers(req: S3Request, headers: Mapping[str, str]) -> dict[str, Any]:
+def metadata_from_headers(req: S3Request, headers: Mapping[str, str]) -> dict[str, Any]:
     user = {}
     size = 0
     for name, value in headers.items():
@@ -75,7 +75,7 @@ def _metadata_from_headers(req: S3Request, headers: Mapping[str, str]) -> dict[s
     return {"user": user, "headers": stored}
 
 
-def _content_type(headers: Mapping[str, str]) -> str:
+def content_type_from_headers(headers: Mapping[str, str]) -> str:
     return headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
 
 
@@ -95,13 +95,13 @@ def object_headers(record: ObjectRecord) -> CIMultiDict[str]:
 def _checksum_headers(record: ObjectRecord) -> dict[str, str]:
     found = {checksums.header_name(alg): value for alg, value in record.checksums.items()}
     if found:
-        found["x-amz-checksum-type"] = "FULL_OBJECT"
+        found["x-amz-checksum-type"] = record.checksum_type
     return found
 
 
 async def _readable_object(req: S3Request) -> tuple[Bucket, ObjectRecord]:
     assert req.bucket is not None
-    key = _object_key(req)
+    key = object_key(req)
     bucket, record = await objects.lookup(req.pool, req.bucket, key)
     if bucket is None:
         raise errors.NoSuchBucket(BucketName=req.bucket)
@@ -146,67 +146,121 @@ def _apply_overrides(req: S3Request, headers: CIMultiDict[str]) -> None:
         headers[RESPONSE_OVERRIDES[name]] = value
 
 
-def _prepare_read(
-    req: S3Request, record: ObjectRecord
-) -> tuple[int, ranges.ByteRange | None, CIMultiDict[str]]:
-    _check_read_conditions(req, record)
-    headers = object_headers(record)
-    byte_range = ranges.parse_range(req.headers.get("Range"), record.size)
-    if byte_range is not None:
-        headers["Content-Range"] = byte_range.content_range(record.size)
-        length = byte_range.length
-    else:
-        length = record.size
-        if req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+@dataclass(frozen=True)
+class _Read:
+    """What a GET or HEAD answers: status, headers, and the segments of the body."""
+
+    status: int
+    headers: CIMultiDict[str]
+    length: int
+    # None for HEAD.
+    segments: list[Segment] | None
+
+
+def _requested_part(req: S3Request) -> int | None:
+    raw = req.query.get("partNumber")
+    if raw is None:
+        return None
+    part_number = multipart.parse_part_number(raw)
+    if "Range" in req.headers:
+        raise errors.InvalidRequest(
+            "Cannot specify both Range header and partNumber query parameter"
+        )
+    return part_number
+
+
+async def _part_range(
+    req: S3Request, record: ObjectRecord, part_number: int
+) -> tuple[ranges.ByteRange | None, Chunk | None] | None:
+    """(the bytes of that part, its chunk); None if the object was replaced meanwhile.
+
+    A single-part object has one part, the whole object.
+    """
+    if record.parts_count is None:
+        if part_number != 1:
+            raise errors.InvalidPartNumber(PartNumberRequested=str(part_number))
+        return (ranges.ByteRange(0, record.size - 1) if record.size else None), None
+    exists, chunk = await objects.get_chunk(req.pool, record.version_id, part_number)
+    if not exists:
+        return None
+    if chunk is None:
+        raise errors.InvalidPartNumber(PartNumberRequested=str(part_number))
+    if chunk.size == 0:
+        return None, chunk
+    end = chunk.start_offset + chunk.size - 1
+    return ranges.ByteRange(chunk.start_offset, end), chunk
+
+
+async def _plan_read(req: S3Request, with_segments: bool) -> _Read:
+    part_number = _requested_part(req)
+    checksum_mode = req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
+    for _attempt in range(reader.READ_ATTEMPTS):
+        _, record = await _readable_object(req)
+        _check_read_conditions(req, record)
+        headers = object_headers(record)
+        part: Chunk | None = None
+        if part_number is None:
+            byte_range = ranges.parse_range(req.headers.get("Range"), record.size)
+            whole = byte_range is None
+        else:
+            found = await _part_range(req, record, part_number)
+            if found is None:
+                continue
+            byte_range, part = found
+            whole = part is None
+            if record.parts_count is not None:
+                headers["x-amz-mp-parts-count"] = str(record.parts_count)
+        start, length = (byte_range.start, byte_range.length) if byte_range else (0, record.size)
+        if byte_range is not None:
+            headers["Content-Range"] = byte_range.content_range(record.size)
+        if checksum_mode and whole:
             headers.update(_checksum_headers(record))
-    _apply_overrides(req, headers)
-    return length, byte_range, headers
+        elif checksum_mode and part is not None:
+            # A part's own checksum lets the client verify the bytes of that part.
+            for algorithm, value in part.checksums.items():
+                headers[checksums.header_name(algorithm)] = value
+        _apply_overrides(req, headers)
+        segments = None
+        if with_segments:
+            if part is not None:
+                segments = reader.chunk_segments(part)
+            else:
+                segments = await reader.object_segments(req.pool, record, start, length)
+                if segments is None:
+                    continue
+        status = 206 if byte_range else 200
+        return _Read(status, headers, length, segments)
+    raise reader.object_changed()
 
 
 async def head_object(req: S3Request) -> web.StreamResponse:
-    _, record = await _readable_object(req)
-    length, byte_range, headers = _prepare_read(req, record)
+    read = await _plan_read(req, with_segments=False)
     # A StreamResponse keeps the Content-Length we set (a Response would count its empty body).
-    response = web.StreamResponse(status=206 if byte_range else 200, headers=headers)
-    response.content_length = length
+    response = web.StreamResponse(status=read.status, headers=read.headers)
+    response.content_length = read.length
     return response
 
 
 async def get_object(req: S3Request) -> web.StreamResponse:
-    _, record = await _readable_object(req)
-    length, byte_range, headers = _prepare_read(req, record)
-    start = byte_range.start if byte_range else 0
-    status = 206 if byte_range else 200
-    store = req.store(record.profile)
-    if length <= INLINE_READ_MAX:
-        body = b"".join([chunk async for chunk in store.read(record.storage_key, start, length)])
-        return web.Response(status=status, body=body, headers=headers)
-    response = web.StreamResponse(status=status, headers=headers)
-    response.content_length = length
-    path = store.local_path(record.storage_key)
-    transport = req.http.transport
-    if path is None or transport is None:
-        await response.prepare(req.http)
-        async for chunk in store.read(record.storage_key, start, length):
-            await response.write(chunk)
-    else:
-        loop = asyncio.get_running_loop()
-        # Opened before the headers go out, so a missing blob is still a clean error response.
-        with await loop.run_in_executor(None, open, path, "rb") as handle:
-            await response.prepare(req.http)
-            await loop.sendfile(transport, handle, start, length)
-    await response.write_eof()
+    read = await _plan_read(req, with_segments=True)
+    assert read.segments is not None
+    if read.length <= INLINE_READ_MAX:
+        body = b"".join([chunk async for chunk in reader.read_segments(req, read.segments)])
+        return web.Response(status=read.status, body=body, headers=read.headers)
+    response = web.StreamResponse(status=read.status, headers=read.headers)
+    response.content_length = read.length
+    await reader.send_segments(req, response, read.segments)
     return response
 
 
-def _write_precondition(req: S3Request) -> Conditions | None:
+def write_precondition(req: S3Request) -> Conditions | None:
     cond = Conditions.from_headers(req.headers)
     if cond.if_match is None and cond.if_none_match is None:
         return None
     return cond
 
 
-def _check_write(cond: Conditions | None, key: str) -> Any:
+def write_check(cond: Conditions | None, key: str) -> Any:
     def check(current_etag: str | None) -> None:
         if cond is None:
             return
@@ -223,13 +277,13 @@ def _check_write(cond: Conditions | None, key: str) -> Any:
 
 async def put_object(req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
-    key = _object_key(req)
+    key = object_key(req)
     auth.require_write(req, req.bucket)
     bucket = await get_bucket(req, req.bucket)
     headers = req.headers
-    metadata = _metadata_from_headers(req, headers)
-    cond = _write_precondition(req)
-    check = _check_write(cond, key)
+    metadata = metadata_from_headers(req, headers)
+    cond = write_precondition(req)
+    check = write_check(cond, key)
     if cond is not None:
         # Fail fast before the body is transferred; checked again under the row lock.
         current = await objects.get_object(req.pool, bucket.name, key)
@@ -246,7 +300,7 @@ async def put_object(req: S3Request) -> web.StreamResponse:
             version_id=uuid.uuid4(),
             size=blob.writer.size,
             etag=body.digests.etag,
-            content_type=_content_type(headers),
+            content_type=content_type_from_headers(headers),
             profile=bucket.profile,
             storage_key=blob.storage_key,
             last_modified=datetime.now(UTC),
@@ -263,7 +317,7 @@ async def put_object(req: S3Request) -> web.StreamResponse:
 
 async def delete_object(req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
-    key = _object_key(req)
+    key = object_key(req)
     auth.require_write(req, req.bucket)
     bucket = await get_bucket(req, req.bucket)
     async with req.pool.acquire() as conn:
@@ -292,37 +346,13 @@ async def delete_objects(req: S3Request) -> web.StreamResponse:
     return web.Response(body=body, content_type="application/xml")
 
 
-def _parse_copy_source(value: str) -> tuple[str, str]:
-    source = unquote(value.partition("?")[0]).lstrip("/")
-    bucket, _, key = source.partition("/")
-    if not bucket or not key:
-        raise errors.InvalidArgument(
-            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
-            ArgumentName="x-amz-copy-source",
-            ArgumentValue=value,
-        )
-    return bucket, key
-
-
 async def copy_object(req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
-    key = _object_key(req)
+    key = object_key(req)
     headers = req.headers
-    source_bucket, source_key = _parse_copy_source(headers["x-amz-copy-source"])
-    names.validate_key(source_key)
     auth.require_write(req, req.bucket)
     bucket = await get_bucket(req, req.bucket)
-    found_bucket, source = await objects.lookup(req.pool, source_bucket, source_key)
-    if found_bucket is None:
-        raise errors.NoSuchBucket(BucketName=source_bucket)
-    auth.require_read(req, found_bucket)
-    if source is None:
-        raise errors.NoSuchKey(Key=source_key)
-    conditions.check_copy_source(
-        Conditions.from_headers(headers, prefix="x-amz-copy-source-"),
-        source.etag,
-        source.last_modified,
-    )
+    source, segments = await copysource.copy_source_segments(req, None)
     directive = headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise errors.InvalidArgument(
@@ -331,10 +361,10 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
             ArgumentValue=directive,
         )
     if directive == "REPLACE":
-        metadata = _metadata_from_headers(req, headers)
-        content_type = _content_type(headers)
+        metadata = metadata_from_headers(req, headers)
+        content_type = content_type_from_headers(headers)
     else:
-        if (source_bucket, source_key) == (bucket.name, key):
+        if (source.bucket, source.key) == (bucket.name, key):
             raise errors.InvalidRequest(
                 "This copy request is illegal because it is trying to copy an object to itself"
                 " without changing the object's metadata, storage class, website redirect"
@@ -344,10 +374,10 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
         content_type = source.content_type
     algorithms = list(source.checksums) or [None]
     digests = BodyDigests(sha256=False, checksum_algorithm=algorithms[0])
-    check = _check_write(_write_precondition(req), key)
-    source_store = req.store(source.profile)
+    check = write_check(write_precondition(req), key)
     async with StagedBlob(req, bucket.profile, digests.update) as blob:
-        await blob.write_all(source_store.read(source.storage_key, 0, source.size))
+        # A multipart source becomes a single-part copy: its parts are read in order.
+        await blob.write_all(reader.read_segments(req, segments))
         assert blob.writer is not None
         await blob.writer.commit()
         if digests.checksum is not None and digests.checksum_algorithm is not None:

@@ -7,7 +7,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from gateway.api import buckets, listing, objects
+from gateway.api import buckets, listing, multipart, objects
 from gateway.api.auth import authenticate
 from gateway.api.context import CONFIG, POOL, S3Request, parse_query
 from gateway.meta.db import ping
@@ -21,9 +21,9 @@ UNSUPPORTED_SUBRESOURCES = frozenset(
     {
         "accelerate", "acl", "analytics", "attributes", "cors", "encryption", "intelligent-tiering",
         "inventory", "legal-hold", "lifecycle", "logging", "metrics", "notification",
-        "object-lock", "ownershipControls", "partNumber", "policy", "policyStatus",
-        "publicAccessBlock", "replication", "requestPayment", "restore", "retention", "select",
-        "tagging", "torrent", "uploadId", "uploads", "versioning", "versions", "website",
+        "object-lock", "ownershipControls", "policy", "policyStatus", "publicAccessBlock",
+        "replication", "requestPayment", "restore", "retention", "select", "tagging", "torrent",
+        "versioning", "versions", "website",
     }
 )  # fmt: skip
 
@@ -58,6 +58,12 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
             return buckets.list_buckets
         raise errors.MethodNotAllowed("GET")
     if key is None:
+        if "uploadId" in query or "partNumber" in query:
+            raise errors.InvalidRequest("uploadId and partNumber address an object key.")
+        if "uploads" in query:
+            if method == "GET":
+                return multipart.list_multipart_uploads
+            raise errors.MethodNotAllowed("GET")
         if method == "GET":
             if "location" in query:
                 return buckets.get_bucket_location
@@ -74,6 +80,11 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
         if method in table:
             return table[method]
         raise errors.MethodNotAllowed("GET, PUT, DELETE, HEAD, POST")
+    if "uploads" in query or "uploadId" in query:
+        return _multipart_operation(method, req)
+    if "partNumber" in query and method not in ("GET", "HEAD"):
+        # Never a plain PutObject or DeleteObject: the client meant a part of some upload.
+        raise errors.InvalidRequest("A partNumber without an uploadId can only read an object.")
     if method == "PUT":
         if "x-amz-copy-source" in req.headers:
             return objects.copy_object
@@ -86,6 +97,25 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
     if method in table:
         return table[method]
     raise errors.MethodNotAllowed("GET, PUT, DELETE, HEAD")
+
+
+def _multipart_operation(method: str, req: S3Request) -> Operation:
+    if "uploads" in req.query:
+        if method == "POST":
+            return multipart.create_multipart_upload
+        raise errors.MethodNotAllowed("POST")
+    if method == "PUT":
+        if "x-amz-copy-source" in req.headers:
+            return multipart.upload_part_copy
+        return multipart.upload_part
+    table: dict[str, Operation] = {
+        "POST": multipart.complete_multipart_upload,
+        "DELETE": multipart.abort_multipart_upload,
+        "GET": multipart.list_parts,
+    }
+    if method in table:
+        return table[method]
+    raise errors.MethodNotAllowed("GET, PUT, POST, DELETE")
 
 
 async def health(request: web.Request) -> web.Response:

@@ -1,4 +1,5 @@
-"""The janitor: deletes the blobs the garbage log lists, once their grace period is over."""
+"""The janitor: aborts abandoned multipart uploads, and deletes the blobs the garbage log lists
+once their grace period is over."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Mapping
 
 import asyncpg
 
-from gateway.meta import garbage
+from gateway.meta import garbage, uploads
 from gateway.storage import BlobStore
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,32 @@ async def collect_garbage(
             return removed
 
 
+async def abort_abandoned_uploads(pool: asyncpg.Pool, max_age_seconds: float) -> int:
+    """Abort every multipart upload started longer ago than that; returns how many.
+
+    Their parts' blobs enter the garbage log, to be deleted after the grace period like any.
+    """
+    aborted = 0
+    while True:
+        async with pool.acquire() as conn:
+            count = await uploads.abort_abandoned(conn, max_age_seconds, BATCH)
+        aborted += count
+        if count < BATCH:
+            return aborted
+
+
 async def run_janitor(
-    pool: asyncpg.Pool, stores: Mapping[str, BlobStore], grace_seconds: int, interval: float
+    pool: asyncpg.Pool,
+    stores: Mapping[str, BlobStore],
+    grace_seconds: int,
+    interval: float,
+    abandoned_upload_seconds: float,
 ) -> None:
     while True:
         try:
+            aborted = await abort_abandoned_uploads(pool, abandoned_upload_seconds)
+            if aborted:
+                log.info("janitor aborted %d abandoned multipart uploads", aborted)
             removed = await collect_garbage(pool, stores, grace_seconds)
             if removed:
                 log.info("janitor removed %d blobs", removed)

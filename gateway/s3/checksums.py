@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from awscrt import checksums as crt
@@ -68,6 +68,27 @@ def new_checksum(algorithm: str) -> Checksum:
             f"types: [{', '.join(ALGORITHMS)}]"
         )
     return factory()
+
+
+# The CRCs of two pieces of data give the CRC of their concatenation (FULL_OBJECT checksums of
+# multipart objects); hashes cannot be combined.
+_COMBINE: dict[str, tuple[Callable[[int, int, int], int], int]] = {
+    "CRC32": (crt.combine_crc32, 4),
+    "CRC32C": (crt.combine_crc32c, 4),
+    "CRC64NVME": (crt.combine_crc64nvme, 8),
+}
+COMBINABLE = frozenset(_COMBINE)
+
+
+def combine(algorithm: str, pieces: Iterable[tuple[str, int]]) -> str:
+    """The CRC of concatenated data from each piece's (base64 CRC, length in bytes)."""
+    function, size = _COMBINE[algorithm.upper()]
+    # The CRC of no data is 0 for all three, and combining with it is the identity.
+    value = 0
+    for encoded, length in pieces:
+        piece = int.from_bytes(base64.b64decode(encoded), "big")
+        value = function(value, piece, length)
+    return base64.b64encode(value.to_bytes(size, "big")).decode("ascii")
 
 
 def header_name(algorithm: str) -> str:

@@ -221,3 +221,171 @@ def copy_object_result(etag: str, last_modified: datetime, checksums: Mapping[st
     for algorithm, value in checksums.items():
         _add(root, f"Checksum{algorithm}", value)
     return _document(root)
+
+
+# Multipart uploads.
+
+
+def _owner(parent: etree._Element, tag: str, owner_id: str) -> None:
+    owner = _add(parent, tag)
+    _add(owner, "ID", owner_id)
+    _add(owner, "DisplayName", owner_id)
+
+
+def _checksums(parent: etree._Element, checksums: Mapping[str, str]) -> None:
+    for algorithm, value in checksums.items():
+        _add(parent, f"Checksum{algorithm}", value)
+
+
+def initiate_multipart_upload_result(bucket: str, key: str, upload_id: str) -> bytes:
+    root = _root("InitiateMultipartUploadResult")
+    _add(root, "Bucket", bucket)
+    _add(root, "Key", _xml_text(key))
+    _add(root, "UploadId", upload_id)
+    return _document(root)
+
+
+def complete_multipart_upload_result(
+    location: str,
+    bucket: str,
+    key: str,
+    etag: str,
+    checksums: Mapping[str, str],
+    checksum_type: str | None,
+) -> bytes:
+    root = _root("CompleteMultipartUploadResult")
+    _add(root, "Location", location)
+    _add(root, "Bucket", bucket)
+    _add(root, "Key", _xml_text(key))
+    _add(root, "ETag", etag)
+    _checksums(root, checksums)
+    if checksum_type is not None and checksums:
+        _add(root, "ChecksumType", checksum_type)
+    return _document(root)
+
+
+def copy_part_result(etag: str, last_modified: datetime, checksums: Mapping[str, str]) -> bytes:
+    root = _root("CopyPartResult")
+    _add(root, "LastModified", iso8601(last_modified))
+    _add(root, "ETag", etag)
+    _checksums(root, checksums)
+    return _document(root)
+
+
+@dataclass(frozen=True)
+class PartEntry:
+    part_number: int
+    last_modified: datetime
+    etag: str
+    size: int
+    checksums: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class PartListing:
+    bucket: str
+    key: str
+    upload_id: str
+    owner_id: str
+    part_number_marker: int
+    next_part_number_marker: int | None
+    max_parts: int
+    is_truncated: bool
+    parts: Sequence[PartEntry]
+    checksum_algorithm: str | None
+    checksum_type: str | None
+
+
+def list_parts_result(listing: PartListing) -> bytes:
+    root = _root("ListPartsResult")
+    _add(root, "Bucket", listing.bucket)
+    _add(root, "Key", _xml_text(listing.key))
+    _add(root, "UploadId", listing.upload_id)
+    _owner(root, "Initiator", listing.owner_id)
+    _owner(root, "Owner", listing.owner_id)
+    _add(root, "StorageClass", "STANDARD")
+    _add(root, "PartNumberMarker", listing.part_number_marker)
+    if listing.next_part_number_marker is not None:
+        _add(root, "NextPartNumberMarker", listing.next_part_number_marker)
+    _add(root, "MaxParts", listing.max_parts)
+    _add(root, "IsTruncated", "true" if listing.is_truncated else "false")
+    if listing.checksum_algorithm is not None:
+        _add(root, "ChecksumAlgorithm", listing.checksum_algorithm)
+    if listing.checksum_type is not None:
+        _add(root, "ChecksumType", listing.checksum_type)
+    for part in listing.parts:
+        item = _add(root, "Part")
+        _add(item, "PartNumber", part.part_number)
+        _add(item, "LastModified", iso8601(part.last_modified))
+        _add(item, "ETag", part.etag)
+        _add(item, "Size", part.size)
+        _checksums(item, part.checksums)
+    return _document(root)
+
+
+@dataclass(frozen=True)
+class UploadEntry:
+    key: str
+    upload_id: str
+    initiated: datetime
+    owner_id: str
+    checksum_algorithm: str | None
+    checksum_type: str | None
+
+
+@dataclass(frozen=True)
+class UploadListing:
+    bucket: str
+    prefix: str
+    delimiter: str | None
+    key_marker: str
+    upload_id_marker: str
+    next_key_marker: str | None
+    next_upload_id_marker: str | None
+    max_uploads: int
+    is_truncated: bool
+    uploads: Sequence[UploadEntry]
+    common_prefixes: Sequence[str]
+    encoding_url: bool
+
+
+def list_multipart_uploads_result(listing: UploadListing) -> bytes:
+    strings = [listing.prefix, listing.delimiter or "", listing.key_marker]
+    strings += [listing.next_key_marker or "", *listing.common_prefixes]
+    strings += [upload.key for upload in listing.uploads]
+    # As in object listings, a key XML cannot carry forces url encoding.
+    encode = listing.encoding_url or not all(is_xml_safe(text) for text in strings)
+
+    def text(value: str) -> str:
+        return url_encode(value) if encode else value
+
+    root = _root("ListMultipartUploadsResult")
+    _add(root, "Bucket", listing.bucket)
+    _add(root, "KeyMarker", text(listing.key_marker))
+    _add(root, "UploadIdMarker", listing.upload_id_marker)
+    if listing.next_key_marker is not None:
+        _add(root, "NextKeyMarker", text(listing.next_key_marker))
+    if listing.next_upload_id_marker is not None:
+        _add(root, "NextUploadIdMarker", listing.next_upload_id_marker)
+    _add(root, "Prefix", text(listing.prefix))
+    if listing.delimiter is not None:
+        _add(root, "Delimiter", text(listing.delimiter))
+    _add(root, "MaxUploads", listing.max_uploads)
+    _add(root, "IsTruncated", "true" if listing.is_truncated else "false")
+    for upload in listing.uploads:
+        item = _add(root, "Upload")
+        _add(item, "Key", text(upload.key))
+        _add(item, "UploadId", upload.upload_id)
+        _owner(item, "Initiator", upload.owner_id)
+        _owner(item, "Owner", upload.owner_id)
+        _add(item, "StorageClass", "STANDARD")
+        _add(item, "Initiated", iso8601(upload.initiated))
+        if upload.checksum_algorithm is not None:
+            _add(item, "ChecksumAlgorithm", upload.checksum_algorithm)
+        if upload.checksum_type is not None:
+            _add(item, "ChecksumType", upload.checksum_type)
+    for common in listing.common_prefixes:
+        _add(_add(root, "CommonPrefixes"), "Prefix", text(common))
+    if encode:
+        _add(root, "EncodingType", "url")
+    return _document(root)

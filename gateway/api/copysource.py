@@ -1,0 +1,68 @@
+"""The source of CopyObject and UploadPartCopy: x-amz-copy-source, its x-amz-copy-source-if-*
+conditions and, for a part, its x-amz-copy-source-range."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+from gateway.api import auth, reader
+from gateway.api.context import S3Request
+from gateway.api.reader import Segment
+from gateway.meta import objects
+from gateway.meta.objects import ObjectRecord
+from gateway.s3 import conditions, errors, names, ranges
+from gateway.s3.conditions import Conditions
+
+
+def parse_copy_source(value: str) -> tuple[str, str]:
+    source = unquote(value.partition("?")[0]).lstrip("/")
+    bucket, _, key = source.partition("/")
+    if not bucket or not key:
+        raise errors.InvalidArgument(
+            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+            ArgumentName="x-amz-copy-source",
+            ArgumentValue=value,
+        )
+    return bucket, key
+
+
+async def copy_source(req: S3Request) -> ObjectRecord:
+    """The object x-amz-copy-source names, once the caller may read it and it meets the
+    x-amz-copy-source-if-* conditions."""
+    headers = req.headers
+    source_bucket, source_key = parse_copy_source(headers["x-amz-copy-source"])
+    names.validate_key(source_key)
+    found_bucket, source = await objects.lookup(req.pool, source_bucket, source_key)
+    if found_bucket is None:
+        raise errors.NoSuchBucket(BucketName=source_bucket)
+    auth.require_read(req, found_bucket)
+    if source is None:
+        raise errors.NoSuchKey(Key=source_key)
+    conditions.check_copy_source(
+        Conditions.from_headers(headers, prefix="x-amz-copy-source-"),
+        source.etag,
+        source.last_modified,
+    )
+    return source
+
+
+async def copy_source_segments(
+    req: S3Request, range_header: str | None
+) -> tuple[ObjectRecord, list[Segment]]:
+    """The copy source and the segments of the bytes to copy (all, or ``range_header``'s)."""
+    for _attempt in range(reader.READ_ATTEMPTS):
+        source = await copy_source(req)
+        if range_header is None:
+            start, length = 0, source.size
+        else:
+            byte_range = ranges.parse_copy_source_range(range_header, source.size)
+            start, length = byte_range.start, byte_range.length
+        if length > req.config.limits.max_object_size:
+            raise errors.InvalidRequest(
+                "The specified copy source is larger than the maximum allowable size for a copy"
+                f" source: {req.config.limits.max_object_size}"
+            )
+        segments = await reader.object_segments(req.pool, source, start, length)
+        if segments is not None:
+            return source, segments
+    raise reader.object_changed()

@@ -1,0 +1,111 @@
+"""An object's bytes: its one blob, or the part blobs of a completed multipart upload in order.
+
+Reads are planned as segments (a stretch of one blob) and sent with sendfile one after another,
+so a range spanning parts is served without copying through Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+from aiohttp import web
+
+from gateway.api.context import S3Request
+from gateway.meta import objects
+from gateway.meta.objects import Chunk, ObjectRecord
+from gateway.s3 import errors
+
+# A multipart object's row and its chunks are read by separate queries; if the object is
+# replaced in between, the read starts over (a few times, then the client is asked to retry).
+READ_ATTEMPTS = 3
+
+
+def object_changed() -> errors.S3Error:
+    return errors.SlowDown("The object changed while it was being read. Please try again.")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """``length`` bytes of one blob, from ``offset`` within it."""
+
+    profile: str
+    storage_key: str
+    offset: int
+    length: int
+
+
+def slice_chunks(chunks: Sequence[Chunk], start: int, length: int) -> list[Segment] | None:
+    """The segments holding bytes [start, start + length) of a multipart object.
+
+    ``chunks`` are the object's chunks overlapping that range, in order. None when they do not
+    cover it without a gap: the object was replaced between reading its row and its chunks.
+    """
+    segments = []
+    position, end = start, start + length
+    for chunk in chunks:
+        if chunk.size == 0:
+            continue
+        if chunk.start_offset > position or chunk.start_offset + chunk.size <= position:
+            return None
+        take = min(end, chunk.start_offset + chunk.size) - position
+        segments.append(
+            Segment(chunk.profile, chunk.storage_key, position - chunk.start_offset, take)
+        )
+        position += take
+        if position == end:
+            break
+    return segments if position == end else None
+
+
+async def object_segments(
+    conn: asyncpg.Connection | asyncpg.Pool, record: ObjectRecord, start: int, length: int
+) -> list[Segment] | None:
+    """The segments of bytes [start, start + length); None if the object has been replaced."""
+    if length == 0:
+        return []
+    if record.storage_key is not None:
+        return [Segment(record.profile, record.storage_key, start, length)]
+    chunks = await objects.get_chunks(conn, record.version_id, start, start + length)
+    return slice_chunks(chunks, start, length)
+
+
+def chunk_segments(chunk: Chunk) -> list[Segment]:
+    return [Segment(chunk.profile, chunk.storage_key, 0, chunk.size)] if chunk.size else []
+
+
+async def read_segments(req: S3Request, segments: Sequence[Segment]) -> AsyncIterator[bytes]:
+    for segment in segments:
+        store = req.store(segment.profile)
+        async for data in store.read(segment.storage_key, segment.offset, segment.length):
+            yield data
+
+
+async def send_segments(
+    req: S3Request, response: web.StreamResponse, segments: Sequence[Segment]
+) -> None:
+    """Prepare ``response`` and send the segments as its body, with sendfile where possible.
+
+    The first blob is opened before the headers go out, so a missing blob is still a clean
+    error response; a later one can only cut the connection short.
+    """
+    loop = asyncio.get_running_loop()
+    transport = req.http.transport
+    for segment in segments:
+        store = req.store(segment.profile)
+        path = store.local_path(segment.storage_key)
+        if path is None or transport is None:
+            if not response.prepared:
+                await response.prepare(req.http)
+            async for data in store.read(segment.storage_key, segment.offset, segment.length):
+                await response.write(data)
+            continue
+        with await loop.run_in_executor(None, open, path, "rb") as handle:
+            if not response.prepared:
+                await response.prepare(req.http)
+            await loop.sendfile(transport, handle, segment.offset, segment.length)
+    if not response.prepared:
+        await response.prepare(req.http)
+    await response.write_eof()

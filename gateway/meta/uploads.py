@@ -1,0 +1,304 @@
+"""Queries on the uploads and upload_parts tables: multipart upload state.
+
+Every statement that changes an upload's parts, completes it or aborts it first locks the
+upload's row, so they serialise per upload: a part cannot land in an upload that is being
+completed or aborted, and two uploads of one part number cannot both keep their blob.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from gateway.meta import garbage
+from gateway.meta.objects import BlobLostError, Chunk, ObjectRecord, commit_object
+
+
+@dataclass(frozen=True)
+class Upload:
+    upload_id: uuid.UUID
+    bucket: str
+    key: str
+    initiated: datetime
+    content_type: str
+    # {"user": {...}, "headers": {...}}: what the completed object will carry.
+    metadata: dict[str, Any]
+    checksum_algorithm: str | None
+    checksum_type: str | None
+    owner: str | None
+
+
+@dataclass(frozen=True)
+class Part:
+    part_number: int
+    size: int
+    etag: str
+    profile: str
+    storage_key: str
+    last_modified: datetime
+    checksums: dict[str, str] = field(default_factory=dict)
+
+
+_UPLOAD_COLUMNS = (
+    "upload_id, bucket, key, initiated, content_type, metadata, checksum_algorithm,"
+    " checksum_type, owner"
+)
+_PART_COLUMNS = "part_number, size, etag, profile, storage_key, last_modified, checksums"
+
+# Deletes an upload's part rows (all, or those not in $2) and lists their blobs as garbage.
+_DISCARD_PARTS = (
+    "WITH gone AS (DELETE FROM upload_parts WHERE upload_id = $1"
+    " AND NOT (part_number = ANY($2::int[])) RETURNING profile, storage_key)"
+    " INSERT INTO garbage (profile, storage_key) SELECT profile, storage_key FROM gone"
+    " ON CONFLICT DO NOTHING"
+)
+
+
+def new_upload_id() -> uuid.UUID:
+    """A UUIDv7 (RFC 9562 §5.7): ids sort in creation order, as S3 lists uploads of a key."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis & (2**48 - 1)) << 80
+    value |= 0x7 << 76 | (rand >> 62 & 0xFFF) << 64
+    value |= 0b10 << 62 | rand & (2**62 - 1)
+    return uuid.UUID(int=value)
+
+
+def parse_upload_id(value: str) -> uuid.UUID | None:
+    """The upload id a client sent, if it is one this gateway could have issued."""
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        return None
+    return parsed if str(parsed) == value else None
+
+
+def _upload(row: asyncpg.Record) -> Upload:
+    return Upload(**dict(row))
+
+
+def _part(row: asyncpg.Record) -> Part:
+    return Part(**dict(row))
+
+
+async def create_upload(conn: asyncpg.Connection | asyncpg.Pool, upload: Upload) -> None:
+    await conn.execute(
+        f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        upload.upload_id,
+        upload.bucket,
+        upload.key,
+        upload.initiated,
+        upload.content_type,
+        upload.metadata,
+        upload.checksum_algorithm,
+        upload.checksum_type,
+        upload.owner,
+    )
+
+
+async def get_upload(
+    conn: asyncpg.Connection | asyncpg.Pool, bucket: str, key: str, upload_id: uuid.UUID
+) -> Upload | None:
+    row = await conn.fetchrow(
+        f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE upload_id = $1 AND bucket = $2 AND key = $3",
+        upload_id,
+        bucket,
+        key,
+    )
+    return _upload(row) if row else None
+
+
+async def _lock_upload(
+    conn: asyncpg.Connection, bucket: str, key: str, upload_id: uuid.UUID
+) -> Upload | None:
+    row = await conn.fetchrow(
+        f"SELECT {_UPLOAD_COLUMNS} FROM uploads"
+        " WHERE upload_id = $1 AND bucket = $2 AND key = $3 FOR NO KEY UPDATE",
+        upload_id,
+        bucket,
+        key,
+    )
+    return _upload(row) if row else None
+
+
+async def commit_part(
+    conn: asyncpg.Connection, bucket: str, key: str, upload_id: uuid.UUID, part: Part
+) -> bool:
+    """Record an uploaded part; False (blob left in the garbage log) if the upload is gone.
+
+    The part's blob leaves the garbage log; the blob of a part it replaces enters it.
+    """
+    async with conn.transaction():
+        if await _lock_upload(conn, bucket, key, upload_id) is None:
+            return False
+        if not await garbage.claim(conn, part.profile, part.storage_key):
+            raise BlobLostError(part.storage_key)
+        old = await conn.fetchrow(
+            "SELECT profile, storage_key FROM upload_parts"
+            " WHERE upload_id = $1 AND part_number = $2",
+            upload_id,
+            part.part_number,
+        )
+        await conn.execute(
+            f"INSERT INTO upload_parts (upload_id, {_PART_COLUMNS})"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT (upload_id, part_number) DO UPDATE SET size = EXCLUDED.size,"
+            " etag = EXCLUDED.etag, profile = EXCLUDED.profile,"
+            " storage_key = EXCLUDED.storage_key, last_modified = EXCLUDED.last_modified,"
+            " checksums = EXCLUDED.checksums",
+            upload_id,
+            part.part_number,
+            part.size,
+            part.etag,
+            part.profile,
+            part.storage_key,
+            part.last_modified,
+            part.checksums,
+        )
+        if old is not None:
+            await garbage.add(conn, old["profile"], old["storage_key"])
+        return True
+
+
+async def list_parts(
+    conn: asyncpg.Connection | asyncpg.Pool, upload_id: uuid.UUID, after: int, limit: int
+) -> list[Part]:
+    rows = await conn.fetch(
+        f"SELECT {_PART_COLUMNS} FROM upload_parts"
+        " WHERE upload_id = $1 AND part_number > $2 ORDER BY part_number LIMIT $3",
+        upload_id,
+        after,
+        limit,
+    )
+    return [_part(row) for row in rows]
+
+
+# Given the upload and all its parts, the object to commit and its chunks; raises to refuse.
+Assemble = Callable[[Upload, list[Part]], tuple[ObjectRecord, list[Chunk]]]
+
+
+async def complete_upload(
+    conn: asyncpg.Connection,
+    bucket: str,
+    key: str,
+    upload_id: uuid.UUID,
+    assemble: Assemble,
+    check_current: Callable[[str | None], None] | None = None,
+) -> ObjectRecord | None:
+    """Turn an upload into the live object in one transaction; None if there is no upload.
+
+    The chosen parts' blobs pass from upload_parts rows to object_chunks rows without ever
+    being unreferenced; parts left out of the object go to the garbage log.
+    """
+    async with conn.transaction():
+        upload = await _lock_upload(conn, bucket, key, upload_id)
+        if upload is None:
+            return None
+        rows = await conn.fetch(
+            f"SELECT {_PART_COLUMNS} FROM upload_parts WHERE upload_id = $1", upload_id
+        )
+        record, chunks = assemble(upload, [_part(row) for row in rows])
+        await commit_object(conn, record, check_current, chunks)
+        await conn.execute(_DISCARD_PARTS, upload_id, [chunk.part_number for chunk in chunks])
+        await conn.execute("DELETE FROM upload_parts WHERE upload_id = $1", upload_id)
+        await conn.execute("DELETE FROM uploads WHERE upload_id = $1", upload_id)
+        return record
+
+
+async def abort_upload(
+    conn: asyncpg.Connection, bucket: str, key: str, upload_id: uuid.UUID
+) -> bool:
+    """Delete the upload and list its parts' blobs as garbage; False if there is no upload."""
+    async with conn.transaction():
+        if await _lock_upload(conn, bucket, key, upload_id) is None:
+            return False
+        await _discard(conn, upload_id)
+        return True
+
+
+async def _discard(conn: asyncpg.Connection, upload_id: uuid.UUID) -> None:
+    await conn.execute(_DISCARD_PARTS, upload_id, [])
+    await conn.execute("DELETE FROM uploads WHERE upload_id = $1", upload_id)
+
+
+async def abort_abandoned(conn: asyncpg.Connection, older_than_seconds: float, limit: int) -> int:
+    """Abort up to ``limit`` uploads initiated longer ago than that; returns how many.
+
+    SKIP LOCKED: uploads a request is working on, or another janitor is aborting, wait for
+    a later pass.
+    """
+    async with conn.transaction():
+        rows = await conn.fetch(
+            "SELECT upload_id FROM uploads"
+            " WHERE initiated < now() - make_interval(secs => $1)"
+            " ORDER BY initiated LIMIT $2 FOR UPDATE SKIP LOCKED",
+            float(older_than_seconds),
+            limit,
+        )
+        for row in rows:
+            await _discard(conn, row["upload_id"])
+        return len(rows)
+
+
+@dataclass(frozen=True)
+class ListedUpload:
+    key: str
+    upload_id: uuid.UUID
+    initiated: datetime
+    checksum_algorithm: str | None
+    checksum_type: str | None
+    owner: str | None
+
+
+async def list_uploads(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    bucket: str,
+    prefix: str,
+    upper: str | None,
+    after: tuple[str, uuid.UUID] | None,
+    start: str,
+    limit: int,
+) -> list[ListedUpload]:
+    """Uploads with keys in [max(start, prefix), upper), after ``after`` (key, upload id),
+    ordered by key and upload id (initiation order within a key)."""
+    rows = await conn.fetch(
+        "SELECT key, upload_id, initiated, checksum_algorithm, checksum_type, owner"
+        " FROM uploads WHERE bucket = $1 AND key >= $2 AND ($3::text IS NULL OR key < $3)"
+        ' AND ($4::text IS NULL OR (key, upload_id) > ($4::text COLLATE "C", $5::uuid))'
+        " ORDER BY key, upload_id LIMIT $6",
+        bucket,
+        max(start, prefix),
+        upper,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [ListedUpload(**dict(row)) for row in rows]
+
+
+def chunks_from_parts(parts: Sequence[Part]) -> list[Chunk]:
+    """The chunks of an object made of ``parts`` in this order: each starts where the last
+    ended."""
+    chunks = []
+    offset = 0
+    for part in parts:
+        chunks.append(
+            Chunk(
+                part_number=part.part_number,
+                start_offset=offset,
+                size=part.size,
+                profile=part.profile,
+                storage_key=part.storage_key,
+                etag=part.etag,
+                checksums=part.checksums,
+            )
+        )
+        offset += part.size
+    return chunks

@@ -1,0 +1,212 @@
+"""Multipart rules: part numbers, completion part lists, the ETag rule, object checksums."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zlib
+
+import pytest
+
+from gateway.s3 import checksums
+from gateway.s3.errors import (
+    EntityTooSmall,
+    InvalidArgument,
+    InvalidPart,
+    InvalidPartOrder,
+    InvalidRequest,
+    S3Error,
+)
+from gateway.s3.multipart import (
+    COMPOSITE,
+    FULL_OBJECT,
+    MIN_PART_SIZE,
+    PART_NUMBER_MESSAGE,
+    UploadedPart,
+    checksum_type,
+    multipart_etag,
+    object_checksum,
+    parse_list_argument,
+    parse_part_number,
+    select_parts,
+)
+from gateway.s3.xmlbody import CompletedPart
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1", 1), ("10000", 10000), ("42", 42), ("007", 7)],
+)
+def test_part_number(value: str, expected: int) -> None:
+    assert parse_part_number(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["0", "10001", "", "-1", "+1", "1.0", " 1", "x", "99999999999", "\u0661"]
+)
+def test_bad_part_number(value: str) -> None:
+    with pytest.raises(InvalidArgument) as excinfo:
+        parse_part_number(value)
+    assert excinfo.value.message == PART_NUMBER_MESSAGE
+    assert excinfo.value.extra == {"ArgumentName": "partNumber", "ArgumentValue": value}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, 1000), ("0", 0), ("5", 5), ("2147483647", 2147483647)]
+)
+def test_list_argument(value: str | None, expected: int) -> None:
+    assert parse_list_argument(value, "max-parts", 1000) == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "", "a", "2147483648", "1e3"])
+def test_bad_list_argument(value: str) -> None:
+    with pytest.raises(InvalidArgument, match="max-parts not an integer"):
+        parse_list_argument(value, "max-parts", 1000)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "requested", "expected"),
+    [
+        (None, None, None),
+        ("CRC32", None, COMPOSITE),
+        ("crc32c", None, COMPOSITE),
+        ("SHA256", None, COMPOSITE),
+        ("CRC64NVME", None, FULL_OBJECT),  # S3 offers CRC64NVME only as a full-object CRC
+        ("CRC32", "FULL_OBJECT", FULL_OBJECT),
+        ("CRC32C", "full_object", FULL_OBJECT),
+        ("CRC64NVME", "FULL_OBJECT", FULL_OBJECT),
+        ("SHA1", "COMPOSITE", COMPOSITE),
+    ],
+)
+def test_checksum_type(algorithm: str | None, requested: str | None, expected: str) -> None:
+    assert checksum_type(algorithm, requested) == expected
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "requested"),
+    [
+        (None, "COMPOSITE"),  # a type needs an algorithm
+        ("MD5", None),
+        ("CRC32", "PARTIAL"),
+        ("SHA256", "FULL_OBJECT"),  # hashes cannot be combined
+        ("SHA1", "FULL_OBJECT"),
+        ("CRC64NVME", "COMPOSITE"),
+    ],
+)
+def test_bad_checksum_type(algorithm: str | None, requested: str | None) -> None:
+    with pytest.raises(InvalidRequest):
+        checksum_type(algorithm, requested)
+
+
+BIG = MIN_PART_SIZE
+UPLOADED = {
+    1: UploadedPart(1, '"' + "1" * 32 + '"', BIG, {"CRC32": "AAAAAQ=="}),
+    2: UploadedPart(2, '"' + "2" * 32 + '"', BIG),
+    3: UploadedPart(3, '"' + "3" * 32 + '"', BIG - 1),
+    5: UploadedPart(5, '"' + "5" * 32 + '"', 1),
+}
+
+
+def completed(*numbers: int) -> list[CompletedPart]:
+    """A completion list naming these parts with their uploaded ETags."""
+    return [CompletedPart(n, UPLOADED[n].etag if n in UPLOADED else '"x"') for n in numbers]
+
+
+@pytest.mark.parametrize(
+    ("requested", "chosen"),
+    [
+        (completed(1), [1]),
+        (completed(1, 2, 5), [1, 2, 5]),
+        (completed(2, 3), [2, 3]),  # a small part may be last
+        (completed(5), [5]),
+        # ETags quoted or not
+        ([CompletedPart(1, "1" * 32), CompletedPart(2, ' "' + "2" * 32 + '" ')], [1, 2]),
+        ([CompletedPart(1, UPLOADED[1].etag, {"CRC32": "AAAAAQ=="})], [1]),
+    ],
+)
+def test_select_parts(requested: list[CompletedPart], chosen: list[int]) -> None:
+    assert [part.part_number for part in select_parts(requested, UPLOADED)] == chosen
+
+
+@pytest.mark.parametrize(
+    ("requested", "error"),
+    [
+        (completed(2, 1), InvalidPartOrder),
+        (completed(1, 1), InvalidPartOrder),  # repeats are out of order too
+        (completed(2, 1, 4), InvalidPartOrder),  # order is checked before existence
+        (completed(1, 4), InvalidPart),  # never uploaded
+        ([CompletedPart(1, '"' + "9" * 32 + '"')], InvalidPart),  # wrong ETag
+        ([CompletedPart(1, UPLOADED[1].etag, {"CRC32": "AAAAAg=="})], InvalidPart),
+        ([CompletedPart(2, UPLOADED[2].etag, {"SHA256": "x"})], InvalidPart),
+        (completed(3, 5), EntityTooSmall),  # 5 MiB - 1 and not last
+        ([CompletedPart(0, '"x"')], InvalidArgument),
+        ([CompletedPart(10001, '"x"')], InvalidArgument),
+    ],
+)
+def test_select_parts_refuses(requested: list[CompletedPart], error: type[S3Error]) -> None:
+    with pytest.raises(error):
+        select_parts(requested, UPLOADED)
+
+
+def test_entity_too_small_names_the_part() -> None:
+    with pytest.raises(EntityTooSmall) as excinfo:
+        select_parts(completed(1, 3, 5), UPLOADED)
+    assert excinfo.value.extra["PartNumber"] == "3"
+    assert excinfo.value.extra["ProposedSize"] == str(BIG - 1)
+    assert excinfo.value.extra["MinSizeAllowed"] == str(MIN_PART_SIZE)
+
+
+PARTS = [b"first part", b"second", b""]
+
+
+def test_multipart_etag() -> None:
+    etags = [f'"{hashlib.md5(part).hexdigest()}"' for part in PARTS]
+    expected = hashlib.md5(b"".join(hashlib.md5(part).digest() for part in PARTS)).hexdigest()
+    assert multipart_etag(etags) == f'"{expected}-3"'
+    # Unquoted ETags give the same answer.
+    assert multipart_etag([etag.strip('"') for etag in etags]) == f'"{expected}-3"'
+    # A well-known value: one part of no bytes.
+    assert multipart_etag(['"d41d8cd98f00b204e9800998ecf8427e"']) == (
+        '"59adb24ef3cdbe0297f05b395827453f-1"'
+    )
+
+
+def uploaded(algorithm: str) -> list[UploadedPart]:
+    result = []
+    for number, data in enumerate(PARTS, 1):
+        digest = checksums.new_checksum(algorithm)
+        digest.update(data)
+        result.append(UploadedPart(number, '"x"', len(data), {algorithm: digest.digest_b64()}))
+    return result
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C", "SHA1", "SHA256"])
+def test_composite_checksum(algorithm: str) -> None:
+    raw = b"".join(base64.b64decode(part.checksums[algorithm]) for part in uploaded(algorithm))
+    reference = checksums.new_checksum(algorithm)
+    reference.update(raw)
+    value = object_checksum(algorithm, COMPOSITE, uploaded(algorithm))
+    assert value == f"{reference.digest_b64()}-3"
+
+
+def test_composite_sha256_by_hand() -> None:
+    raw = b"".join(hashlib.sha256(part).digest() for part in PARTS)
+    expected = base64.b64encode(hashlib.sha256(raw).digest()).decode() + "-3"
+    assert object_checksum("SHA256", COMPOSITE, uploaded("SHA256")) == expected
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C", "CRC64NVME"])
+def test_full_object_checksum(algorithm: str) -> None:
+    whole = checksums.new_checksum(algorithm)
+    whole.update(b"".join(PARTS))
+    assert object_checksum(algorithm, FULL_OBJECT, uploaded(algorithm)) == whole.digest_b64()
+
+
+def test_full_object_crc32_by_hand() -> None:
+    expected = base64.b64encode(zlib.crc32(b"".join(PARTS)).to_bytes(4, "big")).decode()
+    assert object_checksum("CRC32", FULL_OBJECT, uploaded("CRC32")) == expected
+
+
+def test_no_checksum_when_a_part_lacks_one() -> None:
+    parts = [*uploaded("CRC32")[:2], UploadedPart(3, '"x"', 0)]
+    assert object_checksum("CRC32", COMPOSITE, parts) is None
