@@ -73,9 +73,16 @@ class LocalProfile(_Strict):
     path: Path = Path("blobs")
 
 
+# Every variant preset, in a bucket's ``variants`` list.
+ALL_VARIANTS = "*"
+
+
 class BucketConfig(_Strict):
     profile: str = DEFAULT_PROFILE
     public_read: bool = False
+    # Names of the presets GET ?variant= may use on this bucket ("*": all); none by default,
+    # so a bucket of backups never spends CPU on renders.
+    variants: list[str] = Field(default_factory=list)
 
 
 Grant = Literal["read", "write", "read-write"]
@@ -111,6 +118,72 @@ class LimitsConfig(_Strict):
     janitor_interval_seconds: int = Field(default=300, ge=1)
     # The janitor aborts multipart uploads left unfinished this long after they were started.
     abandoned_upload_seconds: int = Field(default=7 * 86400, ge=1)
+    # Image variants. A source larger than either limit is refused before it is decoded
+    # (decompression bombs declare huge dimensions in a few bytes).
+    max_source_bytes: Size = 64 * 1024**2
+    max_source_pixels: int = Field(default=100_000_000, ge=1)
+    # Render worker processes; unset: one per core this process may use.
+    render_workers: int | None = Field(default=None, ge=1)
+    # Renders that may wait for a worker; beyond that a variant GET is answered 503 SlowDown.
+    render_queue: int = Field(default=32, ge=0)
+    # The longest one render may run, and may wait for a worker.
+    render_timeout_seconds: float = Field(default=30, gt=0)
+    # A worker process is replaced after this many renders (bounds leaks and fragmentation).
+    render_tasks_per_worker: int = Field(default=200, ge=1)
+    # A failed render is retried only after a back-off: this, doubled on each failure, capped.
+    render_retry_seconds: float = Field(default=60, gt=0)
+    render_retry_max_seconds: float = Field(default=86400, gt=0)
+
+
+Fit = Literal["cover", "contain", "inside", "fill"]
+VariantFormat = Literal["jpeg", "png", "webp", "avif", "auto"]
+# Output sides are capped: WebP cannot hold more than 16383 pixels, and a preset is a thumbnail
+# or a preview, not a way to enlarge images without bound.
+MAX_VARIANT_SIDE = 8192
+_PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
+
+
+class VariantPresetConfig(_Strict):
+    """A named image variant (``?variant=NAME``); see gateway.variants.presets."""
+
+    width: int | None = Field(default=None, ge=1, le=MAX_VARIANT_SIDE)
+    height: int | None = Field(default=None, ge=1, le=MAX_VARIANT_SIDE)
+    # cover: fill the box, cropping the overflow; contain: fit in the box, padded to it;
+    # inside: fit in the box, never enlarged; fill: stretched to the box.
+    fit: Fit = "inside"
+    # auto: AVIF, WebP or JPEG (PNG for transparent images) by the request's Accept header.
+    format: VariantFormat = "auto"
+    quality: int = Field(default=80, ge=1, le=100)
+    # "#rrggbb" behind transparent pixels in a JPEG, and around a contained image.
+    background: str | None = None
+    # Cache-Control of the variant; unset: the source object's own.
+    cache_control: str | None = None
+    # A GET finding no variant yet waits for the render, or gets the original meanwhile.
+    on_miss: Literal["wait", "original"] = "wait"
+    # Rendered when an object is written, not on its first GET.
+    eager: bool = False
+
+    @field_validator("background")
+    @classmethod
+    def _check_background(cls, value: str | None) -> str | None:
+        if value is not None and not _COLOR.match(value):
+            raise ValueError(f"expected a colour as #rrggbb, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_geometry(self) -> VariantPresetConfig:
+        if self.fit == "inside":
+            if self.width is None and self.height is None:
+                raise ValueError("fit inside needs a width, a height or both")
+        elif self.width is None or self.height is None:
+            raise ValueError(f"fit {self.fit} needs both a width and a height")
+        if self.format == "avif":
+            from PIL import features  # only when a preset asks for AVIF
+
+            if not features.check("avif"):
+                raise ValueError("format avif: this Pillow was built without AVIF support")
+        return self
 
 
 class GatewayConfig(_Strict):
@@ -127,6 +200,8 @@ class GatewayConfig(_Strict):
     buckets: dict[str, BucketConfig] = Field(default_factory=dict)
     credentials: list[CredentialConfig] = Field(default_factory=list)
     limits: LimitsConfig = LimitsConfig()
+    # Image variant presets by name: GET /bucket/key?variant=NAME.
+    variants: dict[str, VariantPresetConfig] = Field(default_factory=dict)
 
     @field_validator("listen")
     @classmethod
@@ -138,6 +213,18 @@ class GatewayConfig(_Strict):
     @classmethod
     def _lower_domains(cls, value: list[str]) -> list[str]:
         return [domain.lower().strip(".") for domain in value]
+
+    @field_validator("variants")
+    @classmethod
+    def _check_preset_names(
+        cls, value: dict[str, VariantPresetConfig]
+    ) -> dict[str, VariantPresetConfig]:
+        for name in value:
+            if not _PRESET_NAME.match(name):
+                raise ValueError(
+                    f"{name!r}: a preset name is 1-64 letters, digits, '_', '.' or '-'"
+                )
+        return value
 
     @model_validator(mode="after")
     def _check_references(self) -> GatewayConfig:
@@ -152,6 +239,11 @@ class GatewayConfig(_Strict):
                 raise ValueError(
                     f"buckets.{name}.profile: unknown storage profile {bucket.profile!r}"
                 )
+            for index, preset in enumerate(bucket.variants):
+                if preset != ALL_VARIANTS and preset not in self.variants:
+                    raise ValueError(
+                        f"buckets.{name}.variants.{index}: unknown variant preset {preset!r}"
+                    )
         seen: set[str] = set()
         for index, credential in enumerate(self.credentials):
             if credential.access_key in seen:
@@ -204,7 +296,7 @@ def interpolate(node: Any, path: str = "", environ: Mapping[str, str] | None = N
     return _ENV_REF.sub(substitute, node)
 
 
-_SIZE_FIELDS = ("max_object_size", "max_xml_body", "max_metadata_size")
+_SIZE_FIELDS = ("max_object_size", "max_xml_body", "max_metadata_size", "max_source_bytes")
 
 
 def _normalise_sizes(raw: dict[str, Any]) -> None:

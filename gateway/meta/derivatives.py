@@ -1,0 +1,226 @@
+"""Queries on the derivatives table: one row per (object version, variant key).
+
+A row is ``pending`` while some gateway renders it, ``ready`` once its blob is stored, and
+``failed`` with the error to answer until ``next_retry_at``. A pending row's ``next_retry_at``
+is the end of the renderer's lease: if that gateway dies, another may claim the row once the
+lease is over. ``attempts`` counts claims and doubles as the claim's fencing token: a renderer
+whose lease was taken over can no longer mark the row ready or failed, so one derivative is
+stored at most once however many gateways race for it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+import asyncpg
+
+from gateway.meta import garbage
+from gateway.meta.objects import BlobLostError
+
+_COLUMNS = (
+    "version_id, variant_key, status, profile, storage_key, size, etag, content_type, error,"
+    " attempts, next_retry_at,"
+    # By the database's clock, the one every gateway shares.
+    " extract(epoch FROM next_retry_at - now())::float8 AS retry_in"
+)
+
+
+@dataclass(frozen=True)
+class Derivative:
+    version_id: uuid.UUID
+    variant_key: str
+    status: str
+    profile: str | None
+    storage_key: str | None
+    size: int | None
+    etag: str | None
+    content_type: str | None
+    error: str | None
+    attempts: int
+    next_retry_at: datetime | None
+    # Seconds from the query to next_retry_at (negative once it has passed).
+    retry_in: float | None = None
+
+    def retry_after(self) -> float | None:
+        """Seconds a failed row's recorded error still stands; None once it may be retried."""
+        if self.status != "failed" or self.retry_in is None or self.retry_in <= 0:
+            return None
+        return self.retry_in
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    profile: str
+    storage_key: str
+    size: int
+    etag: str
+    content_type: str
+
+
+class Outcome(Enum):
+    """What became of a renderer's attempt to record its result."""
+
+    RECORDED = "recorded"
+    # The lease ran out and another gateway claimed the row: its result counts, not ours.
+    SUPERSEDED = "superseded"
+    # The object version was overwritten or deleted meanwhile: there is nothing to attach to.
+    SOURCE_GONE = "source gone"
+
+
+def _derivative(row: asyncpg.Record) -> Derivative:
+    return Derivative(**dict(row))
+
+
+async def get(
+    conn: asyncpg.Connection | asyncpg.Pool, version_id: uuid.UUID, variant_key: str
+) -> Derivative | None:
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM derivatives WHERE version_id = $1 AND variant_key = $2",
+        version_id,
+        variant_key,
+    )
+    return _derivative(row) if row else None
+
+
+async def claim(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    version_id: uuid.UUID,
+    variant_key: str,
+    lease_seconds: float,
+) -> tuple[int | None, Derivative | None]:
+    """Try to become the one renderer of this derivative, in one statement.
+
+    Succeeds when there is no row, or a failed row whose back-off is over, or a pending row
+    whose lease ran out. Returns (the attempt number, to pass back when recording the result;
+    None if not claimed, the row as it stood then). The row may be None when not claimed: a
+    concurrent claim committed after this statement's snapshot; ask again.
+    """
+    row = await conn.fetchrow(
+        "WITH claimed AS ("
+        " INSERT INTO derivatives (version_id, variant_key, status, attempts, next_retry_at)"
+        " VALUES ($1, $2, 'pending', 1, now() + make_interval(secs => $3))"
+        " ON CONFLICT (version_id, variant_key) DO UPDATE SET status = 'pending',"
+        " attempts = derivatives.attempts + 1, next_retry_at = EXCLUDED.next_retry_at"
+        " WHERE derivatives.status <> 'ready' AND derivatives.next_retry_at <= now()"
+        " RETURNING attempts)"
+        f" SELECT (SELECT attempts FROM claimed) AS claimed, {_COLUMNS}"
+        " FROM (SELECT 1) AS one LEFT JOIN derivatives"
+        " ON version_id = $1 AND variant_key = $2",
+        version_id,
+        variant_key,
+        float(lease_seconds),
+    )
+    assert row is not None
+    values = dict(row)
+    attempt = values.pop("claimed")
+    if attempt is not None:
+        return attempt, None
+    return None, Derivative(**values) if values["variant_key"] is not None else None
+
+
+async def mark_ready(
+    conn: asyncpg.Connection,
+    bucket: str,
+    key: str,
+    version_id: uuid.UUID,
+    variant_key: str,
+    attempt: int,
+    blob: StoredBlob,
+) -> Outcome:
+    """Record the stored blob, in one transaction that also takes it out of the garbage log.
+
+    The object row is share-locked first, so an overwrite or delete of that version waits for
+    this commit and then retires the derivative with its blob; if the version is already gone,
+    nothing is recorded and the blob stays in the garbage log.
+    """
+    async with conn.transaction():
+        live = await conn.fetchval(
+            "SELECT 1 FROM objects WHERE bucket = $1 AND key = $2 AND version_id = $3 FOR SHARE",
+            bucket,
+            key,
+            version_id,
+        )
+        if not live:
+            await conn.execute(
+                "DELETE FROM derivatives WHERE version_id = $1 AND variant_key = $2"
+                " AND status = 'pending' AND attempts = $3",
+                version_id,
+                variant_key,
+                attempt,
+            )
+            return Outcome.SOURCE_GONE
+        updated = await conn.fetchval(
+            "UPDATE derivatives SET status = 'ready', profile = $4, storage_key = $5, size = $6,"
+            " etag = $7, content_type = $8, error = NULL, next_retry_at = NULL"
+            " WHERE version_id = $1 AND variant_key = $2 AND status = 'pending'"
+            " AND attempts = $3 RETURNING 1",
+            version_id,
+            variant_key,
+            attempt,
+            blob.profile,
+            blob.storage_key,
+            blob.size,
+            blob.etag,
+            blob.content_type,
+        )
+        if not updated:
+            return Outcome.SUPERSEDED
+        if not await garbage.claim(conn, blob.profile, blob.storage_key):
+            raise BlobLostError(blob.storage_key)
+        return Outcome.RECORDED
+
+
+async def mark_failed(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    version_id: uuid.UUID,
+    variant_key: str,
+    attempt: int,
+    error: str,
+    retry_seconds: float,
+) -> Outcome:
+    """Record a failed render, answered as ``error`` until ``retry_seconds`` from now."""
+    updated = await conn.fetchval(
+        "UPDATE derivatives SET status = 'failed', error = $4,"
+        " next_retry_at = now() + make_interval(secs => $5)"
+        " WHERE version_id = $1 AND variant_key = $2 AND status = 'pending' AND attempts = $3"
+        " RETURNING 1",
+        version_id,
+        variant_key,
+        attempt,
+        error,
+        float(retry_seconds),
+    )
+    return Outcome.RECORDED if updated else Outcome.SUPERSEDED
+
+
+async def release(
+    conn: asyncpg.Connection | asyncpg.Pool, version_id: uuid.UUID, variant_key: str, attempt: int
+) -> None:
+    """Give a claim back without a result (the render never ran: overload, shutdown), so the
+    next request may claim it at once; the attempt does not count towards the back-off."""
+    await conn.execute(
+        "UPDATE derivatives SET attempts = attempts - 1, next_retry_at = now()"
+        " WHERE version_id = $1 AND variant_key = $2 AND status = 'pending' AND attempts = $3",
+        version_id,
+        variant_key,
+        attempt,
+    )
+
+
+async def retire_version(conn: asyncpg.Connection, version_id: uuid.UUID) -> None:
+    """Delete every derivative of an object version and list their blobs as garbage.
+
+    Call in the transaction that replaces or deletes the version (it holds the object row's
+    lock, which mark_ready share-locks, so no derivative of it can become ready afterwards).
+    """
+    await conn.execute(
+        "WITH gone AS (DELETE FROM derivatives WHERE version_id = $1"
+        " RETURNING profile, storage_key)"
+        " INSERT INTO garbage (profile, storage_key)"
+        " SELECT profile, storage_key FROM gone WHERE storage_key IS NOT NULL"
+        " ON CONFLICT DO NOTHING",
+        version_id,
+    )

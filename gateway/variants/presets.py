@@ -1,0 +1,191 @@
+"""Variant presets: what ``?variant=NAME`` means, which buckets may use it, and how the
+derivative it produces is named.
+
+A derivative is stored under (object version, variant key). The variant key carries a hash of
+everything that shapes the output pixels, so editing a preset in the YAML yields new keys (new
+renders) and the derivatives of the old spec are simply never looked up again. Settings that
+only shape the response (cache_control, on_miss, eager) are left out of the hash: changing them
+re-renders nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
+
+from gateway.config import ALL_VARIANTS, GatewayConfig, VariantFormat, VariantPresetConfig
+from gateway.s3 import errors
+from gateway.variants.render import OutputFormat, RenderSpec
+
+# Bump when rendering changes what the same spec produces (a fix, a better resampler), so
+# every derivative is made again rather than served stale.
+RENDERER_VERSION = 1
+# Format classes: a preset's fixed format, or what "auto" chose from the Accept header.
+FormatClass = OutputFormat
+
+_ACCEPT_CANDIDATES = ("image/avif", "image/webp")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    # The render spec for a fixed format; for "auto", its format is replaced per request.
+    spec: RenderSpec
+    format: VariantFormat
+    cache_control: str | None
+    on_miss: Literal["wait", "original"]
+    eager: bool
+    spec_hash: str
+
+    @classmethod
+    def from_config(cls, name: str, config: VariantPresetConfig) -> Preset:
+        spec = RenderSpec(
+            width=config.width,
+            height=config.height,
+            fit=config.fit,
+            format="legacy" if config.format == "auto" else config.format,
+            quality=config.quality,
+            background=_rgb(config.background) if config.background else None,
+        )
+        return cls(
+            name=name,
+            spec=spec,
+            format=config.format,
+            cache_control=config.cache_control,
+            on_miss=config.on_miss,
+            eager=config.eager,
+            spec_hash=spec_hash(spec),
+        )
+
+    @property
+    def negotiated(self) -> bool:
+        """Whether the output format depends on the request (answers carry Vary: Accept)."""
+        return self.format == "auto"
+
+    def format_class(self, accept: str | None, avif: bool) -> FormatClass:
+        if self.format == "auto":
+            return negotiate(accept, avif)
+        return self.format
+
+    def format_classes(self, avif: bool) -> tuple[FormatClass, ...]:
+        """Every format class this preset can produce (an eager render makes each)."""
+        if self.format != "auto":
+            return (self.format,)
+        return ("avif", "webp", "legacy") if avif else ("webp", "legacy")
+
+    def render_spec(self, format_class: FormatClass) -> RenderSpec:
+        return replace(self.spec, format=format_class)
+
+    def variant_key(self, format_class: FormatClass) -> str:
+        """The derivatives.variant_key of this preset's output in ``format_class``.
+
+        The name keeps rows readable; the hash is what makes a changed spec a new derivative.
+        """
+        return f"{self.name}:{format_class}:{self.spec_hash}"
+
+
+def spec_hash(spec: RenderSpec) -> str:
+    """A stable digest of what shapes the pixels, the format aside (it is in the key apart)."""
+    fields = asdict(spec)
+    del fields["format"]
+    fields["renderer"] = RENDERER_VERSION
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _rgb(color: str) -> tuple[int, int, int]:
+    value = int(color.removeprefix("#"), 16)
+    return (value >> 16) & 0xFF, (value >> 8) & 0xFF, value & 0xFF
+
+
+def negotiate(accept: str | None, avif: bool) -> FormatClass:
+    """Reduce an Accept header to a format class: "avif", "webp" or "legacy".
+
+    Only an explicit ``image/avif`` or ``image/webp`` counts (browsers that decode them say
+    so); ``*/*`` and ``image/*`` do not, since a client saying that may decode only JPEG.
+    Between the two, the higher q wins, AVIF on a tie; q=0 means "not acceptable"
+    (RFC 9110 §12.5.1, §12.4.2).
+    """
+    if not accept:
+        return "legacy"
+    weights: dict[str, float] = {}
+    for item in accept.split(","):
+        media_type, *params = (part.strip() for part in item.split(";"))
+        media_type = media_type.lower()
+        if media_type not in _ACCEPT_CANDIDATES:
+            continue
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value.strip())
+                except ValueError:
+                    quality = 0.0
+        # A repeated media type: its first mention stands.
+        weights.setdefault(media_type, quality)
+    if not avif:
+        weights.pop("image/avif", None)
+    best = max(_ACCEPT_CANDIDATES, key=lambda media_type: weights.get(media_type, 0.0))
+    if weights.get(best, 0.0) <= 0.0:
+        return "legacy"
+    return "avif" if best == "image/avif" else "webp"
+
+
+class PresetCatalog:
+    """The presets of a configuration and the buckets allowed to use each."""
+
+    def __init__(
+        self,
+        presets: Mapping[str, Preset],
+        allowed: Mapping[str, frozenset[str]],
+        avif: bool,
+    ) -> None:
+        self._presets = dict(presets)
+        self._allowed = dict(allowed)
+        # Whether this Pillow encodes AVIF: "auto" never picks a format it cannot write.
+        self.avif = avif
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> PresetCatalog:
+        from PIL import features
+
+        presets = {
+            name: Preset.from_config(name, preset) for name, preset in config.variants.items()
+        }
+        allowed = {}
+        for bucket_name, bucket in config.buckets.items():
+            names = set(bucket.variants)
+            if ALL_VARIANTS in names:
+                names = set(presets)
+            allowed[bucket_name] = frozenset(names)
+        return cls(presets, allowed, avif=bool(features.check("avif")))
+
+    def __len__(self) -> int:
+        return len(self._presets)
+
+    def resolve(self, bucket: str, name: str) -> Preset:
+        """The preset ``?variant=name`` names on ``bucket``; InvalidArgument if there is none
+        or the bucket does not allow it."""
+        preset = self._presets.get(name)
+        if preset is None:
+            raise errors.InvalidArgument(
+                f"There is no variant preset named {name!r}.",
+                ArgumentName="variant",
+                ArgumentValue=name,
+            )
+        if name not in self._allowed.get(bucket, frozenset()):
+            raise errors.InvalidArgument(
+                f"The variant preset {name!r} is not enabled for bucket {bucket!r}.",
+                ArgumentName="variant",
+                ArgumentValue=name,
+            )
+        return preset
+
+    def eager(self, bucket: str) -> list[Preset]:
+        """The eager presets ``bucket`` allows, rendered when an object is written."""
+        names = self._allowed.get(bucket, frozenset())
+        return [self._presets[name] for name in sorted(names) if self._presets[name].eager]

@@ -1,0 +1,391 @@
+"""Render one image variant: source bytes in, encoded bytes out. Pure Pillow, no I/O.
+
+This runs in worker processes (gateway.variants.pool), so everything crossing the boundary
+(specs, limits, results, errors) is small and picklable, and nothing here imports the gateway.
+
+Order of work, cheapest first: the byte size; the header (format, dimensions: the pixel limit
+is enforced before a single pixel is decoded); JPEG DCT scaling (``draft``: decode at 1/2, 1/4
+or 1/8 when the target is that much smaller); EXIF orientation; colour (CMYK through its ICC
+profile to sRGB, palettes and 16-bit greys to 8 bits); the resize (``reducing_gap``: a cheap
+integer ``reduce`` first, then a Lanczos pass); the encode, with the ICC profile kept and all
+other metadata (EXIF, XMP, comments) dropped.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+Fit = Literal["cover", "contain", "inside", "fill"]
+# "legacy" is what every client decodes: JPEG, or PNG when the image has transparency.
+OutputFormat = Literal["jpeg", "png", "webp", "avif", "legacy"]
+EncodedFormat = Literal["jpeg", "png", "webp", "avif"]
+
+CONTENT_TYPES: dict[EncodedFormat, str] = {
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "avif": "image/avif",
+}
+# Decoders a source may use. Every other Pillow plugin is refused: each decoder is attack
+# surface, and these cover the images of the web. (Camera JPEGs with a second frame, MPO, are
+# opened by the JPEG plugin.)
+INPUT_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "TIFF", "BMP")
+# resize(reducing_gap=...): first reduce() by an integer factor while the image stays at least
+# this many times the target, then resample. 2.0 is Pillow's own choice for thumbnail().
+REDUCING_GAP = 2.0
+# Largest side each encoder accepts.
+MAX_SIDE: dict[EncodedFormat, int] = {
+    "jpeg": 65_535,
+    "png": 2**31 - 1,
+    "webp": 16_383,
+    "avif": 65_536,
+}
+_ORIENTATION_TAG = 0x0112
+# EXIF orientations 5-8 turn the image a quarter: stored width is displayed height.
+_TRANSPOSED = frozenset({5, 6, 7, 8})
+_SIXTEEN_BIT = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+
+
+class RenderError(Exception):
+    """A source that cannot be rendered; the message says why, for the client."""
+
+
+class UnsupportedImage(RenderError):
+    """Not an image in one of INPUT_FORMATS."""
+
+
+class InvalidImage(RenderError):
+    """An image that cannot be decoded (truncated, corrupt) or encoded."""
+
+
+class ImageTooLarge(RenderError):
+    """More bytes or pixels than the limits allow."""
+
+
+class RenderTimeout(RenderError):
+    """The render ran (or waited for a worker) longer than allowed."""
+
+
+@dataclass(frozen=True)
+class RenderSpec:
+    """What to make of a source. ``width``/``height`` None: unconstrained (fit inside only)."""
+
+    width: int | None
+    height: int | None
+    fit: Fit
+    format: OutputFormat
+    quality: int
+    # Behind transparent pixels in a JPEG and around a contained image; None: white, or
+    # transparent around a contained image that has transparency.
+    background: tuple[int, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class RenderLimits:
+    max_source_bytes: int
+    max_source_pixels: int
+
+
+@dataclass(frozen=True)
+class Rendered:
+    data: bytes
+    format: EncodedFormat
+    width: int
+    height: int
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES[self.format]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a source of some size becomes the output: scale ``box`` (a region of the source)
+    to ``size``, and place it in the middle of ``canvas``."""
+
+    box: tuple[float, float, float, float]
+    size: tuple[int, int]
+    canvas: tuple[int, int]
+    # The size the whole source is scaled to (larger than ``size`` when ``box`` crops).
+    full: tuple[int, int]
+
+
+def plan(source: tuple[int, int], spec: RenderSpec) -> Plan:
+    """The geometry of ``spec.fit`` for a source of ``source`` pixels (already oriented)."""
+    sw, sh = source
+    whole = (0.0, 0.0, float(sw), float(sh))
+    if spec.fit == "fill":
+        assert spec.width is not None and spec.height is not None
+        target = (spec.width, spec.height)
+        return Plan(whole, target, target, target)
+    if spec.fit == "inside":
+        scales = [
+            limit / side
+            for limit, side in ((spec.width, sw), (spec.height, sh))
+            if limit is not None
+        ]
+        # Never enlarged: a preview of a small image is the small image.
+        scale = min(1.0, *scales)
+        size = _scaled(source, scale)
+        return Plan(whole, size, size, size)
+    assert spec.width is not None and spec.height is not None
+    tw, th = spec.width, spec.height
+    if spec.fit == "contain":
+        size = _scaled(source, min(tw / sw, th / sh))
+        return Plan(whole, size, (tw, th), size)
+    # cover: scale so both sides reach the box, then keep the centre of the overflowing side.
+    scale = max(tw / sw, th / sh)
+    crop_w, crop_h = min(sw, tw / scale), min(sh, th / scale)
+    left, top = (sw - crop_w) / 2, (sh - crop_h) / 2
+    return Plan(
+        (left, top, left + crop_w, top + crop_h), (tw, th), (tw, th), _scaled(source, scale)
+    )
+
+
+def _scaled(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def render(source: bytes, spec: RenderSpec, limits: RenderLimits) -> Rendered:
+    """Render ``source`` as ``spec`` says. Raises RenderError subclasses, never anything else
+    for a bad source (a MemoryError or a Pillow bug still propagates: that is a crash)."""
+    if len(source) > limits.max_source_bytes:
+        raise ImageTooLarge(
+            f"The image is {len(source)} bytes; variants are made of images up to "
+            f"{limits.max_source_bytes} bytes."
+        )
+    with _open(source, limits) as image:
+        _draft(image, spec, _orientation(image))
+        try:
+            image.load()
+            # In place: no copy of the decoded pixels when there is nothing to turn.
+            ImageOps.exif_transpose(image, in_place=True)
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise InvalidImage(f"The image could not be decoded: {exc}") from None
+        working, icc = _working_mode(image, image.info.get("icc_profile"))
+        shaped = _shape(working, spec)
+        return _encode(shaped, spec, icc)
+
+
+def _open(source: bytes, limits: RenderLimits) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns between its limit and twice it; ours is checked just below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(source), formats=_input_formats())
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"The image has too many pixels: {exc}") from None
+    except UnidentifiedImageError:
+        raise UnsupportedImage(
+            "The object is not an image variants can be made of "
+            "(JPEG, PNG, GIF, WebP, AVIF, TIFF or BMP)."
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidImage(f"The image header could not be read: {exc}") from None
+    width, height = image.size
+    if width * height > limits.max_source_pixels:
+        image.close()
+        raise ImageTooLarge(
+            f"The image is {width}x{height} pixels; variants are made of images of up to "
+            f"{limits.max_source_pixels} pixels."
+        )
+    if width < 1 or height < 1:
+        image.close()
+        raise InvalidImage(f"The image declares no pixels ({width}x{height}).")
+    return image
+
+
+def _input_formats() -> list[str]:
+    # Image.open refuses a format whose plugin is absent (AVIF needs a Pillow built with it).
+    Image.init()
+    return [name for name in INPUT_FORMATS if name in Image.OPEN]
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG, 1)
+    except RenderError:
+        raise  # a timeout's alarm, not the EXIF block
+    except Exception:  # a broken EXIF block only loses the orientation
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _draft(image: Image.Image, spec: RenderSpec, orientation: int) -> None:
+    """Let a JPEG decode at 1/2, 1/4 or 1/8 scale when the output allows (no-op otherwise).
+
+    ``draft`` picks the smallest scale still at least the requested size, which is the whole
+    source scaled as the plan says, in stored (not displayed) orientation.
+    """
+    if image.format not in ("JPEG", "MPO"):
+        return  # draft is a no-op for other formats; skip the work of planning
+    width, height = image.size
+    if orientation in _TRANSPOSED:
+        width, height = height, width
+    full_w, full_h = plan((width, height), spec).full
+    if orientation in _TRANSPOSED:
+        full_w, full_h = full_h, full_w
+    image.draft(image.mode, (full_w, full_h))
+
+
+def _working_mode(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
+    """The image as L, LA, RGB or RGBA (8 bits a channel), and the ICC profile that still
+    describes it (None once the pixels have been converted to sRGB, or if none matches)."""
+    mode = image.mode
+    has_transparency = "transparency" in image.info
+    if mode == "CMYK":
+        return _cmyk_to_srgb(image, icc), None
+    if mode in _SIXTEEN_BIT:
+        # convert("L") would clip every value above 255 instead of scaling 16 bits to 8.
+        image = image.convert("I").point(lambda value: value * (1 / 257)).convert("L")
+    elif mode == "F":
+        image = image.convert("L")
+    elif mode in ("P", "PA"):
+        image = image.convert("RGBA" if has_transparency or mode == "PA" else "RGB")
+    elif mode in ("1", "L", "RGB") and has_transparency:
+        # A tRNS colour key: that colour is transparent.
+        image = image.convert("RGBA")
+    elif mode == "1":
+        image = image.convert("L")
+    elif mode == "La":
+        image = image.convert("LA")
+    elif mode == "RGBa":
+        image = image.convert("RGBA")
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        # YCbCr, LAB, HSV, RGBX, ...: whatever Pillow decodes, it can convert to RGB.
+        image = image.convert("RGBA" if "A" in mode else "RGB")
+    return image, _matching_profile(icc, image.mode)
+
+
+def _cmyk_to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
+    if icc and _profile_space(icc) == b"CMYK":
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            srgb = ImageCms.createProfile("sRGB")
+            converted = ImageCms.profileToProfile(
+                image,
+                source,
+                srgb,
+                renderingIntent=ImageCms.Intent.PERCEPTUAL,
+                outputMode="RGB",
+            )
+            if converted is not None:
+                return converted
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass  # a broken profile: the naive conversion below is still an image
+    return image.convert("RGB")
+
+
+def _profile_space(icc: bytes) -> bytes:
+    # ICC.1 header: the data colour space signature is bytes 16-19.
+    return icc[16:20] if len(icc) >= 128 else b""
+
+
+def _matching_profile(icc: bytes | None, mode: str) -> bytes | None:
+    """``icc`` if it describes pixels of ``mode`` (an RGB profile on grey pixels would not)."""
+    if not icc:
+        return None
+    space = _profile_space(icc)
+    if mode in ("RGB", "RGBA") and space == b"RGB ":
+        return icc
+    if mode in ("L", "LA") and space == b"GRAY":
+        return icc
+    return None
+
+
+def _shape(image: Image.Image, spec: RenderSpec) -> Image.Image:
+    """Resize (and crop or pad) to the plan for the image's actual, possibly drafted, size."""
+    layout = plan(image.size, spec)
+    resized = image
+    if layout.size != image.size or layout.box != (0.0, 0.0, *map(float, image.size)):
+        resized = image.resize(
+            layout.size,
+            Image.Resampling.LANCZOS,
+            box=layout.box,
+            reducing_gap=REDUCING_GAP,
+        )
+    if layout.canvas == layout.size:
+        return resized
+    has_alpha = resized.mode in ("LA", "RGBA")
+    if has_alpha and spec.background is None:
+        fill: tuple[int, ...] = (0, 0) if resized.mode == "LA" else (0, 0, 0, 0)
+    else:
+        red, green, blue = spec.background or (255, 255, 255)
+        grey = round(0.299 * red + 0.587 * green + 0.114 * blue)
+        fill = {
+            "L": (grey,),
+            "LA": (grey, 255),
+            "RGB": (red, green, blue),
+            "RGBA": (red, green, blue, 255),
+        }[resized.mode]
+    canvas = Image.new(resized.mode, layout.canvas, fill)
+    left = (layout.canvas[0] - layout.size[0]) // 2
+    top = (layout.canvas[1] - layout.size[1]) // 2
+    canvas.paste(resized, (left, top))
+    return canvas
+
+
+def _drop_opaque_alpha(image: Image.Image) -> Image.Image:
+    if image.mode not in ("LA", "RGBA"):
+        return image
+    low, _high = image.getchannel("A").getextrema()
+    if low == 255:
+        return image.convert("L" if image.mode == "LA" else "RGB")
+    return image
+
+
+def _flatten(image: Image.Image, background: tuple[int, int, int] | None) -> Image.Image:
+    """Composite an image with alpha onto the background (for JPEG, which has no alpha)."""
+    if image.mode not in ("LA", "RGBA"):
+        return image
+    rgba = image.convert("RGBA")
+    base = Image.new("RGBA", rgba.size, (*(background or (255, 255, 255)), 255))
+    base.alpha_composite(rgba)
+    return base.convert("L" if image.mode == "LA" else "RGB")
+
+
+def _encode(image: Image.Image, spec: RenderSpec, icc: bytes | None) -> Rendered:
+    image = _drop_opaque_alpha(image)
+    encoded: EncodedFormat
+    if spec.format == "legacy":
+        encoded = "png" if image.mode in ("LA", "RGBA") else "jpeg"
+    else:
+        encoded = spec.format
+    if encoded == "jpeg":
+        image = _flatten(image, spec.background)
+    elif encoded in ("webp", "avif") and image.mode in ("L", "LA"):
+        # Neither stores grey: widen to RGB, where a grey profile no longer applies.
+        image = image.convert("RGB" if image.mode == "L" else "RGBA")
+        icc = _matching_profile(icc, image.mode)
+    width, height = image.size
+    if max(width, height) > MAX_SIDE[encoded]:
+        raise ImageTooLarge(
+            f"The variant would be {width}x{height} pixels, more than {encoded} can hold."
+        )
+    # Nothing of the source's metadata rides along: only what is passed below is written.
+    image.info = {}
+    options: dict[str, object] = {}
+    if icc:
+        options["icc_profile"] = icc
+    if encoded == "jpeg":
+        options.update(quality=spec.quality, optimize=True, progressive=True)
+    elif encoded == "png":
+        options.update(compress_level=6)
+    elif encoded == "webp":
+        options.update(quality=spec.quality, method=4)
+    else:
+        # One thread: the pool already runs one worker per core. Speed 8 encodes about five
+        # times faster than libavif's default 6 for files some 10% larger: renders happen
+        # while a client waits.
+        options.update(quality=spec.quality, speed=8, max_threads=1)
+    output = io.BytesIO()
+    try:
+        image.save(output, format=encoded.upper(), **options)
+    except (OSError, ValueError) as exc:
+        raise InvalidImage(f"The variant could not be encoded as {encoded}: {exc}") from None
+    return Rendered(output.getvalue(), encoded, width, height)

@@ -1,0 +1,317 @@
+"""Variants on demand: find a derivative, or make it exactly once, store it, record it.
+
+The path of a variant GET, once the API has found the object and the preset:
+
+1. The derivative row of (object version, variant key). Ready: serve its blob. Failed and still
+   in its back-off: answer the recorded error again, without rendering.
+2. Otherwise one render, however many requests ask at once. Within a process, requests for the
+   same derivative share one task; across processes, the task first claims the row in
+   Postgres (gateway.meta.derivatives: a lease, fenced by the attempt number), and a process
+   that finds the row claimed elsewhere polls it until it is ready, failed, or its lease
+   runs out (then it claims the row itself).
+3. The claimant reads the source, renders it in the worker pool, and writes the blob under a
+   new storage key of the source's storage profile. The key enters the garbage log before a
+   byte is written and leaves it in the transaction that marks the row ready, so a crash at
+   any point leaves nothing the janitor cannot find.
+
+The service knows nothing of HTTP: the API passes the object and a way to read its bytes, and
+turns the ReadyVariant it gets back into a response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import asyncpg
+
+from gateway.config import LimitsConfig
+from gateway.meta import derivatives, garbage
+from gateway.meta.derivatives import Derivative, Outcome, StoredBlob
+from gateway.s3.errors import S3Error
+from gateway.storage import BlobStore
+from gateway.variants import errors
+from gateway.variants.pool import RenderOverloaded
+from gateway.variants.presets import FormatClass, Preset
+from gateway.variants.render import ImageTooLarge, Rendered, RenderError, RenderSpec
+
+log = logging.getLogger(__name__)
+
+# How often a process waiting on another's render looks at the row: quickly at first (small
+# renders take tens of milliseconds), then less often.
+POLL_FIRST_SECONDS = 0.02
+POLL_MAX_SECONDS = 0.5
+
+
+class Renderer(Protocol):
+    async def render(self, source: bytes, spec: RenderSpec) -> Rendered: ...
+
+
+@dataclass(frozen=True)
+class VariantSource:
+    """The object version a variant is made of, and how to read its bytes."""
+
+    bucket: str
+    key: str
+    version_id: uuid.UUID
+    size: int
+    # Derivatives are stored with the same profile as their source.
+    profile: str
+    read: Callable[[], AsyncIterator[bytes]]
+
+
+@dataclass(frozen=True)
+class ReadyVariant:
+    profile: str
+    storage_key: str
+    size: int
+    etag: str
+    content_type: str
+
+
+@dataclass(frozen=True)
+class VariantPolicy:
+    max_source_bytes: int
+    # A claim's lease: the longest a claimant may take to read, wait for a worker, render and
+    # store before another process presumes it dead and claims the row itself.
+    lease_seconds: float
+    retry_seconds: float
+    retry_max_seconds: float
+
+    @classmethod
+    def from_limits(cls, limits: LimitsConfig) -> VariantPolicy:
+        return cls(
+            max_source_bytes=limits.max_source_bytes,
+            # Waiting for a worker and rendering are each bounded by the render timeout; the
+            # rest covers reading the source and storing the result.
+            lease_seconds=2 * limits.render_timeout_seconds + 60,
+            retry_seconds=limits.render_retry_seconds,
+            retry_max_seconds=limits.render_retry_max_seconds,
+        )
+
+    def retry_delay(self, attempts: int) -> float:
+        """Back-off after the ``attempts``-th attempt failed: doubling, capped."""
+        exponent = min(max(attempts - 1, 0), 62)
+        return min(self.retry_max_seconds, self.retry_seconds * 2**exponent)
+
+
+def ready(row: Derivative) -> ReadyVariant:
+    assert row.profile and row.storage_key and row.etag and row.content_type
+    assert row.size is not None
+    return ReadyVariant(row.profile, row.storage_key, row.size, row.etag, row.content_type)
+
+
+def recorded_error(row: Derivative) -> S3Error | None:
+    """The error a failed row answers while its back-off lasts; None once it may be retried."""
+    retry_after = row.retry_after()
+    if retry_after is None:
+        return None
+    return errors.replay(row.error or "", retry_after)
+
+
+class VariantService:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        stores: Mapping[str, BlobStore],
+        renderer: Renderer,
+        policy: VariantPolicy,
+    ) -> None:
+        self._pool = pool
+        self._stores = stores
+        self._renderer = renderer
+        self._policy = policy
+        self._flights: dict[tuple[uuid.UUID, str], asyncio.Task[ReadyVariant]] = {}
+
+    async def lookup(
+        self, source: VariantSource, preset: Preset, format_class: FormatClass
+    ) -> ReadyVariant | None:
+        """The derivative if it is ready; never renders. Raises the recorded error of a
+        failed one in its back-off."""
+        row = await derivatives.get(self._pool, source.version_id, preset.variant_key(format_class))
+        if row is None:
+            return None
+        if row.status == "ready":
+            return ready(row)
+        error = recorded_error(row)
+        if error is not None:
+            raise error
+        return None
+
+    async def get(
+        self, source: VariantSource, preset: Preset, format_class: FormatClass
+    ) -> ReadyVariant:
+        """The derivative, rendered now if need be. Raises S3Error subclasses."""
+        found = await self.lookup(source, preset, format_class)
+        if found is not None:
+            return found
+        task = self._flight(source, preset, format_class)
+        # A client that goes away stops waiting; the render goes on for the others.
+        return await asyncio.shield(task)
+
+    def prefetch(self, source: VariantSource, preset: Preset, format_class: FormatClass) -> None:
+        """Make the derivative in the background (on_miss: original; eager presets)."""
+        self._flight(source, preset, format_class)
+
+    def _flight(
+        self, source: VariantSource, preset: Preset, format_class: FormatClass
+    ) -> asyncio.Task[ReadyVariant]:
+        variant_key = preset.variant_key(format_class)
+        flight = (source.version_id, variant_key)
+        task = self._flights.get(flight)
+        if task is None:
+            task = asyncio.create_task(
+                self._produce(source, preset.render_spec(format_class), variant_key)
+            )
+            self._flights[flight] = task
+            task.add_done_callback(lambda done: self._landed(flight, done))
+        return task
+
+    def _landed(self, flight: tuple[uuid.UUID, str], task: asyncio.Task[ReadyVariant]) -> None:
+        self._flights.pop(flight, None)
+        if task.cancelled():
+            return
+        error = task.exception()  # retrieved, so a render nobody awaited logs no warning
+        if error is not None and not isinstance(error, S3Error):
+            log.error("variant %s of %s failed", flight[1], flight[0], exc_info=error)
+
+    async def close(self) -> None:
+        """Cancel renders in flight (their claims are given back where possible)."""
+        tasks = list(self._flights.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _produce(
+        self, source: VariantSource, spec: RenderSpec, variant_key: str
+    ) -> ReadyVariant:
+        """Claim and render, or wait for whoever holds the claim, until there is an outcome."""
+        deadline = time.monotonic() + self._policy.lease_seconds + 5
+        delay = POLL_FIRST_SECONDS
+        while True:
+            attempt, row = await derivatives.claim(
+                self._pool, source.version_id, variant_key, self._policy.lease_seconds
+            )
+            if attempt is not None:
+                return await self._render(source, spec, variant_key, attempt)
+            if row is not None and row.status == "ready":
+                return ready(row)
+            error = recorded_error(row) if row is not None else None
+            if error is not None:
+                raise error
+            # Pending: another process renders it (or a back-off ended just after the claim
+            # was refused, or the row is not yet visible): look again shortly.
+            if time.monotonic() > deadline:
+                raise errors.RetryLater("The variant is still being rendered.", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, POLL_MAX_SECONDS)
+
+    async def _render(
+        self, source: VariantSource, spec: RenderSpec, variant_key: str, attempt: int
+    ) -> ReadyVariant:
+        key = (source.version_id, variant_key, attempt)
+        try:
+            data = await self._read(source)
+            rendered = await self._renderer.render(data, spec)
+        except RenderOverloaded as exc:
+            await self._release(*key)
+            raise errors.RetryLater(str(exc)) from None
+        except RenderError as exc:
+            error = errors.from_render_error(exc)
+            await derivatives.mark_failed(
+                self._pool,
+                *key,
+                errors.record(error),
+                self._policy.retry_delay(attempt),
+            )
+            raise error from None
+        except BaseException:
+            # Not the image's fault (storage, cancellation): the next request may try again.
+            await asyncio.shield(self._release(*key))
+            raise
+        return await self._store(source, variant_key, attempt, rendered)
+
+    async def _release(self, version_id: uuid.UUID, variant_key: str, attempt: int) -> None:
+        try:
+            await derivatives.release(self._pool, version_id, variant_key, attempt)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            # The lease runs out on its own.
+            log.warning("could not release the claim on %s", variant_key, exc_info=True)
+
+    async def _read(self, source: VariantSource) -> bytes:
+        limit = self._policy.max_source_bytes
+        if source.size > limit:
+            raise ImageTooLarge(
+                f"The image is {source.size} bytes; variants are made of images up to "
+                f"{limit} bytes."
+            )
+        parts = []
+        total = 0
+        async for chunk in source.read():
+            total += len(chunk)
+            if total > limit:
+                raise ImageTooLarge(f"The image is larger than {limit} bytes.")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def _store(
+        self, source: VariantSource, variant_key: str, attempt: int, rendered: Rendered
+    ) -> ReadyVariant:
+        profile = source.profile
+        store = self._stores[profile]
+        storage_key = store.new_key()
+        blob = StoredBlob(
+            profile=profile,
+            storage_key=storage_key,
+            size=len(rendered.data),
+            etag='"' + hashlib.md5(rendered.data, usedforsecurity=False).hexdigest() + '"',
+            content_type=rendered.content_type,
+        )
+        # Listed before the first byte is written; claimed by the row that references it.
+        await garbage.add(self._pool, profile, storage_key)
+        try:
+            writer = await store.create(storage_key, None)
+            try:
+                await writer.write(rendered.data)
+                await writer.commit()
+            except BaseException:
+                await writer.abort()
+                raise
+        except BaseException:
+            await asyncio.shield(self._discard(profile, storage_key))
+            await asyncio.shield(self._release(source.version_id, variant_key, attempt))
+            raise
+        # From here a failure is ambiguous (the commit may have landed): the blob stays listed
+        # and the janitor removes it only if no row claimed it.
+        async with self._pool.acquire() as conn:
+            outcome = await derivatives.mark_ready(
+                conn, source.bucket, source.key, source.version_id, variant_key, attempt, blob
+            )
+        if outcome is Outcome.RECORDED:
+            return ReadyVariant(
+                blob.profile, blob.storage_key, blob.size, blob.etag, blob.content_type
+            )
+        await self._discard(profile, storage_key)
+        if outcome is Outcome.SUPERSEDED:
+            # Our lease ran out and another process claimed the row: its result stands.
+            row = await derivatives.get(self._pool, source.version_id, variant_key)
+            if row is not None and row.status == "ready":
+                return ready(row)
+            raise errors.RetryLater("The variant is still being rendered. Please try again.")
+        raise errors.RetryLater(
+            "The object changed while its variant was being rendered. Please try again."
+        )
+
+    async def _discard(self, profile: str, storage_key: str) -> None:
+        """Delete a blob no row references, and its garbage entry (else the janitor will)."""
+        try:
+            await self._stores[profile].delete(storage_key)
+            await garbage.remove(self._pool, profile, storage_key)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            log.warning("could not discard blob %s at once", storage_key, exc_info=True)

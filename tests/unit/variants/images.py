@@ -1,0 +1,123 @@
+"""Real images made on the spot, each with a property a render must get right."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+from PIL import Image, ImageCms
+
+RED = (255, 0, 0)
+GREEN = (0, 255, 0)
+BLUE = (0, 0, 255)
+WHITE = (255, 255, 255)
+ORIENTATION = 0x0112
+
+
+def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    output = io.BytesIO()
+    image.save(output, format=fmt, **options)
+    return output.getvalue()
+
+
+def decode(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def srgb_profile() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def marked(size: tuple[int, int] = (800, 400), block: int = 120) -> Image.Image:
+    """Blue, with a red block in the top-left corner and a green one in the top-right."""
+    image = Image.new("RGB", size, BLUE)
+    image.paste(RED, (0, 0, block, block))
+    image.paste(GREEN, (size[0] - block, 0, size[0], block))
+    return image
+
+
+def jpeg_with_orientation(orientation: int, **options: object) -> bytes:
+    exif = Image.Exif()
+    exif[ORIENTATION] = orientation
+    exif[0x010F] = "Gateway Test Camera"  # Make: metadata that must not survive
+    return encode(marked(), "JPEG", exif=exif.tobytes(), quality=95, **options)
+
+
+def cmyk_jpeg(color: tuple[int, int, int, int], icc: bytes | None = None) -> bytes:
+    image = Image.new("CMYK", (64, 48), color)
+    return encode(image, "JPEG", quality=95, **({"icc_profile": icc} if icc else {}))
+
+
+def transparent_png(size: tuple[int, int] = (200, 100)) -> bytes:
+    """Left half fully transparent (black underneath), right half opaque white."""
+    image = Image.new("RGBA", size, (0, 0, 0, 0))
+    image.paste((255, 255, 255, 255), (size[0] // 2, 0, size[0], size[1]))
+    return encode(image, "PNG")
+
+
+def opaque_rgba_png(size: tuple[int, int] = (120, 80)) -> bytes:
+    return encode(Image.new("RGBA", size, (10, 200, 30, 255)), "PNG")
+
+
+def grey_alpha_png(size: tuple[int, int] = (100, 100)) -> bytes:
+    image = Image.new("LA", size, (0, 0))
+    image.paste((200, 255), (0, 0, size[0], size[1] // 2))
+    return encode(image, "PNG")
+
+
+def palette_gif(transparent: bool) -> bytes:
+    """A palette image: index 0 red, 1 blue; left half index 0 (transparent if asked)."""
+    image = Image.new("P", (80, 40), 1)
+    image.putpalette([*RED, *BLUE] + [0, 0, 0] * 254)
+    image.paste(0, (0, 0, 40, 40))
+    options = {"transparency": 0} if transparent else {}
+    return encode(image, "GIF", **options)
+
+
+def animated_gif() -> bytes:
+    frames = [Image.new("RGB", (40, 40), RED), Image.new("RGB", (40, 40), BLUE)]
+    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+
+
+def sixteen_bit_png(width: int = 257) -> bytes:
+    """A horizontal 16-bit grey ramp: column x holds x * 65535 / (width - 1)."""
+    image = Image.new("I;16", (width, 4))
+    for x in range(width):
+        for y in range(4):
+            image.putpixel((x, y), round(x * 65535 / (width - 1)))
+    return encode(image, "PNG")
+
+
+def truncated_jpeg() -> bytes:
+    data = encode(marked((640, 480)), "JPEG", quality=90)
+    return data[: len(data) // 2]
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` pixels and holds almost none of them."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00" * 64)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def thirds(size: tuple[int, int] = (300, 100)) -> Image.Image:
+    """Red, green and blue thirds from left to right."""
+    image = Image.new("RGB", size, GREEN)
+    third = size[0] // 3
+    image.paste(RED, (0, 0, third, size[1]))
+    image.paste(BLUE, (size[0] - third, 0, size[0], size[1]))
+    return image
+
+
+def close_to(actual: tuple[int, ...], expected: tuple[int, ...], tolerance: int = 24) -> bool:
+    return all(abs(a - e) <= tolerance for a, e in zip(actual, expected, strict=True))

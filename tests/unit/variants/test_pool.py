@@ -1,0 +1,151 @@
+"""The render pool with real worker processes: results, overload, timeouts, crashes, recycling."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.config import LimitsConfig
+from gateway.variants.pool import (
+    RenderOverloaded,
+    RenderPool,
+    WorkerCrashed,
+    default_workers,
+)
+from gateway.variants.render import (
+    InvalidImage,
+    RenderLimits,
+    RenderSpec,
+    RenderTimeout,
+    render,
+)
+from tests.unit.variants import images
+from tests.unit.variants.images import decode, encode
+
+LIMITS = RenderLimits(max_source_bytes=64 * 1024**2, max_source_pixels=100_000_000)
+THUMB = RenderSpec(64, 64, "cover", "webp", 80)
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[RenderPool]:
+    render_pool = RenderPool(LIMITS, workers=2, queue=4, timeout=20)
+    await render_pool.start()
+    yield render_pool
+    await render_pool.close()
+
+
+async def test_renders_in_a_worker(pool: RenderPool) -> None:
+    source = images.jpeg_with_orientation(6)
+    result = await pool.render(source, THUMB)
+    # The same pixels as rendering here: nothing is lost crossing the process boundary.
+    assert result == render(source, THUMB, LIMITS)
+    assert decode(result.data).size == (64, 64)
+    pids = {await pool.run(os.getpid) for _ in range(4)}
+    assert os.getpid() not in pids
+
+
+async def test_render_errors_cross_the_process_boundary_typed(pool: RenderPool) -> None:
+    with pytest.raises(InvalidImage, match="could not be decoded"):
+        await pool.render(images.truncated_jpeg(), THUMB)
+
+
+async def test_many_renders_at_once(pool: RenderPool) -> None:
+    sources = [encode(images.marked((400 + i, 300)), "PNG") for i in range(6)]
+    results = await asyncio.gather(*(pool.render(source, THUMB) for source in sources))
+    assert all(decode(result.data).size == (64, 64) for result in results)
+    assert pool.busy == 0
+    assert pool.waiting == 0
+
+
+async def test_a_full_queue_is_refused_at_once() -> None:
+    render_pool = RenderPool(LIMITS, workers=1, queue=1, timeout=20)
+    try:
+        await render_pool.start()
+        slow = asyncio.create_task(render_pool.run(time.sleep, 0.5))
+        await asyncio.sleep(0.1)
+        assert render_pool.busy == 1
+        queued = asyncio.create_task(render_pool.run(os.getpid))
+        await asyncio.sleep(0)
+        assert render_pool.waiting == 1
+        started = time.monotonic()
+        with pytest.raises(RenderOverloaded, match="queue is full"):
+            await render_pool.run(os.getpid)
+        assert time.monotonic() - started < 0.1
+        await slow
+        assert isinstance(await queued, int)
+        # Room again.
+        assert isinstance(await render_pool.run(os.getpid), int)
+    finally:
+        await render_pool.close()
+
+
+async def test_waiting_too_long_for_a_worker_is_overload() -> None:
+    render_pool = RenderPool(LIMITS, workers=1, queue=4, timeout=0.3)
+    try:
+        await render_pool.start()
+        busy = asyncio.create_task(render_pool.run(time.sleep, 1.0))
+        await asyncio.sleep(0.05)
+        with pytest.raises(RenderOverloaded, match="in time"):
+            await render_pool.run(os.getpid)
+        # The caller of the busy call gives up at the backstop; the worker is not reused
+        # before its call really ended.
+        await asyncio.gather(busy, return_exceptions=True)
+    finally:
+        await render_pool.close()
+
+
+async def test_a_render_that_runs_too_long_is_stopped_in_the_worker() -> None:
+    render_pool = RenderPool(LIMITS, workers=1, queue=1, timeout=0.001)
+    try:
+        await render_pool.start()
+        started = time.monotonic()
+        with pytest.raises(RenderTimeout):
+            await render_pool.render(encode(images.marked((3000, 2000)), "PNG"), THUMB)
+        assert time.monotonic() - started < 5
+        # The worker survived its alarm and takes the next call.
+        assert isinstance(await render_pool.run(os.getpid), int)
+    finally:
+        await render_pool.close()
+
+
+async def test_a_dead_worker_is_replaced(pool: RenderPool) -> None:
+    with pytest.raises(WorkerCrashed):
+        await pool.run(os._exit, 3)
+    result = await pool.render(images.jpeg_with_orientation(1), THUMB)
+    assert decode(result.data).size == (64, 64)
+    assert pool.busy == 0
+
+
+async def test_workers_are_recycled_without_hanging() -> None:
+    # gh-115634: an executor with max_tasks_per_child and queued calls can stop replacing
+    # workers. The pool never queues inside the executor, so this finishes.
+    render_pool = RenderPool(LIMITS, workers=1, queue=16, timeout=20, tasks_per_worker=2)
+    try:
+        async with asyncio.timeout(60):
+            sequential = [await render_pool.run(os.getpid) for _ in range(5)]
+            concurrent = await asyncio.gather(*(render_pool.run(os.getpid) for _ in range(9)))
+        pids = sequential + list(concurrent)
+        # Two calls per process: 14 calls, 7 processes.
+        assert len(set(pids)) == 7
+        assert all(pids.count(pid) == 2 for pid in set(pids))
+    finally:
+        await render_pool.close()
+
+
+def test_pool_from_limits() -> None:
+    limits = LimitsConfig(
+        max_source_bytes=1024,
+        max_source_pixels=10_000,
+        render_queue=3,
+        render_timeout_seconds=7,
+        render_tasks_per_worker=9,
+    )
+    render_pool = RenderPool.from_limits(limits, processes=default_workers() * 2)
+    assert render_pool.limits == RenderLimits(1024, 10_000)
+    assert (render_pool.workers, render_pool.queue, render_pool.timeout) == (1, 3, 7)
+    assert RenderPool.from_limits(limits).workers == default_workers()
+    assert RenderPool.from_limits(limits.model_copy(update={"render_workers": 5})).workers == 5

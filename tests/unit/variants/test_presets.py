@@ -1,0 +1,238 @@
+"""Presets: the spec hash, variant keys, Accept negotiation, bucket allow-lists, config checks."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, GatewayConfig, VariantPresetConfig, load_config
+from gateway.s3.errors import InvalidArgument
+from gateway.variants.presets import Preset, PresetCatalog, negotiate, spec_hash
+from gateway.variants.render import RenderSpec
+
+THUMB = VariantPresetConfig(width=320, height=320, fit="cover", format="webp", quality=80)
+
+
+def preset(**changes: object) -> Preset:
+    return Preset.from_config("thumb", THUMB.model_copy(update=changes))
+
+
+def load(tmp_path: Path, text: str) -> GatewayConfig:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return load_config(path, {})
+
+
+def load_error(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as excinfo:
+        load(tmp_path, text)
+    return str(excinfo.value)
+
+
+# --- the spec hash and variant keys ---------------------------------------------------------
+
+
+def test_spec_hash_is_stable() -> None:
+    # Pinned: an accidental change here would silently re-render every derivative.
+    spec = RenderSpec(width=320, height=320, fit="cover", format="webp", quality=80)
+    assert spec_hash(spec) == preset().spec_hash
+    # sha256 of {"background":null,"fit":"cover","height":320,"quality":80,"renderer":1,
+    # "width":320}, first 16 hex digits.
+    assert spec_hash(spec) == "145c3fb27757adbd"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"width": 321},
+        {"height": 200},
+        {"fit": "contain"},
+        {"quality": 81},
+        {"background": "#000000"},
+    ],
+)
+def test_what_shapes_pixels_changes_the_hash(change: dict[str, object]) -> None:
+    assert preset(**change).spec_hash != preset().spec_hash
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"cache_control": "max-age=60"},
+        {"on_miss": "original"},
+        {"eager": True},
+        # The format is in the key apart from the hash.
+        {"format": "auto"},
+        {"format": "jpeg"},
+    ],
+)
+def test_what_shapes_only_the_response_keeps_the_hash(change: dict[str, object]) -> None:
+    assert preset(**change).spec_hash == preset().spec_hash
+
+
+def test_variant_key_names_preset_format_and_spec() -> None:
+    thumb = preset()
+    assert thumb.variant_key("webp") == f"thumb:webp:{thumb.spec_hash}"
+    assert preset(width=100).variant_key("webp") != thumb.variant_key("webp")
+    assert thumb.variant_key("avif") != thumb.variant_key("webp")
+
+
+def test_render_spec_per_format_class() -> None:
+    auto = preset(format="auto", background="#102030")
+    assert auto.negotiated
+    assert auto.render_spec("avif").format == "avif"
+    assert auto.render_spec("legacy").format == "legacy"
+    assert auto.render_spec("webp").background == (0x10, 0x20, 0x30)
+    assert not preset().negotiated
+
+
+def test_format_class() -> None:
+    assert preset().format_class("image/avif,image/webp", avif=True) == "webp"
+    auto = preset(format="auto")
+    assert auto.format_class("image/avif,image/webp", avif=True) == "avif"
+    assert auto.format_class("image/avif,image/webp", avif=False) == "webp"
+    assert auto.format_classes(avif=True) == ("avif", "webp", "legacy")
+    assert auto.format_classes(avif=False) == ("webp", "legacy")
+    assert preset().format_classes(avif=True) == ("webp",)
+
+
+# --- Accept -> format class -----------------------------------------------------------------
+
+CHROME = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
+SAFARI_16 = "image/webp,image/avif,image/jxl,image/heic,image/heic-sequence,video/*;q=0.8"
+FIREFOX_OLD = "image/webp,*/*"
+CURL = "*/*"
+
+
+@pytest.mark.parametrize(
+    ("accept", "avif", "expected"),
+    [
+        (CHROME, True, "avif"),
+        (CHROME, False, "webp"),
+        (SAFARI_16, True, "avif"),
+        (FIREFOX_OLD, True, "webp"),
+        (CURL, True, "legacy"),
+        (None, True, "legacy"),
+        ("", True, "legacy"),
+        ("image/*", True, "legacy"),  # a wildcard does not promise AVIF or WebP
+        ("text/html", True, "legacy"),
+        ("IMAGE/AVIF", True, "avif"),  # media types are case-insensitive
+        (" image/webp ; q=0.5 , image/avif;q=0.4", True, "webp"),  # the higher q wins
+        ("image/webp;q=0.5,image/avif;q=0.5", True, "avif"),  # AVIF on a tie
+        ("image/avif;q=0,image/webp", True, "webp"),  # q=0: not acceptable
+        ("image/avif;q=0", True, "legacy"),
+        ("image/webp;q=0.000", True, "legacy"),
+        ("image/webp;q=bogus", True, "legacy"),
+        ("image/avif;level=1;q=0.9", True, "avif"),
+        ("image/webp;Q=0", True, "legacy"),
+        ("image/webp,image/webp;q=0", True, "webp"),  # the first mention stands
+    ],
+)
+def test_negotiate(accept: str | None, avif: bool, expected: str) -> None:
+    assert negotiate(accept, avif) == expected
+
+
+# --- the catalog ----------------------------------------------------------------------------
+
+CATALOG_YAML = """\
+variants:
+  thumb: {width: 320, height: 320, fit: cover, format: webp, eager: true}
+  preview: {width: 1280, format: auto}
+  banner: {width: 1200, height: 400, fit: cover, format: jpeg, eager: true}
+buckets:
+  photos: {variants: ["*"]}
+  assets: {variants: [thumb]}
+  backups: {}
+"""
+
+
+def test_catalog_resolves_allowed_presets(tmp_path: Path) -> None:
+    catalog = PresetCatalog.from_config(load(tmp_path, CATALOG_YAML))
+    assert len(catalog) == 3
+    assert catalog.resolve("photos", "preview").name == "preview"
+    assert catalog.resolve("photos", "banner").format == "jpeg"
+    assert catalog.resolve("assets", "thumb").spec.width == 320
+
+
+@pytest.mark.parametrize(
+    ("bucket", "name", "message"),
+    [
+        ("photos", "huge", "There is no variant preset named 'huge'."),
+        ("assets", "preview", "The variant preset 'preview' is not enabled for bucket 'assets'."),
+        ("backups", "thumb", "The variant preset 'thumb' is not enabled for bucket 'backups'."),
+        # Buckets created through the API allow none.
+        ("elsewhere", "thumb", "The variant preset 'thumb' is not enabled for bucket"),
+    ],
+)
+def test_catalog_refuses(tmp_path: Path, bucket: str, name: str, message: str) -> None:
+    catalog = PresetCatalog.from_config(load(tmp_path, CATALOG_YAML))
+    with pytest.raises(InvalidArgument) as excinfo:
+        catalog.resolve(bucket, name)
+    assert excinfo.value.message.startswith(message)
+    assert excinfo.value.status == 400
+    assert excinfo.value.extra == {"ArgumentName": "variant", "ArgumentValue": name}
+
+
+def test_catalog_eager_presets(tmp_path: Path) -> None:
+    catalog = PresetCatalog.from_config(load(tmp_path, CATALOG_YAML))
+    assert [p.name for p in catalog.eager("photos")] == ["banner", "thumb"]
+    assert [p.name for p in catalog.eager("assets")] == ["thumb"]
+    assert catalog.eager("backups") == []
+    assert catalog.eager("elsewhere") == []
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+def test_preset_defaults(tmp_path: Path) -> None:
+    config = load(tmp_path, "variants: {preview: {width: 1280}}\n")
+    preview = config.variants["preview"]
+    assert (preview.fit, preview.format, preview.quality) == ("inside", "auto", 80)
+    assert (preview.on_miss, preview.eager, preview.cache_control) == ("wait", False, None)
+    assert config.buckets == {}
+
+
+def test_variant_limits(tmp_path: Path) -> None:
+    config = load(tmp_path, "limits: {max_source_bytes: 8MiB, render_queue: 0}\n")
+    assert config.limits.max_source_bytes == 8 * 1024**2
+    assert config.limits.render_queue == 0
+    assert config.limits.render_workers is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "variants: {thumb: {width: 320, fit: cover}}\n",
+            "variants.thumb: fit cover needs both a width and a height",
+        ),
+        (
+            "variants: {thumb: {fit: inside}}\n",
+            "variants.thumb: fit inside needs a width, a height or both",
+        ),
+        ("variants: {thumb: {width: 0}}\n", "variants.thumb.width: "),
+        ("variants: {thumb: {width: 9000}}\n", "variants.thumb.width: "),
+        ("variants: {thumb: {width: 9, quality: 101}}\n", "variants.thumb.quality: "),
+        ("variants: {thumb: {width: 9, format: gif}}\n", "variants.thumb.format: "),
+        ("variants: {thumb: {width: 9, fit: crop}}\n", "variants.thumb.fit: "),
+        ("variants: {thumb: {width: 9, on_miss: fail}}\n", "variants.thumb.on_miss: "),
+        ("variants: {thumb: {width: 9, size: 3}}\n", "variants.thumb.size: "),
+        (
+            "variants: {thumb: {width: 9, background: white}}\n",
+            "variants.thumb.background: expected a colour as #rrggbb, got 'white'",
+        ),
+        ("variants: {'a b': {width: 9}}\n", "variants: 'a b': a preset name is"),
+        (
+            "variants: {thumb: {width: 9}}\nbuckets: {photos: {variants: [thumb, big]}}\n",
+            "buckets.photos.variants.1: unknown variant preset 'big'",
+        ),
+        ("buckets: {photos: {variants: thumb}}\n", "buckets.photos.variants: "),
+        ("limits: {max_source_bytes: lots}\n", "limits.max_source_bytes: not a size"),
+        ("limits: {render_timeout_seconds: 0}\n", "limits.render_timeout_seconds: "),
+        ("limits: {render_workers: 0}\n", "limits.render_workers: "),
+    ],
+)
+def test_bad_presets_are_rejected_by_path(tmp_path: Path, text: str, message: str) -> None:
+    assert load_error(tmp_path, text).startswith(message)
