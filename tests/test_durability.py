@@ -119,6 +119,14 @@ def run_load_then_kill(gateway: Gateway) -> tuple[list[Attempt], float]:
     for thread in threads:
         thread.start()
     time.sleep(LOAD_SECONDS)
+    # On a loaded machine (other suites, CI) the load may start slowly: kill only once enough
+    # PUTs were acknowledged for the checks below to mean something.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        acked = sum(1 for attempts in per_thread for a in attempts if a.acked is not None)
+        if acked >= 2 * THREADS:
+            break
+        time.sleep(0.1)
     # SIGKILL while every thread is mid-request; stop only afterwards so none is idle.
     killed_at = time.monotonic()
     gateway.process.kill()
