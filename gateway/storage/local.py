@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,6 +19,8 @@ READ_CHUNK = 1024 * 1024
 # are hashed on the loop: a thread hop costs more than the work.
 INLINE_READ_MAX = 64 * 1024
 INLINE_HASH_MAX = 64 * 1024
+# Generated names only: an object key can never reach the filesystem through here.
+_STORAGE_KEY = re.compile(r"[0-9a-f]{32}")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -144,9 +147,10 @@ class LocalBlobStore:
 
     def local_path(self, storage_key: str) -> Path:
         # Fan out over 256 directories so no directory grows huge.
-        if len(storage_key) != 32 or not all(c in "0123456789abcdef" for c in storage_key):
+        if not _STORAGE_KEY.fullmatch(storage_key):
             raise ValueError(f"not a storage key: {storage_key!r}")
-        return self.root / storage_key[:2] / storage_key
+        # os.path.join: a Path per request costs more than the read it locates.
+        return Path(os.path.join(self.root, storage_key[:2], storage_key))
 
     async def create(
         self, storage_key: str, on_data: Callable[[bytes], None] | None = None
