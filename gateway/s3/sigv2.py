@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from urllib.parse import unquote
 
 from gateway.s3.errors import AccessDenied, SignatureDoesNotMatch
-from gateway.s3.sigv4 import HttpRequestView
+from gateway.s3.sigv4 import HttpRequestView, iso_extended, query_params, split_query
 
 # botocore.auth.HmacV1Auth.QSAOfInterest: the sub-resources that are part of the signed resource.
 SUBRESOURCES = frozenset(
@@ -83,7 +83,7 @@ class QueryAuthV2:
 
 def parse_query_auth(req: HttpRequestView) -> QueryAuthV2 | None:
     """The SigV2 query claims; None when the query has neither AWSAccessKeyId nor Signature."""
-    params = _query_params(req.raw_query)
+    params = query_params(req.raw_query)
     if "AWSAccessKeyId" not in params and "Signature" not in params:
         return None
     access_key = params.get("AWSAccessKeyId")
@@ -102,8 +102,8 @@ def check_expiry(auth: QueryAuthV2, now: datetime) -> None:
     if now.timestamp() > auth.expires:
         raise AccessDenied(
             "Request has expired",
-            Expires=_iso_extended(datetime.fromtimestamp(auth.expires, UTC)),
-            ServerTime=_iso_extended(now),
+            Expires=iso_extended(datetime.fromtimestamp(auth.expires, UTC)),
+            ServerTime=iso_extended(now),
         )
 
 
@@ -115,7 +115,7 @@ def headers_from_query(req: HttpRequestView) -> dict[str, str]:
     signature, so the caller should treat them as request headers. Lower-case names.
     """
     found: dict[str, str] = {}
-    for raw_name, raw_value in _split_query(req.raw_query):
+    for raw_name, raw_value in split_query(req.raw_query):
         name = unquote(raw_name).lower()
         if (name in _STANDARD_HEADERS or name.startswith("x-amz-")) and name not in req.headers:
             found.setdefault(name, unquote(raw_value))  # first occurrence, as for auth fields
@@ -147,7 +147,7 @@ def verify(
 def _string_to_sign(req: HttpRequestView, path: str) -> str:
     headers = _signed_headers(req)
     # Expires as written in the query: that is the text the client signed.
-    expires = _query_params(req.raw_query).get("Expires", "")
+    expires = query_params(req.raw_query).get("Expires", "")
     lines = [
         req.method.upper(),
         headers.get("content-md5", ""),
@@ -206,27 +206,6 @@ def _subresources(raw_query: str) -> str:
 def _sign(secret_key: str, to_sign: str) -> bytes:
     digest = hmac.new(secret_key.encode("utf-8"), _bytes(to_sign), hashlib.sha1).digest()
     return base64.b64encode(digest)
-
-
-def _query_params(raw_query: str) -> dict[str, str]:
-    """Decoded query parameters, first occurrence wins (for reading the auth fields only)."""
-    params: dict[str, str] = {}
-    for name, value in _split_query(raw_query):
-        params.setdefault(unquote(name), unquote(value))
-    return params
-
-
-def _split_query(raw_query: str) -> list[tuple[str, str]]:
-    pairs = []
-    for piece in raw_query.split("&"):
-        if piece:
-            name, _, value = piece.partition("=")
-            pairs.append((name, value))
-    return pairs
-
-
-def _iso_extended(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _bytes(text: str) -> bytes:

@@ -122,7 +122,7 @@ def parse_auth(req: HttpRequestView) -> AuthRequest | None:
     S3Error for a SigV2 Authorization header, for both auth mechanisms at once, and for
     malformed input.
     """
-    params = _query_params(req.raw_query)
+    params = query_params(req.raw_query)
     authorization = req.headers.get("authorization")
     presigned = "X-Amz-Algorithm" in params or "X-Amz-Signature" in params
     sigv2_query = "AWSAccessKeyId" in params or "Signature" in params
@@ -332,15 +332,15 @@ def _parse_amz_date(value: str) -> datetime | None:
         return None
 
 
-def _query_params(raw_query: str) -> dict[str, str]:
+def query_params(raw_query: str) -> dict[str, str]:
     """Decoded query parameters, first occurrence wins (for reading the auth fields only)."""
     params: dict[str, str] = {}
-    for name, value in _split_query(raw_query):
+    for name, value in split_query(raw_query):
         params.setdefault(unquote(name), unquote(value))
     return params
 
 
-def _split_query(raw_query: str) -> list[tuple[str, str]]:
+def split_query(raw_query: str) -> list[tuple[str, str]]:
     pairs = []
     for piece in raw_query.split("&"):
         if piece:
@@ -365,8 +365,8 @@ def check_time(
                 "Request has expired",
                 **{
                     "X-Amz-Expires": str(auth.expires),
-                    "Expires": _iso_extended(expires_at),
-                    "ServerTime": _iso_extended(now),
+                    "Expires": iso_extended(expires_at),
+                    "ServerTime": iso_extended(now),
                 },
             )
     elif abs(now - auth.request_time) > max_skew:
@@ -377,7 +377,7 @@ def _too_skewed(auth: AuthRequest, now: datetime, max_skew: timedelta) -> S3Erro
     # S3 echoes the request's own timestamp and gives its clock in extended ISO-8601.
     return RequestTimeTooSkewed(
         RequestTime=auth.amz_date,
-        ServerTime=_iso_extended(now),
+        ServerTime=iso_extended(now),
         MaxAllowedSkewMilliseconds=str(max_skew // timedelta(milliseconds=1)),
     )
 
@@ -386,7 +386,7 @@ def _iso_basic(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def _iso_extended(moment: datetime) -> str:
+def iso_extended(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -415,7 +415,7 @@ def canonical_query(raw_query: str, *, presigned: bool = False) -> str:
     '+' is taken literally (not as a space): SigV4 clients percent-encode spaces as %20.
     """
     pairs = []
-    for name, value in _split_query(raw_query):
+    for name, value in split_query(raw_query):
         if presigned and unquote(name) == "X-Amz-Signature":
             continue
         pairs.append((_encode_query(name), _encode_query(value)))
