@@ -44,6 +44,12 @@ def authenticate(req: S3Request) -> None:
     skew = timedelta(seconds=req.config.limits.clock_skew_seconds)
     sigv4.check_time(auth, datetime.now(UTC), skew)
     req.signing_key = sigv4.verify(view, auth, credential.secret_key)
+    unsigned = sigv4.unsigned_amz_headers(view, auth)
+    if unsigned:
+        raise errors.AccessDenied(
+            "There were headers present in the request which were not signed",
+            HeadersNotSigned=", ".join(unsigned),
+        )
     req.auth = auth
     req.credential = credential
 

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +23,10 @@ _CHUNKED_MODES = frozenset(
         sigv4.STREAMING_UNSIGNED_TRAILER,
     }
 )
+
+
+# ASCII only: str.isdigit() accepts digits int() then refuses, such as "²".
+_DECIMAL = re.compile(r"[0-9]{1,19}")
 
 
 class BodyDigests:
@@ -107,7 +112,7 @@ class RequestBody:
             raise errors.MissingContentLength()
         if self.chunked:
             decoded = headers.get("x-amz-decoded-content-length")
-            if decoded is None or not decoded.isdigit():
+            if decoded is None or not _DECIMAL.fullmatch(decoded):
                 raise errors.MissingContentLength(
                     "You must provide the x-amz-decoded-content-length header."
                 )

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from email.utils import format_datetime
+
+import asyncpg
 
 from gateway.api.body import RequestBody
 from gateway.api.context import S3Request
 from gateway.meta import buckets, garbage
 from gateway.meta.buckets import Bucket
+from gateway.meta.objects import BlobLostError
 from gateway.s3 import errors
 from gateway.storage import BlobWriter
 
@@ -63,12 +67,25 @@ class StagedBlob:
         # Set before the row commit starts: from then on a failure is ambiguous (the commit may
         # have landed), so the blob is left to the janitor, which deletes it only if unclaimed.
         self.row_commit_started = False
+        self._heartbeat: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> StagedBlob:
         # The intent is durable before the first byte is written.
         await garbage.add(self._req.pool, self.profile, self.storage_key)
+        self._heartbeat = asyncio.create_task(self._keep_listed())
         self.writer = await self._store.create(self.storage_key, self._on_data)
         return self
+
+    async def _keep_listed(self) -> None:
+        """Renew the log entry while the upload lasts: a slow upload must not outlive the
+        janitor's grace period and lose its blob mid-write."""
+        interval = max(1.0, self._req.config.limits.garbage_grace_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await garbage.touch(self._req.pool, self.profile, self.storage_key)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                log.warning("could not renew the log entry of %s", self.storage_key)
 
     async def write_all(self, chunks: AsyncIterator[bytes]) -> None:
         assert self.writer is not None
@@ -77,7 +94,12 @@ class StagedBlob:
         await self.writer.flush()
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None or self.row_commit_started:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        if exc_type is None:
+            return
+        # A lost log entry is not ambiguous: no row can reference the blob.
+        if self.row_commit_started and not isinstance(exc, BlobLostError):
             return
         try:
             if self.writer is not None:

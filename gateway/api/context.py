@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 import asyncpg
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from gateway.config import CredentialConfig, GatewayConfig
+from gateway.s3 import errors
 from gateway.s3.sigv4 import AuthRequest
 from gateway.storage import BlobStore
 
@@ -73,5 +74,19 @@ def parse_query(raw_query: str) -> dict[str, str]:
         if not part:
             continue
         name, _, value = part.partition("=")
-        params.setdefault(unquote(name), unquote(value))
+        params.setdefault(decode_component(name), decode_component(value))
     return params
+
+
+def decode_component(raw: str) -> str:
+    """Percent-decode a path or query component as strict UTF-8.
+
+    unquote() would turn every invalid byte into U+FFFD, silently merging distinct keys
+    (/b/bad%FF and /b/bad%FE would name one object).
+    """
+    if "%" not in raw:
+        return raw
+    try:
+        return unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise errors.InvalidURI(URI=raw) from None

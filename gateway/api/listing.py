@@ -14,7 +14,7 @@ from gateway.api.common import get_bucket
 from gateway.api.context import S3Request
 from gateway.meta import objects
 from gateway.meta.objects import ListedObject, prefix_upper_bound
-from gateway.s3 import errors
+from gateway.s3 import errors, names
 from gateway.s3.xml import Listing, ListingEntry, list_objects_v1, list_objects_v2
 
 MAX_KEYS = 1000
@@ -125,8 +125,10 @@ def encode_token(cursor: str) -> str:
 
 def decode_token(token: str) -> str:
     try:
-        return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
-    except (binascii.Error, UnicodeError, ValueError):
+        cursor = base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+        names.check_text("continuation-token", cursor)
+        return cursor
+    except (binascii.Error, UnicodeError, ValueError, errors.InvalidArgument):
         raise errors.InvalidArgument(
             "The continuation token provided is incorrect",
             ArgumentName="continuation-token",
@@ -159,6 +161,8 @@ async def _start(req: S3Request) -> tuple[str, str | None, int]:
     auth.require_read(req, bucket)
     prefix = req.query.get("prefix", "")
     delimiter = req.query.get("delimiter") or None
+    for name in ("prefix", "delimiter", "start-after", "marker"):
+        names.check_text(name, req.query.get(name, ""))
     return prefix, delimiter, _max_keys(req)
 
 

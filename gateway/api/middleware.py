@@ -7,6 +7,7 @@ import secrets
 import time
 from urllib.parse import unquote
 
+import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -16,6 +17,8 @@ from gateway.s3.xml import error_document
 log = logging.getLogger("gateway.access")
 
 REQUEST_ID = web.RequestKey("request_id", str)
+# The response whose headers went out, if any: after that no error document can be sent.
+SENT_RESPONSE = web.RequestKey("sent_response", web.StreamResponse)
 
 
 def new_request_id() -> str:
@@ -45,6 +48,7 @@ async def add_request_id(request: web.Request, response: web.StreamResponse) -> 
     request_id = request.get(REQUEST_ID) or new_request_id()
     response.headers["x-amz-request-id"] = request_id
     response.headers["x-amz-id-2"] = request_id
+    request[SENT_RESPONSE] = response
 
 
 @web.middleware
@@ -53,21 +57,11 @@ async def s3_errors(request: web.Request, handler: Handler) -> web.StreamRespons
     started = time.perf_counter()
     try:
         response = await handler(request)
-    except errors.S3Error as error:
-        response = error_response(request, error, request_id)
-    except web.HTTPException as exc:
-        # aiohttp's own rejections (e.g. a request line it cannot route) still speak S3.
-        error = errors.InvalidRequest(exc.reason) if exc.status < 500 else errors.InternalError()
-        response = error_response(request, error, request_id)
-    except ConnectionError as exc:
-        # The client went away mid-request; nothing was committed. The answer will not reach
-        # it, but aiohttp discards it quietly instead of logging a traceback.
-        log.info("%s %s: client went away (%s)", request.method, request.raw_path, exc)
-        response = error_response(request, errors.IncompleteBody(), request_id)
-        response.force_close()
-    except Exception:
-        log.exception("%s %s failed (request %s)", request.method, request.raw_path, request_id)
-        response = error_response(request, errors.InternalError(), request_id)
+    except Exception as exc:
+        sent = request.get(SENT_RESPONSE)
+        if sent is not None:
+            return _cut_off(request, sent, exc, request_id)
+        response = _answer_error(request, exc, request_id)
     log.debug(
         "%s %s %d %.1fms",
         request.method,
@@ -76,3 +70,42 @@ async def s3_errors(request: web.Request, handler: Handler) -> web.StreamRespons
         (time.perf_counter() - started) * 1000,
     )
     return response
+
+
+def _answer_error(request: web.Request, exc: Exception, request_id: str) -> web.Response:
+    """Called while ``exc`` is being handled (so log.exception sees its traceback)."""
+    if isinstance(exc, errors.S3Error):
+        return error_response(request, exc, request_id)
+    if isinstance(exc, web.HTTPException):
+        # aiohttp's own rejections (e.g. a request line it cannot route) still speak S3.
+        error = errors.InvalidRequest(exc.reason) if exc.status < 500 else errors.InternalError()
+        return error_response(request, error, request_id)
+    if isinstance(exc, ConnectionError):
+        # The client went away mid-request; nothing was committed. The answer will not reach
+        # it, but aiohttp discards it quietly instead of logging a traceback.
+        log.info("%s %s: client went away (%s)", request.method, request.raw_path, exc)
+        response = error_response(request, errors.IncompleteBody(), request_id)
+        response.force_close()
+        return response
+    if isinstance(exc, asyncpg.CharacterNotInRepertoireError):
+        # A NUL in some client-supplied text that validation missed: Postgres text cannot
+        # hold it. Still the client's input, never a server fault.
+        return error_response(
+            request, errors.InvalidArgument("Invalid character in the request."), request_id
+        )
+    log.exception("%s %s failed (request %s)", request.method, request.raw_path, request_id)
+    return error_response(request, errors.InternalError(), request_id)
+
+
+def _cut_off(
+    request: web.Request, sent: web.StreamResponse, exc: Exception, request_id: str
+) -> web.StreamResponse:
+    """Headers and part of the body are out: a new response would land inside the body. Cut
+    the connection so the client sees a short read, never a corrupt object."""
+    if not isinstance(exc, ConnectionError):
+        log.exception(
+            "%s %s failed mid-body (request %s)", request.method, request.raw_path, request_id
+        )
+    if request.transport is not None:
+        request.transport.abort()
+    return sent

@@ -143,6 +143,13 @@ def _apply_overrides(req: S3Request, headers: CIMultiDict[str]) -> None:
             "Request specific response headers cannot be used for anonymous GET requests."
         )
     for name, value in overrides.items():
+        # A header value cannot carry control characters (CR/LF would split the response).
+        if any((ord(char) < 0x20 and char != "\t") or char == "\x7f" for char in value):
+            raise errors.InvalidArgument(
+                f"Invalid value for {name}",
+                ArgumentName=name,
+                ArgumentValue=value.encode("unicode_escape").decode("ascii"),
+            )
         headers[RESPONSE_OVERRIDES[name]] = value
 
 

@@ -105,7 +105,10 @@ async def send_segments(
         with await loop.run_in_executor(None, open, path, "rb") as handle:
             if not response.prepared:
                 await response.prepare(req.http)
-            await loop.sendfile(transport, handle, segment.offset, segment.length)
+            sent = await loop.sendfile(transport, handle, segment.offset, segment.length)
+            if sent != segment.length:
+                # A blob shorter than its row says: the promised length can no longer be met.
+                raise OSError(f"blob {segment.storage_key} ended after {sent} bytes")
     if not response.prepared:
         await response.prepare(req.http)
     await response.write_eof()

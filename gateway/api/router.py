@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from urllib.parse import unquote
 
 from aiohttp import web
 
 from gateway.api import buckets, listing, multipart, objects
 from gateway.api.auth import authenticate
-from gateway.api.context import CONFIG, POOL, S3Request, parse_query
+from gateway.api.context import CONFIG, POOL, S3Request, decode_component, parse_query
 from gateway.meta.db import ping
 from gateway.s3 import errors
 
@@ -33,7 +32,7 @@ def split_target(
 ) -> tuple[str | None, str | None]:
     """(bucket, key) from the Host header and the raw path; the key keeps every '/' as sent."""
     hostname = host.rsplit(":", 1)[0].lower() if not host.startswith("[") else ""
-    path = unquote(raw_path)
+    path = decode_component(raw_path)
     for domain in base_domains:
         if hostname.endswith("." + domain):
             bucket = hostname[: -len(domain) - 1]

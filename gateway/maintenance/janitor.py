@@ -24,17 +24,16 @@ async def collect_garbage(
     removed = 0
     while True:
         async with pool.acquire() as conn, conn.transaction():
-            # Rows stay locked while their blobs are deleted, so another janitor skips them
-            # and the row goes only once the blob is gone.
-            entries = await garbage.take_expired(conn, grace_seconds, BATCH)
-            for profile, storage_key in entries:
-                store = stores.get(profile)
-                if store is None:
-                    log.warning("garbage in unknown storage profile %r kept", profile)
-                    continue
-                await store.delete(storage_key)
-                await garbage.remove(conn, profile, storage_key)
-                removed += 1
+            entries = await garbage.take_expired(conn, grace_seconds, BATCH, list(stores))
+        for profile, storage_key in entries:
+            try:
+                await stores[profile].delete(storage_key)
+            except OSError:
+                # Listed again, so a later pass retries; never forgotten.
+                log.warning("could not delete blob %s; retrying later", storage_key, exc_info=True)
+                await garbage.add(pool, profile, storage_key)
+                continue
+            removed += 1
         if len(entries) < BATCH:
             return removed
 

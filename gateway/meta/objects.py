@@ -110,6 +110,14 @@ async def commit_object(
             conn, record.profile, record.storage_key
         ):
             raise BlobLostError(record.storage_key)
+        # FOR UPDATE cannot lock a row that does not exist yet: two first writes of a key would
+        # both see none, and the later would replace the earlier without retiring its blobs (and
+        # both would pass If-None-Match: *). Serialise writers of the key itself.
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))",
+            record.bucket,
+            record.key,
+        )
         old = await conn.fetchrow(
             "SELECT version_id, profile, storage_key, etag, parts_count FROM objects"
             " WHERE bucket = $1 AND key = $2 FOR UPDATE",

@@ -87,6 +87,7 @@ InvalidChunkSizeError = _error(
     400,
     "Only the last chunk is allowed to have a size less than 8192 bytes",
 )
+InvalidURI = _error("InvalidURI", 400, "Couldn't parse the specified URI.")
 InvalidLocationConstraint = _error(
     "InvalidLocationConstraint", 400, "The specified location-constraint is not valid."
 )

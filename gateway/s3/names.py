@@ -50,3 +50,11 @@ def validate_key(key: str) -> None:
         raise InvalidArgument("Object key must be valid UTF-8", ArgumentName="key") from None
     if size > MAX_KEY_BYTES:
         raise KeyTooLongError(Size=str(size), MaxSizeAllowed=str(MAX_KEY_BYTES))
+    check_text("key", key)
+
+
+def check_text(name: str, value: str) -> None:
+    """Reject NUL in a key, prefix, marker or token: no S3 client sends it on purpose, and the
+    metadata store cannot hold it."""
+    if "\x00" in value:
+        raise InvalidArgument(f"The {name} must not contain the NUL character", ArgumentName=name)

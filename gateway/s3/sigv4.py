@@ -483,6 +483,21 @@ def verify(req: HttpRequestView, auth: AuthRequest, secret_key: str) -> bytes:
     return key
 
 
+def unsigned_amz_headers(req: HttpRequestView, auth: AuthRequest) -> list[str]:
+    """x-amz-* headers the signature does not cover (S3 refuses them: HeadersNotSigned).
+
+    Without this check a captured or presigned request could be replayed with, say, an added
+    x-amz-copy-source, turning a signed upload into a copy of any object the signer can read.
+    x-amz-content-sha256 is exempt, as in S3: the payload hash is checked on its own.
+    """
+    signed = set(auth.signed_headers)
+    return sorted(
+        name
+        for name in req.headers
+        if name.startswith("x-amz-") and name != "x-amz-content-sha256" and name not in signed
+    )
+
+
 def _hmac(key: bytes, message: str) -> bytes:
     return hmac.digest(key, message.encode("utf-8"), "sha256")
 

@@ -49,6 +49,7 @@ class LocalBlobWriter:
         self._file: BinaryIO | None = None
         # Hashed already, written by commit (small bodies: one thread hop for the whole write).
         self._hashed = b""
+        self._new_directories: list[Path] = []
         # The batch being hashed and written in a thread while the next one arrives.
         self._inflight: asyncio.Future[object] | None = None
 
@@ -82,7 +83,11 @@ class LocalBlobWriter:
 
     def _open(self) -> BinaryIO:
         if self._file is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            directory = self._path.parent
+            if not directory.is_dir():
+                directory.mkdir(parents=True, exist_ok=True)
+                # A directory made here is durable only once its parents' entries are synced.
+                self._new_directories = [directory.parent, directory.parent.parent]
             self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed in commit/abort
         return self._file
 
@@ -121,6 +126,8 @@ class LocalBlobWriter:
         handle.close()
         os.replace(self._tmp, self._path)
         _fsync_dir(self._path.parent)
+        for directory in self._new_directories:
+            _fsync_dir(directory)
 
     async def commit(self) -> None:
         await self.flush()
@@ -162,7 +169,10 @@ class LocalBlobStore:
         if length <= INLINE_READ_MAX:
             with open(path, "rb") as handle:  # noqa: ASYNC230 - see INLINE_READ_MAX
                 handle.seek(start)
-                yield handle.read(length)
+                data = handle.read(length)
+            if len(data) != length:
+                raise OSError(f"blob {storage_key} is shorter than its metadata says")
+            yield data
             return
         loop = asyncio.get_running_loop()
         handle = await loop.run_in_executor(None, open, path, "rb")
