@@ -1,6 +1,6 @@
 -- The gateway's metadata schema. Applied by `gateway migrate` and at start-up under an advisory
 -- lock; every statement is idempotent, and the version applied is recorded in schema_version.
--- schema-version: 2
+-- schema-version: 3
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version    integer PRIMARY KEY,
@@ -101,6 +101,22 @@ CREATE TABLE IF NOT EXISTS derivatives (
     next_retry_at timestamptz,
     PRIMARY KEY (version_id, variant_key)
 );
+-- Version 3. When a derivative became ready: its Last-Modified.
+ALTER TABLE derivatives ADD COLUMN IF NOT EXISTS rendered_at timestamptz;
+
+-- Version 3. Eager variants to render, inserted with the object version they are made of. A
+-- gateway leases a job (attempts + 1, run_after moved past the lease) with FOR UPDATE SKIP
+-- LOCKED and deletes it when done; a job whose version was replaced meanwhile is dropped.
+CREATE TABLE IF NOT EXISTS variant_jobs (
+    version_id uuid NOT NULL,
+    preset     text NOT NULL,
+    bucket     text COLLATE "C" NOT NULL,
+    key        text COLLATE "C" NOT NULL,
+    attempts   integer NOT NULL DEFAULT 0,
+    run_after  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (version_id, preset)
+);
+CREATE INDEX IF NOT EXISTS variant_jobs_by_time ON variant_jobs (run_after);
 
 -- The intent log. A blob's key is recorded here before the blob is written and removed in the
 -- transaction that commits the row referencing it; a row that stops referencing a blob inserts
@@ -114,4 +130,4 @@ CREATE TABLE IF NOT EXISTS garbage (
 );
 CREATE INDEX IF NOT EXISTS garbage_by_age ON garbage (listed_at);
 
-INSERT INTO schema_version (version) VALUES (2) ON CONFLICT DO NOTHING;
+INSERT INTO schema_version (version) VALUES (3) ON CONFLICT DO NOTHING;

@@ -42,10 +42,12 @@ def _ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
     return context
 
 
-def _run_worker(config: GatewayConfig, root: CredentialConfig, reuse_port: bool) -> None:
+def _run_worker(
+    config: GatewayConfig, root: CredentialConfig, reuse_port: bool, processes: int = 1
+) -> None:
     host, port = config.host_port
     web.run_app(
-        create_app(config, root),
+        create_app(config, root, processes),
         host=host,
         port=port,
         ssl_context=_ssl_context(config),
@@ -78,7 +80,9 @@ def _serve_workers(config: GatewayConfig, root: CredentialConfig, workers: int) 
     shared = config.model_copy(update={"database": config.database.model_copy(update={"url": dsn})})
     context = multiprocessing.get_context("spawn")
     processes = [
-        context.Process(target=_run_worker, args=(shared, root, True), daemon=True)
+        # Not daemonic: a daemonic process may not start children, and each worker starts its
+        # own render processes. They are stopped and joined below in any case.
+        context.Process(target=_run_worker, args=(shared, root, True, workers), daemon=False)
         for _ in range(workers)
     ]
     for process in processes:

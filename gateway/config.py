@@ -122,7 +122,8 @@ class LimitsConfig(_Strict):
     # (decompression bombs declare huge dimensions in a few bytes).
     max_source_bytes: Size = 64 * 1024**2
     max_source_pixels: int = Field(default=100_000_000, ge=1)
-    # Render worker processes; unset: one per core this process may use.
+    # Render worker processes of each gateway process; unset: its share of the cores (the
+    # cores divided between the --workers processes, at least one each).
     render_workers: int | None = Field(default=None, ge=1)
     # Renders that may wait for a worker; beyond that a variant GET is answered 503 SlowDown.
     render_queue: int = Field(default=32, ge=0)
@@ -202,6 +203,9 @@ class GatewayConfig(_Strict):
     limits: LimitsConfig = LimitsConfig()
     # Image variant presets by name: GET /bucket/key?variant=NAME.
     variants: dict[str, VariantPresetConfig] = Field(default_factory=dict)
+    # The presets of buckets the configuration does not declare (made by CreateBucket); a
+    # declared bucket has its own ``variants`` list. None by default, as for declared buckets.
+    default_bucket_variants: list[str] = Field(default_factory=list)
 
     @field_validator("listen")
     @classmethod
@@ -239,11 +243,8 @@ class GatewayConfig(_Strict):
                 raise ValueError(
                     f"buckets.{name}.profile: unknown storage profile {bucket.profile!r}"
                 )
-            for index, preset in enumerate(bucket.variants):
-                if preset != ALL_VARIANTS and preset not in self.variants:
-                    raise ValueError(
-                        f"buckets.{name}.variants.{index}: unknown variant preset {preset!r}"
-                    )
+            self._check_preset_list(f"buckets.{name}.variants", bucket.variants)
+        self._check_preset_list("default_bucket_variants", self.default_bucket_variants)
         seen: set[str] = set()
         for index, credential in enumerate(self.credentials):
             if credential.access_key in seen:
@@ -252,6 +253,11 @@ class GatewayConfig(_Strict):
                 )
             seen.add(credential.access_key)
         return self
+
+    def _check_preset_list(self, path: str, names: list[str]) -> None:
+        for index, preset in enumerate(names):
+            if preset != ALL_VARIANTS and preset not in self.variants:
+                raise ValueError(f"{path}.{index}: unknown variant preset {preset!r}")
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -29,6 +29,23 @@ ROOT_SECRET_KEY = "gateway-test-root-secret"
 READER_ACCESS_KEY = "GWTESTREADER"
 READER_SECRET_KEY = "gateway-test-reader-secret"
 PUBLIC_BUCKET = "public-photos"
+# Declared in the configuration with an eager preset; no other bucket renders on upload.
+EAGER_BUCKET = "eager-photos"
+# Image variant presets of every test gateway (tests/test_variants.py).
+VARIANT_PRESETS: dict[str, dict[str, object]] = {
+    "thumb": {
+        "width": 64,
+        "height": 64,
+        "fit": "cover",
+        "format": "webp",
+        "cache_control": "public, max-age=31536000, immutable",
+    },
+    "small": {"width": 100, "fit": "inside", "format": "png"},
+    "boxed": {"width": 120, "height": 80, "fit": "contain", "format": "jpeg"},
+    "auto": {"width": 96, "fit": "inside", "format": "auto"},
+    "first-original": {"width": 50, "fit": "inside", "format": "webp", "on_miss": "original"},
+    "eager": {"width": 40, "height": 40, "fit": "cover", "format": "webp", "eager": True},
+}
 REGION = "us-east-1"
 REPO = Path(__file__).resolve().parent.parent
 
@@ -160,7 +177,14 @@ def write_config(path: Path, data_dir: Path, port: int, dsn: str, **extra: objec
         "base_domains": ["s3.localtest"],
         "data_dir": str(data_dir),
         "database": {"url": dsn},
-        "buckets": {PUBLIC_BUCKET: {"public_read": True}},
+        "buckets": {
+            PUBLIC_BUCKET: {"public_read": True, "variants": ["*"]},
+            EAGER_BUCKET: {"variants": ["eager", "thumb"]},
+        },
+        "variants": VARIANT_PRESETS,
+        # Buckets the tests create: every preset but the eager one, so uploads elsewhere in
+        # the suite never start a render.
+        "default_bucket_variants": [name for name in VARIANT_PRESETS if name != "eager"],
         "credentials": [
             {
                 "access_key": READER_ACCESS_KEY,

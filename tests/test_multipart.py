@@ -104,6 +104,7 @@ def unaccounted_blobs(gateway: GatewayProcess, dsn: str) -> list[str]:
         "SELECT storage_key FROM objects WHERE storage_key IS NOT NULL"
         " UNION SELECT storage_key FROM object_chunks"
         " UNION SELECT storage_key FROM upload_parts"
+        " UNION SELECT storage_key FROM derivatives WHERE storage_key IS NOT NULL"
         " UNION SELECT storage_key FROM garbage",
     )
     known = {row["storage_key"] for row in rows}

@@ -22,7 +22,7 @@ from gateway.meta.db import create_pool, migrate
 from gateway.meta.derivatives import Outcome, StoredBlob
 from gateway.storage.local import LocalBlobStore
 from gateway.variants import errors
-from gateway.variants.pool import RenderOverloaded, RenderPool
+from gateway.variants.pool import FilePart, RenderOverloaded, RenderPool
 from gateway.variants.presets import Preset
 from gateway.variants.render import (
     InvalidImage,
@@ -421,13 +421,18 @@ async def test_retiring_a_version_lists_its_derivative_blobs_as_garbage(db, stor
     failing = service(db, store, Renderer(error=InvalidImage("x"), delay=0))
     with pytest.raises(errors.InvalidImage):
         await failing.get(source, other, "webp")
+    own = await db.fetchval(
+        "SELECT storage_key FROM objects WHERE version_id = $1", source.version_id
+    )
     async with db.acquire() as conn, conn.transaction():
-        await derivatives.retire_version(conn, source.version_id)
+        # With the version's own blob, in the same statement.
+        await derivatives.retire_version(conn, source.version_id, (PROFILE, own))
     assert await row(db, source) is None
     assert not await db.fetchval(
         "SELECT count(*) FROM derivatives WHERE version_id = $1", source.version_id
     )
     assert await listed_as_garbage(db, variant.storage_key)
+    assert await listed_as_garbage(db, own)
 
 
 async def test_claim_reports_the_row_it_lost_to(db, store) -> None:
@@ -440,3 +445,51 @@ async def test_claim_reports_the_row_it_lost_to(db, store) -> None:
     assert current is not None
     assert (current.status, current.attempts) == ("pending", 1)
     assert current.retry_in is not None and 28 < current.retry_in <= 30
+
+
+async def test_a_failure_after_the_version_is_gone_leaves_no_row(db, store) -> None:
+    source = await put_object(db, store, images.truncated_jpeg())
+    # Overwritten after the GET read its row, before it claimed the derivative: the claim
+    # makes a row of a version already retired.
+    await db.execute(
+        "UPDATE objects SET version_id = $3 WHERE bucket = $1 AND key = $2",
+        source.bucket,
+        source.key,
+        uuid.uuid4(),
+    )
+    renderer = Renderer(delay=0)
+    with pytest.raises(errors.InvalidImage):
+        await service(db, store, renderer).get(source, THUMB, "webp")
+    assert renderer.calls == 1
+    assert await row(db, source) is None
+
+
+async def test_a_local_source_is_located_not_read(db, store) -> None:
+    """With locate, the worker reads the blob itself: the service never reads or sends it."""
+    placed = await put_object(db, store, images.jpeg_with_orientation(6))
+    storage_key = await db.fetchval(
+        "SELECT storage_key FROM objects WHERE version_id = $1", placed.version_id
+    )
+
+    def unreadable() -> AsyncIterator[bytes]:
+        raise AssertionError("read")
+
+    async def locate() -> tuple[FilePart, ...]:
+        return (FilePart(str(store.local_path(storage_key)), 0, placed.size),)
+
+    source = VariantSource(
+        placed.bucket,
+        placed.key,
+        placed.version_id,
+        placed.size,
+        placed.profile,
+        unreadable,
+        locate,
+    )
+    pool = RenderPool(LIMITS, workers=1, queue=4, timeout=20)
+    try:
+        variant = await service(db, store, pool).get(source, THUMB, "webp")
+    finally:
+        await pool.close()
+    data = b"".join([chunk async for chunk in store.read(variant.storage_key, 0, variant.size)])
+    assert decode(data).size == (64, 64)

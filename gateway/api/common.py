@@ -13,7 +13,6 @@ from gateway.api.body import RequestBody
 from gateway.api.context import S3Request
 from gateway.meta import buckets, garbage
 from gateway.meta.buckets import Bucket
-from gateway.meta.objects import BlobLostError
 from gateway.s3 import errors
 from gateway.storage import BlobWriter
 
@@ -99,7 +98,7 @@ class StagedBlob:
         if exc_type is None:
             return
         # A lost log entry is not ambiguous: no row can reference the blob.
-        if self.row_commit_started and not isinstance(exc, BlobLostError):
+        if self.row_commit_started and not isinstance(exc, garbage.BlobLostError):
             return
         try:
             if self.writer is not None:

@@ -13,11 +13,20 @@ from gateway.config import CredentialConfig, GatewayConfig
 from gateway.s3 import errors
 from gateway.s3.sigv4 import AuthRequest
 from gateway.storage import BlobStore
+from gateway.variants.eager import EagerRenderer
+from gateway.variants.pool import RenderPool
+from gateway.variants.presets import PresetCatalog
+from gateway.variants.service import VariantService
 
 CONFIG = web.AppKey("config", GatewayConfig)
 POOL = web.AppKey("pool", asyncpg.Pool)
 STORES = web.AppKey("stores", dict[str, BlobStore])
 CREDENTIALS = web.AppKey("credentials", dict[str, CredentialConfig])
+PRESETS = web.AppKey("presets", PresetCatalog)
+RENDER_POOL = web.AppKey("render_pool", RenderPool)
+VARIANTS = web.AppKey("variants", VariantService)
+# Only when some preset is eager.
+EAGER = web.AppKey("eager", EagerRenderer)
 
 
 @dataclass
@@ -55,6 +64,17 @@ class S3Request:
 
     def store(self, profile: str) -> BlobStore:
         return self.http.app[STORES][profile]
+
+    def eager_presets(self, bucket: str) -> list[str]:
+        """The presets to render as soon as an object of ``bucket`` is written."""
+        return [preset.name for preset in self.http.app[PRESETS].eager(bucket)]
+
+    def eager_enqueued(self) -> None:
+        """Jobs were committed: this process's eager renderer starts on them at once (the
+        others find them when they next look)."""
+        eager = self.http.app.get(EAGER)
+        if eager is not None:
+            eager.wake()
 
     @property
     def resource(self) -> str:

@@ -235,10 +235,15 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
         )
         return record, chunks
 
+    eager = req.eager_presets(bucket.name)
     async with req.pool.acquire() as conn:
-        record = await uploads.complete_upload(conn, bucket.name, key, upload_id, assemble, check)
+        record = await uploads.complete_upload(
+            conn, bucket.name, key, upload_id, assemble, check, eager
+        )
     if record is None:
         raise errors.NoSuchUpload(UploadId=str(upload_id))
+    if eager:
+        req.eager_enqueued()
     host = req.headers.get("Host", "")
     path = f"/{quote(key)}" if req.virtual_host else f"/{bucket.name}/{quote(key)}"
     body = complete_multipart_upload_result(

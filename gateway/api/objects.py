@@ -99,10 +99,17 @@ def _checksum_headers(record: ObjectRecord) -> dict[str, str]:
     return found
 
 
-async def _readable_object(req: S3Request) -> tuple[Bucket, ObjectRecord]:
+async def readable_object(req: S3Request) -> tuple[Bucket, ObjectRecord]:
     assert req.bucket is not None
     key = object_key(req)
     bucket, record = await objects.lookup(req.pool, req.bucket, key)
+    return readable(req, key, bucket, record)
+
+
+def readable(
+    req: S3Request, key: str, bucket: Bucket | None, record: ObjectRecord | None
+) -> tuple[Bucket, ObjectRecord]:
+    """The looked-up bucket and object if the requester may read them, else the S3 error."""
     if bucket is None:
         raise errors.NoSuchBucket(BucketName=req.bucket)
     auth.require_read(req, bucket)
@@ -111,13 +118,19 @@ async def _readable_object(req: S3Request) -> tuple[Bucket, ObjectRecord]:
     return bucket, record
 
 
-def _check_read_conditions(req: S3Request, record: ObjectRecord) -> None:
+def check_read_conditions(
+    req: S3Request, etag: str, last_modified: datetime, headers: Mapping[str, str] | None = None
+) -> None:
+    """Raise 412 or 304 as the request's conditional headers decide for this representation.
+
+    ``headers``: what a 304 must repeat besides the validators (Cache-Control, Vary).
+    """
     cond = Conditions.from_headers(req.headers)
-    outcome, header = conditions.decide(cond, record.etag, record.last_modified)
+    outcome, header = conditions.decide(cond, etag, last_modified)
     if outcome is Precondition.FAILED:
         raise errors.PreconditionFailed(Condition=header or "")
     if outcome is Precondition.NOT_MODIFIED:
-        raise _NotModified(record)
+        raise _NotModified(etag, last_modified, headers or {})
 
 
 class _NotModified(errors.S3Error):
@@ -125,16 +138,16 @@ class _NotModified(errors.S3Error):
     status = 304
     default_message = "Not Modified"
 
-    def __init__(self, record: ObjectRecord) -> None:
+    def __init__(self, etag: str, last_modified: datetime, extra: Mapping[str, str]) -> None:
         super().__init__()
-        self.record = record
+        self._headers = {**extra, "ETag": etag, "Last-Modified": http_date(last_modified)}
 
     def headers(self) -> dict[str, str]:
-        # RFC 9110 §15.4.5: a 304 repeats the validators.
-        return {"ETag": self.record.etag, "Last-Modified": http_date(self.record.last_modified)}
+        # RFC 9110 §15.4.5: a 304 repeats the validators, and Cache-Control and Vary.
+        return dict(self._headers)
 
 
-def _apply_overrides(req: S3Request, headers: CIMultiDict[str]) -> None:
+def apply_overrides(req: S3Request, headers: CIMultiDict[str]) -> None:
     overrides = {name: req.query[name] for name in RESPONSE_OVERRIDES if name in req.query}
     if not overrides:
         return
@@ -154,7 +167,7 @@ def _apply_overrides(req: S3Request, headers: CIMultiDict[str]) -> None:
 
 
 @dataclass(frozen=True)
-class _Read:
+class ObjectRead:
     """What a GET or HEAD answers: status, headers, and the segments of the body."""
 
     status: int
@@ -198,12 +211,12 @@ async def _part_range(
     return ranges.ByteRange(chunk.start_offset, end), chunk
 
 
-async def _plan_read(req: S3Request, with_segments: bool) -> _Read:
+async def plan_read(req: S3Request, with_segments: bool) -> ObjectRead:
     part_number = _requested_part(req)
     checksum_mode = req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
     for _attempt in range(reader.READ_ATTEMPTS):
-        _, record = await _readable_object(req)
-        _check_read_conditions(req, record)
+        _, record = await readable_object(req)
+        check_read_conditions(req, record.etag, record.last_modified)
         headers = object_headers(record)
         part: Chunk | None = None
         if part_number is None:
@@ -226,7 +239,7 @@ async def _plan_read(req: S3Request, with_segments: bool) -> _Read:
             # A part's own checksum lets the client verify the bytes of that part.
             for algorithm, value in part.checksums.items():
                 headers[checksums.header_name(algorithm)] = value
-        _apply_overrides(req, headers)
+        apply_overrides(req, headers)
         segments = None
         if with_segments:
             if part is not None:
@@ -236,21 +249,26 @@ async def _plan_read(req: S3Request, with_segments: bool) -> _Read:
                 if segments is None:
                     continue
         status = 206 if byte_range else 200
-        return _Read(status, headers, length, segments)
+        return ObjectRead(status, headers, length, segments)
     raise reader.object_changed()
 
 
 async def head_object(req: S3Request) -> web.StreamResponse:
-    read = await _plan_read(req, with_segments=False)
-    # A StreamResponse keeps the Content-Length we set (a Response would count its empty body).
-    response = web.StreamResponse(status=read.status, headers=read.headers)
-    response.content_length = read.length
-    return response
+    return await answer_read(req, await plan_read(req, with_segments=False))
 
 
 async def get_object(req: S3Request) -> web.StreamResponse:
-    read = await _plan_read(req, with_segments=True)
-    assert read.segments is not None
+    return await answer_read(req, await plan_read(req, with_segments=True))
+
+
+async def answer_read(req: S3Request, read: ObjectRead) -> web.StreamResponse:
+    """The response of a planned GET (with segments) or HEAD (without)."""
+    if read.segments is None:
+        # A StreamResponse keeps the Content-Length we set (a Response would count its empty
+        # body).
+        response = web.StreamResponse(status=read.status, headers=read.headers)
+        response.content_length = read.length
+        return response
     if read.length <= INLINE_READ_MAX:
         body = b"".join([chunk async for chunk in reader.read_segments(req, read.segments)])
         return web.Response(status=read.status, body=body, headers=read.headers)
@@ -314,8 +332,11 @@ async def put_object(req: S3Request) -> web.StreamResponse:
             metadata=metadata,
         )
         blob.row_commit_started = True
+        eager = req.eager_presets(bucket.name)
         async with req.pool.acquire() as conn:
-            await objects.commit_object(conn, record, check)
+            await objects.commit_object(conn, record, check, eager=eager)
+    if eager:
+        req.eager_enqueued()
     response_headers = {"ETag": record.etag}
     for algorithm, value in metadata["checksums"].items():
         response_headers[checksums.header_name(algorithm)] = value
@@ -403,7 +424,10 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
             metadata=metadata,
         )
         blob.row_commit_started = True
+        eager = req.eager_presets(bucket.name)
         async with req.pool.acquire() as conn:
-            await objects.commit_object(conn, record, check)
+            await objects.commit_object(conn, record, check, eager=eager)
+    if eager:
+        req.eager_enqueued()
     body = copy_object_result(record.etag, record.last_modified, metadata.get("checksums", {}))
     return web.Response(body=body, content_type="application/xml")

@@ -7,16 +7,17 @@ so a range spanning parts is served without copying through Python.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
 from aiohttp import web
 
-from gateway.api.context import S3Request
+from gateway.api.context import STORES, S3Request
 from gateway.meta import objects
 from gateway.meta.objects import Chunk, ObjectRecord
 from gateway.s3 import errors
+from gateway.storage import BlobStore
 
 # A multipart object's row and its chunks are read by separate queries; if the object is
 # replaced in between, the read starts over (a few times, then the client is asked to retry).
@@ -77,8 +78,16 @@ def chunk_segments(chunk: Chunk) -> list[Segment]:
 
 
 async def read_segments(req: S3Request, segments: Sequence[Segment]) -> AsyncIterator[bytes]:
+    async for data in read_stored(req.app[STORES], segments):
+        yield data
+
+
+async def read_stored(
+    stores: Mapping[str, BlobStore], segments: Sequence[Segment]
+) -> AsyncIterator[bytes]:
+    """The segments' bytes in order, outside any request (variant renders read this way)."""
     for segment in segments:
-        store = req.store(segment.profile)
+        store = stores[segment.profile]
         async for data in store.read(segment.storage_key, segment.offset, segment.length):
             yield data
 

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.api import buckets, listing, multipart, objects
+from gateway.api import buckets, listing, multipart, objects, variants
 from gateway.api.auth import authenticate
 from gateway.api.context import CONFIG, POOL, S3Request, decode_component, parse_query
 from gateway.meta.db import ping
@@ -84,6 +84,15 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
     if "partNumber" in query and method not in ("GET", "HEAD"):
         # Never a plain PutObject or DeleteObject: the client meant a part of some upload.
         raise errors.InvalidRequest("A partNumber without an uploadId can only read an object.")
+    if "variant" in query:
+        # A variant is read-only: a PUT or DELETE of one never touches the object itself.
+        variant_table: dict[str, Operation] = {
+            "GET": variants.get_object_variant,
+            "HEAD": variants.head_object_variant,
+        }
+        if method in variant_table:
+            return variant_table[method]
+        raise errors.MethodNotAllowed("GET, HEAD")
     if method == "PUT":
         if "x-amz-copy-source" in req.headers:
             return objects.copy_object

@@ -18,14 +18,44 @@ from enum import Enum
 import asyncpg
 
 from gateway.meta import garbage
-from gateway.meta.objects import BlobLostError
+from gateway.meta.garbage import BlobLostError
 
-_COLUMNS = (
-    "version_id, variant_key, status, profile, storage_key, size, etag, content_type, error,"
-    " attempts, next_retry_at,"
-    # By the database's clock, the one every gateway shares.
-    " extract(epoch FROM next_retry_at - now())::float8 AS retry_in"
+_FIELDS = (
+    "version_id",
+    "variant_key",
+    "status",
+    "profile",
+    "storage_key",
+    "size",
+    "etag",
+    "content_type",
+    "error",
+    "attempts",
+    "next_retry_at",
+    "rendered_at",
 )
+
+
+def columns(alias: str = "", prefix: str = "") -> str:
+    """The select list of a Derivative; ``alias`` qualifies the table, ``prefix`` renames the
+    columns (to read one from a join whose other tables share column names)."""
+    table = f"{alias}." if alias else ""
+    names = [f"{table}{name} AS {prefix}{name}" for name in _FIELDS]
+    # By the database's clock, the one every gateway shares.
+    names.append(f"extract(epoch FROM {table}next_retry_at - now())::float8 AS {prefix}retry_in")
+    return ", ".join(names)
+
+
+def from_columns(values: dict[str, object], prefix: str) -> Derivative | None:
+    """The Derivative ``columns(alias, prefix)`` selected into ``values`` (popped); None when
+    an outer join found no row."""
+    fields = {name: values.pop(prefix + name) for name in (*_FIELDS, "retry_in")}
+    if fields["variant_key"] is None:
+        return None
+    return Derivative(**fields)  # type: ignore[arg-type]
+
+
+_COLUMNS = columns()
 
 
 @dataclass(frozen=True)
@@ -41,6 +71,8 @@ class Derivative:
     error: str | None
     attempts: int
     next_retry_at: datetime | None
+    # When it became ready: its Last-Modified (NULL in rows made before schema version 3).
+    rendered_at: datetime | None = None
     # Seconds from the query to next_retry_at (negative once it has passed).
     retry_in: float | None = None
 
@@ -58,6 +90,9 @@ class StoredBlob:
     size: int
     etag: str
     content_type: str
+    # The renderer's clock, so the answer it gives at once and the row agree; None: the
+    # database's.
+    rendered_at: datetime | None = None
 
 
 class Outcome(Enum):
@@ -154,7 +189,8 @@ async def mark_ready(
             return Outcome.SOURCE_GONE
         updated = await conn.fetchval(
             "UPDATE derivatives SET status = 'ready', profile = $4, storage_key = $5, size = $6,"
-            " etag = $7, content_type = $8, error = NULL, next_retry_at = NULL"
+            " etag = $7, content_type = $8, error = NULL, next_retry_at = NULL,"
+            " rendered_at = coalesce($9, now())"
             " WHERE version_id = $1 AND variant_key = $2 AND status = 'pending'"
             " AND attempts = $3 RETURNING 1",
             version_id,
@@ -165,6 +201,7 @@ async def mark_ready(
             blob.size,
             blob.etag,
             blob.content_type,
+            blob.rendered_at,
         )
         if not updated:
             return Outcome.SUPERSEDED
@@ -180,18 +217,30 @@ async def mark_failed(
     attempt: int,
     error: str,
     retry_seconds: float,
+    source: tuple[str, str] | None = None,
 ) -> Outcome:
-    """Record a failed render, answered as ``error`` until ``retry_seconds`` from now."""
+    """Record a failed render, answered as ``error`` until ``retry_seconds`` from now.
+
+    ``source`` (bucket, key): record nothing, and drop the claim, if that object is no longer
+    this version. A claim can land just after the version was retired (the row was read
+    before the overwrite); without this its failure would stay behind with no object.
+    """
     updated = await conn.fetchval(
-        "UPDATE derivatives SET status = 'failed', error = $4,"
+        "WITH live AS (SELECT $6::text IS NULL OR EXISTS (SELECT 1 FROM objects"
+        " WHERE bucket = $6 AND key = $7 AND version_id = $1) AS yes),"
+        " dropped AS (DELETE FROM derivatives WHERE version_id = $1 AND variant_key = $2"
+        " AND status = 'pending' AND attempts = $3 AND NOT (SELECT yes FROM live))"
+        " UPDATE derivatives SET status = 'failed', error = $4,"
         " next_retry_at = now() + make_interval(secs => $5)"
         " WHERE version_id = $1 AND variant_key = $2 AND status = 'pending' AND attempts = $3"
-        " RETURNING 1",
+        " AND (SELECT yes FROM live) RETURNING 1",
         version_id,
         variant_key,
         attempt,
         error,
         float(retry_seconds),
+        source[0] if source else None,
+        source[1] if source else None,
     )
     return Outcome.RECORDED if updated else Outcome.SUPERSEDED
 
@@ -210,8 +259,12 @@ async def release(
     )
 
 
-async def retire_version(conn: asyncpg.Connection, version_id: uuid.UUID) -> None:
-    """Delete every derivative of an object version and list their blobs as garbage.
+async def retire_version(
+    conn: asyncpg.Connection, version_id: uuid.UUID, blob: tuple[str, str] | None = None
+) -> None:
+    """Delete every derivative of an object version and list their blobs as garbage, with
+    ``blob`` (profile, storage key: the version's own) in the same statement, so retiring a
+    version costs an overwrite or a delete no round trip more than listing its blob did.
 
     Call in the transaction that replaces or deletes the version (it holds the object row's
     lock, which mark_ready share-locks, so no derivative of it can become ready afterwards).
@@ -221,6 +274,9 @@ async def retire_version(conn: asyncpg.Connection, version_id: uuid.UUID) -> Non
         " RETURNING profile, storage_key)"
         " INSERT INTO garbage (profile, storage_key)"
         " SELECT profile, storage_key FROM gone WHERE storage_key IS NOT NULL"
+        " UNION ALL SELECT $2::text, $3::text WHERE $3::text IS NOT NULL"
         " ON CONFLICT DO NOTHING",
         version_id,
+        blob[0] if blob else None,
+        blob[1] if blob else None,
     )

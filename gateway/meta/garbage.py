@@ -7,6 +7,11 @@ from collections.abc import Sequence
 import asyncpg
 
 
+class BlobLostError(Exception):
+    """The intent-log entry of a blob vanished before its row committed (an upload outlived the
+    garbage grace period and the janitor removed the blob)."""
+
+
 async def add(conn: asyncpg.Connection | asyncpg.Pool, profile: str, storage_key: str) -> None:
     await conn.execute(
         "INSERT INTO garbage (profile, storage_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",

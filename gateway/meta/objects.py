@@ -11,8 +11,9 @@ from typing import Any
 
 import asyncpg
 
-from gateway.meta import garbage
+from gateway.meta import derivatives, garbage, jobs
 from gateway.meta.buckets import Bucket
+from gateway.meta.garbage import BlobLostError
 
 
 @dataclass(frozen=True)
@@ -77,11 +78,6 @@ _COLUMNS = (
 _CHUNK_COLUMNS = "part_number, start_offset, size, profile, storage_key, etag, checksums"
 
 
-class BlobLostError(Exception):
-    """The intent-log entry of a blob vanished before its row committed (an upload outlived the
-    garbage grace period and the janitor removed the blob)."""
-
-
 async def get_object(
     conn: asyncpg.Connection | asyncpg.Pool, bucket: str, key: str
 ) -> ObjectRecord | None:
@@ -96,14 +92,17 @@ async def commit_object(
     record: ObjectRecord,
     check_current: Callable[[str | None], None] | None = None,
     chunks: Sequence[Chunk] = (),
+    eager: Sequence[str] = (),
 ) -> None:
     """Swap in ``record`` as the live object in one transaction.
 
     A single-part object's blob leaves the garbage log; a multipart object's ``chunks`` are
     inserted (their blobs were claimed by upload_parts rows, which the caller deletes in the
-    same transaction). Every blob of the row it replaces enters the log.
+    same transaction). Every blob of the row it replaces enters the log, with its derivatives.
     ``check_current`` sees the ETag of the object being replaced (None: none) while its row is
-    locked, so conditional writes cannot race; it raises to abort.
+    locked, so conditional writes cannot race; it raises to abort. ``eager`` names the variant
+    presets to render in the background: their jobs commit with the object, so none is lost
+    and none outlives a write that failed.
     """
     async with conn.transaction():
         if record.storage_key is not None and not await garbage.claim(
@@ -148,6 +147,8 @@ async def commit_object(
         )
         if chunks:
             await _insert_chunks(conn, record.version_id, chunks)
+        if eager:
+            await jobs.enqueue(conn, record.bucket, record.key, record.version_id, eager)
         if old is not None:
             await _retire(conn, old)
 
@@ -173,9 +174,10 @@ async def _insert_chunks(
 
 
 async def _retire(conn: asyncpg.Connection, old: asyncpg.Record) -> None:
-    """List every blob of a replaced or deleted object version as garbage."""
-    if old["storage_key"] is not None:
-        await garbage.add(conn, old["profile"], old["storage_key"])
+    """List every blob of a replaced or deleted object version as garbage, its derivatives'
+    included (Promise 8: no variant of a version outlives it)."""
+    blob = (old["profile"], old["storage_key"]) if old["storage_key"] is not None else None
+    await derivatives.retire_version(conn, old["version_id"], blob)
     if old["parts_count"] is not None:
         await conn.execute(
             "WITH gone AS (DELETE FROM object_chunks WHERE version_id = $1"
@@ -277,20 +279,52 @@ def prefix_upper_bound(prefix: str) -> str | None:
     return None
 
 
+_LOOKUP = (
+    "SELECT b.name AS b_name, b.created_at AS b_created_at, b.profile AS b_profile,"
+    " b.public_read AS b_public_read, b.owner AS b_owner, o.bucket, o.key, o.version_id,"
+    " o.size, o.etag, o.content_type, o.profile, o.storage_key, o.last_modified, o.metadata,"
+    " o.parts_count"
+)
+
+
 async def lookup(
     conn: asyncpg.Connection | asyncpg.Pool, bucket: str, key: str
 ) -> tuple[Bucket | None, ObjectRecord | None]:
     """The bucket and the object in one round trip (the hot path of every GET)."""
     row = await conn.fetchrow(
-        "SELECT b.name AS b_name, b.created_at AS b_created_at, b.profile AS b_profile,"
-        " b.public_read AS b_public_read, b.owner AS b_owner, o.bucket, o.key, o.version_id,"
-        " o.size, o.etag, o.content_type, o.profile, o.storage_key, o.last_modified, o.metadata,"
-        " o.parts_count"
-        " FROM buckets b LEFT JOIN objects o ON o.bucket = b.name AND o.key = $2"
+        f"{_LOOKUP} FROM buckets b LEFT JOIN objects o ON o.bucket = b.name AND o.key = $2"
         " WHERE b.name = $1",
         bucket,
         key,
     )
+    return _looked_up(row)
+
+
+async def lookup_variant(
+    conn: asyncpg.Connection | asyncpg.Pool, bucket: str, key: str, variant_key: str | None
+) -> tuple[Bucket | None, ObjectRecord | None, derivatives.Derivative | None]:
+    """The bucket, the object and its derivative ``variant_key`` in one round trip (the hot
+    path of a variant GET: a rendered variant costs no more queries than the object)."""
+    row = await conn.fetchrow(
+        f"{_LOOKUP}, {derivatives.columns('d', 'd_')}"
+        " FROM buckets b LEFT JOIN objects o ON o.bucket = b.name AND o.key = $2"
+        " LEFT JOIN derivatives d ON d.version_id = o.version_id AND d.variant_key = $3"
+        " WHERE b.name = $1",
+        bucket,
+        key,
+        variant_key,
+    )
+    if row is None:
+        return None, None, None
+    values = dict(row)
+    derivative = derivatives.from_columns(values, "d_")
+    found, record = _looked_up(values)
+    return found, record, derivative
+
+
+def _looked_up(
+    row: asyncpg.Record | dict[str, Any] | None,
+) -> tuple[Bucket | None, ObjectRecord | None]:
     if row is None:
         return None, None
     values = dict(row)

@@ -18,7 +18,8 @@ from typing import Any
 import asyncpg
 
 from gateway.meta import garbage
-from gateway.meta.objects import BlobLostError, Chunk, ObjectRecord, commit_object
+from gateway.meta.garbage import BlobLostError
+from gateway.meta.objects import Chunk, ObjectRecord, commit_object
 
 
 @dataclass(frozen=True)
@@ -191,11 +192,13 @@ async def complete_upload(
     upload_id: uuid.UUID,
     assemble: Assemble,
     check_current: Callable[[str | None], None] | None = None,
+    eager: Sequence[str] = (),
 ) -> ObjectRecord | None:
     """Turn an upload into the live object in one transaction; None if there is no upload.
 
     The chosen parts' blobs pass from upload_parts rows to object_chunks rows without ever
-    being unreferenced; parts left out of the object go to the garbage log.
+    being unreferenced; parts left out of the object go to the garbage log. ``eager``: as for
+    commit_object.
     """
     async with conn.transaction():
         upload = await _lock_upload(conn, bucket, key, upload_id)
@@ -205,7 +208,7 @@ async def complete_upload(
             f"SELECT {_PART_COLUMNS} FROM upload_parts WHERE upload_id = $1", upload_id
         )
         record, chunks = assemble(upload, [_part(row) for row in rows])
-        await commit_object(conn, record, check_current, chunks)
+        await commit_object(conn, record, check_current, chunks, eager)
         await conn.execute(_DISCARD_PARTS, upload_id, [chunk.part_number for chunk in chunks])
         await conn.execute("DELETE FROM upload_parts WHERE upload_id = $1", upload_id)
         await conn.execute("DELETE FROM uploads WHERE upload_id = $1", upload_id)

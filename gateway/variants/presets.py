@@ -143,9 +143,12 @@ class PresetCatalog:
         presets: Mapping[str, Preset],
         allowed: Mapping[str, frozenset[str]],
         avif: bool,
+        default_allowed: frozenset[str] = frozenset(),
     ) -> None:
         self._presets = dict(presets)
         self._allowed = dict(allowed)
+        # What buckets the configuration does not declare may use.
+        self._default_allowed = default_allowed
         # Whether this Pillow encodes AVIF: "auto" never picks a format it cannot write.
         self.avif = avif
 
@@ -156,16 +159,27 @@ class PresetCatalog:
         presets = {
             name: Preset.from_config(name, preset) for name, preset in config.variants.items()
         }
-        allowed = {}
-        for bucket_name, bucket in config.buckets.items():
-            names = set(bucket.variants)
-            if ALL_VARIANTS in names:
-                names = set(presets)
-            allowed[bucket_name] = frozenset(names)
-        return cls(presets, allowed, avif=bool(features.check("avif")))
+
+        def expand(names: list[str]) -> frozenset[str]:
+            return frozenset(presets) if ALL_VARIANTS in names else frozenset(names)
+
+        allowed = {name: expand(bucket.variants) for name, bucket in config.buckets.items()}
+        return cls(
+            presets,
+            allowed,
+            avif=bool(features.check("avif")),
+            default_allowed=expand(config.default_bucket_variants),
+        )
 
     def __len__(self) -> int:
         return len(self._presets)
+
+    @property
+    def any_eager(self) -> bool:
+        return any(preset.eager for preset in self._presets.values())
+
+    def _allowed_on(self, bucket: str) -> frozenset[str]:
+        return self._allowed.get(bucket, self._default_allowed)
 
     def resolve(self, bucket: str, name: str) -> Preset:
         """The preset ``?variant=name`` names on ``bucket``; InvalidArgument if there is none
@@ -177,7 +191,7 @@ class PresetCatalog:
                 ArgumentName="variant",
                 ArgumentValue=name,
             )
-        if name not in self._allowed.get(bucket, frozenset()):
+        if name not in self._allowed_on(bucket):
             raise errors.InvalidArgument(
                 f"The variant preset {name!r} is not enabled for bucket {bucket!r}.",
                 ArgumentName="variant",
@@ -187,5 +201,13 @@ class PresetCatalog:
 
     def eager(self, bucket: str) -> list[Preset]:
         """The eager presets ``bucket`` allows, rendered when an object is written."""
-        names = self._allowed.get(bucket, frozenset())
+        names = self._allowed_on(bucket)
         return [self._presets[name] for name in sorted(names) if self._presets[name].eager]
+
+    def eager_preset(self, bucket: str, name: str) -> Preset | None:
+        """The eager preset ``name`` if ``bucket`` still allows it (a queued job outlives a
+        configuration change: a preset since removed or disallowed is no longer made)."""
+        preset = self._presets.get(name)
+        if preset is None or not preset.eager or name not in self._allowed_on(bucket):
+            return None
+        return preset

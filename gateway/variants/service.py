@@ -25,8 +25,9 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 import asyncpg
@@ -37,7 +38,7 @@ from gateway.meta.derivatives import Derivative, Outcome, StoredBlob
 from gateway.s3.errors import S3Error
 from gateway.storage import BlobStore
 from gateway.variants import errors
-from gateway.variants.pool import RenderOverloaded
+from gateway.variants.pool import FilePart, RenderOverloaded, Source
 from gateway.variants.presets import FormatClass, Preset
 from gateway.variants.render import ImageTooLarge, Rendered, RenderError, RenderSpec
 
@@ -50,7 +51,7 @@ POLL_MAX_SECONDS = 0.5
 
 
 class Renderer(Protocol):
-    async def render(self, source: bytes, spec: RenderSpec) -> Rendered: ...
+    async def render(self, source: Source, spec: RenderSpec) -> Rendered: ...
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class VariantSource:
     # Derivatives are stored with the same profile as their source.
     profile: str
     read: Callable[[], AsyncIterator[bytes]]
+    # Where its bytes lie on local disk, for the render worker to read them itself; None (or
+    # returning None): they are read here and sent.
+    locate: Callable[[], Awaitable[tuple[FilePart, ...] | None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ class ReadyVariant:
     size: int
     etag: str
     content_type: str
+    # None for rows made before the column existed.
+    rendered_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -104,7 +110,22 @@ class VariantPolicy:
 def ready(row: Derivative) -> ReadyVariant:
     assert row.profile and row.storage_key and row.etag and row.content_type
     assert row.size is not None
-    return ReadyVariant(row.profile, row.storage_key, row.size, row.etag, row.content_type)
+    return ReadyVariant(
+        row.profile, row.storage_key, row.size, row.etag, row.content_type, row.rendered_at
+    )
+
+
+def known(row: Derivative | None) -> ReadyVariant | None:
+    """What a derivative row answers without a render: the variant if it is ready; raises the
+    recorded error of a failure in its back-off; None otherwise (missing, pending, retryable)."""
+    if row is None:
+        return None
+    if row.status == "ready":
+        return ready(row)
+    error = recorded_error(row)
+    if error is not None:
+        raise error
+    return None
 
 
 def recorded_error(row: Derivative) -> S3Error | None:
@@ -134,15 +155,9 @@ class VariantService:
     ) -> ReadyVariant | None:
         """The derivative if it is ready; never renders. Raises the recorded error of a
         failed one in its back-off."""
-        row = await derivatives.get(self._pool, source.version_id, preset.variant_key(format_class))
-        if row is None:
-            return None
-        if row.status == "ready":
-            return ready(row)
-        error = recorded_error(row)
-        if error is not None:
-            raise error
-        return None
+        return known(
+            await derivatives.get(self._pool, source.version_id, preset.variant_key(format_class))
+        )
 
     async def get(
         self, source: VariantSource, preset: Preset, format_class: FormatClass
@@ -217,8 +232,7 @@ class VariantService:
     ) -> ReadyVariant:
         key = (source.version_id, variant_key, attempt)
         try:
-            data = await self._read(source)
-            rendered = await self._renderer.render(data, spec)
+            rendered = await self._renderer.render(await self._source(source), spec)
         except RenderOverloaded as exc:
             await self._release(*key)
             raise errors.RetryLater(str(exc)) from None
@@ -229,6 +243,7 @@ class VariantService:
                 *key,
                 errors.record(error),
                 self._policy.retry_delay(attempt),
+                source=(source.bucket, source.key),
             )
             raise error from None
         except BaseException:
@@ -244,13 +259,22 @@ class VariantService:
             # The lease runs out on its own.
             log.warning("could not release the claim on %s", variant_key, exc_info=True)
 
-    async def _read(self, source: VariantSource) -> bytes:
+    async def _source(self, source: VariantSource) -> Source:
+        """What the renderer is given: where the bytes are, or the bytes."""
         limit = self._policy.max_source_bytes
         if source.size > limit:
             raise ImageTooLarge(
                 f"The image is {source.size} bytes; variants are made of images up to "
                 f"{limit} bytes."
             )
+        if source.locate is not None:
+            located = await source.locate()
+            if located is not None:
+                return located
+        return await self._read(source)
+
+    async def _read(self, source: VariantSource) -> bytes:
+        limit = self._policy.max_source_bytes
         parts = []
         total = 0
         async for chunk in source.read():
@@ -272,6 +296,8 @@ class VariantService:
             size=len(rendered.data),
             etag='"' + hashlib.md5(rendered.data, usedforsecurity=False).hexdigest() + '"',
             content_type=rendered.content_type,
+            # Whole seconds, as HTTP dates have them: every answer gives the same Last-Modified.
+            rendered_at=datetime.now(UTC).replace(microsecond=0),
         )
         # Listed before the first byte is written; claimed by the row that references it.
         await garbage.add(self._pool, profile, storage_key)
@@ -295,7 +321,12 @@ class VariantService:
             )
         if outcome is Outcome.RECORDED:
             return ReadyVariant(
-                blob.profile, blob.storage_key, blob.size, blob.etag, blob.content_type
+                blob.profile,
+                blob.storage_key,
+                blob.size,
+                blob.etag,
+                blob.content_type,
+                blob.rendered_at,
             )
         await self._discard(profile, storage_key)
         if outcome is Outcome.SUPERSEDED:

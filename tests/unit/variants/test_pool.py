@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from gateway.config import LimitsConfig
 from gateway.variants.pool import (
+    FilePart,
     RenderOverloaded,
     RenderPool,
     WorkerCrashed,
     default_workers,
 )
 from gateway.variants.render import (
+    ImageTooLarge,
     InvalidImage,
     RenderLimits,
     RenderSpec,
@@ -46,6 +52,32 @@ async def test_renders_in_a_worker(pool: RenderPool) -> None:
     assert decode(result.data).size == (64, 64)
     pids = {await pool.run(os.getpid) for _ in range(4)}
     assert os.getpid() not in pids
+
+
+async def test_renders_from_file_parts_read_by_the_worker(pool: RenderPool, tmp_path: Path) -> None:
+    source = images.jpeg_with_orientation(6)
+    # Two blobs, as a multipart object's parts, each inside a larger file.
+    cut = len(source) // 3
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.write_bytes(b"junk" + source[:cut] + b"more junk")
+    second.write_bytes(source[cut:])
+    parts = (FilePart(str(first), 4, cut), FilePart(str(second), 0, len(source) - cut))
+    assert await pool.render(parts, THUMB) == render(source, THUMB, LIMITS)
+
+
+async def test_file_parts_over_the_byte_limit_are_not_read(tmp_path: Path) -> None:
+    small = RenderPool(RenderLimits(100, 100_000_000), workers=1, queue=1, timeout=20)
+    try:
+        missing = FilePart(str(tmp_path / "never-opened"), 0, 101)
+        with pytest.raises(ImageTooLarge):
+            await small.render((missing,), THUMB)
+        # A blob shorter than its row says is lost storage, not a bad image.
+        short = tmp_path / "short"
+        short.write_bytes(b"x" * 10)
+        with pytest.raises(OSError, match="10 of 50 bytes"):
+            await small.render((FilePart(str(short), 0, 50),), THUMB)
+    finally:
+        await small.close()
 
 
 async def test_render_errors_cross_the_process_boundary_typed(pool: RenderPool) -> None:
@@ -149,3 +181,50 @@ def test_pool_from_limits() -> None:
     assert (render_pool.workers, render_pool.queue, render_pool.timeout) == (1, 3, 7)
     assert RenderPool.from_limits(limits).workers == default_workers()
     assert RenderPool.from_limits(limits.model_copy(update={"render_workers": 5})).workers == 5
+
+
+_ORPHAN_SCRIPT = """
+import asyncio, os, sys
+from gateway.variants.pool import RenderPool
+from gateway.variants.render import RenderLimits
+
+async def main():
+    pool = RenderPool(RenderLimits(1024, 1024), workers=2, queue=1, timeout=20)
+    await pool.start()
+    pids = {await pool.run(os.getpid) for _ in range(8)}
+    print(" ".join(map(str, sorted(pids))), flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone as far as work goes; /proc tells them apart on Linux.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_end_when_the_gateway_is_killed() -> None:
+    """A gateway killed with SIGKILL shuts nothing down; its workers must not linger."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_SCRIPT], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        workers = [int(pid) for pid in process.stdout.readline().split()]
+        assert workers and all(_alive(pid) for pid in workers)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, "render workers outlived their gateway"
+        time.sleep(0.05)

@@ -183,6 +183,30 @@ def test_catalog_eager_presets(tmp_path: Path) -> None:
     assert catalog.eager("elsewhere") == []
 
 
+def test_catalog_eager_preset_by_name(tmp_path: Path) -> None:
+    catalog = PresetCatalog.from_config(load(tmp_path, CATALOG_YAML))
+    assert catalog.any_eager
+    assert catalog.eager_preset("photos", "banner") is catalog.resolve("photos", "banner")
+    # Not eager, not allowed there, or gone from the configuration: nothing to make.
+    assert catalog.eager_preset("photos", "preview") is None
+    assert catalog.eager_preset("assets", "banner") is None
+    assert catalog.eager_preset("photos", "gone") is None
+
+
+def test_undeclared_buckets_follow_default_bucket_variants(tmp_path: Path) -> None:
+    text = CATALOG_YAML + "default_bucket_variants: [preview, banner]\n"
+    catalog = PresetCatalog.from_config(load(tmp_path, text))
+    assert catalog.resolve("made-by-create-bucket", "preview").name == "preview"
+    assert [p.name for p in catalog.eager("made-by-create-bucket")] == ["banner"]
+    # A declared bucket keeps its own list.
+    with pytest.raises(InvalidArgument):
+        catalog.resolve("assets", "preview")
+    everything = PresetCatalog.from_config(
+        load(tmp_path, CATALOG_YAML + "default_bucket_variants: ['*']\n")
+    )
+    assert everything.resolve("elsewhere", "thumb").name == "thumb"
+
+
 # --- configuration --------------------------------------------------------------------------
 
 
@@ -229,6 +253,10 @@ def test_variant_limits(tmp_path: Path) -> None:
             "buckets.photos.variants.1: unknown variant preset 'big'",
         ),
         ("buckets: {photos: {variants: thumb}}\n", "buckets.photos.variants: "),
+        (
+            "variants: {thumb: {width: 9}}\ndefault_bucket_variants: [thumb, big]\n",
+            "default_bucket_variants.1: unknown variant preset 'big'",
+        ),
         ("limits: {max_source_bytes: lots}\n", "limits.max_source_bytes: not a size"),
         ("limits: {render_timeout_seconds: 0}\n", "limits.render_timeout_seconds: "),
         ("limits: {render_workers: 0}\n", "limits.render_workers: "),

@@ -1,0 +1,148 @@
+"""GetObject and HeadObject with ``?variant=NAME``: an image variant of the object.
+
+A variant is a derivative object: made on its first request (gateway.variants.service), stored
+in the source's storage profile, then served like any object, with its own ETag, Content-Type,
+Content-Length and Last-Modified, Range and conditional requests. Its identity is (object
+version, preset spec, format class) and nothing else: not who signed the request, not the other
+query parameters, not the Accept header as sent (it is reduced to a format class first), so
+every client asking for the same thing shares one render and one blob.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+
+import asyncpg
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.api import objects, reader
+from gateway.api.common import http_date
+from gateway.api.context import PRESETS, STORES, VARIANTS, S3Request
+from gateway.api.objects import ObjectRead
+from gateway.api.reader import Segment
+from gateway.meta import objects as meta_objects
+from gateway.meta.objects import ObjectRecord
+from gateway.s3 import errors, ranges
+from gateway.storage import BlobStore
+from gateway.variants.pool import FilePart
+from gateway.variants.presets import Preset
+from gateway.variants.service import ReadyVariant, VariantSource, known
+
+# The original answered in place of a variant still rendering (on_miss: original): a cache
+# keeping it under the variant's URL would serve the original long after the variant exists.
+ORIGINAL_CACHE_CONTROL = "no-store"
+
+
+def variant_source(
+    pool: asyncpg.Pool, stores: Mapping[str, BlobStore], record: ObjectRecord
+) -> VariantSource:
+    """The object version a variant is made of; its bytes are read only if a render runs."""
+
+    async def segments() -> list[Segment]:
+        found = await reader.object_segments(pool, record, 0, record.size)
+        if found is None:
+            raise reader.object_changed()
+        return found
+
+    async def read() -> AsyncIterator[bytes]:
+        async for data in reader.read_stored(stores, await segments()):
+            yield data
+
+    async def locate() -> tuple[FilePart, ...] | None:
+        parts = []
+        for segment in await segments():
+            path = stores[segment.profile].local_path(segment.storage_key)
+            if path is None:
+                return None
+            parts.append(FilePart(str(path), segment.offset, segment.length))
+        return tuple(parts)
+
+    return VariantSource(
+        record.bucket, record.key, record.version_id, record.size, record.profile, read, locate
+    )
+
+
+async def get_object_variant(req: S3Request) -> web.StreamResponse:
+    return await _answer(req, with_body=True)
+
+
+async def head_object_variant(req: S3Request) -> web.StreamResponse:
+    return await _answer(req, with_body=False)
+
+
+async def _answer(req: S3Request, with_body: bool) -> web.StreamResponse:
+    if "partNumber" in req.query:
+        raise errors.InvalidRequest("A variant has no parts: do not combine partNumber with it.")
+    assert req.bucket is not None
+    key = objects.object_key(req)
+    catalog = req.app[PRESETS]
+    # The preset is known before the object is looked up, so the derivative comes in the same
+    # query; an unknown preset is still answered after NoSuchBucket, AccessDenied, NoSuchKey.
+    preset: Preset | None = None
+    refusal: errors.S3Error | None = None
+    try:
+        preset = catalog.resolve(req.bucket, req.query["variant"])
+    except errors.S3Error as error:
+        refusal = error
+    format_class = preset.format_class(req.headers.get("Accept"), catalog.avif) if preset else None
+    variant_key = preset.variant_key(format_class) if preset and format_class else None
+    found, record, row = await meta_objects.lookup_variant(req.pool, req.bucket, key, variant_key)
+    _, record = objects.readable(req, key, found, record)
+    if preset is None or format_class is None:
+        assert refusal is not None
+        raise refusal
+    # A failed render in its back-off raises its recorded error here, on_miss original or
+    # not: the original is not served in its place (it may be the very file that is too
+    # large, or no image at all).
+    variant = known(row)
+    if variant is None:
+        service = req.app[VARIANTS]
+        source = variant_source(req.pool, req.app[STORES], record)
+        if preset.on_miss == "original":
+            service.prefetch(source, preset, format_class)
+            return await _original(req, with_body)
+        variant = await service.get(source, preset, format_class)
+    return await objects.answer_read(req, _plan(req, record, preset, variant, with_body))
+
+
+async def _original(req: S3Request, with_body: bool) -> web.StreamResponse:
+    read = await objects.plan_read(req, with_segments=with_body)
+    read.headers["Cache-Control"] = ORIGINAL_CACHE_CONTROL
+    return await objects.answer_read(req, read)
+
+
+def _plan(
+    req: S3Request,
+    record: ObjectRecord,
+    preset: Preset,
+    variant: ReadyVariant,
+    with_body: bool,
+) -> ObjectRead:
+    # The variant changes when its source does, and when it is made again (a changed preset):
+    # whichever is later, so If-Modified-Since never hides a new rendering.
+    last_modified = record.last_modified
+    if variant.rendered_at is not None:
+        last_modified = max(last_modified, variant.rendered_at)
+    # What a 304 repeats as well (RFC 9110 §15.4.5).
+    shared: dict[str, str] = {}
+    cache_control = preset.cache_control or record.headers.get("cache-control")
+    if cache_control:
+        shared["Cache-Control"] = cache_control
+    if preset.negotiated:
+        shared["Vary"] = "Accept"
+    objects.check_read_conditions(req, variant.etag, last_modified, shared)
+    headers: CIMultiDict[str] = CIMultiDict(shared)
+    headers["ETag"] = variant.etag
+    headers["Last-Modified"] = http_date(last_modified)
+    headers["Content-Type"] = variant.content_type
+    headers["Accept-Ranges"] = "bytes"
+    byte_range = ranges.parse_range(req.headers.get("Range"), variant.size)
+    start, length = (byte_range.start, byte_range.length) if byte_range else (0, variant.size)
+    if byte_range is not None:
+        headers["Content-Range"] = byte_range.content_range(variant.size)
+    objects.apply_overrides(req, headers)
+    segments = None
+    if with_body:
+        segments = [Segment(variant.profile, variant.storage_key, start, length)] if length else []
+    return ObjectRead(206 if byte_range else 200, headers, length, segments)
