@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 from aiohttp import web
@@ -97,47 +97,43 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await pool.close()
 
 
-def _variants(processes: int) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The render pool (this process's share of the cores), the variant service, and the
-    eager renderer when some preset is eager."""
+async def _variants(app: web.Application) -> AsyncIterator[None]:
+    """The render pool, the variant service, and the eager renderer when some preset is
+    eager."""
+    config, catalog = app[CONFIG], app[PRESETS]
+    render_pool = RenderPool.from_limits(config.limits)
+    if len(catalog):
+        # Workers start now, so no request waits for a process to spawn; a gateway without
+        # presets never starts one.
+        await render_pool.start()
+    policy = VariantPolicy.from_limits(config.limits)
+    service = VariantService(app[POOL], app[STORES], render_pool, policy)
+    app[RENDER_POOL] = render_pool
+    app[VARIANTS] = service
+    task = None
+    if catalog.any_eager:
 
-    async def variants(app: web.Application) -> AsyncIterator[None]:
-        config, catalog = app[CONFIG], app[PRESETS]
-        render_pool = RenderPool.from_limits(config.limits, processes)
-        if len(catalog):
-            # Workers start now, so no request waits for a process to spawn; a gateway without
-            # presets never starts one.
-            await render_pool.start()
-        policy = VariantPolicy.from_limits(config.limits)
-        service = VariantService(app[POOL], app[STORES], render_pool, policy)
-        app[RENDER_POOL] = render_pool
-        app[VARIANTS] = service
-        task = None
-        if catalog.any_eager:
+        def source_for(record: ObjectRecord) -> VariantSource:
+            return variant_source(app[POOL], app[STORES], record)
 
-            def source_for(record: ObjectRecord) -> VariantSource:
-                return variant_source(app[POOL], app[STORES], record)
-
-            eager = EagerRenderer(
-                app[POOL],
-                service,
-                catalog,
-                source_for,
-                concurrency=render_pool.workers,
-                # An auto preset renders up to three formats in one job.
-                lease_seconds=3 * policy.lease_seconds,
-            )
-            app[EAGER] = eager
-            task = asyncio.create_task(eager.run())
-        yield
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await service.close()
-        await render_pool.close()
-
-    return variants
+        eager = EagerRenderer(
+            app[POOL],
+            service,
+            catalog,
+            source_for,
+            concurrency=render_pool.workers,
+            # An auto preset renders up to three formats in one job.
+            lease_seconds=3 * policy.lease_seconds,
+        )
+        app[EAGER] = eager
+        task = asyncio.create_task(eager.run())
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await service.close()
+    await render_pool.close()
 
 
 async def _janitor(app: web.Application) -> AsyncIterator[None]:
@@ -157,11 +153,7 @@ async def _janitor(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-def create_app(
-    config: GatewayConfig, root: CredentialConfig | None = None, processes: int = 1
-) -> web.Application:
-    """``processes``: how many gateway processes share this machine (--workers), so that
-    together they start one render worker per core, not one per core each."""
+def create_app(config: GatewayConfig, root: CredentialConfig | None = None) -> web.Application:
     app = web.Application(middlewares=[s3_errors], client_max_size=CLIENT_MAX_SIZE)
     app[CONFIG] = config
     app[PRESETS] = PresetCatalog.from_config(config)
@@ -171,7 +163,7 @@ def create_app(
     app[CREDENTIALS] = credentials
     app[STORES] = build_stores(config)
     app.cleanup_ctx.append(_database)
-    app.cleanup_ctx.append(_variants(processes))
+    app.cleanup_ctx.append(_variants)
     app.cleanup_ctx.append(_janitor)
     app.on_response_prepare.append(add_request_id)
     # [\s\S]: keys may contain newlines, which "." would not match.

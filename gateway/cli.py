@@ -42,12 +42,10 @@ def _ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
     return context
 
 
-def _run_worker(
-    config: GatewayConfig, root: CredentialConfig, reuse_port: bool, processes: int = 1
-) -> None:
+def _run_worker(config: GatewayConfig, root: CredentialConfig, reuse_port: bool) -> None:
     host, port = config.host_port
     web.run_app(
-        create_app(config, root, processes),
+        create_app(config, root),
         host=host,
         port=port,
         ssl_context=_ssl_context(config),
@@ -82,7 +80,7 @@ def _serve_workers(config: GatewayConfig, root: CredentialConfig, workers: int) 
     processes = [
         # Not daemonic: a daemonic process may not start children, and each worker starts its
         # own render processes. They are stopped and joined below in any case.
-        context.Process(target=_run_worker, args=(shared, root, True, workers), daemon=False)
+        context.Process(target=_run_worker, args=(shared, root, True), daemon=False)
         for _ in range(workers)
     ]
     for process in processes:

@@ -122,8 +122,7 @@ class LimitsConfig(_Strict):
     # (decompression bombs declare huge dimensions in a few bytes).
     max_source_bytes: Size = 64 * 1024**2
     max_source_pixels: int = Field(default=100_000_000, ge=1)
-    # Render worker processes of each gateway process; unset: its share of the cores (the
-    # cores divided between the --workers processes, at least one each).
+    # Render worker processes of each gateway process; unset: one per core.
     render_workers: int | None = Field(default=None, ge=1)
     # Renders that may wait for a worker; beyond that a variant GET is answered 503 SlowDown.
     render_queue: int = Field(default=32, ge=0)

@@ -177,10 +177,12 @@ class RenderPool:
         self._executor: ProcessPoolExecutor | None = None
 
     @classmethod
-    def from_limits(cls, limits: LimitsConfig, processes: int = 1) -> RenderPool:
-        """The pool of one gateway process out of ``processes`` sharing the machine's cores
-        (unless limits.render_workers says how many each gets)."""
-        workers = limits.render_workers or max(1, default_workers() // max(1, processes))
+    def from_limits(cls, limits: LimitsConfig) -> RenderPool:
+        """One render worker per core in every gateway process (unless limits.render_workers
+        says otherwise). Not a share of the cores: SO_REUSEPORT spreads connections, not load,
+        so two busy clients often land on one gateway process, which must then be able to use
+        every core; the kernel shares the cores among all render processes."""
+        workers = limits.render_workers or default_workers()
         return cls(
             RenderLimits(limits.max_source_bytes, limits.max_source_pixels),
             workers=workers,

@@ -176,10 +176,14 @@ def test_pool_from_limits() -> None:
         render_timeout_seconds=7,
         render_tasks_per_worker=9,
     )
-    render_pool = RenderPool.from_limits(limits, processes=default_workers() * 2)
+    render_pool = RenderPool.from_limits(limits)
     assert render_pool.limits == RenderLimits(1024, 10_000)
-    assert (render_pool.workers, render_pool.queue, render_pool.timeout) == (1, 3, 7)
-    assert RenderPool.from_limits(limits).workers == default_workers()
+    # One worker per core in every gateway process, however many share the machine.
+    assert (render_pool.workers, render_pool.queue, render_pool.timeout) == (
+        default_workers(),
+        3,
+        7,
+    )
     assert RenderPool.from_limits(limits.model_copy(update={"render_workers": 5})).workers == 5
 
 
