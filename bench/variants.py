@@ -18,7 +18,7 @@ turned into a 320 px wide WebP at quality 80.
 2. Steady state: wrk on one rendered variant vs the plain object of the same bytes (anonymous
    GETs of a public bucket): what the variant lookup costs once the variant exists.
 3. Cold renders of distinct objects with 2 concurrent clients: the gateway as deployed
-   (``--gateway-workers`` processes, the cores split between their render pools), the gateway
+   (``--gateway-workers`` processes, each with a render worker per core), the gateway
    as one process with a render pool of all cores, and thumbor with 2 processes.
 
 Results are printed and written to bench/results/variants-<time>.{json,md}.
