@@ -87,6 +87,13 @@ def _answer_error(request: web.Request, exc: Exception, request_id: str) -> web.
         response = error_response(request, errors.IncompleteBody(), request_id)
         response.force_close()
         return response
+    if isinstance(exc, asyncpg.ForeignKeyViolationError):
+        # A write that raced the deletion of what it writes into.
+        constraint = exc.constraint_name or ""
+        if constraint.startswith("upload_parts_"):
+            return error_response(request, errors.NoSuchUpload(), request_id)
+        if constraint.endswith("_bucket_fkey"):
+            return error_response(request, errors.NoSuchBucket(), request_id)
     if isinstance(exc, asyncpg.CharacterNotInRepertoireError):
         # A NUL in some client-supplied text that validation missed: Postgres text cannot
         # hold it. Still the client's input, never a server fault.
