@@ -101,6 +101,20 @@ def create_database(server_dsn: str) -> str:
     return _with_database(server_dsn, name)
 
 
+def db_fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    """Run one query against a gateway's database from a synchronous test."""
+    import asyncio
+
+    async def run() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetch(sql, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
 def make_certificate(directory: Path) -> tuple[Path, Path]:
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(

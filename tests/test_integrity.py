@@ -3,7 +3,6 @@ blobs, janitor edge cases. Each test names the promise it pins."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -11,24 +10,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import asyncpg
 import pytest
 import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tests.conftest import REPO, client
+from tests.conftest import REPO, client, db_fetch
 from tests.rawhttp import request_head, send_raw, sign
-
-
-def query(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return await conn.fetch(sql, *args)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 def blob_path(gateway, storage_key: str) -> Path:
@@ -114,14 +101,16 @@ def test_racing_first_writes_leave_one_winner_and_no_orphan(gateway, gateway_dsn
         for key in keys:
             winners = list(pool.map(create, [(index, key) for index in range(8)]))
             assert winners.count(True) == 1, key
-    rows = query(
+    rows = db_fetch(
         gateway_dsn,
         "SELECT o.storage_key FROM objects o WHERE o.bucket = $1",
         bucket,
     )
     live = {row["storage_key"] for row in rows}
     assert len(live) == len(keys)
-    listed = {row["storage_key"] for row in query(gateway_dsn, "SELECT storage_key FROM garbage")}
+    listed = {
+        row["storage_key"] for row in db_fetch(gateway_dsn, "SELECT storage_key FROM garbage")
+    }
     # Every blob this bucket's writes produced is live or listed as garbage.
     for key in live:
         assert blob_path(gateway, key).exists()
@@ -135,7 +124,7 @@ def test_damaged_blob_never_yields_a_corrupt_body(gateway, gateway_dsn, s3, buck
     s3.put_object(Bucket=bucket, Key="damaged", Body=body)
     (storage_key,) = [
         row["storage_key"]
-        for row in query(
+        for row in db_fetch(
             gateway_dsn,
             "SELECT storage_key FROM objects WHERE bucket = $1 AND key = 'damaged'",
             bucket,
@@ -156,7 +145,7 @@ def test_damaged_blob_never_yields_a_corrupt_body(gateway, gateway_dsn, s3, buck
 def test_janitor_skips_garbage_of_unknown_profiles(gateway, gateway_dsn) -> None:
     """Entries of a profile no longer configured are kept, and never stall collection."""
     keys = [uuid.uuid4().hex for _ in range(600)]
-    query(
+    db_fetch(
         gateway_dsn,
         "INSERT INTO garbage (profile, storage_key, listed_at)"
         " SELECT 'retired', k, now() - interval '2 days' FROM unnest($1::text[]) AS k",
@@ -180,9 +169,9 @@ def test_janitor_skips_garbage_of_unknown_profiles(gateway, gateway_dsn) -> None
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    left = query(gateway_dsn, "SELECT count(*) AS n FROM garbage WHERE profile = 'retired'")
+    left = db_fetch(gateway_dsn, "SELECT count(*) AS n FROM garbage WHERE profile = 'retired'")
     assert left[0]["n"] == 600
-    query(gateway_dsn, "DELETE FROM garbage WHERE profile = 'retired'")
+    db_fetch(gateway_dsn, "DELETE FROM garbage WHERE profile = 'retired'")
 
 
 def test_invalid_utf8_in_the_path_is_refused_not_merged(gateway, s3, bucket) -> None:

@@ -24,7 +24,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from gateway.maintenance.janitor import abort_abandoned_uploads
-from tests.conftest import GatewayProcess
+from tests.conftest import GatewayProcess, db_fetch
 from tests.test_awscli import AwsCli, cli_env
 
 MiB = 1024 * 1024
@@ -82,24 +82,13 @@ def multipart_object(s3, bucket: str, key: str, parts: list[bytes], **create: An
     return complete(s3, bucket, key, upload_id, done)
 
 
-def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return await conn.fetch(sql, *args)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
 def garbage_keys(dsn: str) -> set[str]:
-    return {row["storage_key"] for row in fetch(dsn, "SELECT storage_key FROM garbage")}
+    return {row["storage_key"] for row in db_fetch(dsn, "SELECT storage_key FROM garbage")}
 
 
 def unaccounted_blobs(gateway: GatewayProcess, dsn: str) -> list[str]:
     """Blob files that no row references and the garbage log does not list."""
-    rows = fetch(
+    rows = db_fetch(
         dsn,
         "SELECT storage_key FROM objects WHERE storage_key IS NOT NULL"
         " UNION SELECT storage_key FROM object_chunks"
@@ -493,7 +482,7 @@ def test_abort_and_replace_leave_no_unlisted_blob(
     s3, bucket: str, gateway: GatewayProcess, gateway_db: str
 ) -> None:
     upload_id, _ = start_upload(s3, bucket, "k", [b"one", b"two", b"three"])
-    replaced = fetch(
+    replaced = db_fetch(
         gateway_db,
         "SELECT storage_key FROM upload_parts WHERE upload_id = $1 AND part_number = 2",
         uuid.UUID(upload_id),
@@ -501,7 +490,7 @@ def test_abort_and_replace_leave_no_unlisted_blob(
     # Uploading a part number again replaces the part: the old blob becomes garbage.
     s3.upload_part(Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=2, Body=b"TWO")
     assert replaced in garbage_keys(gateway_db)
-    parts = fetch(
+    parts = db_fetch(
         gateway_db,
         "SELECT storage_key FROM upload_parts WHERE upload_id = $1",
         uuid.UUID(upload_id),
@@ -518,7 +507,7 @@ def test_overwrite_and_delete_retire_every_part(
     s3, bucket: str, gateway: GatewayProcess, gateway_db: str
 ) -> None:
     def chunk_keys() -> set[str]:
-        rows = fetch(
+        rows = db_fetch(
             gateway_db,
             "SELECT c.storage_key FROM object_chunks c JOIN objects o USING (version_id)"
             " WHERE o.bucket = $1 AND o.key = 'k'",
@@ -543,10 +532,10 @@ def test_overwrite_and_delete_retire_every_part(
 def test_janitor_aborts_abandoned_uploads(s3, bucket: str, gateway_db: str) -> None:
     old_id, _ = start_upload(s3, bucket, "old", [b"stale part"])
     new_id, _ = start_upload(s3, bucket, "new", [b"fresh part"])
-    (part,) = fetch(
+    (part,) = db_fetch(
         gateway_db, "SELECT storage_key FROM upload_parts WHERE upload_id = $1", uuid.UUID(old_id)
     )
-    fetch(
+    db_fetch(
         gateway_db,
         "UPDATE uploads SET initiated = now() - interval '2 days' WHERE upload_id = $1",
         uuid.UUID(old_id),

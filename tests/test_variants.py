@@ -6,7 +6,6 @@ The presets are those of tests.conftest.VARIANT_PRESETS; images are made on the 
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 import uuid
@@ -34,6 +33,7 @@ from tests.conftest import (
     ROOT_SECRET_KEY,
     VARIANT_PRESETS,
     GatewayProcess,
+    db_fetch,
     free_port,
     write_config,
 )
@@ -45,17 +45,6 @@ AVIF = features.check("avif")
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return await conn.fetch(sql, *args)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 def signed(
@@ -98,12 +87,14 @@ def error_code(response: requests.Response) -> str:
 
 
 def version_of(dsn: str, bucket: str, key: str) -> uuid.UUID:
-    rows = fetch(dsn, "SELECT version_id FROM objects WHERE bucket = $1 AND key = $2", bucket, key)
+    rows = db_fetch(
+        dsn, "SELECT version_id FROM objects WHERE bucket = $1 AND key = $2", bucket, key
+    )
     return rows[0]["version_id"]
 
 
 def derivative_rows(dsn: str, version_id: uuid.UUID) -> list[asyncpg.Record]:
-    return fetch(
+    return db_fetch(
         dsn,
         "SELECT variant_key, status, attempts, storage_key, error FROM derivatives"
         " WHERE version_id = $1 ORDER BY variant_key",
@@ -112,7 +103,7 @@ def derivative_rows(dsn: str, version_id: uuid.UUID) -> list[asyncpg.Record]:
 
 
 def garbage_keys(dsn: str) -> set[str]:
-    return {row["storage_key"] for row in fetch(dsn, "SELECT storage_key FROM garbage")}
+    return {row["storage_key"] for row in db_fetch(dsn, "SELECT storage_key FROM garbage")}
 
 
 def put(
@@ -653,7 +644,7 @@ def test_eager_presets_render_after_upload(gateway, s3, gateway_db: str) -> None
     assert [r["variant_key"].split(":")[0] for r in derivative_rows(gateway_db, version)] == [
         "eager"
     ]
-    assert fetch(gateway_db, "SELECT * FROM variant_jobs WHERE version_id = $1", version) == []
+    assert db_fetch(gateway_db, "SELECT * FROM variant_jobs WHERE version_id = $1", version) == []
     # The first GET is already a hit.
     response = variant(gateway, EAGER_BUCKET, key, "eager")
     assert image_of(response).size == (40, 40)
@@ -668,11 +659,11 @@ def test_eager_jobs_of_replaced_versions_are_dropped(gateway, s3, gateway_db: st
     version = version_of(gateway_db, EAGER_BUCKET, key)
     wait_for_ready(gateway_db, version, "eager:")
     deadline = time.monotonic() + 30
-    while fetch(gateway_db, "SELECT 1 FROM variant_jobs WHERE key = $1", key):
+    while db_fetch(gateway_db, "SELECT 1 FROM variant_jobs WHERE key = $1", key):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     # Whatever earlier versions got rendered was retired with them.
-    live = fetch(
+    live = db_fetch(
         gateway_db,
         "SELECT d.version_id FROM derivatives d WHERE d.variant_key LIKE 'eager:%'"
         " AND d.version_id <> $1 AND NOT EXISTS"
