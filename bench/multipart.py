@@ -31,6 +31,7 @@ from run import (  # the sibling runner, imported as a module
     GatewaySystem,
     RssSampler,
     ensure_large_file,
+    md5_file,
     md_table,
     parse_size,
     s3_client,
@@ -76,14 +77,6 @@ def timed_completion(
     return {"parts": len(parts), "complete_ms": elapsed * 1000}
 
 
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(8 * MIB):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="1GiB")
@@ -100,7 +93,7 @@ def main() -> int:
         workdir = Path(tmp)
         source = args.large_file or workdir / "source.bin"
         ensure_large_file(source, size)
-        source_md5 = file_md5(source)
+        source_md5 = md5_file(source)
         system = GatewaySystem(workdir, args)
         system.start()
         try:
@@ -128,7 +121,7 @@ def main() -> int:
                 started = time.perf_counter()
                 s3.download_file("bench", "big", str(target), Config=transfer)
                 downloaded = time.perf_counter() - started
-            if file_md5(target) != source_md5:
+            if md5_file(target) != source_md5:
                 raise SystemExit("the download differs from the upload")
         finally:
             system.stop()
