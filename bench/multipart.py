@@ -85,6 +85,9 @@ def main() -> int:
     parser.add_argument("--large-file", type=Path)
     args = parser.parse_args()
     size = parse_size(args.size)
+    if size // 128 < 5 * MIB:
+        # S3 refuses parts under 5 MiB but the last (EntityTooSmall).
+        parser.error("--size must be at least 640MiB: 128 parts of at least 5 MiB each")
     # GatewaySystem reads these runner options.
     args.database_url = None
     args.gateway_env = []
