@@ -70,15 +70,8 @@ class VariantSource:
     locate: Callable[[], Awaitable[tuple[FilePart, ...] | None]] | None = None
 
 
-@dataclass(frozen=True)
-class ReadyVariant:
-    profile: str
-    storage_key: str
-    size: int
-    etag: str
-    content_type: str
-    # None for rows made before the column existed.
-    rendered_at: datetime | None = None
+# A ready variant is its stored blob: where it lives and what it answers with.
+ReadyVariant = StoredBlob
 
 
 @dataclass(frozen=True)
@@ -320,14 +313,7 @@ class VariantService:
                 conn, source.bucket, source.key, source.version_id, variant_key, attempt, blob
             )
         if outcome is Outcome.RECORDED:
-            return ReadyVariant(
-                blob.profile,
-                blob.storage_key,
-                blob.size,
-                blob.etag,
-                blob.content_type,
-                blob.rendered_at,
-            )
+            return blob
         await self._discard(profile, storage_key)
         if outcome is Outcome.SUPERSEDED:
             # Our lease ran out and another process claimed the row: its result stands.
