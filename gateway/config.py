@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_LISTEN = "127.0.0.1:9000"
 DEFAULT_PROFILE = "default"
@@ -72,6 +81,77 @@ class LocalProfile(_Strict):
     # Relative paths are resolved against the data directory.
     path: Path = Path("blobs")
 
+
+# An upstream key prefix names its gateway bucket with this placeholder.
+BUCKET_PLACEHOLDER = "{bucket}"
+
+
+class UpstreamProfile(_Strict):
+    """Object bytes in a bucket of an S3 service (AWS, MinIO, Ceph, Garage, ...).
+
+    Keys map 1:1: object KEY of gateway bucket B is ``prefix`` (with ``{bucket}`` replaced by
+    B) followed by KEY, so other tools can still use the upstream bucket directly.
+    """
+
+    type: Literal["upstream"]
+    # Unset: AWS's own endpoint for the region.
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    bucket: str = Field(min_length=3, max_length=63)
+    prefix: str = BUCKET_PLACEHOLDER + "/"
+    # Where rendered variants are kept (generated names). A client key that would map under
+    # it is refused, so the two can never collide.
+    variants_prefix: str = Field(default="_gateway/variants/", min_length=1)
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    # Unset: the usual AWS chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE,
+    # instance roles). Set them as ${VAR} references to keep them out of the file.
+    access_key: str | None = Field(default=None, repr=False)
+    secret_key: str | None = Field(default=None, repr=False)
+    connect_timeout_seconds: float = Field(default=5, gt=0)
+    # The longest the upstream may stay silent within one call.
+    read_timeout_seconds: float = Field(default=30, gt=0)
+    # Attempts of an idempotent call (the first one included) when the upstream cannot be
+    # reached, times out or answers 5xx/SlowDown; waits grow from retry_base_seconds.
+    max_attempts: int = Field(default=4, ge=1, le=20)
+    retry_base_seconds: float = Field(default=0.2, gt=0)
+    # Bodies up to this size are sent in one PutObject once verified; larger ones as an
+    # upstream multipart upload in parts of this size (S3's minimum is 5MiB).
+    part_size: Size = Field(default=16 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3)
+    # Connections to the upstream this gateway process may keep open.
+    max_connections: int = Field(default=64, ge=1)
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> UpstreamProfile:
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("set both access_key and secret_key, or neither")
+        if self.prefix.count(BUCKET_PLACEHOLDER) > 1 or (
+            "{" in self.prefix.replace(BUCKET_PLACEHOLDER, "")
+        ):
+            raise ValueError(f"prefix: only one {BUCKET_PLACEHOLDER} placeholder is allowed")
+        if self.prefix.startswith("/") or self.variants_prefix.startswith("/"):
+            raise ValueError("prefix and variants_prefix are keys: they cannot start with '/'")
+        return self
+
+    @property
+    def shared_prefix(self) -> bool:
+        """Whether every bucket of this profile would map to the same keys."""
+        return BUCKET_PLACEHOLDER not in self.prefix
+
+    def key_prefix(self, bucket: str) -> str:
+        return self.prefix.replace(BUCKET_PLACEHOLDER, bucket)
+
+
+def _profile_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("type", "local"))
+    return str(getattr(value, "type", "local"))
+
+
+# A profile without a type is a local one.
+StorageProfile = Annotated[
+    Annotated[LocalProfile, Tag("local")] | Annotated[UpstreamProfile, Tag("upstream")],
+    Discriminator(_profile_type),
+]
 
 # Every variant preset, in a bucket's ``variants`` list.
 ALL_VARIANTS = "*"
@@ -193,7 +273,7 @@ class GatewayConfig(_Strict):
     data_dir: Path = Path("data")
     database: DatabaseConfig = DatabaseConfig()
     tls: TLSConfig | None = None
-    storage_profiles: dict[str, LocalProfile] = Field(
+    storage_profiles: dict[str, StorageProfile] = Field(
         default_factory=lambda: {DEFAULT_PROFILE: LocalProfile()}
     )
     default_profile: str = DEFAULT_PROFILE
@@ -244,6 +324,7 @@ class GatewayConfig(_Strict):
                 )
             self._check_preset_list(f"buckets.{name}.variants", bucket.variants)
         self._check_preset_list("default_bucket_variants", self.default_bucket_variants)
+        self._check_shared_prefixes()
         seen: set[str] = set()
         for index, credential in enumerate(self.credentials):
             if credential.access_key in seen:
@@ -252,6 +333,24 @@ class GatewayConfig(_Strict):
                 )
             seen.add(credential.access_key)
         return self
+
+    def _check_shared_prefixes(self) -> None:
+        """A prefix without {bucket} can hold one bucket: two would see each other's keys."""
+        for name, profile in self.storage_profiles.items():
+            if not isinstance(profile, UpstreamProfile) or not profile.shared_prefix:
+                continue
+            if name == self.default_profile:
+                raise ValueError(
+                    f"default_profile: profile {name!r} maps every bucket to prefix"
+                    f" {profile.prefix!r}, so buckets made by CreateBucket would share it;"
+                    f" add {BUCKET_PLACEHOLDER} to its prefix or choose another default"
+                )
+            users = [bucket for bucket, config in self.buckets.items() if config.profile == name]
+            if len(users) > 1:
+                raise ValueError(
+                    f"storage_profiles.{name}.prefix: {profile.prefix!r} has no"
+                    f" {BUCKET_PLACEHOLDER}, yet buckets {', '.join(users)} use it"
+                )
 
     def _check_preset_list(self, path: str, names: list[str]) -> None:
         for index, preset in enumerate(names):
@@ -263,7 +362,9 @@ class GatewayConfig(_Strict):
         return split_listen(self.listen)
 
     def blob_root(self, profile: str) -> Path:
-        return self.data_dir / self.storage_profiles[profile].path
+        location = self.storage_profiles[profile]
+        assert isinstance(location, LocalProfile)
+        return self.data_dir / location.path
 
 
 def split_listen(value: str) -> tuple[str, int]:
@@ -331,8 +432,15 @@ def _apply_environment(raw: dict[str, Any], environ: dict[str, str]) -> None:
 def _format_error(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"])
+        parts = [str(part) for part in item["loc"]]
+        if len(parts) > 2 and parts[0] == "storage_profiles":
+            # pydantic names the profile type it tried; the YAML has no such level.
+            del parts[2]
         message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "union_tag_invalid":
+            parts.append("type")
+            message = f"unknown profile type {item['input'].get('type')!r} (local or upstream)"
+        location = ".".join(parts)
         lines.append(f"{location}: {message}" if location else message)
     return "; ".join(lines)
 
