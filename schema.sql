@@ -1,6 +1,6 @@
 -- The gateway's metadata schema. Applied by `gateway migrate` and at start-up under an advisory
 -- lock; every statement is idempotent, and the version applied is recorded in schema_version.
--- schema-version: 3
+-- schema-version: 4
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version    integer PRIMARY KEY,
@@ -130,4 +130,16 @@ CREATE TABLE IF NOT EXISTS garbage (
 );
 CREATE INDEX IF NOT EXISTS garbage_by_age ON garbage (listed_at);
 
-INSERT INTO schema_version (version) VALUES (3) ON CONFLICT DO NOTHING;
+-- Version 4 (upstream storage). An upstream profile keeps objects in place, 1:1 under their own
+-- keys: storage_etag is the upstream's ETag of the object (or part) a row describes, so a read
+-- can insist on exactly that version. A row with a storage_etag names an upstream object, not a
+-- generated blob: it is never listed as garbage (deleting it is the DeleteObject itself).
+ALTER TABLE objects ADD COLUMN IF NOT EXISTS storage_etag text;
+ALTER TABLE object_chunks ADD COLUMN IF NOT EXISTS storage_etag text;
+ALTER TABLE upload_parts ADD COLUMN IF NOT EXISTS storage_etag text;
+-- The upstream multipart upload a gateway upload maps onto, and the upstream key it completes.
+ALTER TABLE uploads ADD COLUMN IF NOT EXISTS profile text;
+ALTER TABLE uploads ADD COLUMN IF NOT EXISTS storage_key text;
+ALTER TABLE uploads ADD COLUMN IF NOT EXISTS storage_upload_id text;
+
+INSERT INTO schema_version (version) VALUES (3), (4) ON CONFLICT DO NOTHING;

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,6 +32,8 @@ class ObjectRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     # How many parts a multipart object was completed from; None for a single-part object.
     parts_count: int | None = None
+    # An object kept in place upstream: the upstream's ETag of it (see schema.sql).
+    storage_etag: str | None = None
 
     @property
     def user_metadata(self) -> dict[str, str]:
@@ -61,6 +63,7 @@ class Chunk:
     storage_key: str
     etag: str
     checksums: dict[str, str] = field(default_factory=dict)
+    storage_etag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,11 @@ class ListedObject:
 
 _COLUMNS = (
     "bucket, key, version_id, size, etag, content_type, profile, storage_key, last_modified,"
-    " metadata, parts_count"
+    " metadata, parts_count, storage_etag"
 )
-_CHUNK_COLUMNS = "part_number, start_offset, size, profile, storage_key, etag, checksums"
+_CHUNK_COLUMNS = (
+    "part_number, start_offset, size, profile, storage_key, etag, checksums, storage_etag"
+)
 
 
 async def get_object(
@@ -93,7 +98,8 @@ async def commit_object(
     check_current: Callable[[str | None], None] | None = None,
     chunks: Sequence[Chunk] = (),
     eager: Sequence[str] = (),
-) -> None:
+    confirm: Callable[[], Awaitable[bool]] | None = None,
+) -> bool:
     """Swap in ``record`` as the live object in one transaction.
 
     A single-part object's blob leaves the garbage log; a multipart object's ``chunks`` are
@@ -103,54 +109,71 @@ async def commit_object(
     locked, so conditional writes cannot race; it raises to abort. ``eager`` names the variant
     presets to render in the background: their jobs commit with the object, so none is lost
     and none outlives a write that failed.
+
+    ``confirm`` runs with the key locked, for an object written in place upstream: False means
+    a later write of the same key has replaced it there already, so the row is left to that
+    writer and nothing is committed (the return value).
     """
     async with conn.transaction():
-        if record.storage_key is not None and not await garbage.claim(
-            conn, record.profile, record.storage_key
+        if (
+            record.storage_key is not None
+            and record.storage_etag is None
+            and not await garbage.claim(conn, record.profile, record.storage_key)
         ):
             raise BlobLostError(record.storage_key)
         # FOR UPDATE cannot lock a row that does not exist yet: two first writes of a key would
         # both see none, and the later would replace the earlier without retiring its blobs (and
         # both would pass If-None-Match: *). Serialise writers of the key itself.
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))",
-            record.bucket,
-            record.key,
-        )
+        await lock_key(conn, record.bucket, record.key)
+        if confirm is not None and not await confirm():
+            return False
         old = await conn.fetchrow(
-            "SELECT version_id, profile, storage_key, etag, parts_count FROM objects"
-            " WHERE bucket = $1 AND key = $2 FOR UPDATE",
+            "SELECT version_id, profile, storage_key, etag, parts_count, storage_etag"
+            " FROM objects WHERE bucket = $1 AND key = $2 FOR UPDATE",
             record.bucket,
             record.key,
         )
         if check_current is not None:
             check_current(old["etag"] if old else None)
-        await conn.execute(
-            f"INSERT INTO objects ({_COLUMNS})"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-            " ON CONFLICT (bucket, key) DO UPDATE SET version_id = EXCLUDED.version_id,"
-            " size = EXCLUDED.size, etag = EXCLUDED.etag, content_type = EXCLUDED.content_type,"
-            " profile = EXCLUDED.profile, storage_key = EXCLUDED.storage_key,"
-            " last_modified = EXCLUDED.last_modified, metadata = EXCLUDED.metadata,"
-            " parts_count = EXCLUDED.parts_count",
-            record.bucket,
-            record.key,
-            record.version_id,
-            record.size,
-            record.etag,
-            record.content_type,
-            record.profile,
-            record.storage_key,
-            record.last_modified,
-            record.metadata,
-            record.parts_count,
-        )
+        await _upsert(conn, record)
         if chunks:
             await _insert_chunks(conn, record.version_id, chunks)
         if eager:
             await jobs.enqueue(conn, record.bucket, record.key, record.version_id, eager)
         if old is not None:
             await _retire(conn, old)
+        return True
+
+
+async def lock_key(conn: asyncpg.Connection, bucket: str, key: str) -> None:
+    """Serialise the writers of one key until the transaction ends."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))", bucket, key
+    )
+
+
+async def _upsert(conn: asyncpg.Connection, record: ObjectRecord) -> None:
+    await conn.execute(
+        f"INSERT INTO objects ({_COLUMNS})"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        " ON CONFLICT (bucket, key) DO UPDATE SET version_id = EXCLUDED.version_id,"
+        " size = EXCLUDED.size, etag = EXCLUDED.etag, content_type = EXCLUDED.content_type,"
+        " profile = EXCLUDED.profile, storage_key = EXCLUDED.storage_key,"
+        " last_modified = EXCLUDED.last_modified, metadata = EXCLUDED.metadata,"
+        " parts_count = EXCLUDED.parts_count, storage_etag = EXCLUDED.storage_etag",
+        record.bucket,
+        record.key,
+        record.version_id,
+        record.size,
+        record.etag,
+        record.content_type,
+        record.profile,
+        record.storage_key,
+        record.last_modified,
+        record.metadata,
+        record.parts_count,
+        record.storage_etag,
+    )
 
 
 async def _insert_chunks(
@@ -159,9 +182,9 @@ async def _insert_chunks(
     # One statement for up to 10,000 parts: completion time is one round trip, not one per part.
     await conn.execute(
         f"INSERT INTO object_chunks (version_id, {_CHUNK_COLUMNS})"
-        " SELECT $1, n, o, s, p, k, e, c::jsonb"
+        " SELECT $1, n, o, s, p, k, e, c::jsonb, u"
         " FROM unnest($2::int[], $3::bigint[], $4::bigint[], $5::text[], $6::text[],"
-        " $7::text[], $8::text[]) AS t (n, o, s, p, k, e, c)",
+        " $7::text[], $8::text[], $9::text[]) AS t (n, o, s, p, k, e, c, u)",
         version_id,
         [chunk.part_number for chunk in chunks],
         [chunk.start_offset for chunk in chunks],
@@ -170,20 +193,24 @@ async def _insert_chunks(
         [chunk.storage_key for chunk in chunks],
         [chunk.etag for chunk in chunks],
         [json.dumps(chunk.checksums) for chunk in chunks],
+        [chunk.storage_etag for chunk in chunks],
     )
 
 
 async def _retire(conn: asyncpg.Connection, old: asyncpg.Record) -> None:
     """List every blob of a replaced or deleted object version as garbage, its derivatives'
-    included (Promise 8: no variant of a version outlives it)."""
-    blob = (old["profile"], old["storage_key"]) if old["storage_key"] is not None else None
+    included (Promise 8: no variant of a version outlives it). An object kept in place upstream
+    has no blob of its own to list: its key is the live object's, or deleted by the caller."""
+    blob = None
+    if old["storage_key"] is not None and old["storage_etag"] is None:
+        blob = (old["profile"], old["storage_key"])
     await derivatives.retire_version(conn, old["version_id"], blob)
     if old["parts_count"] is not None:
         await conn.execute(
             "WITH gone AS (DELETE FROM object_chunks WHERE version_id = $1"
-            " RETURNING profile, storage_key)"
+            " RETURNING profile, storage_key, storage_etag)"
             " INSERT INTO garbage (profile, storage_key) SELECT profile, storage_key FROM gone"
-            " ON CONFLICT DO NOTHING",
+            " WHERE storage_etag IS NULL ON CONFLICT DO NOTHING",
             old["version_id"],
         )
 
@@ -193,7 +220,7 @@ async def delete_object(conn: asyncpg.Connection, bucket: str, key: str) -> bool
     async with conn.transaction():
         old = await conn.fetchrow(
             "DELETE FROM objects WHERE bucket = $1 AND key = $2"
-            " RETURNING version_id, profile, storage_key, parts_count",
+            " RETURNING version_id, profile, storage_key, parts_count, storage_etag",
             bucket,
             key,
         )
@@ -201,6 +228,53 @@ async def delete_object(conn: asyncpg.Connection, bucket: str, key: str) -> bool
             return False
         await _retire(conn, old)
         return True
+
+
+async def adopt_object(conn: asyncpg.Connection | asyncpg.Pool, record: ObjectRecord) -> None:
+    """Record an object found upstream that no row describes yet; a row written meanwhile
+    (by a PutObject, or another adoption) wins."""
+    await conn.execute(
+        f"INSERT INTO objects ({_COLUMNS})"
+        " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12"
+        " WHERE EXISTS (SELECT 1 FROM buckets WHERE name = $1)"
+        " ON CONFLICT (bucket, key) DO NOTHING",
+        record.bucket,
+        record.key,
+        record.version_id,
+        record.size,
+        record.etag,
+        record.content_type,
+        record.profile,
+        record.storage_key,
+        record.last_modified,
+        record.metadata,
+        record.parts_count,
+        record.storage_etag,
+    )
+
+
+async def replace_version(
+    conn: asyncpg.Connection, stale: ObjectRecord, current: ObjectRecord | None
+) -> None:
+    """Bring the row of an object changed upstream by another tool up to date: ``current``
+    (None: it was deleted there) replaces ``stale``, unless the row moved on meanwhile."""
+    async with conn.transaction():
+        await lock_key(conn, stale.bucket, stale.key)
+        old = await conn.fetchrow(
+            "SELECT version_id, profile, storage_key, etag, parts_count, storage_etag"
+            " FROM objects WHERE bucket = $1 AND key = $2 FOR UPDATE",
+            stale.bucket,
+            stale.key,
+        )
+        if old is None or old["version_id"] != stale.version_id:
+            return
+        if current is None:
+            await conn.execute(
+                "DELETE FROM objects WHERE bucket = $1 AND key = $2", stale.bucket, stale.key
+            )
+        else:
+            await _upsert(conn, current)
+        await _retire(conn, old)
 
 
 def _chunk(row: asyncpg.Record) -> Chunk:
@@ -283,7 +357,7 @@ _LOOKUP = (
     "SELECT b.name AS b_name, b.created_at AS b_created_at, b.profile AS b_profile,"
     " b.public_read AS b_public_read, b.owner AS b_owner, o.bucket, o.key, o.version_id,"
     " o.size, o.etag, o.content_type, o.profile, o.storage_key, o.last_modified, o.metadata,"
-    " o.parts_count"
+    " o.parts_count, o.storage_etag"
 )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,6 +34,10 @@ class Upload:
     checksum_algorithm: str | None
     checksum_type: str | None
     owner: str | None
+    # For an upload kept upstream: the profile, the upstream key and the upstream upload id.
+    profile: str | None = None
+    storage_key: str | None = None
+    storage_upload_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,20 +49,25 @@ class Part:
     storage_key: str
     last_modified: datetime
     checksums: dict[str, str] = field(default_factory=dict)
+    # A part of an upstream multipart upload: the upstream's ETag of it. Such a part has no
+    # blob of its own; the upstream upload holds it.
+    storage_etag: str | None = None
 
 
 _UPLOAD_COLUMNS = (
     "upload_id, bucket, key, initiated, content_type, metadata, checksum_algorithm,"
-    " checksum_type, owner"
+    " checksum_type, owner, profile, storage_key, storage_upload_id"
 )
-_PART_COLUMNS = "part_number, size, etag, profile, storage_key, last_modified, checksums"
+_PART_COLUMNS = (
+    "part_number, size, etag, profile, storage_key, last_modified, checksums, storage_etag"
+)
 
 # Deletes an upload's part rows (all, or those not in $2) and lists their blobs as garbage.
 _DISCARD_PARTS = (
     "WITH gone AS (DELETE FROM upload_parts WHERE upload_id = $1"
-    " AND NOT (part_number = ANY($2::int[])) RETURNING profile, storage_key)"
+    " AND NOT (part_number = ANY($2::int[])) RETURNING profile, storage_key, storage_etag)"
     " INSERT INTO garbage (profile, storage_key) SELECT profile, storage_key FROM gone"
-    " ON CONFLICT DO NOTHING"
+    " WHERE storage_etag IS NULL ON CONFLICT DO NOTHING"
 )
 
 
@@ -91,7 +100,8 @@ def _part(row: asyncpg.Record) -> Part:
 
 async def create_upload(conn: asyncpg.Connection | asyncpg.Pool, upload: Upload) -> None:
     await conn.execute(
-        f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        f"INSERT INTO uploads ({_UPLOAD_COLUMNS})"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         upload.upload_id,
         upload.bucket,
         upload.key,
@@ -101,6 +111,9 @@ async def create_upload(conn: asyncpg.Connection | asyncpg.Pool, upload: Upload)
         upload.checksum_algorithm,
         upload.checksum_type,
         upload.owner,
+        upload.profile,
+        upload.storage_key,
+        upload.storage_upload_id,
     )
 
 
@@ -139,21 +152,23 @@ async def commit_part(
     async with conn.transaction():
         if await _lock_upload(conn, bucket, key, upload_id) is None:
             return False
-        if not await garbage.claim(conn, part.profile, part.storage_key):
+        if part.storage_etag is None and not await garbage.claim(
+            conn, part.profile, part.storage_key
+        ):
             raise BlobLostError(part.storage_key)
         old = await conn.fetchrow(
-            "SELECT profile, storage_key FROM upload_parts"
+            "SELECT profile, storage_key, storage_etag FROM upload_parts"
             " WHERE upload_id = $1 AND part_number = $2",
             upload_id,
             part.part_number,
         )
         await conn.execute(
             f"INSERT INTO upload_parts (upload_id, {_PART_COLUMNS})"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             " ON CONFLICT (upload_id, part_number) DO UPDATE SET size = EXCLUDED.size,"
             " etag = EXCLUDED.etag, profile = EXCLUDED.profile,"
             " storage_key = EXCLUDED.storage_key, last_modified = EXCLUDED.last_modified,"
-            " checksums = EXCLUDED.checksums",
+            " checksums = EXCLUDED.checksums, storage_etag = EXCLUDED.storage_etag",
             upload_id,
             part.part_number,
             part.size,
@@ -162,8 +177,9 @@ async def commit_part(
             part.storage_key,
             part.last_modified,
             part.checksums,
+            part.storage_etag,
         )
-        if old is not None:
+        if old is not None and old["storage_etag"] is None:
             await garbage.add(conn, old["profile"], old["storage_key"])
         return True
 
@@ -193,12 +209,13 @@ async def complete_upload(
     assemble: Assemble,
     check_current: Callable[[str | None], None] | None = None,
     eager: Sequence[str] = (),
+    confirm: Callable[[], Awaitable[bool]] | None = None,
 ) -> ObjectRecord | None:
     """Turn an upload into the live object in one transaction; None if there is no upload.
 
     The chosen parts' blobs pass from upload_parts rows to object_chunks rows without ever
     being unreferenced; parts left out of the object go to the garbage log. ``eager``: as for
-    commit_object.
+    commit_object, as is ``confirm``.
     """
     async with conn.transaction():
         upload = await _lock_upload(conn, bucket, key, upload_id)
@@ -208,7 +225,7 @@ async def complete_upload(
             f"SELECT {_PART_COLUMNS} FROM upload_parts WHERE upload_id = $1", upload_id
         )
         record, chunks = assemble(upload, [_part(row) for row in rows])
-        await commit_object(conn, record, check_current, chunks, eager)
+        await commit_object(conn, record, check_current, chunks, eager, confirm)
         await conn.execute(_DISCARD_PARTS, upload_id, [chunk.part_number for chunk in chunks])
         await conn.execute("DELETE FROM upload_parts WHERE upload_id = $1", upload_id)
         await conn.execute("DELETE FROM uploads WHERE upload_id = $1", upload_id)
@@ -231,15 +248,18 @@ async def _discard(conn: asyncpg.Connection, upload_id: uuid.UUID) -> None:
     await conn.execute("DELETE FROM uploads WHERE upload_id = $1", upload_id)
 
 
-async def abort_abandoned(conn: asyncpg.Connection, older_than_seconds: float, limit: int) -> int:
-    """Abort up to ``limit`` uploads initiated longer ago than that; returns how many.
+async def abort_abandoned(
+    conn: asyncpg.Connection, older_than_seconds: float, limit: int
+) -> list[Upload]:
+    """Abort up to ``limit`` uploads initiated longer ago than that; returns them, so the
+    caller can abort the upstream uploads of those kept upstream.
 
     SKIP LOCKED: uploads a request is working on, or another janitor is aborting, wait for
     a later pass.
     """
     async with conn.transaction():
         rows = await conn.fetch(
-            "SELECT upload_id FROM uploads"
+            f"SELECT {_UPLOAD_COLUMNS} FROM uploads"
             " WHERE initiated < now() - make_interval(secs => $1)"
             " ORDER BY initiated LIMIT $2 FOR UPDATE SKIP LOCKED",
             float(older_than_seconds),
@@ -247,7 +267,7 @@ async def abort_abandoned(conn: asyncpg.Connection, older_than_seconds: float, l
         )
         for row in rows:
             await _discard(conn, row["upload_id"])
-        return len(rows)
+        return [_upload(row) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -301,6 +321,7 @@ def chunks_from_parts(parts: Sequence[Part]) -> list[Chunk]:
                 storage_key=part.storage_key,
                 etag=part.etag,
                 checksums=part.checksums,
+                storage_etag=part.storage_etag,
             )
         )
         offset += part.size
