@@ -31,8 +31,7 @@ from gateway.maintenance.janitor import run_janitor
 from gateway.meta import buckets
 from gateway.meta.db import create_pool, migrate, start_embedded_postgres
 from gateway.meta.objects import ObjectRecord
-from gateway.storage import BlobStore
-from gateway.storage.local import LocalBlobStore
+from gateway.storage.profiles import open_stores
 from gateway.variants.eager import EagerRenderer
 from gateway.variants.pool import RenderPool
 from gateway.variants.presets import PresetCatalog
@@ -72,15 +71,17 @@ def root_credential(data_dir: Path, environ: Mapping[str, str]) -> CredentialCon
     return CredentialConfig(access_key=access_key, secret_key=secret_key, root=True)
 
 
-def build_stores(config: GatewayConfig) -> dict[str, BlobStore]:
-    return {name: LocalBlobStore(config.blob_root(name)) for name in config.storage_profiles}
-
-
 async def database_url(config: GatewayConfig) -> str:
     if config.database.url:
         return config.database.url
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(None, start_embedded_postgres, config.data_dir)
+
+
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    async with open_stores(app[CONFIG]) as stores:
+        app[STORES] = stores
+        yield
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -161,7 +162,7 @@ def create_app(config: GatewayConfig, root: CredentialConfig | None = None) -> w
     if root is not None:
         credentials[root.access_key] = root
     app[CREDENTIALS] = credentials
-    app[STORES] = build_stores(config)
+    app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_variants)
     app.cleanup_ctx.append(_janitor)

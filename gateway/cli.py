@@ -15,10 +15,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.app import build_stores, create_app, database_url, root_credential
+from gateway.app import create_app, database_url, root_credential
 from gateway.config import ConfigError, CredentialConfig, GatewayConfig, load_config
 from gateway.maintenance.janitor import abort_abandoned_uploads, collect_garbage
 from gateway.meta.db import create_pool, migrate
+from gateway.storage.profiles import open_stores
 
 
 def _config_path(args: argparse.Namespace) -> Path | None:
@@ -120,8 +121,11 @@ async def _migrate(config: GatewayConfig) -> int:
 async def _gc(config: GatewayConfig, grace: int) -> int:
     pool = await create_pool(await database_url(config), 1, 2)
     try:
-        aborted = await abort_abandoned_uploads(pool, config.limits.abandoned_upload_seconds)
-        removed = await collect_garbage(pool, build_stores(config), grace)
+        async with open_stores(config) as stores:
+            aborted = await abort_abandoned_uploads(
+                pool, stores, config.limits.abandoned_upload_seconds
+            )
+            removed = await collect_garbage(pool, stores, grace)
     finally:
         await pool.close()
     print(f"aborted {aborted} abandoned uploads")

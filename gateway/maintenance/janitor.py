@@ -10,7 +10,9 @@ from collections.abc import Mapping
 import asyncpg
 
 from gateway.meta import garbage, uploads
+from gateway.s3.errors import S3Error
 from gateway.storage import BlobStore
+from gateway.storage.upstream import UpstreamStore
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ async def collect_garbage(
         for profile, storage_key in entries:
             try:
                 await stores[profile].delete(storage_key)
-            except OSError:
+            except (OSError, S3Error):
                 # Listed again, so a later pass retries; never forgotten.
                 log.warning("could not delete blob %s; retrying later", storage_key, exc_info=True)
                 await garbage.add(pool, profile, storage_key)
@@ -38,18 +40,35 @@ async def collect_garbage(
             return removed
 
 
-async def abort_abandoned_uploads(pool: asyncpg.Pool, max_age_seconds: float) -> int:
+async def abort_abandoned_uploads(
+    pool: asyncpg.Pool, stores: Mapping[str, BlobStore], max_age_seconds: float
+) -> int:
     """Abort every multipart upload started longer ago than that; returns how many.
 
-    Their parts' blobs enter the garbage log, to be deleted after the grace period like any.
+    Their parts' blobs enter the garbage log, to be deleted after the grace period like any;
+    an upload kept upstream is aborted there.
     """
     aborted = 0
     while True:
         async with pool.acquire() as conn:
-            count = await uploads.abort_abandoned(conn, max_age_seconds, BATCH)
-        aborted += count
-        if count < BATCH:
+            batch = await uploads.abort_abandoned(conn, max_age_seconds, BATCH)
+        for upload in batch:
+            await _abort_upstream(stores, upload)
+        aborted += len(batch)
+        if len(batch) < BATCH:
             return aborted
+
+
+async def _abort_upstream(stores: Mapping[str, BlobStore], upload: uploads.Upload) -> None:
+    store = stores.get(upload.profile or "")
+    if not isinstance(store, UpstreamStore) or upload.storage_upload_id is None:
+        return
+    assert upload.storage_key is not None
+    try:
+        await store.abort_upload(upload.storage_key, upload.storage_upload_id)
+    except S3Error:
+        # Its parts stay upstream until a lifecycle rule there removes them.
+        log.warning("could not abort the upstream upload of %s", upload.storage_key)
 
 
 async def run_janitor(
@@ -61,7 +80,7 @@ async def run_janitor(
 ) -> None:
     while True:
         try:
-            aborted = await abort_abandoned_uploads(pool, abandoned_upload_seconds)
+            aborted = await abort_abandoned_uploads(pool, stores, abandoned_upload_seconds)
             if aborted:
                 log.info("janitor aborted %d abandoned multipart uploads", aborted)
             removed = await collect_garbage(pool, stores, grace_seconds)

@@ -1,7 +1,8 @@
 """Blob backends behind one small interface.
 
 A blob is written once under a generated storage key and never modified; object keys never
-reach a backend's namespace.
+reach a local backend's namespace. An upstream profile also keeps objects in place under
+their own keys (gateway.storage.upstream).
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ class BlobStore(Protocol):
     async def create(self, storage_key: str, on_data: Callable[[bytes], None] | None) -> BlobWriter:
         """Start a blob; ``on_data`` sees every byte written (hashing happens off the loop)."""
 
-    def read(self, storage_key: str, start: int, length: int) -> AsyncIterator[bytes]: ...
+    def read(
+        self, storage_key: str, start: int, length: int, etag: str | None = None
+    ) -> AsyncIterator[bytes]:
+        """Bytes [start, start + length); ``etag``: of the version the caller expects (only
+        an upstream object kept in place can change under its key)."""
 
     def local_path(self, storage_key: str) -> Path | None:
         """The blob's plain file, when it has one (so it can be sent with sendfile)."""

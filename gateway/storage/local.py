@@ -164,7 +164,9 @@ class LocalBlobStore:
     ) -> LocalBlobWriter:
         return LocalBlobWriter(self.local_path(storage_key), storage_key, on_data)
 
-    async def read(self, storage_key: str, start: int, length: int) -> AsyncIterator[bytes]:
+    async def read(
+        self, storage_key: str, start: int, length: int, etag: str | None = None
+    ) -> AsyncIterator[bytes]:
         path = self.local_path(storage_key)
         if length <= INLINE_READ_MAX:
             with open(path, "rb") as handle:  # noqa: ASYNC230 - see INLINE_READ_MAX
