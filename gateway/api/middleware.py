@@ -13,6 +13,7 @@ from aiohttp.typedefs import Handler
 
 from gateway.s3 import errors
 from gateway.s3.xml import error_document
+from gateway.storage.upstream import UpstreamChangedError, UpstreamMissingError
 
 log = logging.getLogger("gateway.access")
 
@@ -94,6 +95,10 @@ def _answer_error(request: web.Request, exc: Exception, request_id: str) -> web.
             return error_response(request, errors.NoSuchUpload(), request_id)
         if constraint.endswith("_bucket_fkey"):
             return error_response(request, errors.NoSuchBucket(), request_id)
+    if isinstance(exc, UpstreamChangedError | UpstreamMissingError):
+        # Another tool changed the upstream object while it was being copied or rendered.
+        error = errors.SlowDown("The object changed while it was being read. Please try again.")
+        return error_response(request, error, request_id)
     if isinstance(exc, asyncpg.CharacterNotInRepertoireError):
         # A NUL in some client-supplied text that validation missed: Postgres text cannot
         # hold it. Still the client's input, never a server fault.

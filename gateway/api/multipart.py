@@ -10,13 +10,16 @@ In-progress uploads belong to writers: every operation here needs a write grant 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.api import auth, reader
+from gateway.api import auth, reader, upstream
 from gateway.api.body import BodyDigests, RequestBody
 from gateway.api.common import StagedBlob, get_bucket, read_small_body
 from gateway.api.context import S3Request
@@ -29,7 +32,7 @@ from gateway.api.objects import (
     write_check,
     write_precondition,
 )
-from gateway.meta import uploads
+from gateway.meta import objects, uploads
 from gateway.meta.buckets import Bucket
 from gateway.meta.objects import Chunk, ObjectRecord, prefix_upper_bound
 from gateway.meta.uploads import ListedUpload, Part, Upload
@@ -46,6 +49,8 @@ from gateway.s3.xml import (
     list_multipart_uploads_result,
     list_parts_result,
 )
+from gateway.storage.local import INLINE_HASH_MAX
+from gateway.storage.upstream import UpstreamChangedError, UpstreamMissingError, UpstreamStore
 
 # 10,000 parts with ETags and checksums take about 1.5 MiB of XML: a completion body may be
 # that large even when limits.max_xml_body is smaller.
@@ -97,13 +102,81 @@ async def create_multipart_upload(req: S3Request) -> web.StreamResponse:
         checksum_type=kind,
         owner=req.owner_id,
     )
-    await uploads.create_upload(req.pool, upload)
+    store = upstream.store_of(req, bucket.profile)
+    if store is None:
+        await uploads.create_upload(req.pool, upload)
+    else:
+        upload = await _create_upstream_upload(req, store, bucket, upload)
     response_headers = {}
     if upload.checksum_algorithm is not None and kind is not None:
         response_headers["x-amz-checksum-algorithm"] = upload.checksum_algorithm
         response_headers["x-amz-checksum-type"] = kind
     body = initiate_multipart_upload_result(bucket.name, key, str(upload.upload_id))
     return web.Response(body=body, content_type="application/xml", headers=response_headers)
+
+
+async def _create_upstream_upload(
+    req: S3Request, store: UpstreamStore, bucket: Bucket, upload: Upload
+) -> Upload:
+    """An upload mapped onto one of the upstream's own, so its completion is native there."""
+    upstream_key = store.object_key(bucket.name, upload.key)
+    attributes = upstream.attributes(upload.content_type, upload.metadata)
+    storage_upload_id = await store.create_upload(upstream_key, attributes)
+    upload = replace(
+        upload,
+        profile=bucket.profile,
+        storage_key=upstream_key,
+        storage_upload_id=storage_upload_id,
+    )
+    try:
+        await uploads.create_upload(req.pool, upload)
+    except BaseException:
+        await store.abort_upload(upstream_key, storage_upload_id)
+        raise
+    return upload
+
+
+def _upstream_upload(req: S3Request, upload: Upload) -> tuple[UpstreamStore, str, str] | None:
+    """(store, upstream key, upstream upload id) of an upload kept upstream."""
+    if upload.storage_upload_id is None or upload.profile is None:
+        return None
+    store = upstream.store_of(req, upload.profile)
+    if store is None or upload.storage_key is None:
+        raise errors.ServiceUnavailable(
+            f"The storage profile {upload.profile!r} of this upload is not configured."
+        )
+    return store, upload.storage_key, upload.storage_upload_id
+
+
+async def _hashed(chunks: AsyncIterator[bytes], digests: BodyDigests) -> AsyncIterator[bytes]:
+    """``chunks`` passed on as they come, hashed off the loop a batch at a time."""
+    loop = asyncio.get_running_loop()
+    async for chunk in chunks:
+        if len(chunk) <= INLINE_HASH_MAX:
+            digests.update(chunk)
+        else:
+            await loop.run_in_executor(None, digests.update, chunk)
+        yield chunk
+
+
+async def _upload_upstream_part(
+    req: S3Request,
+    target: tuple[UpstreamStore, str, str],
+    upload: Upload,
+    part_number: int,
+    chunks: AsyncIterator[bytes],
+    length: int,
+    digests: BodyDigests,
+) -> tuple[int, str]:
+    """Stream one part to the upstream upload; (size, upstream ETag). The upstream's ETag of
+    a part is its MD5: a mismatch means bytes changed on the way."""
+    store, upstream_key, storage_upload_id = target
+    etag = await store.upload_part(
+        upstream_key, storage_upload_id, part_number, _hashed(chunks, digests), length
+    )
+    if etag.strip('"') != digests.md5.hexdigest():
+        raise errors.ServiceUnavailable("The upstream storage received a corrupted part.")
+    return length, etag
 
 
 async def _commit_part(req: S3Request, blob: StagedBlob, upload: Upload, part: Part) -> None:
@@ -118,6 +191,15 @@ async def _commit_part(req: S3Request, blob: StagedBlob, upload: Upload, part: P
         raise errors.NoSuchUpload(UploadId=str(upload.upload_id))
 
 
+async def _record_upstream_part(req: S3Request, upload: Upload, part: Part) -> None:
+    async with req.pool.acquire() as conn:
+        committed = await uploads.commit_part(
+            conn, upload.bucket, upload.key, upload.upload_id, part
+        )
+    if not committed:
+        raise errors.NoSuchUpload(UploadId=str(upload.upload_id))
+
+
 async def upload_part(req: S3Request) -> web.StreamResponse:
     key = object_key(req)
     part_number = multipart.parse_part_number(req.query.get("partNumber", ""))
@@ -129,6 +211,26 @@ async def upload_part(req: S3Request) -> web.StreamResponse:
         max_size=req.config.limits.max_object_size,
         upload_checksum=upload.checksum_algorithm,
     )
+    target = _upstream_upload(req, upload)
+    if target is not None:
+        if body.length is None:
+            raise errors.MissingContentLength()
+        size, storage_etag = await _upload_upstream_part(
+            req, target, upload, part_number, aiter(body), body.length, body.digests
+        )
+        part_checksums = body.verify()
+        part = Part(
+            part_number=part_number,
+            size=size,
+            etag=body.digests.etag,
+            profile=target[0].name,
+            storage_key=target[1],
+            last_modified=datetime.now(UTC),
+            checksums=part_checksums,
+            storage_etag=storage_etag,
+        )
+        await _record_upstream_part(req, upload, part)
+        return web.Response(headers={"ETag": part.etag, **_checksum_headers(part_checksums)})
     async with StagedBlob(req, bucket.profile, body.digests.update) as blob:
         await blob.write_all(aiter(body))
         part_checksums = body.verify()
@@ -152,8 +254,13 @@ async def upload_part_copy(req: S3Request) -> web.StreamResponse:
     part_number = multipart.parse_part_number(req.query.get("partNumber", ""))
     bucket = await _writable_bucket(req)
     upload = await _open_upload(req, bucket, key)
-    _, segments = await copy_source_segments(req, req.headers.get("x-amz-copy-source-range"))
+    source, segments = await copy_source_segments(req, req.headers.get("x-amz-copy-source-range"))
     digests = BodyDigests(sha256=False, checksum_algorithm=upload.checksum_algorithm)
+    target = _upstream_upload(req, upload)
+    if target is not None:
+        part = await _copy_upstream_part(req, target, upload, part_number, source, segments)
+        body = copy_part_result(part.etag, part.last_modified, part.checksums)
+        return web.Response(body=body, content_type="application/xml")
     async with StagedBlob(req, bucket.profile, digests.update) as blob:
         await blob.write_all(reader.read_segments(req, segments))
         assert blob.writer is not None
@@ -175,6 +282,68 @@ async def upload_part_copy(req: S3Request) -> web.StreamResponse:
     return web.Response(body=body, content_type="application/xml")
 
 
+async def _copy_upstream_part(
+    req: S3Request,
+    target: tuple[UpstreamStore, str, str],
+    upload: Upload,
+    part_number: int,
+    source: ObjectRecord,
+    segments: list[reader.Segment],
+) -> Part:
+    """A part copied upstream: server-side from the same profile (when no checksum must be
+    computed over its bytes), else streamed through the gateway."""
+    store, upstream_key, storage_upload_id = target
+    length = sum(segment.length for segment in segments)
+    digests = BodyDigests(sha256=False, checksum_algorithm=upload.checksum_algorithm)
+    part_checksums: dict[str, str] = {}
+    if (
+        source.profile == store.name
+        and source.storage_etag is not None
+        and upload.checksum_algorithm is None
+        and segments
+    ):
+        start = segments[0].offset
+        try:
+            etag = await store.upload_part_copy(
+                upstream_key,
+                storage_upload_id,
+                part_number,
+                segments[0].storage_key,
+                source.storage_etag,
+                start,
+                start + length - 1,
+            )
+        except (UpstreamChangedError, UpstreamMissingError):
+            await upstream.reconcile(req, source)
+            raise reader.object_changed() from None
+        storage_etag = part_etag = etag
+    else:
+        _, storage_etag = await _upload_upstream_part(
+            req,
+            target,
+            upload,
+            part_number,
+            reader.read_segments(req, segments),
+            length,
+            digests,
+        )
+        part_etag = digests.etag
+        if digests.checksum is not None and upload.checksum_algorithm is not None:
+            part_checksums[upload.checksum_algorithm] = digests.checksum.digest_b64()
+    part = Part(
+        part_number=part_number,
+        size=length,
+        etag=part_etag,
+        profile=store.name,
+        storage_key=upstream_key,
+        last_modified=datetime.now(UTC),
+        checksums=part_checksums,
+        storage_etag=storage_etag,
+    )
+    await _record_upstream_part(req, upload, part)
+    return part
+
+
 def _declared_object_checksums(req: S3Request) -> dict[str, str]:
     """x-amz-checksum-* of a CompleteMultipartUpload: what the client expects of the object."""
     declared = {}
@@ -193,10 +362,13 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
     requested = xmlbody.parse_complete_multipart_upload(
         await read_small_body(req, limit=limit, checksum_headers=False)
     )
-    check = write_check(write_precondition(req), key)
+    cond = write_precondition(req)
+    check = write_check(cond, key)
     declared = _declared_object_checksums(req)
     version_id = uuid.uuid4()
     now = datetime.now(UTC)
+    # For an upload kept upstream, once completed there: its upstream key and ETag.
+    in_place: dict[str, str] = {}
 
     def assemble(upload: Upload, parts: list[Part]) -> tuple[ObjectRecord, list[Chunk]]:
         # Runs with the upload locked: the parts cannot change until the object is committed.
@@ -227,18 +399,45 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
             size=sum(chunk.size for chunk in chunks),
             etag=multipart.multipart_etag([part.etag for part in chosen]),
             content_type=upload.content_type,
-            profile=bucket.profile,
-            storage_key=None,
+            profile=upload.profile or bucket.profile,
+            storage_key=in_place.get("key"),
             last_modified=now,
             metadata=metadata,
             parts_count=len(chunks),
+            storage_etag=in_place.get("etag"),
         )
         return record, chunks
 
+    confirm = None
+    upload = await _open_upload(req, bucket, key)
+    target = _upstream_upload(req, upload)
+    if target is not None:
+        store, upstream_key, storage_upload_id = target
+        # Checked before the upstream completes, and again with the upload locked.
+        parts = await uploads.list_parts(req.pool, upload_id, 0, multipart.MAX_PART_NUMBER)
+        _, chunks = assemble(upload, parts)
+        current = await objects.get_object(req.pool, bucket.name, key) if cond else None
+        if current is not None:
+            check(current.etag)
+        try:
+            storage_etag = await store.complete_upload(
+                upstream_key,
+                storage_upload_id,
+                [(chunk.part_number, chunk.storage_etag or "") for chunk in chunks],
+                upstream.write_conditions(cond, current),
+            )
+        except UpstreamChangedError:
+            raise errors.PreconditionFailed(
+                Condition="If-None-Match" if cond and cond.if_none_match else "If-Match"
+            ) from None
+        except UpstreamMissingError:
+            raise errors.NoSuchUpload(UploadId=str(upload_id)) from None
+        in_place.update(key=upstream_key, etag=storage_etag)
+        confirm = upstream.still_in_place(store, upstream_key, storage_etag)
     eager = req.eager_presets(bucket.name)
     async with req.pool.acquire() as conn:
         record = await uploads.complete_upload(
-            conn, bucket.name, key, upload_id, assemble, check, eager
+            conn, bucket.name, key, upload_id, assemble, check, eager, confirm
         )
     if record is None:
         raise errors.NoSuchUpload(UploadId=str(upload_id))
@@ -260,7 +459,13 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
 async def abort_multipart_upload(req: S3Request) -> web.StreamResponse:
     key = object_key(req)
     bucket = await _writable_bucket(req)
-    upload_id = _upload_id(req)
+    upload = await _open_upload(req, bucket, key)
+    upload_id = upload.upload_id
+    target = _upstream_upload(req, upload)
+    if target is not None:
+        # Upstream first: an upstream that cannot be reached leaves the upload to retry.
+        store, upstream_key, storage_upload_id = target
+        await store.abort_upload(upstream_key, storage_upload_id)
     async with req.pool.acquire() as conn:
         if not await uploads.abort_upload(conn, bucket.name, key, upload_id):
             raise errors.NoSuchUpload(UploadId=str(upload_id))

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.api import auth, copysource, reader
+from gateway.api import auth, copysource, reader, upstream
 from gateway.api.body import BodyDigests, RequestBody
 from gateway.api.common import StagedBlob, get_bucket, http_date, read_small_body
 from gateway.api.context import S3Request
+from gateway.api.middleware import SENT_RESPONSE
 from gateway.api.reader import Segment
 from gateway.meta import objects
 from gateway.meta.buckets import Bucket
@@ -23,6 +24,7 @@ from gateway.s3 import checksums, conditions, errors, multipart, names, ranges, 
 from gateway.s3.conditions import Conditions, Precondition
 from gateway.s3.xml import DeleteError, copy_object_result, delete_result
 from gateway.storage.local import INLINE_READ_MAX
+from gateway.storage.upstream import UpstreamChangedError, UpstreamMissingError, UpstreamStore
 
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
 # Standard headers stored with an object and returned on GET/HEAD.
@@ -103,6 +105,9 @@ async def readable_object(req: S3Request) -> tuple[Bucket, ObjectRecord]:
     assert req.bucket is not None
     key = object_key(req)
     bucket, record = await objects.lookup(req.pool, req.bucket, key)
+    if bucket is not None and record is None:
+        auth.require_read(req, bucket)
+        record = await upstream.adopt(req, bucket, key)
     return readable(req, key, bucket, record)
 
 
@@ -175,6 +180,8 @@ class ObjectRead:
     length: int
     # None for HEAD.
     segments: list[Segment] | None
+    # The object read, when the body is the object's own (not a variant's).
+    record: ObjectRecord | None = None
 
 
 def _requested_part(req: S3Request) -> int | None:
@@ -242,14 +249,14 @@ async def plan_read(req: S3Request, with_segments: bool) -> ObjectRead:
         apply_overrides(req, headers)
         segments = None
         if with_segments:
-            if part is not None:
+            if part is not None and record.storage_key is None:
                 segments = reader.chunk_segments(part)
             else:
                 segments = await reader.object_segments(req.pool, record, start, length)
                 if segments is None:
                     continue
         status = 206 if byte_range else 200
-        return ObjectRead(status, headers, length, segments)
+        return ObjectRead(status, headers, length, segments, record)
     raise reader.object_changed()
 
 
@@ -258,7 +265,17 @@ async def head_object(req: S3Request) -> web.StreamResponse:
 
 
 async def get_object(req: S3Request) -> web.StreamResponse:
-    return await answer_read(req, await plan_read(req, with_segments=True))
+    for _attempt in range(reader.READ_ATTEMPTS):
+        read = await plan_read(req, with_segments=True)
+        try:
+            return await answer_read(req, read)
+        except (UpstreamChangedError, UpstreamMissingError):
+            if read.record is None or req.http.get(SENT_RESPONSE) is not None:
+                raise
+            # Another tool replaced or deleted the object upstream: record that, then read
+            # what is there now.
+            await upstream.reconcile(req, read.record)
+    raise reader.object_changed()
 
 
 async def answer_read(req: S3Request, read: ObjectRead) -> web.StreamResponse:
@@ -309,32 +326,21 @@ async def put_object(req: S3Request) -> web.StreamResponse:
     metadata = metadata_from_headers(req, headers)
     cond = write_precondition(req)
     check = write_check(cond, key)
+    current = None
     if cond is not None:
         # Fail fast before the body is transferred; checked again under the row lock.
         current = await objects.get_object(req.pool, bucket.name, key)
         check(current.etag if current else None)
     body = RequestBody(req, max_size=req.config.limits.max_object_size)
-    async with StagedBlob(req, bucket.profile, body.digests.update) as blob:
-        await blob.write_all(aiter(body))
-        metadata["checksums"] = body.verify()
-        assert blob.writer is not None
-        await blob.writer.commit()
-        record = ObjectRecord(
-            bucket=bucket.name,
-            key=key,
-            version_id=uuid.uuid4(),
-            size=blob.writer.size,
-            etag=body.digests.etag,
-            content_type=content_type_from_headers(headers),
-            profile=bucket.profile,
-            storage_key=blob.storage_key,
-            last_modified=datetime.now(UTC),
-            metadata=metadata,
+    eager = req.eager_presets(bucket.name)
+    store = upstream.store_of(req, bucket.profile)
+    if store is not None:
+        record = await _put_upstream(
+            req, store, bucket, key, body, metadata, upstream.write_conditions(cond, current)
         )
-        blob.row_commit_started = True
-        eager = req.eager_presets(bucket.name)
-        async with req.pool.acquire() as conn:
-            await objects.commit_object(conn, record, check, eager=eager)
+        await upstream.commit(req, store, record, check, eager)
+    else:
+        record = await _put_local(req, bucket, key, body, metadata, check, eager)
     if eager:
         req.eager_enqueued()
     response_headers = {"ETag": record.etag}
@@ -343,15 +349,99 @@ async def put_object(req: S3Request) -> web.StreamResponse:
     return web.Response(headers=response_headers)
 
 
+def _new_record(
+    bucket: Bucket, key: str, size: int, etag: str, content_type: str, metadata: dict[str, Any]
+) -> ObjectRecord:
+    """A single-part object's row, before its storage is filled in."""
+    return ObjectRecord(
+        bucket=bucket.name,
+        key=key,
+        version_id=uuid.uuid4(),
+        size=size,
+        etag=etag,
+        content_type=content_type,
+        profile=bucket.profile,
+        storage_key=None,
+        last_modified=datetime.now(UTC),
+        metadata=metadata,
+    )
+
+
+async def _put_upstream(
+    req: S3Request,
+    store: UpstreamStore,
+    bucket: Bucket,
+    key: str,
+    body: RequestBody,
+    metadata: dict[str, Any],
+    conditions: dict[str, str],
+) -> ObjectRecord:
+    upstream_key = store.object_key(bucket.name, key)
+    content_type = content_type_from_headers(req.headers)
+
+    def verify() -> bytes:
+        metadata["checksums"] = body.verify()
+        return body.digests.md5.digest()
+
+    size, storage_etag = await upstream.write(
+        store,
+        upstream_key,
+        aiter(body),
+        body.digests.update,
+        upstream.attributes(content_type, metadata),
+        verify,
+        conditions,
+    )
+    record = _new_record(bucket, key, size, body.digests.etag, content_type, metadata)
+    return replace(record, storage_key=upstream_key, storage_etag=storage_etag)
+
+
+async def _put_local(
+    req: S3Request,
+    bucket: Bucket,
+    key: str,
+    body: RequestBody,
+    metadata: dict[str, Any],
+    check: Any,
+    eager: list[str],
+) -> ObjectRecord:
+    async with StagedBlob(req, bucket.profile, body.digests.update) as blob:
+        await blob.write_all(aiter(body))
+        metadata["checksums"] = body.verify()
+        assert blob.writer is not None
+        await blob.writer.commit()
+        record = _new_record(
+            bucket,
+            key,
+            blob.writer.size,
+            body.digests.etag,
+            content_type_from_headers(req.headers),
+            metadata,
+        )
+        record = replace(record, storage_key=blob.storage_key)
+        blob.row_commit_started = True
+        async with req.pool.acquire() as conn:
+            await objects.commit_object(conn, record, check, eager=eager)
+    return record
+
+
 async def delete_object(req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     key = object_key(req)
     auth.require_write(req, req.bucket)
     bucket = await get_bucket(req, req.bucket)
-    async with req.pool.acquire() as conn:
-        await objects.delete_object(conn, bucket.name, key)
+    await _delete(req, bucket, key)
     # Deleting a missing key succeeds, as in S3.
     return web.Response(status=204)
+
+
+async def _delete(req: S3Request, bucket: Bucket, key: str) -> None:
+    store = upstream.store_of(req, bucket.profile)
+    if store is not None:
+        await upstream.delete(req, store, bucket.name, key)
+        return
+    async with req.pool.acquire() as conn:
+        await objects.delete_object(conn, bucket.name, key)
 
 
 async def delete_objects(req: S3Request) -> web.StreamResponse:
@@ -361,15 +451,14 @@ async def delete_objects(req: S3Request) -> web.StreamResponse:
     quiet, targets = xmlbody.parse_delete_objects(await read_small_body(req))
     deleted: list[str] = []
     failed: list[DeleteError] = []
-    async with req.pool.acquire() as conn:
-        for target in targets:
-            try:
-                names.validate_key(target.key)
-            except errors.S3Error as error:
-                failed.append(DeleteError(target.key, error.code, error.message))
-                continue
-            await objects.delete_object(conn, bucket.name, target.key)
-            deleted.append(target.key)
+    for target in targets:
+        try:
+            names.validate_key(target.key)
+            await _delete(req, bucket, target.key)
+        except errors.S3Error as error:
+            failed.append(DeleteError(target.key, error.code, error.message))
+            continue
+        deleted.append(target.key)
     body = delete_result(deleted, failed, quiet)
     return web.Response(body=body, content_type="application/xml")
 
@@ -400,34 +489,100 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
             )
         metadata = {"user": source.user_metadata, "headers": source.headers}
         content_type = source.content_type
-    algorithms = list(source.checksums) or [None]
-    digests = BodyDigests(sha256=False, checksum_algorithm=algorithms[0])
     check = write_check(write_precondition(req), key)
+    eager = req.eager_presets(bucket.name)
+    store = upstream.store_of(req, bucket.profile)
+    if store is not None:
+        record = await _copy_upstream(
+            req, store, bucket, key, source, segments, content_type, metadata
+        )
+        await upstream.commit(req, store, record, check, eager)
+    else:
+        record = await _copy_local(
+            req, bucket, key, source, segments, content_type, metadata, check, eager
+        )
+    if eager:
+        req.eager_enqueued()
+    body = copy_object_result(record.etag, record.last_modified, record.checksums)
+    return web.Response(body=body, content_type="application/xml")
+
+
+async def _copy_upstream(
+    req: S3Request,
+    store: UpstreamStore,
+    bucket: Bucket,
+    key: str,
+    source: ObjectRecord,
+    segments: list[Segment],
+    content_type: str,
+    metadata: dict[str, Any],
+) -> ObjectRecord:
+    upstream_key = store.object_key(bucket.name, key)
+    attributes = upstream.attributes(content_type, metadata)
+    if source.profile != bucket.profile or source.storage_key is None or not source.storage_etag:
+        # From another profile: the bytes pass through the gateway.
+        digests = _copy_digests(source)
+        size, storage_etag = await upstream.write(
+            store,
+            upstream_key,
+            reader.read_segments(req, segments),
+            digests.update,
+            attributes,
+            digests.md5.digest,
+            {},
+        )
+        metadata.update(_copied_checksums(digests))
+        record = _new_record(bucket, key, size, digests.etag, content_type, metadata)
+        return replace(record, storage_key=upstream_key, storage_etag=storage_etag)
+    try:
+        storage_etag = await store.copy(
+            source.storage_key, source.storage_etag, source.size, upstream_key, attributes
+        )
+    except (UpstreamChangedError, UpstreamMissingError):
+        await upstream.reconcile(req, source)
+        raise reader.object_changed() from None
+    # The same bytes: a single-part source's ETag (its MD5) and checksums hold for the copy.
+    single = source.parts_count is None and "-" not in source.etag
+    if single:
+        metadata["checksums"] = source.checksums
+    etag = source.etag if single else storage_etag
+    record = _new_record(bucket, key, source.size, etag, content_type, metadata)
+    return replace(record, storage_key=upstream_key, storage_etag=storage_etag)
+
+
+def _copy_digests(source: ObjectRecord) -> BodyDigests:
+    algorithms = list(source.checksums) or [None]
+    return BodyDigests(sha256=False, checksum_algorithm=algorithms[0])
+
+
+def _copied_checksums(digests: BodyDigests) -> dict[str, Any]:
+    if digests.checksum is None or digests.checksum_algorithm is None:
+        return {}
+    return {"checksums": {digests.checksum_algorithm: digests.checksum.digest_b64()}}
+
+
+async def _copy_local(
+    req: S3Request,
+    bucket: Bucket,
+    key: str,
+    source: ObjectRecord,
+    segments: list[Segment],
+    content_type: str,
+    metadata: dict[str, Any],
+    check: Any,
+    eager: list[str],
+) -> ObjectRecord:
+    digests = _copy_digests(source)
     async with StagedBlob(req, bucket.profile, digests.update) as blob:
         # A multipart source becomes a single-part copy: its parts are read in order.
         await blob.write_all(reader.read_segments(req, segments))
         assert blob.writer is not None
         await blob.writer.commit()
-        if digests.checksum is not None and digests.checksum_algorithm is not None:
-            metadata["checksums"] = {digests.checksum_algorithm: digests.checksum.digest_b64()}
-        record = ObjectRecord(
-            bucket=bucket.name,
-            key=key,
-            version_id=uuid.uuid4(),
-            size=blob.writer.size,
-            # A copy is a single-part object: its ETag is the MD5 of its bytes.
-            etag=digests.etag,
-            content_type=content_type,
-            profile=bucket.profile,
-            storage_key=blob.storage_key,
-            last_modified=datetime.now(UTC),
-            metadata=metadata,
-        )
+        metadata.update(_copied_checksums(digests))
+        # A copy is a single-part object: its ETag is the MD5 of its bytes.
+        record = _new_record(bucket, key, blob.writer.size, digests.etag, content_type, metadata)
+        record = replace(record, storage_key=blob.storage_key)
         blob.row_commit_started = True
-        eager = req.eager_presets(bucket.name)
         async with req.pool.acquire() as conn:
             await objects.commit_object(conn, record, check, eager=eager)
-    if eager:
-        req.eager_enqueued()
-    body = copy_object_result(record.etag, record.last_modified, metadata.get("checksums", {}))
-    return web.Response(body=body, content_type="application/xml")
+    return record

@@ -36,6 +36,8 @@ class Segment:
     storage_key: str
     offset: int
     length: int
+    # The version of an upstream object kept in place that the read must get.
+    etag: str | None = None
 
 
 def slice_chunks(chunks: Sequence[Chunk], start: int, length: int) -> list[Segment] | None:
@@ -68,7 +70,7 @@ async def object_segments(
     if length == 0:
         return []
     if record.storage_key is not None:
-        return [Segment(record.profile, record.storage_key, start, length)]
+        return [Segment(record.profile, record.storage_key, start, length, record.storage_etag)]
     chunks = await objects.get_chunks(conn, record.version_id, start, start + length)
     return slice_chunks(chunks, start, length)
 
@@ -88,7 +90,9 @@ async def read_stored(
     """The segments' bytes in order, outside any request (variant renders read this way)."""
     for segment in segments:
         store = stores[segment.profile]
-        async for data in store.read(segment.storage_key, segment.offset, segment.length):
+        async for data in store.read(
+            segment.storage_key, segment.offset, segment.length, segment.etag
+        ):
             yield data
 
 
@@ -106,9 +110,14 @@ async def send_segments(
         store = req.store(segment.profile)
         path = store.local_path(segment.storage_key)
         if path is None or transport is None:
+            stream = read_stored(req.app[STORES], [segment])
+            # The first bytes arrive before the headers go out: an upstream that fails or
+            # changed is still a clean error response (or a re-read).
+            first = await anext(stream, b"")
             if not response.prepared:
                 await response.prepare(req.http)
-            async for data in store.read(segment.storage_key, segment.offset, segment.length):
+            await response.write(first)
+            async for data in stream:
                 await response.write(data)
             continue
         with await loop.run_in_executor(None, open, path, "rb") as handle:
