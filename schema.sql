@@ -1,6 +1,6 @@
 -- The gateway's metadata schema. Applied by `gateway migrate` and at start-up under an advisory
 -- lock; every statement is idempotent, and the version applied is recorded in schema_version.
--- schema-version: 4
+-- schema-version: 5
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version    integer PRIMARY KEY,
@@ -142,4 +142,15 @@ ALTER TABLE uploads ADD COLUMN IF NOT EXISTS profile text;
 ALTER TABLE uploads ADD COLUMN IF NOT EXISTS storage_key text;
 ALTER TABLE uploads ADD COLUMN IF NOT EXISTS storage_upload_id text;
 
-INSERT INTO schema_version (version) VALUES (3), (4) ON CONFLICT DO NOTHING;
+-- Version 5. `gateway import BUCKET` records the objects already in an upstream prefix; its
+-- checkpoint (the last key recorded) lets an interrupted import resume where it stopped.
+CREATE TABLE IF NOT EXISTS imports (
+    bucket      text COLLATE "C" PRIMARY KEY REFERENCES buckets (name) ON DELETE CASCADE,
+    last_key    text COLLATE "C" NOT NULL DEFAULT '',
+    imported    bigint NOT NULL DEFAULT 0,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
+
+INSERT INTO schema_version (version) VALUES (3), (4), (5) ON CONFLICT DO NOTHING;

@@ -1,4 +1,4 @@
-"""`gateway serve | migrate | check-config | gc`."""
+"""`gateway serve | migrate | check-config | gc | import`."""
 
 from __future__ import annotations
 
@@ -14,12 +14,17 @@ import sys
 from pathlib import Path
 
 from aiohttp import web
+from tqdm import tqdm
 
 from gateway.app import create_app, database_url, root_credential
 from gateway.config import ConfigError, CredentialConfig, GatewayConfig, load_config
+from gateway.maintenance.importer import import_bucket
 from gateway.maintenance.janitor import abort_abandoned_uploads, collect_garbage
+from gateway.meta import buckets, imports
 from gateway.meta.db import create_pool, migrate
+from gateway.s3.errors import S3Error
 from gateway.storage.profiles import open_stores
+from gateway.storage.upstream import UpstreamStore
 
 
 def _config_path(args: argparse.Namespace) -> Path | None:
@@ -133,6 +138,52 @@ async def _gc(config: GatewayConfig, grace: int) -> int:
     return 0
 
 
+async def _import(config: GatewayConfig, args: argparse.Namespace) -> int:
+    pool = await create_pool(await database_url(config), 1, 2)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+            for name, declared in config.buckets.items():
+                await buckets.declare_bucket(
+                    conn, name, declared.profile, declared.public_read, "config"
+                )
+        bucket = await buckets.get_bucket(pool, args.bucket)
+        if bucket is None:
+            print(f"no bucket {args.bucket!r}: create it first", file=sys.stderr)
+            return 1
+        async with open_stores(config) as stores:
+            store = stores.get(bucket.profile)
+            if not isinstance(store, UpstreamStore):
+                print(
+                    f"bucket {bucket.name!r} keeps its objects in profile {bucket.profile!r},"
+                    " which is not an upstream profile: there is nothing to import",
+                    file=sys.stderr,
+                )
+                return 1
+            if args.restart:
+                await imports.restart(pool, bucket.name)
+            prefix = store.bucket_prefix(bucket.name)
+            source = f"s3://{store.bucket}/{prefix}"
+            recorded = 0
+            # disable=None: no bar when the output is not a terminal (logs, CI).
+            with tqdm(desc=f"importing {source}", unit=" objects", disable=None) as bar:
+
+                def progress(listed: int, added: int) -> None:
+                    nonlocal recorded
+                    recorded += added
+                    bar.set_postfix(recorded=recorded, refresh=False)
+                    bar.update(listed)
+
+                listed, added = await import_bucket(pool, store, bucket, args.concurrency, progress)
+    except S3Error as exc:
+        print(f"import failed: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        await pool.close()
+    print(f"listed {listed} objects under {source}, recorded {added} new")
+    return 0
+
+
 def check_config(args: argparse.Namespace) -> int:
     try:
         load_config(Path(args.file))
@@ -171,6 +222,20 @@ def main(argv: list[str] | None = None) -> int:
         "--grace", type=int, default=None, help="seconds (default: limits.garbage_grace_seconds)"
     )
 
+    import_cmd = commands.add_parser(
+        "import", help="record the objects already in a bucket's upstream prefix"
+    )
+    import_cmd.add_argument("--config")
+    import_cmd.add_argument("bucket", help="a gateway bucket on an upstream profile")
+    import_cmd.add_argument(
+        "--concurrency", type=int, default=16, help="HeadObject calls in flight (default 16)"
+    )
+    import_cmd.add_argument(
+        "--restart",
+        action="store_true",
+        help="start from the first key, not from where an interrupted import stopped",
+    )
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -184,5 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     config = _load(args)
     if args.command == "migrate":
         return asyncio.run(_migrate(config))
+    if args.command == "import":
+        return asyncio.run(_import(config, args))
     grace = config.limits.garbage_grace_seconds if args.grace is None else args.grace
     return asyncio.run(_gc(config, grace))

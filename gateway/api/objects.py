@@ -19,14 +19,13 @@ from gateway.api.middleware import SENT_RESPONSE
 from gateway.api.reader import Segment
 from gateway.meta import objects
 from gateway.meta.buckets import Bucket
-from gateway.meta.objects import Chunk, ObjectRecord
+from gateway.meta.objects import DEFAULT_CONTENT_TYPE, Chunk, ObjectRecord
 from gateway.s3 import checksums, conditions, errors, multipart, names, ranges, xmlbody
 from gateway.s3.conditions import Conditions, Precondition
 from gateway.s3.xml import DeleteError, copy_object_result, delete_result
 from gateway.storage.local import INLINE_READ_MAX
 from gateway.storage.upstream import UpstreamChangedError, UpstreamMissingError, UpstreamStore
 
-DEFAULT_CONTENT_TYPE = "binary/octet-stream"
 # Standard headers stored with an object and returned on GET/HEAD.
 STORED_HEADERS = (
     "cache-control",

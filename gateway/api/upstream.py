@@ -8,9 +8,7 @@ key is adopted, a changed or deleted object re-recorded.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from datetime import UTC
 from typing import Any
 
 from gateway.api.context import S3Request
@@ -22,11 +20,8 @@ from gateway.s3.conditions import Conditions
 from gateway.storage.upstream import (
     ObjectAttributes,
     UpstreamChangedError,
-    UpstreamObject,
     UpstreamStore,
 )
-
-DEFAULT_CONTENT_TYPE = "binary/octet-stream"
 
 
 def store_of(req: S3Request, profile: str) -> UpstreamStore | None:
@@ -113,25 +108,6 @@ def still_in_place(
     return check
 
 
-def record_from_upstream(
-    bucket: str, key: str, profile: str, found: UpstreamObject
-) -> ObjectRecord:
-    """The row of an object another tool wrote upstream, as its HeadObject describes it."""
-    return ObjectRecord(
-        bucket=bucket,
-        key=key,
-        version_id=uuid.uuid4(),
-        size=found.size,
-        etag=found.etag,
-        content_type=found.content_type or DEFAULT_CONTENT_TYPE,
-        profile=profile,
-        storage_key=found.key,
-        last_modified=found.last_modified.astimezone(UTC),
-        metadata={"user": found.user_metadata, "headers": found.headers},
-        storage_etag=found.etag,
-    )
-
-
 async def adopt(req: S3Request, bucket: Bucket, key: str) -> ObjectRecord | None:
     """The object ``key`` if the upstream has it though no row describes it: recorded now, so
     listings show it from then on."""
@@ -147,7 +123,7 @@ async def adopt(req: S3Request, bucket: Bucket, key: str) -> ObjectRecord | None
     if found is None:
         return None
     await objects.adopt_object(
-        req.pool, record_from_upstream(bucket.name, key, bucket.profile, found)
+        req.pool, objects.record_from_upstream(bucket.name, key, bucket.profile, found)
     )
     return await objects.get_object(req.pool, bucket.name, key)
 
@@ -163,7 +139,7 @@ async def reconcile(req: S3Request, record: ObjectRecord) -> None:
         return
     current = None
     if found is not None:
-        current = record_from_upstream(record.bucket, record.key, record.profile, found)
+        current = objects.record_from_upstream(record.bucket, record.key, record.profile, found)
     async with req.pool.acquire() as conn:
         await objects.replace_version(conn, record, current)
 

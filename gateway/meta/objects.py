@@ -6,14 +6,20 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from gateway.meta import derivatives, garbage, jobs
 from gateway.meta.buckets import Bucket
 from gateway.meta.garbage import BlobLostError
+
+if TYPE_CHECKING:
+    from gateway.storage.upstream import UpstreamObject
+
+# S3's Content-Type of an object written without one.
+DEFAULT_CONTENT_TYPE = "binary/octet-stream"
 
 
 @dataclass(frozen=True)
@@ -230,6 +236,25 @@ async def delete_object(conn: asyncpg.Connection, bucket: str, key: str) -> bool
         return True
 
 
+def record_from_upstream(
+    bucket: str, key: str, profile: str, found: UpstreamObject
+) -> ObjectRecord:
+    """The row of an object another tool wrote upstream, as the upstream describes it."""
+    return ObjectRecord(
+        bucket=bucket,
+        key=key,
+        version_id=uuid.uuid4(),
+        size=found.size,
+        etag=found.etag,
+        content_type=found.content_type or DEFAULT_CONTENT_TYPE,
+        profile=profile,
+        storage_key=found.key,
+        last_modified=found.last_modified.astimezone(UTC),
+        metadata={"user": found.user_metadata, "headers": found.headers},
+        storage_etag=found.etag,
+    )
+
+
 async def adopt_object(conn: asyncpg.Connection | asyncpg.Pool, record: ObjectRecord) -> None:
     """Record an object found upstream that no row describes yet; a row written meanwhile
     (by a PutObject, or another adoption) wins."""
@@ -251,6 +276,31 @@ async def adopt_object(conn: asyncpg.Connection | asyncpg.Pool, record: ObjectRe
         record.parts_count,
         record.storage_etag,
     )
+
+
+async def adopt_objects(conn: asyncpg.Connection, records: Sequence[ObjectRecord]) -> int:
+    """Record many objects found upstream in one statement (``gateway import``); rows that
+    exist already win. Returns how many were added."""
+    result = await conn.execute(
+        f"INSERT INTO objects ({_COLUMNS})"
+        " SELECT b, k, v, s, e, ct, p, sk, m, md::jsonb, NULL, se"
+        " FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bigint[], $5::text[],"
+        " $6::text[], $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[])"
+        " AS u (b, k, v, s, e, ct, p, sk, m, md, se)"
+        " ON CONFLICT (bucket, key) DO NOTHING",
+        [record.bucket for record in records],
+        [record.key for record in records],
+        [record.version_id for record in records],
+        [record.size for record in records],
+        [record.etag for record in records],
+        [record.content_type for record in records],
+        [record.profile for record in records],
+        [record.storage_key for record in records],
+        [record.last_modified for record in records],
+        [json.dumps(record.metadata) for record in records],
+        [record.storage_etag for record in records],
+    )
+    return int(result.rsplit(" ", 1)[-1])
 
 
 async def replace_version(
