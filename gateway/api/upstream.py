@@ -137,6 +137,9 @@ async def reconcile(req: S3Request, record: ObjectRecord) -> None:
     found = await store.head(record.storage_key)
     if found is not None and found.etag == record.storage_etag:
         return
+    if found is None and not await store.is_gone(record.storage_key):
+        # A HeadObject 404 while the listing still shows the key: try again later.
+        raise errors.SlowDown("The upstream storage is settling. Please try again.")
     current = None
     if found is not None:
         current = objects.record_from_upstream(record.bucket, record.key, record.profile, found)

@@ -216,6 +216,10 @@ class UpstreamStore:
                 return await method(**params)
             except botocore.exceptions.ClientError as exc:
                 code, status = _error_code(exc)
+                if code == "NoSuchBucket":
+                    # The upstream bucket itself is missing: a misconfiguration or an upstream
+                    # that lost it, never a sign that an object was deleted.
+                    raise _unavailable(operation, "the upstream bucket does not exist") from exc
                 if status == 412 or code == "PreconditionFailed":
                     raise UpstreamChangedError(params.get("Key", "")) from exc
                 if status == 404 or code in ("NoSuchKey", "NoSuchUpload", "NotFound"):
@@ -263,6 +267,12 @@ class UpstreamStore:
             user_metadata=dict(found.get("Metadata", {})),
             headers=headers,
         )
+
+    async def is_gone(self, key: str) -> bool:
+        """Whether the upstream bucket exists and holds no ``key``: a HeadObject 404 cannot
+        tell a missing object from a missing bucket; a listing can."""
+        found, _ = await self.list_page(key, "", 1)
+        return not found or found[0].key != key
 
     async def read(
         self, storage_key: str, start: int, length: int, etag: str | None = None
