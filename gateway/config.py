@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -48,7 +49,8 @@ def parse_size(value: object) -> int:
     return int(match.group(1)) * _SIZE_UNITS[unit]
 
 
-Size = Annotated[int, Field(ge=0)]
+# Bytes, or a string with a binary unit ("64MiB").
+Size = Annotated[int, BeforeValidator(parse_size), Field(ge=0)]
 
 
 class _Strict(BaseModel):
@@ -116,9 +118,15 @@ class UpstreamProfile(_Strict):
     retry_base_seconds: float = Field(default=0.2, gt=0)
     # Bodies up to this size are sent in one PutObject once verified; larger ones as an
     # upstream multipart upload in parts of this size (S3's minimum is 5MiB).
-    part_size: Size = Field(default=16 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3)
+    part_size: Size = Field(default=8 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3)
     # Connections to the upstream this gateway process may keep open.
     max_connections: int = Field(default=64, ge=1)
+
+    @field_validator("access_key", "secret_key", "endpoint_url")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        # "${VAR:-}" yields "": the same as leaving the setting out.
+        return value or None
 
     @model_validator(mode="after")
     def _check_keys(self) -> UpstreamProfile:
@@ -402,21 +410,6 @@ def interpolate(node: Any, path: str = "", environ: Mapping[str, str] | None = N
     return _ENV_REF.sub(substitute, node)
 
 
-_SIZE_FIELDS = ("max_object_size", "max_xml_body", "max_metadata_size", "max_source_bytes")
-
-
-def _normalise_sizes(raw: dict[str, Any]) -> None:
-    limits = raw.get("limits")
-    if not isinstance(limits, dict):
-        return
-    for name in _SIZE_FIELDS:
-        if name in limits:
-            try:
-                limits[name] = parse_size(limits[name])
-            except ValueError as exc:
-                raise ConfigError(f"limits.{name}: {exc}") from None
-
-
 def _apply_environment(raw: dict[str, Any], environ: dict[str, str]) -> None:
     if listen := environ.get("GATEWAY_LISTEN"):
         raw["listen"] = listen
@@ -461,7 +454,6 @@ def load_config(path: Path | None = None, environ: dict[str, str] | None = None)
         # The same environment as the GATEWAY_* overrides, so callers can pass their own.
         raw = interpolate(raw, environ=environ)
     _apply_environment(raw, environ)
-    _normalise_sizes(raw)
     try:
         return GatewayConfig.model_validate(raw)
     except ValidationError as exc:
