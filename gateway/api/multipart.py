@@ -160,22 +160,19 @@ async def _hashed(chunks: AsyncIterator[bytes], digests: BodyDigests) -> AsyncIt
 
 
 async def _upload_upstream_part(
-    req: S3Request,
     target: tuple[UpstreamStore, str, str],
-    upload: Upload,
     part_number: int,
     chunks: AsyncIterator[bytes],
     length: int,
     digests: BodyDigests,
+    md5: bytes | None = None,
 ) -> tuple[int, str]:
-    """Stream one part to the upstream upload; (size, upstream ETag). The upstream's ETag of
-    a part is its MD5: a mismatch means bytes changed on the way."""
+    """Stream one part to the upstream upload; (size, upstream ETag). ``md5``: the part's
+    Content-MD5 when the client sent one, for the upstream to check as well."""
     store, upstream_key, storage_upload_id = target
     etag = await store.upload_part(
-        upstream_key, storage_upload_id, part_number, _hashed(chunks, digests), length
+        upstream_key, storage_upload_id, part_number, _hashed(chunks, digests), length, md5
     )
-    if etag.strip('"') != digests.md5.hexdigest():
-        raise errors.ServiceUnavailable("The upstream storage received a corrupted part.")
     return length, etag
 
 
@@ -216,7 +213,12 @@ async def upload_part(req: S3Request) -> web.StreamResponse:
         if body.length is None:
             raise errors.MissingContentLength()
         size, storage_etag = await _upload_upstream_part(
-            req, target, upload, part_number, aiter(body), body.length, body.digests
+            target,
+            part_number,
+            aiter(body),
+            body.length,
+            body.digests,
+            body.content_md5,
         )
         part_checksums = body.verify()
         part = Part(
@@ -319,9 +321,7 @@ async def _copy_upstream_part(
         storage_etag = part_etag = etag
     else:
         _, storage_etag = await _upload_upstream_part(
-            req,
             target,
-            upload,
             part_number,
             reader.read_segments(req, segments),
             length,
