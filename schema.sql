@@ -1,6 +1,6 @@
 -- The gateway's metadata schema. Applied by `gateway migrate` and at start-up under an advisory
 -- lock; every statement is idempotent, and the version applied is recorded in schema_version.
--- schema-version: 5
+-- schema-version: 6
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version    integer PRIMARY KEY,
@@ -153,4 +153,86 @@ CREATE TABLE IF NOT EXISTS imports (
     finished_at timestamptz
 );
 
-INSERT INTO schema_version (version) VALUES (3), (4), (5) ON CONFLICT DO NOTHING;
+-- Version 6. The row swap as server-side functions, so an unconditional write commits in one
+-- round trip (and a conditional one in three) instead of one per statement.
+
+-- Retire an object version no row describes any more: its derivatives and chunks go, and every
+-- blob of theirs and its own enters the garbage log (but not an upstream object kept in place
+-- under its own key: that key is the live object's, or deleted by the caller). Call in the
+-- transaction that replaces or deletes the version: it holds the object row's lock, which
+-- marking a derivative ready share-locks, so none can become ready afterwards.
+CREATE OR REPLACE FUNCTION gateway_retire(
+    p_version uuid, p_profile text, p_storage_key text, p_storage_etag text
+) RETURNS void LANGUAGE sql AS $$
+    WITH gone AS (
+        DELETE FROM derivatives WHERE version_id = p_version RETURNING profile, storage_key
+    )
+    INSERT INTO garbage (profile, storage_key)
+    SELECT profile, storage_key FROM gone WHERE storage_key IS NOT NULL
+    UNION ALL
+    SELECT p_profile, p_storage_key WHERE p_storage_key IS NOT NULL AND p_storage_etag IS NULL
+    ON CONFLICT DO NOTHING;
+    WITH gone AS (
+        DELETE FROM object_chunks WHERE version_id = p_version
+        RETURNING profile, storage_key, storage_etag
+    )
+    INSERT INTO garbage (profile, storage_key)
+    SELECT profile, storage_key FROM gone WHERE storage_etag IS NULL
+    ON CONFLICT DO NOTHING;
+$$;
+
+-- Swap in an object row: claim its blob from the garbage log ('lost' if the entry is gone),
+-- lock the key (first writes of a key have no row to lock), replace the row, enqueue its eager
+-- variants and retire the version it replaces. 'ok' when done.
+CREATE OR REPLACE FUNCTION gateway_swap_object(
+    p_bucket text, p_key text, p_version uuid, p_size bigint, p_etag text,
+    p_content_type text, p_profile text, p_storage_key text, p_last_modified timestamptz,
+    p_metadata jsonb, p_parts_count integer, p_storage_etag text, p_eager text[]
+) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    old objects%ROWTYPE;
+BEGIN
+    IF p_storage_key IS NOT NULL AND p_storage_etag IS NULL THEN
+        DELETE FROM garbage WHERE profile = p_profile AND storage_key = p_storage_key;
+        IF NOT FOUND THEN
+            RETURN 'lost';
+        END IF;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_bucket || '/' || p_key, 0));
+    SELECT * INTO old FROM objects WHERE bucket = p_bucket AND key = p_key FOR UPDATE;
+    INSERT INTO objects (bucket, key, version_id, size, etag, content_type, profile, storage_key,
+                         last_modified, metadata, parts_count, storage_etag)
+    VALUES (p_bucket, p_key, p_version, p_size, p_etag, p_content_type, p_profile, p_storage_key,
+            p_last_modified, p_metadata, p_parts_count, p_storage_etag)
+    ON CONFLICT (bucket, key) DO UPDATE SET version_id = EXCLUDED.version_id,
+        size = EXCLUDED.size, etag = EXCLUDED.etag, content_type = EXCLUDED.content_type,
+        profile = EXCLUDED.profile, storage_key = EXCLUDED.storage_key,
+        last_modified = EXCLUDED.last_modified, metadata = EXCLUDED.metadata,
+        parts_count = EXCLUDED.parts_count, storage_etag = EXCLUDED.storage_etag;
+    IF cardinality(p_eager) > 0 THEN
+        INSERT INTO variant_jobs (bucket, key, version_id, preset)
+        SELECT p_bucket, p_key, p_version, unnest(p_eager) ON CONFLICT DO NOTHING;
+    END IF;
+    IF old.version_id IS NOT NULL THEN
+        PERFORM gateway_retire(old.version_id, old.profile, old.storage_key, old.storage_etag);
+    END IF;
+    RETURN 'ok';
+END
+$$;
+
+-- Delete an object row and retire its version; false if there was none.
+CREATE OR REPLACE FUNCTION gateway_delete_object(p_bucket text, p_key text)
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    old objects%ROWTYPE;
+BEGIN
+    DELETE FROM objects WHERE bucket = p_bucket AND key = p_key RETURNING * INTO old;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM gateway_retire(old.version_id, old.profile, old.storage_key, old.storage_etag);
+    RETURN true;
+END
+$$;
+
+INSERT INTO schema_version (version) VALUES (3), (4), (5), (6) ON CONFLICT DO NOTHING;

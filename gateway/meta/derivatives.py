@@ -257,26 +257,3 @@ async def release(
         variant_key,
         attempt,
     )
-
-
-async def retire_version(
-    conn: asyncpg.Connection, version_id: uuid.UUID, blob: tuple[str, str] | None = None
-) -> None:
-    """Delete every derivative of an object version and list their blobs as garbage, with
-    ``blob`` (profile, storage key: the version's own) in the same statement, so retiring a
-    version costs an overwrite or a delete no round trip more than listing its blob did.
-
-    Call in the transaction that replaces or deletes the version (it holds the object row's
-    lock, which mark_ready share-locks, so no derivative of it can become ready afterwards).
-    """
-    await conn.execute(
-        "WITH gone AS (DELETE FROM derivatives WHERE version_id = $1"
-        " RETURNING profile, storage_key)"
-        " INSERT INTO garbage (profile, storage_key)"
-        " SELECT profile, storage_key FROM gone WHERE storage_key IS NOT NULL"
-        " UNION ALL SELECT $2::text, $3::text WHERE $3::text IS NOT NULL"
-        " ON CONFLICT DO NOTHING",
-        version_id,
-        blob[0] if blob else None,
-        blob[1] if blob else None,
-    )

@@ -10,7 +10,6 @@ when the lease ends. ``attempts`` fences a job as it does a derivative claim.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -23,23 +22,6 @@ class Job:
     version_id: uuid.UUID
     preset: str
     attempts: int
-
-
-async def enqueue(
-    conn: asyncpg.Connection,
-    bucket: str,
-    key: str,
-    version_id: uuid.UUID,
-    presets: Sequence[str],
-) -> None:
-    await conn.execute(
-        "INSERT INTO variant_jobs (bucket, key, version_id, preset)"
-        " SELECT $1, $2, $3, unnest($4::text[]) ON CONFLICT DO NOTHING",
-        bucket,
-        key,
-        version_id,
-        list(presets),
-    )
 
 
 async def take(conn: asyncpg.Connection | asyncpg.Pool, lease_seconds: float) -> Job | None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from gateway.meta import derivatives, garbage, jobs
+from gateway.meta import derivatives
 from gateway.meta.buckets import Bucket
 from gateway.meta.garbage import BlobLostError
 
@@ -119,54 +119,36 @@ async def commit_object(
     ``confirm`` runs with the key locked, for an object written in place upstream: False means
     a later write of the same key has replaced it there already, so the row is left to that
     writer and nothing is committed (the return value).
+
+    The swap itself is the server-side function gateway_swap_object (schema.sql): a write with
+    nothing to check in between commits in one round trip.
     """
+    if check_current is None and confirm is None and not chunks:
+        await _swap(conn, record, eager)
+        return True
     async with conn.transaction():
-        if (
-            record.storage_key is not None
-            and record.storage_etag is None
-            and not await garbage.claim(conn, record.profile, record.storage_key)
-        ):
-            raise BlobLostError(record.storage_key)
         # FOR UPDATE cannot lock a row that does not exist yet: two first writes of a key would
         # both see none, and the later would replace the earlier without retiring its blobs (and
         # both would pass If-None-Match: *). Serialise writers of the key itself.
         await lock_key(conn, record.bucket, record.key)
         if confirm is not None and not await confirm():
             return False
-        old = await conn.fetchrow(
-            "SELECT version_id, profile, storage_key, etag, parts_count, storage_etag"
-            " FROM objects WHERE bucket = $1 AND key = $2 FOR UPDATE",
+        current_etag = await conn.fetchval(
+            "SELECT etag FROM objects WHERE bucket = $1 AND key = $2 FOR UPDATE",
             record.bucket,
             record.key,
         )
         if check_current is not None:
-            check_current(old["etag"] if old else None)
-        await _upsert(conn, record)
+            check_current(current_etag)
+        await _swap(conn, record, eager)
         if chunks:
             await _insert_chunks(conn, record.version_id, chunks)
-        if eager:
-            await jobs.enqueue(conn, record.bucket, record.key, record.version_id, eager)
-        if old is not None:
-            await _retire(conn, old)
         return True
 
 
-async def lock_key(conn: asyncpg.Connection, bucket: str, key: str) -> None:
-    """Serialise the writers of one key until the transaction ends."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))", bucket, key
-    )
-
-
-async def _upsert(conn: asyncpg.Connection, record: ObjectRecord) -> None:
-    await conn.execute(
-        f"INSERT INTO objects ({_COLUMNS})"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-        " ON CONFLICT (bucket, key) DO UPDATE SET version_id = EXCLUDED.version_id,"
-        " size = EXCLUDED.size, etag = EXCLUDED.etag, content_type = EXCLUDED.content_type,"
-        " profile = EXCLUDED.profile, storage_key = EXCLUDED.storage_key,"
-        " last_modified = EXCLUDED.last_modified, metadata = EXCLUDED.metadata,"
-        " parts_count = EXCLUDED.parts_count, storage_etag = EXCLUDED.storage_etag",
+async def _swap(conn: asyncpg.Connection, record: ObjectRecord, eager: Sequence[str]) -> None:
+    outcome = await conn.fetchval(
+        "SELECT gateway_swap_object($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         record.bucket,
         record.key,
         record.version_id,
@@ -179,6 +161,16 @@ async def _upsert(conn: asyncpg.Connection, record: ObjectRecord) -> None:
         record.metadata,
         record.parts_count,
         record.storage_etag,
+        list(eager),
+    )
+    if outcome == "lost":
+        raise BlobLostError(record.storage_key)
+
+
+async def lock_key(conn: asyncpg.Connection, bucket: str, key: str) -> None:
+    """Serialise the writers of one key until the transaction ends."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))", bucket, key
     )
 
 
@@ -203,37 +195,10 @@ async def _insert_chunks(
     )
 
 
-async def _retire(conn: asyncpg.Connection, old: asyncpg.Record) -> None:
-    """List every blob of a replaced or deleted object version as garbage, its derivatives'
-    included (Promise 8: no variant of a version outlives it). An object kept in place upstream
-    has no blob of its own to list: its key is the live object's, or deleted by the caller."""
-    blob = None
-    if old["storage_key"] is not None and old["storage_etag"] is None:
-        blob = (old["profile"], old["storage_key"])
-    await derivatives.retire_version(conn, old["version_id"], blob)
-    if old["parts_count"] is not None:
-        await conn.execute(
-            "WITH gone AS (DELETE FROM object_chunks WHERE version_id = $1"
-            " RETURNING profile, storage_key, storage_etag)"
-            " INSERT INTO garbage (profile, storage_key) SELECT profile, storage_key FROM gone"
-            " WHERE storage_etag IS NULL ON CONFLICT DO NOTHING",
-            old["version_id"],
-        )
-
-
 async def delete_object(conn: asyncpg.Connection, bucket: str, key: str) -> bool:
-    """Delete the row and list its blobs as garbage; False if there was no such object."""
-    async with conn.transaction():
-        old = await conn.fetchrow(
-            "DELETE FROM objects WHERE bucket = $1 AND key = $2"
-            " RETURNING version_id, profile, storage_key, parts_count, storage_etag",
-            bucket,
-            key,
-        )
-        if old is None:
-            return False
-        await _retire(conn, old)
-        return True
+    """Delete the row and list its blobs as garbage (gateway_delete_object); False if there
+    was no such object."""
+    return bool(await conn.fetchval("SELECT gateway_delete_object($1, $2)", bucket, key))
 
 
 def record_from_upstream(
@@ -310,21 +275,17 @@ async def replace_version(
     (None: it was deleted there) replaces ``stale``, unless the row moved on meanwhile."""
     async with conn.transaction():
         await lock_key(conn, stale.bucket, stale.key)
-        old = await conn.fetchrow(
-            "SELECT version_id, profile, storage_key, etag, parts_count, storage_etag"
-            " FROM objects WHERE bucket = $1 AND key = $2 FOR UPDATE",
+        version = await conn.fetchval(
+            "SELECT version_id FROM objects WHERE bucket = $1 AND key = $2 FOR UPDATE",
             stale.bucket,
             stale.key,
         )
-        if old is None or old["version_id"] != stale.version_id:
+        if version != stale.version_id:
             return
         if current is None:
-            await conn.execute(
-                "DELETE FROM objects WHERE bucket = $1 AND key = $2", stale.bucket, stale.key
-            )
+            await delete_object(conn, stale.bucket, stale.key)
         else:
-            await _upsert(conn, current)
-        await _retire(conn, old)
+            await _swap(conn, current, ())
 
 
 def _chunk(row: asyncpg.Record) -> Chunk:
