@@ -160,10 +160,13 @@ CREATE TABLE IF NOT EXISTS imports (
 -- blob of theirs and its own enters the garbage log (but not an upstream object kept in place
 -- under its own key: that key is the live object's, or deleted by the caller). Call in the
 -- transaction that replaces or deletes the version: it holds the object row's lock, which
--- marking a derivative ready share-locks, so none can become ready afterwards.
+-- marking a derivative ready share-locks, so none can become ready afterwards. (PL/pgSQL, not
+-- SQL: its plans are cached per connection instead of made on every call.)
 CREATE OR REPLACE FUNCTION gateway_retire(
-    p_version uuid, p_profile text, p_storage_key text, p_storage_etag text
-) RETURNS void LANGUAGE sql AS $$
+    p_version uuid, p_profile text, p_storage_key text, p_storage_etag text,
+    p_parts_count integer
+) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
     WITH gone AS (
         DELETE FROM derivatives WHERE version_id = p_version RETURNING profile, storage_key
     )
@@ -172,13 +175,16 @@ CREATE OR REPLACE FUNCTION gateway_retire(
     UNION ALL
     SELECT p_profile, p_storage_key WHERE p_storage_key IS NOT NULL AND p_storage_etag IS NULL
     ON CONFLICT DO NOTHING;
-    WITH gone AS (
-        DELETE FROM object_chunks WHERE version_id = p_version
-        RETURNING profile, storage_key, storage_etag
-    )
-    INSERT INTO garbage (profile, storage_key)
-    SELECT profile, storage_key FROM gone WHERE storage_etag IS NULL
-    ON CONFLICT DO NOTHING;
+    IF p_parts_count IS NOT NULL THEN
+        WITH gone AS (
+            DELETE FROM object_chunks WHERE version_id = p_version
+            RETURNING profile, storage_key, storage_etag
+        )
+        INSERT INTO garbage (profile, storage_key)
+        SELECT profile, storage_key FROM gone WHERE storage_etag IS NULL
+        ON CONFLICT DO NOTHING;
+    END IF;
+END
 $$;
 
 -- Swap in an object row: claim its blob from the garbage log ('lost' if the entry is gone),
@@ -214,7 +220,9 @@ BEGIN
         SELECT p_bucket, p_key, p_version, unnest(p_eager) ON CONFLICT DO NOTHING;
     END IF;
     IF old.version_id IS NOT NULL THEN
-        PERFORM gateway_retire(old.version_id, old.profile, old.storage_key, old.storage_etag);
+        PERFORM gateway_retire(
+            old.version_id, old.profile, old.storage_key, old.storage_etag, old.parts_count
+        );
     END IF;
     RETURN 'ok';
 END
@@ -230,7 +238,9 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    PERFORM gateway_retire(old.version_id, old.profile, old.storage_key, old.storage_etag);
+    PERFORM gateway_retire(
+        old.version_id, old.profile, old.storage_key, old.storage_etag, old.parts_count
+    );
     RETURN true;
 END
 $$;

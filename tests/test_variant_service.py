@@ -427,7 +427,7 @@ async def test_retiring_a_version_lists_its_derivative_blobs_as_garbage(db, stor
     async with db.acquire() as conn, conn.transaction():
         # With the version's own blob, in the same statement.
         await conn.execute(
-            "SELECT gateway_retire($1, $2, $3, NULL)", source.version_id, PROFILE, own
+            "SELECT gateway_retire($1, $2, $3, NULL, NULL)", source.version_id, PROFILE, own
         )
     assert await row(db, source) is None
     assert not await db.fetchval(

@@ -416,9 +416,10 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
         # Checked before the upstream completes, and again with the upload locked.
         parts = await uploads.list_parts(req.pool, upload_id, 0, multipart.MAX_PART_NUMBER)
         _, chunks = assemble(upload, parts)
-        current = await objects.get_object(req.pool, bucket.name, key) if cond else None
-        if current is not None:
-            check(current.etag)
+        current = None
+        if check is not None:
+            current = await objects.get_object(req.pool, bucket.name, key)
+            check(current.etag if current else None)
         try:
             storage_etag = await store.complete_upload(
                 upstream_key,

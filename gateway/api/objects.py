@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -301,10 +301,17 @@ def write_precondition(req: S3Request) -> Conditions | None:
     return cond
 
 
-def write_check(cond: Conditions | None, key: str) -> Any:
+# Sees the ETag of the object a write replaces (None: none), raises to refuse the write.
+WriteCheck = Callable[[str | None], None]
+
+
+def write_check(cond: Conditions | None, key: str) -> WriteCheck | None:
+    """What a conditional write checks against the ETag it replaces; None for a plain write
+    (which then commits without a round trip to look)."""
+    if cond is None:
+        return None
+
     def check(current_etag: str | None) -> None:
-        if cond is None:
-            return
         outcome = conditions.evaluate_write(cond, current_etag)
         if outcome is Precondition.MISSING:
             raise errors.NoSuchKey(Key=key)
@@ -326,7 +333,7 @@ async def put_object(req: S3Request) -> web.StreamResponse:
     cond = write_precondition(req)
     check = write_check(cond, key)
     current = None
-    if cond is not None:
+    if check is not None:
         # Fail fast before the body is transferred; checked again under the row lock.
         current = await objects.get_object(req.pool, bucket.name, key)
         check(current.etag if current else None)
@@ -401,7 +408,7 @@ async def _put_local(
     key: str,
     body: RequestBody,
     metadata: dict[str, Any],
-    check: Any,
+    check: WriteCheck | None,
     eager: list[str],
 ) -> ObjectRecord:
     async with StagedBlob(req, bucket.profile, body.digests.update) as blob:
@@ -568,7 +575,7 @@ async def _copy_local(
     segments: list[Segment],
     content_type: str,
     metadata: dict[str, Any],
-    check: Any,
+    check: WriteCheck | None,
     eager: list[str],
 ) -> ObjectRecord:
     digests = _copy_digests(source)
