@@ -50,10 +50,6 @@ def _ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
 
 def _run_worker(config: GatewayConfig, root: CredentialConfig, reuse_port: bool) -> None:
     host, port = config.host_port
-    if os.environ.get("GATEWAY_UVLOOP"):
-        import uvloop
-
-        uvloop.install()
     web.run_app(
         create_app(config, root),
         host=host,
