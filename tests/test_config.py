@@ -19,6 +19,7 @@ from gateway.config import (
     ConfigError,
     GatewayConfig,
     LocalProfile,
+    UpstreamProfile,
     interpolate,
     load_config,
     parse_size,
@@ -487,3 +488,76 @@ def test_root_credential_needs_both_variables(tmp_path: Path) -> None:
     credential = root_credential(tmp_path, {"GATEWAY_ROOT_ACCESS_KEY": "ROOTKEY"})
     assert credential.access_key != "ROOTKEY"
     assert (tmp_path / ROOT_CREDENTIALS_FILE).exists()
+
+
+UPSTREAM = """
+storage_profiles:
+  default: {path: blobs}
+  media:
+    type: upstream
+    endpoint_url: http://127.0.0.1:9999
+    bucket: media-bucket
+    access_key: ${KEY_ID}
+    secret_key: ${SECRET}
+    part_size: 16MiB
+"""
+
+
+def test_upstream_profile(tmp_path: Path) -> None:
+    config = load(tmp_path, UPSTREAM, {"KEY_ID": "AKIAEXAMPLE", "SECRET": "very-secret-value"})
+    profile = config.storage_profiles["media"]
+    assert isinstance(profile, UpstreamProfile)
+    assert profile.part_size == 16 * 1024**2
+    assert profile.key_prefix("photos") == "photos/"
+    assert isinstance(config.storage_profiles["default"], LocalProfile)
+    # Secrets never show in a repr (logs, tracebacks).
+    assert "very-secret-value" not in repr(config)
+    assert "AKIAEXAMPLE" not in repr(config)
+
+
+def test_upstream_credentials_come_in_pairs(tmp_path: Path) -> None:
+    text = UPSTREAM.replace("    secret_key: ${SECRET}\n", "")
+    message = load_error(tmp_path, text, {"KEY_ID": "AKIAEXAMPLE"})
+    assert message.startswith("storage_profiles.media:")
+    assert "both access_key and secret_key" in message
+
+
+def test_empty_upstream_credentials_mean_the_aws_chain(tmp_path: Path) -> None:
+    config = load(tmp_path, UPSTREAM, {"KEY_ID": "", "SECRET": ""})
+    profile = config.storage_profiles["media"]
+    assert isinstance(profile, UpstreamProfile)
+    assert profile.access_key is None and profile.secret_key is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "path"),
+    [
+        ("default_profile: media\n", "default_profile"),
+        (
+            "buckets: {a: {profile: media}, b: {profile: media}}\n",
+            "storage_profiles.media.prefix",
+        ),
+    ],
+)
+def test_a_prefix_without_bucket_holds_one_bucket(tmp_path: Path, extra: str, path: str) -> None:
+    text = UPSTREAM.replace("    part_size: 16MiB\n", '    prefix: "shared/"\n') + extra
+    message = load_error(tmp_path, text, {"KEY_ID": "k", "SECRET": "s"})
+    assert message.startswith(f"{path}:")
+    # One bucket on it is fine.
+    single = UPSTREAM.replace("    part_size: 16MiB\n", '    prefix: ""\n')
+    load(tmp_path, single + "buckets: {a: {profile: media}}\n", {"KEY_ID": "k", "SECRET": "s"})
+
+
+@pytest.mark.parametrize(
+    ("line", "path"),
+    [
+        ("    part_size: 1MiB\n", "storage_profiles.media.part_size"),
+        ("    max_attempts: 0\n", "storage_profiles.media.max_attempts"),
+        ('    prefix: "{bucket}/{bucket}/"\n', "storage_profiles.media"),
+        ("    addressing_style: sideways\n", "storage_profiles.media.addressing_style"),
+    ],
+)
+def test_bad_upstream_settings_name_their_path(tmp_path: Path, line: str, path: str) -> None:
+    text = UPSTREAM.replace("    part_size: 16MiB\n", line)
+    message = load_error(tmp_path, text, {"KEY_ID": "k", "SECRET": "s"})
+    assert message.startswith(f"{path}:"), message
