@@ -1,10 +1,13 @@
 """Session fixtures: one Postgres, live gateways (HTTP and HTTPS) as real processes, clients.
 
 Postgres is GATEWAY_TEST_DSN when set, else an embedded server (pgserver) for the session.
+The `gateway` fixture runs each test using it once per storage profile: "local" (blobs on
+disk) and "upstream" (bytes in a bucket of a moto server, run as a real HTTP upstream).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -13,9 +16,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import boto3
@@ -48,6 +52,19 @@ VARIANT_PRESETS: dict[str, dict[str, object]] = {
 }
 REGION = "us-east-1"
 REPO = Path(__file__).resolve().parent.parent
+
+# Storage profiles of the gateways under test.
+LOCAL = "local"
+UPSTREAM = "upstream"
+PROFILES = [LOCAL, UPSTREAM]
+UPSTREAM_BUCKET = "gateway-upstream"
+UPSTREAM_VARIANTS_PREFIX = "_gateway/variants/"
+# moto takes any pair.
+UPSTREAM_ACCESS_KEY = "UPSTREAMTESTKEY"
+UPSTREAM_SECRET_KEY = "upstream-test-secret"
+
+# boto3 builds its clients at runtime; the test extra has no type stubs for them.
+S3Client = Any
 
 
 def free_port() -> int:
@@ -129,6 +146,40 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+def _spawn(command: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            command, cwd=REPO, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+def _wait_until(
+    process: subprocess.Popen[bytes], log_path: Path, ready: Callable[[], bool], timeout: float
+) -> None:
+    """Poll ``ready`` until it holds; fail with the log's tail if the process dies first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited: {log_path.read_text()[-3000:]}")
+        try:
+            if ready():
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{process.args} did not come up: {log_path.read_text()[-3000:]}")
+
+
+def _terminate(process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @dataclass
 class GatewayProcess:
     """A gateway started as `python -m gateway serve`, exactly as an operator runs it."""
@@ -140,34 +191,31 @@ class GatewayProcess:
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    dsn: str = ""
+    # The configuration keys that choose where object bytes go (storage_profiles,
+    # default_profile); empty for the built-in local profile.
+    storage: dict[str, object] = field(default_factory=dict)
 
     @property
     def endpoint(self) -> str:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
+    @property
+    def profile(self) -> str:
+        """The storage profile of buckets made by CreateBucket: LOCAL or UPSTREAM."""
+        return str(self.storage.get("default_profile", LOCAL))
+
     def start(self, timeout: float = 60) -> None:
         self.log_path = self.data_dir.parent / f"gateway-{self.port}.log"
-        env = {**os.environ, **self.env}
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path)],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                response = requests.get(f"{self.endpoint}/_gateway/health", verify=False, timeout=2)
-                if response.status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"gateway did not become healthy: {self.log_path.read_text()[-3000:]}")
+        command = [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path)]
+        self.process = _spawn(command, self.log_path, self.env)
+        health = f"{self.endpoint}/_gateway/health"
+        _wait_until(
+            self.process,
+            self.log_path,
+            lambda: requests.get(health, verify=False, timeout=2).status_code == 200,
+            timeout,
+        )
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -175,13 +223,75 @@ class GatewayProcess:
             self.process.wait()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        _terminate(self.process)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[GatewayProcess]:
+        """Started, and stopped on leaving, also when it never became healthy."""
+        try:
+            self.start()
+            yield self
+        finally:
+            self.stop()
+
+    def sibling(
+        self, config_path: Path, env: dict[str, str] | None = None, **changes: object
+    ) -> GatewayProcess:
+        """Another process (not started) over this one's database and storage, with its
+        configuration changed by ``changes`` (write_config keywords)."""
+        port = free_port()
+        write_config(config_path, self.data_dir, port, self.dsn, **{**self.storage, **changes})
+        return GatewayProcess(
+            config_path,
+            self.data_dir,
+            port,
+            tls="tls" in changes,
+            env=self.env if env is None else env,
+            dsn=self.dsn,
+            storage=self.storage,
+        )
+
+
+@dataclass
+class MotoServer:
+    """moto's S3 in server mode on 127.0.0.1, the upstream of the upstream profile.
+
+    Restartable on the same port for outage tests. moto keeps everything in memory, so every
+    start comes back empty but for ``bucket``, created anew.
+    """
+
+    port: int
+    log_path: Path
+    bucket: str = UPSTREAM_BUCKET
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, **config: object) -> S3Client:
+        """boto3 talking to moto directly, around the gateway."""
+        return client(
+            self.endpoint,
+            UPSTREAM_ACCESS_KEY,
+            UPSTREAM_SECRET_KEY,
+            s3={"addressing_style": "path"},
+            **config,
+        )
+
+    def start(self, timeout: float = 30) -> None:
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        self.process = _spawn(command, self.log_path, {})
+        _wait_until(
+            self.process,
+            self.log_path,
+            lambda: requests.get(self.endpoint, timeout=2).status_code < 500,
+            timeout,
+        )
+        self.client().create_bucket(Bucket=self.bucket)
+
+    def stop(self) -> None:
+        _terminate(self.process)
 
 
 def write_config(path: Path, data_dir: Path, port: int, dsn: str, **extra: object) -> None:
@@ -212,51 +322,158 @@ def write_config(path: Path, data_dir: Path, port: int, dsn: str, **extra: objec
     path.write_text(yaml.safe_dump(config))
 
 
+def upstream_storage(moto: MotoServer) -> dict[str, object]:
+    """write_config keywords that keep every bucket (the declared ones follow default_profile,
+    as do those made by CreateBucket) in moto's bucket, object KEY of bucket B at "B/KEY"."""
+    return {
+        "storage_profiles": {
+            "default": {"type": "local", "path": "blobs"},
+            UPSTREAM: {
+                "type": "upstream",
+                "endpoint_url": moto.endpoint,
+                "region": REGION,
+                "bucket": moto.bucket,
+                "prefix": "{bucket}/",
+                "variants_prefix": UPSTREAM_VARIANTS_PREFIX,
+                "addressing_style": "path",
+                "access_key": "${UPSTREAM_ACCESS_KEY}",
+                "secret_key": "${UPSTREAM_SECRET_KEY}",
+                # Few, short retries: an outage becomes a 503 within about two seconds.
+                "max_attempts": 4,
+                "retry_base_seconds": 0.2,
+                "connect_timeout_seconds": 5,
+                "read_timeout_seconds": 30,
+            },
+        },
+        "default_profile": UPSTREAM,
+    }
+
+
+def upstream_key(bucket: str, key: str) -> str:
+    """Where object ``key`` of gateway bucket ``bucket`` lives in the upstream bucket."""
+    return f"{bucket}/{key}"
+
+
+def longest_key(gateway: GatewayProcess, bucket: str) -> int:
+    """The longest key in bytes ``bucket`` takes: S3's 1024, less the prefix an upstream
+    profile stores it under (the upstream has the same limit)."""
+    if gateway.profile == UPSTREAM:
+        return 1024 - len(upstream_key(bucket, "").encode())
+    return 1024
+
+
 GATEWAY_ENV = {
     "GATEWAY_ROOT_ACCESS_KEY": ROOT_ACCESS_KEY,
     "GATEWAY_ROOT_SECRET_KEY": ROOT_SECRET_KEY,
     "GATEWAY_TEST_READER_SECRET": READER_SECRET_KEY,
     "GATEWAY_LOG_LEVEL": "INFO",
 }
+# The upstream gateway reads moto's credentials from its environment, as an operator would.
+UPSTREAM_ENV = {
+    **GATEWAY_ENV,
+    "UPSTREAM_ACCESS_KEY": UPSTREAM_ACCESS_KEY,
+    "UPSTREAM_SECRET_KEY": UPSTREAM_SECRET_KEY,
+}
+
+
+def run_gateway(
+    directory: Path, dsn: str, storage: dict[str, object], env: dict[str, str]
+) -> Iterator[GatewayProcess]:
+    """A gateway with its own configuration and data directory under ``directory``."""
+    directory.mkdir()
+    port = free_port()
+    config_path = directory / "gateway.yaml"
+    write_config(config_path, directory / "data", port, dsn, **storage)
+    process = GatewayProcess(
+        config_path, directory / "data", port, env=env, dsn=dsn, storage=storage
+    )
+    with process.running():
+        yield process
 
 
 @pytest.fixture(scope="session")
-def gateway_dsn(pg_server_dsn: str) -> str:
+def local_dsn(pg_server_dsn: str) -> str:
     return create_database(pg_server_dsn)
 
 
 @pytest.fixture(scope="session")
-def gateway(tmp_root: Path, gateway_dsn: str) -> Iterator[GatewayProcess]:
-    data_dir = tmp_root / "data"
-    port = free_port()
-    config_path = tmp_root / "gateway.yaml"
-    write_config(config_path, data_dir, port, gateway_dsn)
-    process = GatewayProcess(config_path, data_dir, port, env=GATEWAY_ENV)
-    process.start()
-    yield process
-    process.stop()
+def local_gateway(tmp_root: Path, local_dsn: str) -> Iterator[GatewayProcess]:
+    """The gateway with the built-in local profile: blobs under its data directory."""
+    yield from run_gateway(tmp_root / LOCAL, local_dsn, {}, GATEWAY_ENV)
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_root: Path) -> Iterator[MotoServer]:
+    server = MotoServer(free_port(), tmp_root / "moto.log")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def upstream_s3(moto_server: MotoServer) -> S3Client:
+    return moto_server.client()
+
+
+@pytest.fixture(scope="session")
+def upstream_bucket(moto_server: MotoServer) -> str:
+    return moto_server.bucket
+
+
+@pytest.fixture(scope="session")
+def upstream_gateway(
+    tmp_root: Path, pg_server_dsn: str, moto_server: MotoServer
+) -> Iterator[GatewayProcess]:
+    """The gateway whose default profile is moto's bucket (see upstream_storage)."""
+    dsn = create_database(pg_server_dsn)
+    yield from run_gateway(tmp_root / UPSTREAM, dsn, upstream_storage(moto_server), UPSTREAM_ENV)
+
+
+@pytest.fixture(scope="session", params=PROFILES)
+def gateway(request: pytest.FixtureRequest) -> GatewayProcess:
+    """The gateway under test, once per storage profile: every test using it, or s3, bucket,
+    gateway_dsn, tls_gateway..., runs against each. Being session-scoped, pytest groups the
+    tests by profile; the processes behind are session fixtures of their own, started on
+    first use (so `-k "not upstream"` never starts moto) and only once."""
+    return request.getfixturevalue(f"{request.param}_gateway")
+
+
+def on_profile(profile: str) -> pytest.MarkDecorator:
+    """Runs the marked test (or module, as its pytestmark) against one profile's gateway."""
+    return pytest.mark.parametrize("gateway", [profile], indirect=True)
+
+
+# For tests of what only a local profile has: blob files, and the garbage log of them.
+LOCAL_ONLY = on_profile(LOCAL)
+UPSTREAM_ONLY = on_profile(UPSTREAM)
+
+
+@pytest.fixture(scope="session")
+def gateway_dsn(gateway: GatewayProcess) -> str:
+    """The database of `gateway`: each profile's gateway has its own."""
+    return gateway.dsn
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_root: Path) -> tuple[Path, Path]:
+    return make_certificate(tmp_root)
 
 
 @pytest.fixture(scope="session")
 def tls_gateway(
-    tmp_root: Path, gateway_dsn: str, gateway: GatewayProcess
+    gateway: GatewayProcess, certificate: tuple[Path, Path]
 ) -> Iterator[GatewayProcess]:
-    """A second process over the same database and data directory, serving HTTPS."""
-    cert, key = make_certificate(tmp_root)
-    port = free_port()
-    config_path = tmp_root / "gateway-tls.yaml"
-    write_config(
-        config_path,
-        gateway.data_dir,
-        port,
-        gateway_dsn,
+    """A second process over the database and storage of `gateway`, serving HTTPS."""
+    cert, key = certificate
+    process = gateway.sibling(
+        gateway.config_path.with_name("gateway-tls.yaml"),
+        env={**gateway.env, "GATEWAY_TEST_CA": str(cert)},
         tls={"certificate": str(cert), "private_key": str(key)},
     )
-    process = GatewayProcess(config_path, gateway.data_dir, port, tls=True, env=GATEWAY_ENV)
-    process.env = {**GATEWAY_ENV, "GATEWAY_TEST_CA": str(cert)}
-    process.start()
-    yield process
-    process.stop()
+    with process.running():
+        yield process
 
 
 @pytest.fixture(scope="session")
@@ -270,7 +487,7 @@ def client(
     secret_key: str = ROOT_SECRET_KEY,
     verify: str | bool | None = None,
     **config: object,
-):
+) -> S3Client:
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
@@ -283,19 +500,19 @@ def client(
 
 
 @pytest.fixture(scope="session")
-def s3(gateway: GatewayProcess):
+def s3(gateway: GatewayProcess) -> S3Client:
     """boto3 with its default configuration, over HTTP."""
     return client(gateway.endpoint)
 
 
 @pytest.fixture(scope="session")
-def s3_tls(tls_gateway: GatewayProcess, ca_bundle: str):
+def s3_tls(tls_gateway: GatewayProcess, ca_bundle: str) -> S3Client:
     """boto3 over HTTPS, where it sends aws-chunked bodies with checksum trailers."""
     return client(tls_gateway.endpoint, verify=ca_bundle)
 
 
 @pytest.fixture
-def bucket(s3) -> Iterator[str]:
+def bucket(s3: S3Client) -> Iterator[str]:
     name = f"test-{uuid.uuid4().hex[:16]}"
     s3.create_bucket(Bucket=name)
     yield name

@@ -18,15 +18,16 @@ def test_health_of_live_gateway(gateway) -> None:
 
 
 async def test_health_reports_unreachable_database(
-    aiohttp_client, gateway_dsn, tmp_path: Path
+    aiohttp_client, local_dsn: str, tmp_path: Path
 ) -> None:
+    # In-process, so one database will do: no need to run it once per profile's gateway.
     config = load_config(
-        None, {"GATEWAY_DATA_DIR": str(tmp_path), "GATEWAY_DATABASE_URL": gateway_dsn}
+        None, {"GATEWAY_DATA_DIR": str(tmp_path), "GATEWAY_DATABASE_URL": local_dsn}
     )
     app = create_app(config)
     # Run without start-up hooks: the pool is handed in, then closed as if Postgres went away.
     app.cleanup_ctx.clear()
-    pool = await create_pool(gateway_dsn, 1, 1)
+    pool = await create_pool(local_dsn, 1, 1)
     app[POOL] = pool
     http = await aiohttp_client(app)
     assert (await http.get("/_gateway/health")).status == 200

@@ -24,7 +24,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from gateway.maintenance.janitor import abort_abandoned_uploads
-from tests.conftest import GatewayProcess, db_fetch
+from tests.conftest import LOCAL_ONLY, GatewayProcess, db_fetch
 from tests.test_awscli import AwsCli, cli_env
 
 MiB = 1024 * 1024
@@ -475,9 +475,10 @@ def test_list_multipart_uploads_pagination(s3, bucket: str) -> None:
     assert [(u["Key"], u["UploadId"]) for u in after["Uploads"]] == expected[3:]
 
 
-# The intent log.
+# The intent log: blob files of the local profile and the garbage log of them.
 
 
+@LOCAL_ONLY
 def test_abort_and_replace_leave_no_unlisted_blob(
     s3, bucket: str, gateway: GatewayProcess, gateway_db: str
 ) -> None:
@@ -503,6 +504,7 @@ def test_abort_and_replace_leave_no_unlisted_blob(
     assert unaccounted_blobs(gateway, gateway_db) == []
 
 
+@LOCAL_ONLY
 def test_overwrite_and_delete_retire_every_part(
     s3, bucket: str, gateway: GatewayProcess, gateway_db: str
 ) -> None:
@@ -529,6 +531,7 @@ def test_overwrite_and_delete_retire_every_part(
     assert unaccounted_blobs(gateway, gateway_db) == []
 
 
+@LOCAL_ONLY
 def test_janitor_aborts_abandoned_uploads(s3, bucket: str, gateway_db: str) -> None:
     old_id, _ = start_upload(s3, bucket, "old", [b"stale part"])
     new_id, _ = start_upload(s3, bucket, "new", [b"fresh part"])
@@ -544,7 +547,7 @@ def test_janitor_aborts_abandoned_uploads(s3, bucket: str, gateway_db: str) -> N
     async def run() -> int:
         pool = await asyncpg.create_pool(gateway_db, min_size=1, max_size=2)
         try:
-            return await abort_abandoned_uploads(pool, 86400)
+            return await abort_abandoned_uploads(pool, {}, 86400)
         finally:
             await pool.close()
 
