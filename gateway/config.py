@@ -119,6 +119,8 @@ class UpstreamProfile(_Strict):
     # Bodies up to this size are sent in one PutObject once verified; larger ones as an
     # upstream multipart upload in parts of this size (S3's minimum is 5MiB).
     part_size: Size = Field(default=8 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3)
+    # Parts of one upload sent at once; memory holds one part more per upload.
+    parts_in_flight: int = Field(default=3, ge=1, le=16)
     # Connections to the upstream this gateway process may keep open.
     max_connections: int = Field(default=64, ge=1)
 

@@ -502,8 +502,9 @@ class UpstreamWriter:
     """A blob written to one upstream key; nothing replaces what that key holds until commit.
 
     Bodies up to the part size are kept in memory and sent in one PutObject at commit; larger
-    ones go out as an upstream multipart upload, a part at a time while the next one arrives,
-    and are completed at commit. So a body whose digest turns out wrong never becomes visible.
+    ones go out as an upstream multipart upload, a few parts at a time while the next one
+    arrives, and are completed at commit. So a body whose digest turns out wrong never becomes
+    visible, and memory holds at most parts_in_flight + 1 parts.
     """
 
     def __init__(
@@ -528,7 +529,9 @@ class UpstreamWriter:
         self._tail_md5 = b""
         self._upload_id: str | None = None
         self._parts: list[tuple[int, str]] = []
-        self._inflight: asyncio.Task[None] | None = None
+        self._next_part = 1
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._max_inflight = store.profile.parts_in_flight
 
     async def write(self, data: bytes) -> None:
         if not data:
@@ -539,13 +542,13 @@ class UpstreamWriter:
         if self._pending_size >= self._part_size:
             part = self._take_pending()
             md5 = await self._hash(part)
-            # At most one part in flight: the upstream keeps pace or the client waits.
-            await self._wait_inflight()
+            # A bounded number of parts in flight: the upstream keeps pace or the client waits.
+            await self._wait_inflight(self._max_inflight - 1)
             if self._upload_id is None:
                 self._upload_id = await self._store.create_upload(
                     self.storage_key, self._attributes
                 )
-            self._inflight = asyncio.create_task(self._send_part(len(self._parts) + 1, part, md5))
+            self._inflight.add(asyncio.create_task(self._send_part(part, md5)))
 
     def _take_pending(self) -> bytes:
         data = b"".join(self._pending)
@@ -564,17 +567,23 @@ class UpstreamWriter:
             return self._digest(data)
         return await asyncio.get_running_loop().run_in_executor(None, self._digest, data)
 
-    async def _send_part(self, number: int, data: bytes, md5: bytes) -> None:
+    async def _send_part(self, data: bytes, md5: bytes) -> None:
         assert self._upload_id is not None
+        number = self._next_part
+        self._next_part += 1
         etag = await self._store.upload_part(
             self.storage_key, self._upload_id, number, data, len(data), md5
         )
         self._parts.append((number, etag))
 
-    async def _wait_inflight(self) -> None:
-        if self._inflight is not None:
-            inflight, self._inflight = self._inflight, None
-            await inflight
+    async def _wait_inflight(self, leave: int = 0) -> None:
+        """Wait until at most ``leave`` parts are in flight; a failed part fails the write."""
+        while len(self._inflight) > leave:
+            done, self._inflight = await asyncio.wait(
+                self._inflight, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                task.result()
 
     async def flush(self) -> None:
         await self._wait_inflight()
@@ -596,17 +605,22 @@ class UpstreamWriter:
             )
             return
         if tail:
-            await self._send_part(len(self._parts) + 1, tail, self._tail_md5)
+            await self._send_part(tail, self._tail_md5)
         self.etag = await self._store.complete_upload(
-            self.storage_key, self._upload_id, self._parts, conditions
+            self.storage_key, self._upload_id, sorted(self._parts), conditions
         )
 
     async def abort(self) -> None:
         self._pending.clear()
-        if self._inflight is not None:
-            self._inflight.cancel()
-            with contextlib.suppress(BaseException):
-                await self._inflight
+        for task in self._inflight:
+            task.cancel()
+        if self._inflight:
+            await asyncio.wait(self._inflight)
+        for task in self._inflight:
+            # Retrieved, so a part that had failed is not reported again as unhandled.
+            if not task.cancelled():
+                task.exception()
+        self._inflight.clear()
         if self._upload_id is not None:
             try:
                 await self._store.abort_upload(self.storage_key, self._upload_id)
