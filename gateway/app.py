@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 ROOT_CREDENTIALS_FILE = "root-credentials.json"
 # Request bodies are streamed by the handlers; this only bounds what aiohttp buffers itself.
 CLIENT_MAX_SIZE = 1024**2
+# How much of a request body aiohttp buffers before it stops reading the socket. Its default
+# (64 KiB) is less than one socket read, so a large upload paused and resumed reading at
+# every read.
+READ_BUFFER = 1024**2
 
 
 def root_credential(data_dir: Path, environ: Mapping[str, str]) -> CredentialConfig:
@@ -155,7 +159,11 @@ async def _janitor(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(config: GatewayConfig, root: CredentialConfig | None = None) -> web.Application:
-    app = web.Application(middlewares=[s3_errors], client_max_size=CLIENT_MAX_SIZE)
+    app = web.Application(
+        middlewares=[s3_errors],
+        client_max_size=CLIENT_MAX_SIZE,
+        handler_args={"read_bufsize": READ_BUFFER},
+    )
     app[CONFIG] = config
     app[PRESETS] = PresetCatalog.from_config(config)
     credentials = {credential.access_key: credential for credential in config.credentials}

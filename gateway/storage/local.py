@@ -7,7 +7,9 @@ import contextlib
 import os
 import re
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,6 +21,9 @@ READ_CHUNK = 1024 * 1024
 # are hashed on the loop: a thread hop costs more than the work.
 INLINE_READ_MAX = 64 * 1024
 INLINE_HASH_MAX = 64 * 1024
+# Batches of one blob that may be hashed and written while more arrive: neither the hash nor a
+# periodic sync stalls the network read at every batch, and memory stays bounded.
+BATCHES_IN_FLIGHT = 8
 # A large blob is synced every this many bytes while it arrives, so the fsync at commit has
 # little left to write (otherwise a 1 GiB upload ends with a second of writeback).
 SYNC_EVERY = 64 * 1024 * 1024
@@ -54,8 +59,10 @@ class LocalBlobWriter:
         self._hashed = b""
         self._new_directories: list[Path] = []
         self._unsynced = 0
-        # The batch being hashed and written in a thread while the next one arrives.
-        self._inflight: asyncio.Future[object] | None = None
+        # Batches being hashed and written, oldest first. Each has a thread for hashing and one
+        # for writing, so batches stay in order while the two run side by side.
+        self._inflight: deque[asyncio.Future[object]] = deque()
+        self._threads: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
 
     async def write(self, data: bytes) -> None:
         if not data:
@@ -65,23 +72,34 @@ class LocalBlobWriter:
         self._pending_size += len(data)
         if self._pending_size >= WRITE_BATCH:
             batch = self._take_pending()
-            # At most one batch in flight: the disk keeps pace or the network read waits.
-            await self._wait_inflight()
+            # A bounded number of batches in flight: the disk keeps pace or the read waits.
+            if len(self._inflight) >= BATCHES_IN_FLIGHT:
+                await self._inflight.popleft()
+            if self._threads is None:
+                self._threads = (ThreadPoolExecutor(1), ThreadPoolExecutor(1))
+            hashing, writing = self._threads
             loop = asyncio.get_running_loop()
-            # Hashing and writing release the GIL: run them side by side in two threads.
-            self._inflight = asyncio.gather(
-                loop.run_in_executor(None, self._hash, batch),
-                loop.run_in_executor(None, self._write, batch),
+            # Hashing and writing release the GIL: they run side by side.
+            self._inflight.append(
+                asyncio.gather(
+                    loop.run_in_executor(hashing, self._hash, batch),
+                    loop.run_in_executor(writing, self._write, batch),
+                )
             )
 
     async def _wait_inflight(self) -> None:
-        if self._inflight is not None:
-            inflight, self._inflight = self._inflight, None
-            await inflight
+        try:
+            while self._inflight:
+                await self._inflight.popleft()
+        finally:
+            if self._threads is not None:
+                for thread in self._threads:
+                    thread.shutdown(wait=False)
+                self._threads = None
 
-    def _take_pending(self) -> bytes:
-        batch = b"".join(self._pending)
-        self._pending.clear()
+    def _take_pending(self) -> list[bytes]:
+        # The pieces as received: joining them would copy every byte once more on the loop.
+        batch, self._pending = self._pending, []
         self._pending_size = 0
         return batch
 
@@ -95,21 +113,22 @@ class LocalBlobWriter:
             self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed in commit/abort
         return self._file
 
-    def _hash(self, batch: bytes) -> None:
+    def _hash(self, batch: list[bytes]) -> None:
         if self._on_data is not None:
-            self._on_data(batch)
+            for piece in batch:
+                self._on_data(piece)
 
-    def _write_batch(self, batch: bytes) -> None:
+    def _write_batch(self, batch: list[bytes]) -> None:
         self._hash(batch)
         self._write(batch)
 
-    def _write(self, batch: bytes) -> None:
+    def _write(self, batch: list[bytes]) -> None:
         handle = self._open()
         if self._hashed:
             handle.write(self._hashed)
             self._hashed = b""
-        handle.write(batch)
-        self._unsynced += len(batch)
+        handle.writelines(batch)
+        self._unsynced += sum(map(len, batch))
         if self._unsynced >= SYNC_EVERY:
             # In the writing thread, beside the hashing one: the disk works while bytes arrive.
             handle.flush()
@@ -121,10 +140,12 @@ class LocalBlobWriter:
         batch = self._take_pending()
         if not batch:
             return
-        if self._file is None and not self._hashed and len(batch) <= INLINE_HASH_MAX:
+        size = sum(map(len, batch))
+        if self._file is None and not self._hashed and size <= INLINE_HASH_MAX:
+            data = b"".join(batch)
             if self._on_data is not None:
-                self._on_data(batch)
-            self._hashed = batch
+                self._on_data(data)
+            self._hashed = data
             return
         await asyncio.get_running_loop().run_in_executor(None, self._write_batch, batch)
 
@@ -150,8 +171,9 @@ class LocalBlobWriter:
 
     async def abort(self) -> None:
         self._pending.clear()
-        with contextlib.suppress(OSError):
-            await self._wait_inflight()
+        while self._inflight:
+            with contextlib.suppress(OSError):
+                await self._wait_inflight()
         await asyncio.get_running_loop().run_in_executor(None, self._discard)
 
 
