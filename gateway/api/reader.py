@@ -14,6 +14,7 @@ import asyncpg
 from aiohttp import web
 
 from gateway.api.context import STORES, S3Request
+from gateway.api.sendfile import sendfile
 from gateway.meta import objects
 from gateway.meta.objects import Chunk, ObjectRecord
 from gateway.s3 import errors
@@ -123,7 +124,11 @@ async def send_segments(
         with await loop.run_in_executor(None, open, path, "rb") as handle:
             if not response.prepared:
                 await response.prepare(req.http)
-            sent = await loop.sendfile(transport, handle, segment.offset, segment.length)
+            sent = await sendfile(transport, handle, segment.offset, segment.length)
+            if sent is None:
+                async for data in read_stored(req.app[STORES], [segment]):
+                    await response.write(data)
+                continue
             if sent != segment.length:
                 # A blob shorter than its row says: the promised length can no longer be met.
                 raise OSError(f"blob {segment.storage_key} ended after {sent} bytes")

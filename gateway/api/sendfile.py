@@ -1,0 +1,60 @@
+"""sendfile(2) from a blob file to a client socket, on any event loop.
+
+uvloop (the gateway's loop: its transports cost a fraction of asyncio's per request) has no
+loop.sendfile. There, a plain-TCP response's bytes go from the page cache to the socket in a
+thread of their own, which waits for room in the socket with poll(2); a TLS one (sendfile would
+bypass the encryption) or a loop-less transport is copied through the loop instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+from concurrent.futures import ThreadPoolExecutor
+from typing import BinaryIO
+
+# Large downloads at once before the next waits for a thread.
+_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="sendfile")
+# A client that accepts no byte for this long loses the connection.
+IDLE_TIMEOUT_SECONDS = 60.0
+
+
+def _send_blocking(sock_fd: int, file_fd: int, offset: int, count: int) -> int:
+    poller = select.poll()
+    poller.register(sock_fd, select.POLLOUT)
+    sent = 0
+    while sent < count:
+        try:
+            done = os.sendfile(sock_fd, file_fd, offset + sent, count - sent)
+        except BlockingIOError:
+            if not poller.poll(IDLE_TIMEOUT_SECONDS * 1000):
+                raise TimeoutError("the client stopped reading") from None
+            continue
+        if done == 0:
+            break
+        sent += done
+    return sent
+
+
+async def sendfile(
+    transport: asyncio.WriteTransport, file: BinaryIO, offset: int, count: int
+) -> int | None:
+    """Send ``count`` bytes of ``file`` from ``offset``; None when this transport cannot
+    (the caller then copies the bytes itself)."""
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.sendfile(transport, file, offset, count)
+    except NotImplementedError:
+        pass
+    sock = transport.get_extra_info("socket")
+    if sock is None or transport.get_extra_info("sslcontext") is not None:
+        return None
+    # What the loop still holds (the headers, at most) must reach the socket first.
+    while transport.get_write_buffer_size():
+        if transport.is_closing():
+            raise ConnectionResetError("the client went away")
+        await asyncio.sleep(0.001)
+    return await loop.run_in_executor(
+        _THREADS, _send_blocking, sock.fileno(), file.fileno(), offset, count
+    )
