@@ -146,9 +146,9 @@ async def commit_object(
         return True
 
 
-async def _swap(conn: asyncpg.Connection, record: ObjectRecord, eager: Sequence[str]) -> None:
-    outcome = await conn.fetchval(
-        "SELECT gateway_swap_object($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+def _row_values(record: ObjectRecord) -> tuple[Any, ...]:
+    """The record's values in the order of _COLUMNS (and of gateway_swap_object's parameters)."""
+    return (
         record.bucket,
         record.key,
         record.version_id,
@@ -161,6 +161,13 @@ async def _swap(conn: asyncpg.Connection, record: ObjectRecord, eager: Sequence[
         record.metadata,
         record.parts_count,
         record.storage_etag,
+    )
+
+
+async def _swap(conn: asyncpg.Connection, record: ObjectRecord, eager: Sequence[str]) -> None:
+    outcome = await conn.fetchval(
+        "SELECT gateway_swap_object($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        *_row_values(record),
         list(eager),
     )
     if outcome == "lost":
@@ -228,18 +235,7 @@ async def adopt_object(conn: asyncpg.Connection | asyncpg.Pool, record: ObjectRe
         " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12"
         " WHERE EXISTS (SELECT 1 FROM buckets WHERE name = $1)"
         " ON CONFLICT (bucket, key) DO NOTHING",
-        record.bucket,
-        record.key,
-        record.version_id,
-        record.size,
-        record.etag,
-        record.content_type,
-        record.profile,
-        record.storage_key,
-        record.last_modified,
-        record.metadata,
-        record.parts_count,
-        record.storage_etag,
+        *_row_values(record),
     )
 
 
