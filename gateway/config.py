@@ -138,6 +138,9 @@ class UpstreamProfile(_Strict):
             "{" in self.prefix.replace(BUCKET_PLACEHOLDER, "")
         ):
             raise ValueError(f"prefix: only one {BUCKET_PLACEHOLDER} placeholder is allowed")
+        if BUCKET_PLACEHOLDER in self.prefix and f"{BUCKET_PLACEHOLDER}/" not in self.prefix:
+            # Else bucket "logs" key "-old/x" and bucket "logs-old" key "/x" would meet.
+            raise ValueError(f"prefix: {BUCKET_PLACEHOLDER} must be followed by '/'")
         if self.prefix.startswith("/") or self.variants_prefix.startswith("/"):
             raise ValueError("prefix and variants_prefix are keys: they cannot start with '/'")
         return self

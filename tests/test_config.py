@@ -554,6 +554,8 @@ def test_a_prefix_without_bucket_holds_one_bucket(tmp_path: Path, extra: str, pa
         ("    part_size: 1MiB\n", "storage_profiles.media.part_size"),
         ("    max_attempts: 0\n", "storage_profiles.media.max_attempts"),
         ('    prefix: "{bucket}/{bucket}/"\n', "storage_profiles.media"),
+        # Bucket "logs" key "-old/x" and bucket "logs-old" key "/x" would meet.
+        ('    prefix: "{bucket}"\n', "storage_profiles.media"),
         ("    addressing_style: sideways\n", "storage_profiles.media.addressing_style"),
     ],
 )

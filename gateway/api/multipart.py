@@ -170,9 +170,13 @@ async def _upload_upstream_part(
     """Stream one part to the upstream upload; (size, upstream ETag). ``md5``: the part's
     Content-MD5 when the client sent one, for the upstream to check as well."""
     store, upstream_key, storage_upload_id = target
-    etag = await store.upload_part(
-        upstream_key, storage_upload_id, part_number, _hashed(chunks, digests), length, md5
-    )
+    try:
+        etag = await store.upload_part(
+            upstream_key, storage_upload_id, part_number, _hashed(chunks, digests), length, md5
+        )
+    except UpstreamMissingError:
+        # Aborted (or completed) meanwhile.
+        raise errors.NoSuchUpload() from None
     return length, etag
 
 
@@ -415,7 +419,7 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
         store, upstream_key, storage_upload_id = target
         # Checked before the upstream completes, and again with the upload locked.
         parts = await uploads.list_parts(req.pool, upload_id, 0, multipart.MAX_PART_NUMBER)
-        _, chunks = assemble(upload, parts)
+        planned, chunks = assemble(upload, parts)
         current = None
         if check is not None:
             current = await objects.get_object(req.pool, bucket.name, key)
@@ -432,7 +436,12 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
                 Condition="If-None-Match" if cond and cond.if_none_match else "If-Match"
             ) from None
         except UpstreamMissingError:
-            raise errors.NoSuchUpload(UploadId=str(upload_id)) from None
+            # Gone upstream: aborted, or completed by an attempt whose answer was lost (the
+            # call is retried), in which case the upstream holds exactly this object.
+            found = await store.head(upstream_key)
+            if found is None or found.etag != planned.etag:
+                raise errors.NoSuchUpload(UploadId=str(upload_id)) from None
+            storage_etag = found.etag
         in_place.update(key=upstream_key, etag=storage_etag)
         confirm = upstream.still_in_place(store, upstream_key, storage_etag)
     eager = req.eager_presets(bucket.name)

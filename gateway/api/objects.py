@@ -496,6 +496,10 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
         metadata = {"user": source.user_metadata, "headers": source.headers}
         content_type = source.content_type
     check = write_check(write_precondition(req), key)
+    if check is not None:
+        # Refused before anything is copied; checked again under the row lock.
+        current = await objects.get_object(req.pool, bucket.name, key)
+        check(current.etag if current else None)
     eager = req.eager_presets(bucket.name)
     store = upstream.store_of(req, bucket.profile)
     if store is not None:

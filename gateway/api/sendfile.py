@@ -21,20 +21,27 @@ IDLE_TIMEOUT_SECONDS = 60.0
 
 
 def _send_blocking(sock_fd: int, file_fd: int, offset: int, count: int) -> int:
-    poller = select.poll()
-    poller.register(sock_fd, select.POLLOUT)
-    sent = 0
-    while sent < count:
-        try:
-            done = os.sendfile(sock_fd, file_fd, offset + sent, count - sent)
-        except BlockingIOError:
-            if not poller.poll(IDLE_TIMEOUT_SECONDS * 1000):
-                raise TimeoutError("the client stopped reading") from None
-            continue
-        if done == 0:
-            break
-        sent += done
-    return sent
+    """Runs on duplicates of the descriptors, and closes them: should the loop close the
+    connection meanwhile, its number may be reused by the next client, which must never
+    receive these bytes."""
+    try:
+        poller = select.poll()
+        poller.register(sock_fd, select.POLLOUT)
+        sent = 0
+        while sent < count:
+            try:
+                done = os.sendfile(sock_fd, file_fd, offset + sent, count - sent)
+            except BlockingIOError:
+                if not poller.poll(IDLE_TIMEOUT_SECONDS * 1000):
+                    raise TimeoutError("the client stopped reading") from None
+                continue
+            if done == 0:
+                break
+            sent += done
+        return sent
+    finally:
+        os.close(sock_fd)
+        os.close(file_fd)
 
 
 async def sendfile(
@@ -55,6 +62,12 @@ async def sendfile(
         if transport.is_closing():
             raise ConnectionResetError("the client went away")
         await asyncio.sleep(0.001)
-    return await loop.run_in_executor(
-        _THREADS, _send_blocking, sock.fileno(), file.fileno(), offset, count
-    )
+    sock_fd = os.dup(sock.fileno())
+    file_fd = os.dup(file.fileno())
+    try:
+        work = loop.run_in_executor(_THREADS, _send_blocking, sock_fd, file_fd, offset, count)
+    except BaseException:
+        os.close(sock_fd)
+        os.close(file_fd)
+        raise
+    return await work

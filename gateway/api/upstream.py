@@ -119,12 +119,15 @@ async def adopt(req: S3Request, bucket: Bucket, key: str) -> ObjectRecord | None
     except errors.S3Error:
         # A key no client object can have (reserved, or too long once prefixed).
         return None
-    found = await store.head(upstream_key)
-    if found is None:
-        return None
-    await objects.adopt_object(
-        req.pool, objects.record_from_upstream(bucket.name, key, bucket.profile, found)
-    )
+    async with req.pool.acquire() as conn, conn.transaction():
+        # With the key locked, as writes and deletes commit: a DeleteObject cannot come between
+        # the HEAD and the row (which would bring a deleted object back into listings).
+        await objects.lock_key(conn, bucket.name, key)
+        found = await store.head(upstream_key)
+        if found is None:
+            return None
+        record = objects.record_from_upstream(bucket.name, key, bucket.profile, found)
+        await objects.adopt_object(conn, record)
     return await objects.get_object(req.pool, bucket.name, key)
 
 

@@ -39,6 +39,14 @@ MAX_KEY_BYTES = 1024
 _RETRY_CODES = frozenset(
     {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling"}
 )
+# Upstream refusals that are the client's to fix, answered as the same S3 error (the gateway
+# checks these itself first; an upstream with stricter limits may still say them).
+_CLIENT_ERRORS = {
+    "InvalidPart": errors.InvalidPart,
+    "InvalidPartOrder": errors.InvalidPartOrder,
+    "EntityTooSmall": errors.EntityTooSmall,
+    "EntityTooLarge": errors.EntityTooLarge,
+}
 # Stored headers that travel to the upstream object too, as the PutObject parameter they are.
 _UPSTREAM_HEADERS = {
     "cache-control": "CacheControl",
@@ -225,6 +233,10 @@ class UpstreamStore:
                 if status == 404 or code in ("NoSuchKey", "NoSuchUpload", "NotFound"):
                     raise UpstreamMissingError(params.get("Key", "")) from exc
                 reason = f"the upstream answered {code or status}"
+                if code in _CLIENT_ERRORS:
+                    raise _CLIENT_ERRORS[code](
+                        f"The upstream storage refused {operation}: {code}."
+                    ) from exc
                 if code not in _RETRY_CODES and status < 500:
                     log.warning("upstream refused %s: %s (%s)", operation, code, status)
                     raise _unavailable(operation, reason) from exc
@@ -302,10 +314,11 @@ class UpstreamStore:
             except _CONNECTION_ERRORS as exc:
                 failures += 1
                 if failures >= self.profile.max_attempts:
-                    raise OSError(f"upstream read of {storage_key} failed: {exc}") from exc
+                    raise _unavailable("get_object", f"the upstream stream broke: {exc}") from exc
                 continue
             if position < end:
-                raise OSError(f"upstream object {storage_key} is shorter than recorded")
+                # Pinned by If-Match, so the upstream's own object is short: not the client's.
+                raise _unavailable("get_object", "the upstream object ended early")
 
     async def put(
         self,
@@ -321,7 +334,9 @@ class UpstreamStore:
         if md5 is not None:
             params["ContentMD5"] = base64.b64encode(md5).decode()
         params.update(conditions or {})
-        found = await self._call("put_object", **params)
+        # A conditional write is not repeated: had the first attempt landed with its answer
+        # lost, the retry would be refused by the write itself.
+        found = await self._call("put_object", retry=not conditions, **params)
         return str(found["ETag"])
 
     async def delete(self, storage_key: str) -> None:
