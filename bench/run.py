@@ -1058,16 +1058,35 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
 # Main
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument(
-        "--systems",
-        default=",".join(ALL_SYSTEMS),
-        help="comma-separated subset of gateway,moto,nginx (default: all)",
+def busy_note(results: dict[str, Any], threshold: float) -> str | None:
+    """A note when processes outside the benchmark took more than ``threshold`` % of the CPU
+    during any measurement."""
+    busy = {
+        f"{system} {workload}": r["cpu"]["other_pct"]
+        for system, res in results.items()
+        for workload, r in res.items()
+        if isinstance(r, dict) and r.get("cpu", {}).get("other_pct", 0.0) > threshold
+    }
+    if not busy:
+        return None
+    worst = max(busy, key=lambda k: busy[k])
+    return (
+        f"the machine was not quiet: processes outside the benchmark took more than"
+        f" {threshold:g}% of its CPU during {len(busy)} measurement(s), up to"
+        f" {busy[worst]:.0f}% ({worst}); these figures are unreliable"
     )
+
+
+def add_workload_arguments(p: argparse.ArgumentParser, connections: int, large_size: str) -> None:
+    """The options of the 4 KiB and large workloads (shared with the other bench scripts)."""
     p.add_argument("--duration", type=float, default=10, help="seconds per 4 KiB run (10)")
     p.add_argument("--warmup", type=float, default=2, help="unmeasured seconds before each (2)")
-    p.add_argument("--connections", type=int, default=64, help="concurrent clients (64)")
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=connections,
+        help=f"concurrent clients ({connections})",
+    )
     p.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
     p.add_argument("--objects", type=int, default=1000, help="distinct 4 KiB keys (1000)")
     p.add_argument(
@@ -1079,8 +1098,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--large-size",
         type=parse_size,
-        default=parse_size("1GiB"),
-        help="size of the large object (1GiB)",
+        default=parse_size(large_size),
+        help=f"size of the large object ({large_size})",
     )
     p.add_argument(
         "--large-file",
@@ -1095,6 +1114,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="transfers of the large object per direction; the median counts (3)",
     )
     p.add_argument("--large-timeout", type=float, default=600, help="seconds per transfer (600)")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--systems",
+        default=",".join(ALL_SYSTEMS),
+        help="comma-separated subset of gateway,moto,nginx (default: all)",
+    )
+    add_workload_arguments(p, connections=64, large_size="1GiB")
     p.add_argument(
         "--database-url",
         help="GATEWAY_DATABASE_URL for the gateway (default: its embedded Postgres)",
@@ -1199,19 +1228,8 @@ def main(argv: list[str] | None = None) -> int:
     trows = target_rows(targets)
     problems = [f"{s}: {p}" for s, r in results.items() for p in r.get("problems", [])]
     notes = [n for r in results.values() for n in r.get("notes", [])]
-    busy = {
-        f"{system} {workload}": r["cpu"]["other_pct"]
-        for system, res in results.items()
-        for workload, r in res.items()
-        if isinstance(r, dict) and r.get("cpu", {}).get("other_pct", 0.0) > args.other_cpu_warn
-    }
-    if busy:
-        worst = max(busy, key=lambda k: busy[k])
-        notes.append(
-            f"the machine was not quiet: processes outside the benchmark took more than"
-            f" {args.other_cpu_warn:g}% of its CPU during {len(busy)} measurement(s), up to"
-            f" {busy[worst]:.0f}% ({worst}); these figures are unreliable"
-        )
+    if busy := busy_note(results, args.other_cpu_warn):
+        notes.append(busy)
 
     print()
     print(text_table(header, rows))

@@ -55,7 +55,9 @@ from run import (  # the sibling runner, imported as a module
     Objects,
     RssSampler,
     WorkloadInvalid,
+    add_workload_arguments,
     bench_system,
+    busy_note,
     cpu_rows,
     describe,
     ensure_large_file,
@@ -453,33 +455,7 @@ def other_cpu(res: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--duration", type=float, default=10, help="seconds per 4 KiB run (10)")
-    p.add_argument("--warmup", type=float, default=2, help="unmeasured seconds before each (2)")
-    p.add_argument("--connections", type=int, default=32, help="concurrent clients (32)")
-    p.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
-    p.add_argument("--objects", type=int, default=1000, help="distinct 4 KiB keys (1000)")
-    p.add_argument(
-        "--request-timeout",
-        type=float,
-        default=30,
-        help="wrk counts slower requests as timeouts, which invalidate a run (30)",
-    )
-    p.add_argument(
-        "--large-size",
-        type=parse_size,
-        default=parse_size("64MiB"),
-        help="size of the object whose PUT and GET are timed on both (64MiB)",
-    )
-    p.add_argument(
-        "--large-file", type=Path, help="random file of --large-size bytes (created if missing)"
-    )
-    p.add_argument(
-        "--large-repeat",
-        type=int,
-        default=3,
-        help="transfers of the large object per direction; the median counts (3)",
-    )
-    p.add_argument("--large-timeout", type=float, default=600, help="seconds per transfer (600)")
+    add_workload_arguments(p, connections=32, large_size="64MiB")
     p.add_argument(
         "--rss-size",
         type=parse_size,
@@ -579,19 +555,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     problems = [f"{s}: {p}" for s, r in results.items() for p in r["problems"]]
     notes = [n for r in results.values() for n in r["notes"]]
-    busy = {
-        f"{system} {workload}": r["cpu"]["other_pct"]
-        for system, res in results.items()
-        for workload, r in res.items()
-        if isinstance(r, dict) and r.get("cpu", {}).get("other_pct", 0.0) > args.other_cpu_warn
-    }
-    if busy:
-        worst = max(busy, key=lambda k: busy[k])
-        notes.append(
-            f"the machine was not quiet: processes outside the benchmark took more than"
-            f" {args.other_cpu_warn:g}% of its CPU during {len(busy)} measurement(s), up to"
-            f" {busy[worst]:.0f}% ({worst}); these figures are unreliable"
-        )
+    if busy := busy_note(results, args.other_cpu_warn):
+        notes.append(busy)
     gw = results["gateway"]
     if "rss_big" in gw and "rss_idle_big" in gw and "rss_idle" in gw:
         peak = gw["rss_big"]["peak_tree"]
