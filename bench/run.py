@@ -1116,6 +1116,20 @@ def add_workload_arguments(p: argparse.ArgumentParser, connections: int, large_s
     p.add_argument("--large-timeout", type=float, default=600, help="seconds per transfer (600)")
 
 
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Where a run keeps its files, and when it calls the machine too busy (shared)."""
+    p.add_argument(
+        "--other-cpu-warn",
+        type=float,
+        default=10,
+        help="note a run during which other processes used more than this %% of"
+        " the machine's CPU (10)",
+    )
+    p.add_argument("--tmp-dir", type=Path, help="where the run's temp dir goes (system default)")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, data)")
+    p.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
@@ -1147,16 +1161,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=120,
         help="seconds to wait for the gateway's health check (120)",
     )
-    p.add_argument(
-        "--other-cpu-warn",
-        type=float,
-        default=10,
-        help="note a run during which other processes used more than this %% of"
-        " the machine's CPU (10)",
-    )
-    p.add_argument("--tmp-dir", type=Path, help="where the run's temp dir goes (system default)")
-    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, data)")
-    p.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
+    add_run_arguments(p)
     args = p.parse_args(argv)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = set(args.systems) - set(ALL_SYSTEMS)

@@ -43,7 +43,6 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import (  # the sibling runner, imported as a module
-    BENCH_DIR,
     BUCKET,
     FAILURES,
     LARGE_KEY,
@@ -55,6 +54,7 @@ from run import (  # the sibling runner, imported as a module
     Objects,
     RssSampler,
     WorkloadInvalid,
+    add_run_arguments,
     add_workload_arguments,
     bench_system,
     busy_note,
@@ -492,16 +492,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--start-timeout", type=float, default=120, help="seconds to wait for the gateway (120)"
     )
-    p.add_argument(
-        "--other-cpu-warn",
-        type=float,
-        default=10,
-        help="note a run during which other processes used more than this %% of"
-        " the machine's CPU (10)",
-    )
-    p.add_argument("--tmp-dir", type=Path, help="where the run's temp dir goes (system default)")
-    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, config)")
-    p.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
+    add_run_arguments(p)
     args = p.parse_args(argv)
     if min(args.connections, args.threads, args.objects, args.large_repeat, args.rss_repeat) < 1:
         p.error("--connections, --threads, --objects and the repeats must be positive")

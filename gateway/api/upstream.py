@@ -86,14 +86,13 @@ async def commit(
     record: ObjectRecord,
     check: Callable[[str | None], None] | None = None,
     eager: list[str] | None = None,
-    chunks: list[objects.Chunk] | None = None,
 ) -> None:
     """Commit the row of an object just written upstream, unless a later write of the key
     has already replaced it there (that writer's row is the one to keep)."""
     assert record.storage_key is not None and record.storage_etag is not None
     confirm = still_in_place(store, record.storage_key, record.storage_etag)
     async with req.pool.acquire() as conn:
-        await objects.commit_object(conn, record, check, chunks or (), eager or (), confirm)
+        await objects.commit_object(conn, record, check, (), eager or (), confirm)
 
 
 def still_in_place(
