@@ -11,14 +11,17 @@ import secrets
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
+import asyncpg
 from aiohttp import web
 
 from gateway.api.context import (
     CONFIG,
     CREDENTIALS,
     EAGER,
+    KEY_RESERVE,
     POOL,
     PRESETS,
+    RECENT_BUCKETS,
     RENDER_POOL,
     STORES,
     VARIANTS,
@@ -29,9 +32,12 @@ from gateway.api.variants import variant_source
 from gateway.config import CredentialConfig, GatewayConfig
 from gateway.maintenance.janitor import run_janitor
 from gateway.meta import buckets
+from gateway.meta.buckets import Bucket, RecentBuckets
 from gateway.meta.db import create_pool, migrate, start_embedded_postgres
+from gateway.meta.garbage import KeyReserve
 from gateway.meta.objects import ObjectRecord
 from gateway.storage.profiles import open_stores
+from gateway.storage.upstream import UpstreamStore
 from gateway.variants.eager import EagerRenderer
 from gateway.variants.pool import RenderPool
 from gateway.variants.presets import PresetCatalog
@@ -46,6 +52,8 @@ CLIENT_MAX_SIZE = 1024**2
 # (64 KiB) is less than one socket read, so a large upload paused and resumed reading at
 # every read.
 READ_BUFFER = 1024**2
+# How long a PutObject may trust this process's last lookup of its bucket (see RecentBuckets).
+RECENT_BUCKET_SECONDS = 1.0
 
 
 def root_credential(data_dir: Path, environ: Mapping[str, str]) -> CredentialConfig:
@@ -85,6 +93,11 @@ async def database_url(config: GatewayConfig) -> str:
 async def _storage(app: web.Application) -> AsyncIterator[None]:
     async with open_stores(app[CONFIG]) as stores:
         app[STORES] = stores
+
+        def cacheable(bucket: Bucket) -> bool:
+            return not isinstance(stores.get(bucket.profile), UpstreamStore)
+
+        app[RECENT_BUCKETS] = RecentBuckets(RECENT_BUCKET_SECONDS, cacheable)
         yield
 
 
@@ -100,6 +113,17 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[POOL] = pool
     yield
     await pool.close()
+
+
+async def _key_reserve(app: web.Application) -> AsyncIterator[None]:
+    new_keys = {name: store.new_key for name, store in app[STORES].items()}
+    reserve = KeyReserve(app[POOL], new_keys, app[CONFIG].limits.garbage_grace_seconds)
+    app[KEY_RESERVE] = reserve
+    yield
+    try:
+        await reserve.release()
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        log.warning("could not unlist the unused reserved storage keys; the janitor will")
 
 
 async def _variants(app: web.Application) -> AsyncIterator[None]:
@@ -172,6 +196,7 @@ def create_app(config: GatewayConfig, root: CredentialConfig | None = None) -> w
     app[CREDENTIALS] = credentials
     app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_key_reserve)
     app.cleanup_ctx.append(_variants)
     app.cleanup_ctx.append(_janitor)
     app.on_response_prepare.append(add_request_id)

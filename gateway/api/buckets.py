@@ -6,7 +6,7 @@ from aiohttp import web
 
 from gateway.api import auth
 from gateway.api.common import get_bucket, read_small_body
-from gateway.api.context import S3Request
+from gateway.api.context import RECENT_BUCKETS, S3Request
 from gateway.meta import buckets
 from gateway.s3 import errors, names, xmlbody
 from gateway.s3.xml import list_all_my_buckets, location_constraint
@@ -52,6 +52,7 @@ async def delete_bucket(req: S3Request) -> web.StreamResponse:
             existed = await buckets.delete_bucket(conn, req.bucket)
         except buckets.BucketNotEmptyError:
             raise errors.BucketNotEmpty(BucketName=req.bucket) from None
+    req.app[RECENT_BUCKETS].forget(req.bucket)
     if not existed:
         raise errors.NoSuchBucket(BucketName=req.bucket)
     return web.Response(status=204)

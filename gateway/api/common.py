@@ -10,7 +10,7 @@ from email.utils import format_datetime
 import asyncpg
 
 from gateway.api.body import RequestBody
-from gateway.api.context import S3Request
+from gateway.api.context import KEY_RESERVE, RECENT_BUCKETS, S3Request
 from gateway.meta import buckets, garbage
 from gateway.meta.buckets import Bucket
 from gateway.s3 import errors
@@ -21,6 +21,15 @@ log = logging.getLogger(__name__)
 
 async def get_bucket(req: S3Request, name: str) -> Bucket:
     bucket = await buckets.get_bucket(req.pool, name)
+    if bucket is None:
+        raise errors.NoSuchBucket(BucketName=name)
+    return bucket
+
+
+async def recent_bucket(req: S3Request, name: str) -> Bucket:
+    """The bucket as this process saw it a moment ago: for a write whose row commit checks
+    that the bucket still exists (see RecentBuckets)."""
+    bucket = await req.app[RECENT_BUCKETS].get(req.pool, name)
     if bucket is None:
         raise errors.NoSuchBucket(BucketName=name)
     return bucket
@@ -60,7 +69,7 @@ class StagedBlob:
         self._req = req
         self.profile = profile
         self._store = req.store(profile)
-        self.storage_key = self._store.new_key()
+        self.storage_key = ""
         self._on_data = on_data
         self.writer: BlobWriter | None = None
         # Set before the row commit starts: from then on a failure is ambiguous (the commit may
@@ -70,7 +79,7 @@ class StagedBlob:
 
     async def __aenter__(self) -> StagedBlob:
         # The intent is durable before the first byte is written.
-        await garbage.add(self._req.pool, self.profile, self.storage_key)
+        self.storage_key = await self._req.app[KEY_RESERVE].take(self.profile)
         self._heartbeat = asyncio.create_task(self._keep_listed())
         self.writer = await self._store.create(self.storage_key, self._on_data)
         return self

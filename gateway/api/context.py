@@ -10,6 +10,8 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from gateway.config import CredentialConfig, GatewayConfig
+from gateway.meta.buckets import RecentBuckets
+from gateway.meta.garbage import KeyReserve
 from gateway.s3 import errors
 from gateway.s3.sigv4 import AuthRequest
 from gateway.storage import BlobStore
@@ -21,6 +23,8 @@ from gateway.variants.service import VariantService
 CONFIG = web.AppKey("config", GatewayConfig)
 POOL = web.AppKey("pool", asyncpg.Pool)
 STORES = web.AppKey("stores", dict[str, BlobStore])
+KEY_RESERVE = web.AppKey("key_reserve", KeyReserve)
+RECENT_BUCKETS = web.AppKey("recent_buckets", RecentBuckets)
 CREDENTIALS = web.AppKey("credentials", dict[str, CredentialConfig])
 PRESETS = web.AppKey("presets", PresetCatalog)
 RENDER_POOL = web.AppKey("render_pool", RenderPool)

@@ -8,12 +8,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.api import auth, copysource, reader, upstream
 from gateway.api.body import BodyDigests, RequestBody
-from gateway.api.common import StagedBlob, get_bucket, http_date, read_small_body
+from gateway.api.common import StagedBlob, get_bucket, http_date, read_small_body, recent_bucket
 from gateway.api.context import S3Request
 from gateway.api.middleware import SENT_RESPONSE
 from gateway.api.reader import Segment
@@ -327,7 +328,7 @@ async def put_object(req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     key = object_key(req)
     auth.require_write(req, req.bucket)
-    bucket = await get_bucket(req, req.bucket)
+    bucket = await recent_bucket(req, req.bucket)
     headers = req.headers
     metadata = metadata_from_headers(req, headers)
     cond = write_precondition(req)
@@ -427,7 +428,15 @@ async def _put_local(
         record = replace(record, storage_key=blob.storage_key)
         blob.row_commit_started = True
         async with req.pool.acquire() as conn:
-            await objects.commit_object(conn, record, check, eager=eager)
+            try:
+                await objects.commit_object(conn, record, check, eager=eager)
+            except asyncpg.ForeignKeyViolationError as e:
+                if e.constraint_name != "objects_bucket_fkey":
+                    raise
+                # The bucket was deleted after this process last looked it up. Nothing
+                # committed: the blob can go at once.
+                blob.row_commit_started = False
+                raise errors.NoSuchBucket(BucketName=bucket.name) from None
     return record
 
 

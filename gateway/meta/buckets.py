@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,6 +29,40 @@ def _bucket(row: asyncpg.Record) -> Bucket:
 async def get_bucket(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> Bucket | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM buckets WHERE name = $1", name)
     return _bucket(row) if row else None
+
+
+class RecentBuckets:
+    """Buckets this process looked up within the last ``ttl`` seconds.
+
+    For writes whose row commit checks the bucket again (its foreign key), so a stale entry
+    costs a refused write, never a row in a deleted bucket. ``cacheable`` keeps out buckets
+    whose writes land before that check (objects written in place upstream).
+    """
+
+    # Past this many entries the cache starts over: bucket names are few, but not bounded.
+    MAX_ENTRIES = 1024
+
+    def __init__(self, ttl: float, cacheable: Callable[[Bucket], bool]) -> None:
+        self._ttl = ttl
+        self._cacheable = cacheable
+        self._entries: dict[str, tuple[float, Bucket]] = {}
+
+    async def get(self, conn: asyncpg.Connection | asyncpg.Pool, name: str) -> Bucket | None:
+        now = time.monotonic()
+        entry = self._entries.get(name)
+        if entry is not None and now - entry[0] < self._ttl:
+            return entry[1]
+        bucket = await get_bucket(conn, name)
+        if bucket is None or not self._cacheable(bucket):
+            self._entries.pop(name, None)
+            return bucket
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[name] = (now, bucket)
+        return bucket
+
+    def forget(self, name: str) -> None:
+        self._entries.pop(name, None)
 
 
 async def list_buckets(conn: asyncpg.Connection | asyncpg.Pool) -> list[Bucket]:

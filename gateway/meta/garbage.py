@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
 
 import asyncpg
+
+# Keys listed per round trip: a busy process takes a batch while its writes wait on one refill.
+RESERVE_BATCH = 32
+# A reserved key is handed out only while its entry is this young (and well within the grace
+# period); older ones leave the log at the next refill.
+RESERVE_MAX_AGE_SECONDS = 60.0
 
 
 class BlobLostError(Exception):
@@ -64,3 +73,82 @@ async def remove(conn: asyncpg.Connection | asyncpg.Pool, profile: str, storage_
     await conn.execute(
         "DELETE FROM garbage WHERE profile = $1 AND storage_key = $2", profile, storage_key
     )
+
+
+class KeyReserve:
+    """Storage keys listed in the log ahead of need, so staging a blob costs no round trip.
+
+    The log must list a key before its blob is written (a crash then leaves nothing
+    unaccounted for); listing a batch in one INSERT gives the next writes of this process
+    their keys without a commit each. A key is handed out only while its entry is young,
+    well within the janitor's grace period; from then on the writer's heartbeat renews it.
+    Keys never handed out have no file: ``release`` unlists them at shutdown, and after a
+    crash the janitor collects their entries like any other.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        new_keys: dict[str, Callable[[], str]],
+        grace_seconds: float,
+    ) -> None:
+        self._pool = pool
+        self._new_keys = new_keys
+        self._max_age = min(RESERVE_MAX_AGE_SECONDS, grace_seconds / 3)
+        # Per profile: (when listed, key), oldest first.
+        self._keys: dict[str, deque[tuple[float, str]]] = {name: deque() for name in new_keys}
+        self._stale: dict[str, list[str]] = {name: [] for name in new_keys}
+        self._refills: dict[str, asyncio.Lock] = {name: asyncio.Lock() for name in new_keys}
+
+    async def take(self, profile: str) -> str:
+        """A fresh storage key of ``profile``, already listed in the log."""
+        key = self._fresh(profile)
+        if key is not None:
+            return key
+        async with self._refills[profile]:
+            # Another writer's refill may have landed while this one waited.
+            return self._fresh(profile) or await self._refill(profile)
+
+    def _fresh(self, profile: str) -> str | None:
+        keys = self._keys[profile]
+        now = time.monotonic()
+        while keys:
+            listed, key = keys.popleft()
+            if now - listed < self._max_age:
+                return key
+            self._stale[profile].append(key)
+        return None
+
+    async def _refill(self, profile: str) -> str:
+        """Lists a batch (unlisting the stale keys at once) and returns its first key."""
+        # Without a useful grace period a key is listed as it is needed, one at a time.
+        count = RESERVE_BATCH if self._max_age >= 1 else 1
+        new_key = self._new_keys[profile]
+        batch = [new_key() for _ in range(count)]
+        # If this fails, the stale keys are left to the janitor.
+        stale, self._stale[profile] = self._stale[profile], []
+        await self._pool.execute(
+            "WITH unlisted AS ("
+            " DELETE FROM garbage WHERE profile = $1 AND storage_key = ANY($3::text[]))"
+            " INSERT INTO garbage (profile, storage_key)"
+            " SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+            profile,
+            batch,
+            stale,
+        )
+        listed = time.monotonic()
+        self._keys[profile].extend((listed, key) for key in batch[1:])
+        return batch[0]
+
+    async def release(self) -> None:
+        """Unlists every key not handed out (none has a file)."""
+        for profile, keys in self._keys.items():
+            unused = [key for _, key in keys] + self._stale[profile]
+            keys.clear()
+            self._stale[profile] = []
+            if unused:
+                await self._pool.execute(
+                    "DELETE FROM garbage WHERE profile = $1 AND storage_key = ANY($2::text[])",
+                    profile,
+                    unused,
+                )
