@@ -22,7 +22,11 @@ def _credential(req: S3Request, access_key: str) -> CredentialConfig:
 def authenticate(req: S3Request) -> None:
     """Verify the request's signature (if any) and set its credential; raises S3Error."""
     http = req.http
-    headers = {name.lower(): ",".join(http.headers.getall(name)) for name in http.headers}
+    headers: dict[str, str] = {}
+    for name, value in http.headers.items():
+        lower = name.lower()
+        # Repeated headers are signed as one, their values joined with commas.
+        headers[lower] = f"{headers[lower]},{value}" if lower in headers else value
     view = sigv4.HttpRequestView(http.method, req.raw_path, req.raw_query, headers)
     auth = sigv4.parse_auth(view)
     if auth is None:
