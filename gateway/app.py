@@ -19,6 +19,7 @@ from gateway.api.context import (
     CREDENTIALS,
     EAGER,
     KEY_RESERVE,
+    LOOKUPS,
     POOL,
     PRESETS,
     RECENT_BUCKETS,
@@ -35,7 +36,7 @@ from gateway.meta import buckets
 from gateway.meta.buckets import Bucket, RecentBuckets
 from gateway.meta.db import create_pool, migrate, start_embedded_postgres
 from gateway.meta.garbage import KeyReserve
-from gateway.meta.objects import ObjectRecord
+from gateway.meta.objects import BatchedLookups, ObjectRecord
 from gateway.storage.profiles import open_stores
 from gateway.storage.upstream import UpstreamStore
 from gateway.variants.eager import EagerRenderer
@@ -111,6 +112,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         for name, bucket in config.buckets.items():
             await buckets.declare_bucket(conn, name, bucket.profile, bucket.public_read, "config")
     app[POOL] = pool
+    app[LOOKUPS] = BatchedLookups(pool)
     yield
     await pool.close()
 

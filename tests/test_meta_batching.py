@@ -1,4 +1,6 @@
-"""Storage keys listed in the garbage log ahead of need (KeyReserve), against real Postgres."""
+"""Metadata work shared by concurrent requests, against real Postgres: storage keys listed in
+the garbage log ahead of need (KeyReserve), and object lookups answered together
+(BatchedLookups)."""
 
 from __future__ import annotations
 
@@ -9,25 +11,33 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from gateway.meta import garbage
+from gateway.meta import garbage, objects
 from gateway.meta.db import create_pool, migrate
 from gateway.meta.garbage import RESERVE_BATCH, KeyReserve
+from gateway.meta.objects import BatchedLookups
 from tests.conftest import create_database
 
 PROFILE = "local"
+BUCKET = "lookups"
 
 
 @pytest.fixture(scope="module")
-def reserve_dsn(pg_server_dsn: str) -> str:
+def meta_dsn(pg_server_dsn: str) -> str:
     return create_database(pg_server_dsn)
 
 
 @pytest.fixture
-async def db(reserve_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(reserve_dsn, 1, 10)
+async def db(meta_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(meta_dsn, 1, 10)
     async with pool.acquire() as conn:
         await migrate(conn)
         await conn.execute("DELETE FROM garbage")
+        await conn.execute(
+            "INSERT INTO buckets (name, profile, owner) VALUES ($1, $2, 'test')"
+            " ON CONFLICT DO NOTHING",
+            BUCKET,
+            PROFILE,
+        )
     yield pool
     await pool.close()
 
@@ -92,3 +102,90 @@ async def test_a_failed_refill_fails_only_its_taker(db) -> None:
     finally:
         await db.execute("ALTER TABLE garbage_away RENAME TO garbage")
     assert await keys.take(PROFILE) in await listed(db)
+
+
+# --- BatchedLookups -------------------------------------------------------------------------
+
+
+async def put_rows(db: asyncpg.Pool, keys: list[str]) -> None:
+    await db.execute(
+        "INSERT INTO objects (bucket, key, version_id, size, etag, content_type, profile,"
+        " storage_key, last_modified, metadata)"
+        " SELECT $1, k, gen_random_uuid(), length(k), md5(k), 'text/plain', $2, md5(k), now(),"
+        " '{}'::jsonb FROM unnest($3::text[]) AS k"
+        " ON CONFLICT (bucket, key) DO NOTHING",
+        BUCKET,
+        PROFILE,
+        keys,
+    )
+
+
+async def test_lookups_of_one_turn_share_a_query_and_keep_their_order(db, monkeypatch) -> None:
+    present = [f"k/{i:03d}" for i in range(40)]
+    await put_rows(db, present)
+    targets = [
+        *((BUCKET, key) for key in present),
+        (BUCKET, "missing"),
+        ("no-such-bucket", "k/000"),
+        (BUCKET, "k/007"),  # twice in one batch
+    ]
+    lookups = BatchedLookups(db)
+    queries = []
+    real = objects.lookup_many
+
+    async def counted(conn, batch):
+        queries.append(len(batch))
+        return await real(conn, batch)
+
+    monkeypatch.setattr(objects, "lookup_many", counted)
+    results = await asyncio.gather(*(lookups.lookup(b, k) for b, k in targets))
+    assert queries == [len(targets)]
+    for (bucket, key), (found, record) in zip(targets[:40], results[:40], strict=True):
+        assert found is not None and found.name == bucket
+        assert record is not None and record.key == key and record.size == len(key)
+    found, record = results[40]
+    assert found is not None and record is None
+    assert results[41] == (None, None)
+    assert results[42][1] is not None and results[42][1].key == "k/007"
+
+
+async def test_a_lone_lookup_is_answered_like_lookup(db) -> None:
+    await put_rows(db, ["alone"])
+    lookups = BatchedLookups(db)
+    assert await lookups.lookup(BUCKET, "alone") == await objects.lookup(db, BUCKET, "alone")
+
+
+async def test_a_write_acknowledged_before_a_lookup_is_seen(db) -> None:
+    lookups = BatchedLookups(db)
+    assert (await lookups.lookup(BUCKET, "late"))[1] is None
+    await put_rows(db, ["late"])
+    (_, record), _ = await asyncio.gather(
+        lookups.lookup(BUCKET, "late"), lookups.lookup(BUCKET, "x")
+    )
+    assert record is not None and record.key == "late"
+
+
+async def test_a_failed_query_fails_every_lookup_of_its_batch_only(db) -> None:
+    lookups = BatchedLookups(db)
+    await db.execute("ALTER TABLE objects RENAME TO objects_away")
+    try:
+        results = await asyncio.gather(
+            lookups.lookup(BUCKET, "a"), lookups.lookup(BUCKET, "b"), return_exceptions=True
+        )
+    finally:
+        await db.execute("ALTER TABLE objects_away RENAME TO objects")
+    assert all(isinstance(r, asyncpg.UndefinedTableError) for r in results)
+    await put_rows(db, ["after"])
+    assert (await lookups.lookup(BUCKET, "after"))[1] is not None
+
+
+async def test_a_lookup_given_up_leaves_the_others_of_its_batch_answered(db) -> None:
+    await put_rows(db, ["kept"])
+    lookups = BatchedLookups(db)
+    abandoned = asyncio.ensure_future(lookups.lookup(BUCKET, "gone"))
+    kept = asyncio.ensure_future(lookups.lookup(BUCKET, "kept"))
+    await asyncio.sleep(0)
+    abandoned.cancel()
+    _, record = await kept
+    assert record is not None and record.key == "kept"
+    assert abandoned.cancelled()

@@ -12,6 +12,7 @@ from multidict import CIMultiDictProxy
 from gateway.config import CredentialConfig, GatewayConfig
 from gateway.meta.buckets import RecentBuckets
 from gateway.meta.garbage import KeyReserve
+from gateway.meta.objects import BatchedLookups
 from gateway.s3 import errors
 from gateway.s3.sigv4 import AuthRequest
 from gateway.storage import BlobStore
@@ -22,6 +23,7 @@ from gateway.variants.service import VariantService
 
 CONFIG = web.AppKey("config", GatewayConfig)
 POOL = web.AppKey("pool", asyncpg.Pool)
+LOOKUPS = web.AppKey("lookups", BatchedLookups)
 STORES = web.AppKey("stores", dict[str, BlobStore])
 KEY_RESERVE = web.AppKey("key_reserve", KeyReserve)
 RECENT_BUCKETS = web.AppKey("recent_buckets", RecentBuckets)

@@ -15,7 +15,7 @@ from multidict import CIMultiDict
 from gateway.api import auth, copysource, reader, upstream
 from gateway.api.body import BodyDigests, RequestBody
 from gateway.api.common import StagedBlob, get_bucket, http_date, read_small_body, recent_bucket
-from gateway.api.context import S3Request
+from gateway.api.context import LOOKUPS, S3Request
 from gateway.api.middleware import SENT_RESPONSE
 from gateway.api.reader import Segment
 from gateway.meta import objects
@@ -104,7 +104,7 @@ def _checksum_headers(record: ObjectRecord) -> dict[str, str]:
 async def readable_object(req: S3Request) -> tuple[Bucket, ObjectRecord]:
     assert req.bucket is not None
     key = object_key(req)
-    bucket, record = await objects.lookup(req.pool, req.bucket, key)
+    bucket, record = await req.app[LOOKUPS].lookup(req.bucket, key)
     if bucket is not None and record is None:
         auth.require_read(req, bucket)
         record = await upstream.adopt(req, bucket, key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -379,6 +380,83 @@ async def lookup(
         key,
     )
     return _looked_up(row)
+
+
+async def lookup_many(
+    conn: asyncpg.Connection | asyncpg.Pool, targets: Sequence[tuple[str, str]]
+) -> list[tuple[Bucket | None, ObjectRecord | None]]:
+    """``lookup`` of each (bucket, key) in one round trip, in order."""
+    # LIMIT 1 keeps each subquery a primary-key probe per target: flattened into joins, the
+    # planner may scan every bucket, or a whole bucket's objects, when statistics are stale.
+    rows = await conn.fetch(
+        f"{_LOOKUP}, t.i FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t (bucket, key, i)"
+        " JOIN LATERAL (SELECT * FROM buckets WHERE name = t.bucket LIMIT 1) b ON true"
+        " LEFT JOIN LATERAL (SELECT * FROM objects"
+        "  WHERE objects.bucket = t.bucket AND objects.key = t.key LIMIT 1) o ON true",
+        [bucket for bucket, _ in targets],
+        [key for _, key in targets],
+    )
+    found: list[tuple[Bucket | None, ObjectRecord | None]] = [(None, None)] * len(targets)
+    for row in rows:
+        values = dict(row)
+        index = values.pop("i") - 1
+        found[index] = _looked_up(values)
+    return found
+
+
+class BatchedLookups:
+    """``lookup`` for concurrent requests, those of one turn of the event loop in one query.
+
+    Under load most of a GET's cost is the round trip of its lookup, not the lookup itself;
+    the requests that arrive together share one. Each query still starts after its requests
+    arrived, so it sees every write acknowledged before any of them was sent.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._pending: list[
+            tuple[str, str, asyncio.Future[tuple[Bucket | None, ObjectRecord | None]]]
+        ] = []
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def lookup(self, bucket: str, key: str) -> tuple[Bucket | None, ObjectRecord | None]:
+        loop = asyncio.get_running_loop()
+        if not self._pending:
+            # After the callbacks already queued: the other requests of this turn join.
+            loop.call_soon(self._send)
+        future = loop.create_future()
+        self._pending.append((bucket, key, future))
+        return await future
+
+    def _send(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._answer(batch))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _answer(
+        self,
+        batch: list[tuple[str, str, asyncio.Future[tuple[Bucket | None, ObjectRecord | None]]]],
+    ) -> None:
+        try:
+            if len(batch) == 1:
+                bucket, key, _ = batch[0]
+                results = [await lookup(self._pool, bucket, key)]
+            else:
+                results = await lookup_many(self._pool, [(b, k) for b, k, _ in batch])
+        except asyncio.CancelledError:
+            for _, _, future in batch:
+                future.cancel()
+            raise
+        except Exception as e:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(e)
+            return
+        for (_, _, future), result in zip(batch, results, strict=True):
+            # A request that went away stopped waiting (its future is cancelled).
+            if not future.done():
+                future.set_result(result)
 
 
 async def lookup_variant(
