@@ -287,7 +287,7 @@ async def answer_read(req: S3Request, read: ObjectRead) -> web.StreamResponse:
         response.content_length = read.length
         return response
     if read.length <= INLINE_READ_MAX:
-        body = b"".join([chunk async for chunk in reader.read_segments(req, read.segments)])
+        body = await reader.read_small(req, read.segments)
         return web.Response(status=read.status, body=body, headers=read.headers)
     response = web.StreamResponse(status=read.status, headers=read.headers)
     response.content_length = read.length

@@ -80,6 +80,25 @@ def chunk_segments(chunk: Chunk) -> list[Segment]:
     return [Segment(chunk.profile, chunk.storage_key, 0, chunk.size)] if chunk.size else []
 
 
+async def read_small(req: S3Request, segments: Sequence[Segment]) -> bytes:
+    """The bytes of a small read in one piece: at once where the store can, else streamed."""
+    pieces = []
+    for segment in segments:
+        store = req.store(segment.profile)
+        data = store.read_now(segment.storage_key, segment.offset, segment.length)
+        if data is None:
+            data = b"".join(
+                [
+                    chunk
+                    async for chunk in store.read(
+                        segment.storage_key, segment.offset, segment.length, segment.etag
+                    )
+                ]
+            )
+        pieces.append(data)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
 async def read_segments(req: S3Request, segments: Sequence[Segment]) -> AsyncIterator[bytes]:
     async for data in read_stored(req.app[STORES], segments):
         yield data

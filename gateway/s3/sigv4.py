@@ -115,14 +115,16 @@ class AuthRequest:
 # --- parsing ---------------------------------------------------------------------------------
 
 
-def parse_auth(req: HttpRequestView) -> AuthRequest | None:
+def parse_auth(req: HttpRequestView, params: Mapping[str, str] | None = None) -> AuthRequest | None:
     """Parse the SigV4 claims of a request; None for an anonymous or SigV2 presigned request.
 
+    ``params``: the query already decoded as ``query_params`` does, if the caller has it.
     SigV2 query auth (AWSAccessKeyId/Signature) is left to ``sigv2.parse_query_auth``. Raises an
     S3Error for a SigV2 Authorization header, for both auth mechanisms at once, and for
     malformed input.
     """
-    params = query_params(req.raw_query)
+    if params is None:
+        params = query_params(req.raw_query)
     authorization = req.headers.get("authorization")
     presigned = "X-Amz-Algorithm" in params or "X-Amz-Signature" in params
     sigv2_query = "AWSAccessKeyId" in params or "Signature" in params

@@ -41,6 +41,10 @@ class BlobStore(Protocol):
         """Bytes [start, start + length); ``etag``: of the version the caller expects (only
         an upstream object kept in place can change under its key)."""
 
+    def read_now(self, storage_key: str, start: int, length: int) -> bytes | None:
+        """The bytes at once, when that costs less than a thread hop (a small read of a local
+        file, from the page cache); None when they must be read with ``read``."""
+
     def local_path(self, storage_key: str) -> Path | None:
         """The blob's plain file, when it has one (so it can be sent with sendfile)."""
 

@@ -180,39 +180,48 @@ class LocalBlobWriter:
 class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root = str(root)
 
     def new_key(self) -> str:
         return uuid.uuid4().hex
 
     def local_path(self, storage_key: str) -> Path:
+        return Path(self._file(storage_key))
+
+    def _file(self, storage_key: str) -> str:
         # Fan out over 256 directories so no directory grows huge.
         if not _STORAGE_KEY.fullmatch(storage_key):
             raise ValueError(f"not a storage key: {storage_key!r}")
-        # os.path.join: a Path per request costs more than the read it locates.
-        return Path(os.path.join(self.root, storage_key[:2], storage_key))
+        # A string: a Path per request costs more than the small read it locates.
+        return os.path.join(self._root, storage_key[:2], storage_key)
 
     async def create(
         self, storage_key: str, on_data: Callable[[bytes], None] | None = None
     ) -> LocalBlobWriter:
         return LocalBlobWriter(self.local_path(storage_key), storage_key, on_data)
 
+    def read_now(self, storage_key: str, start: int, length: int) -> bytes | None:
+        if length > INLINE_READ_MAX:
+            return None
+        # A bare descriptor: a buffered file object costs more than the read itself.
+        fd = os.open(self._file(storage_key), os.O_RDONLY)
+        try:
+            data = os.pread(fd, length, start)
+        finally:
+            os.close(fd)
+        if len(data) != length:
+            raise OSError(f"blob {storage_key} is shorter than its metadata says")
+        return data
+
     async def read(
         self, storage_key: str, start: int, length: int, etag: str | None = None
     ) -> AsyncIterator[bytes]:
-        path = self.local_path(storage_key)
-        if length <= INLINE_READ_MAX:
-            # A bare descriptor: a buffered file object costs more than the read itself.
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                data = os.pread(fd, length, start)
-            finally:
-                os.close(fd)
-            if len(data) != length:
-                raise OSError(f"blob {storage_key} is shorter than its metadata says")
+        data = self.read_now(storage_key, start, length)
+        if data is not None:
             yield data
             return
         loop = asyncio.get_running_loop()
-        handle = await loop.run_in_executor(None, open, path, "rb")
+        handle = await loop.run_in_executor(None, open, self._file(storage_key), "rb")
         try:
             handle.seek(start)
             remaining = length

@@ -501,6 +501,9 @@ class UpstreamStore:
     def new_key(self) -> str:
         return self.profile.variants_prefix + uuid.uuid4().hex
 
+    def read_now(self, storage_key: str, start: int, length: int) -> None:
+        return None
+
     def local_path(self, storage_key: str) -> None:
         return None
 
