@@ -18,7 +18,9 @@ async def open_stores(config: GatewayConfig) -> AsyncIterator[dict[str, BlobStor
     async with contextlib.AsyncExitStack() as stack:
         for name, profile in config.storage_profiles.items():
             if isinstance(profile, LocalProfile):
-                stores[name] = LocalBlobStore(config.blob_root(name))
+                local = LocalBlobStore(config.blob_root(name))
+                stack.callback(local.close)
+                stores[name] = local
                 continue
             store = UpstreamStore(name, profile)
             await store.open()
