@@ -1,6 +1,6 @@
 -- The gateway's metadata schema. Applied by `gateway migrate` and at start-up under an advisory
 -- lock; every statement is idempotent, and the version applied is recorded in schema_version.
--- schema-version: 6
+-- schema-version: 7
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version    integer PRIMARY KEY,
@@ -190,10 +190,14 @@ $$;
 -- Swap in an object row: claim its blob from the garbage log ('lost' if the entry is gone),
 -- lock the key (first writes of a key have no row to lock), replace the row, enqueue its eager
 -- variants and retire the version it replaces. 'ok' when done.
+DROP FUNCTION IF EXISTS gateway_swap_object(
+    text, text, uuid, bigint, text, text, text, text, timestamptz, jsonb, integer, text, text[]
+);
 CREATE OR REPLACE FUNCTION gateway_swap_object(
     p_bucket text, p_key text, p_version uuid, p_size bigint, p_etag text,
     p_content_type text, p_profile text, p_storage_key text, p_last_modified timestamptz,
-    p_metadata jsonb, p_parts_count integer, p_storage_etag text, p_eager text[]
+    p_metadata jsonb, p_parts_count integer, p_storage_etag text, p_inline_data bytea,
+    p_eager text[]
 ) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     old objects%ROWTYPE;
@@ -207,14 +211,15 @@ BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended(p_bucket || '/' || p_key, 0));
     SELECT * INTO old FROM objects WHERE bucket = p_bucket AND key = p_key FOR UPDATE;
     INSERT INTO objects (bucket, key, version_id, size, etag, content_type, profile, storage_key,
-                         last_modified, metadata, parts_count, storage_etag)
+                         last_modified, metadata, parts_count, storage_etag, inline_data)
     VALUES (p_bucket, p_key, p_version, p_size, p_etag, p_content_type, p_profile, p_storage_key,
-            p_last_modified, p_metadata, p_parts_count, p_storage_etag)
+            p_last_modified, p_metadata, p_parts_count, p_storage_etag, p_inline_data)
     ON CONFLICT (bucket, key) DO UPDATE SET version_id = EXCLUDED.version_id,
         size = EXCLUDED.size, etag = EXCLUDED.etag, content_type = EXCLUDED.content_type,
         profile = EXCLUDED.profile, storage_key = EXCLUDED.storage_key,
         last_modified = EXCLUDED.last_modified, metadata = EXCLUDED.metadata,
-        parts_count = EXCLUDED.parts_count, storage_etag = EXCLUDED.storage_etag;
+        parts_count = EXCLUDED.parts_count, storage_etag = EXCLUDED.storage_etag,
+        inline_data = EXCLUDED.inline_data;
     IF cardinality(p_eager) > 0 THEN
         INSERT INTO variant_jobs (bucket, key, version_id, preset)
         SELECT p_bucket, p_key, p_version, unnest(p_eager) ON CONFLICT DO NOTHING;
@@ -245,4 +250,9 @@ BEGIN
 END
 $$;
 
-INSERT INTO schema_version (version) VALUES (3), (4), (5), (6) ON CONFLICT DO NOTHING;
+-- Version 7. A small object (limits.inline_max_size) keeps its bytes in its row: its write is one
+-- transaction made durable by Postgres's own fsync, with no blob file, and its read needs no
+-- file. Such a row has neither storage_key nor parts_count, so retiring it lists nothing.
+ALTER TABLE objects ADD COLUMN IF NOT EXISTS inline_data bytea;
+
+INSERT INTO schema_version (version) VALUES (3), (4), (5), (6), (7) ON CONFLICT DO NOTHING;

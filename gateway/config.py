@@ -202,6 +202,10 @@ class LimitsConfig(_Strict):
     max_object_size: Size = 5 * 1024**3
     max_xml_body: Size = 1024**2
     max_metadata_size: Size = 2048
+    # Objects of a local profile this small keep their bytes in their metadata row: the write
+    # is one transaction, durable by Postgres's fsync, with no blob file to write and sync.
+    # Bounded so such a body is always small enough to hold in memory; 0 turns it off.
+    inline_max_size: Annotated[Size, Field(le=256 * 1024)] = 8 * 1024
     clock_skew_seconds: int = Field(default=900, ge=1)
     # An upload whose client sends nothing for this long fails with RequestTimeout.
     body_idle_timeout_seconds: float = Field(default=60, gt=0)

@@ -346,6 +346,8 @@ async def put_object(req: S3Request) -> web.StreamResponse:
             req, store, bucket, key, body, metadata, upstream.write_conditions(cond, current)
         )
         await upstream.commit(req, store, record, check, eager)
+    elif body.length is not None and body.length <= req.config.limits.inline_max_size:
+        record = await _put_inline(req, bucket, key, body, metadata, check, eager)
     else:
         record = await _put_local(req, bucket, key, body, metadata, check, eager)
     if eager:
@@ -403,6 +405,41 @@ async def _put_upstream(
     return replace(record, storage_key=upstream_key, storage_etag=storage_etag)
 
 
+async def _put_inline(
+    req: S3Request,
+    bucket: Bucket,
+    key: str,
+    body: RequestBody,
+    metadata: dict[str, Any],
+    check: WriteCheck | None,
+    eager: list[str],
+) -> ObjectRecord:
+    """A small object: its bytes go in its row, one transaction and no blob."""
+    data = b"".join([piece async for piece in body])
+    body.digests.update(data)
+    metadata["checksums"] = body.verify()
+    content_type = content_type_from_headers(req.headers)
+    record = _new_record(bucket, key, len(data), body.digests.etag, content_type, metadata)
+    record = replace(record, inline_data=data)
+    await _commit_new(req, record, check, eager)
+    return record
+
+
+async def _commit_new(
+    req: S3Request, record: ObjectRecord, check: WriteCheck | None, eager: list[str]
+) -> None:
+    """Commit the row of a new local object; NoSuchBucket if its bucket is gone (nothing was
+    committed then)."""
+    async with req.pool.acquire() as conn:
+        try:
+            await objects.commit_object(conn, record, check, eager=eager)
+        except asyncpg.ForeignKeyViolationError as e:
+            if e.constraint_name != "objects_bucket_fkey":
+                raise
+            # The bucket was deleted after this process last looked it up.
+            raise errors.NoSuchBucket(BucketName=record.bucket) from None
+
+
 async def _put_local(
     req: S3Request,
     bucket: Bucket,
@@ -427,16 +464,11 @@ async def _put_local(
         )
         record = replace(record, storage_key=blob.storage_key)
         blob.row_commit_started = True
-        async with req.pool.acquire() as conn:
-            try:
-                await objects.commit_object(conn, record, check, eager=eager)
-            except asyncpg.ForeignKeyViolationError as e:
-                if e.constraint_name != "objects_bucket_fkey":
-                    raise
-                # The bucket was deleted after this process last looked it up. Nothing
-                # committed: the blob can go at once.
-                blob.row_commit_started = False
-                raise errors.NoSuchBucket(BucketName=bucket.name) from None
+        try:
+            await _commit_new(req, record, check, eager)
+        except errors.NoSuchBucket:
+            blob.row_commit_started = False  # nothing committed: the blob can go at once
+            raise
     return record
 
 

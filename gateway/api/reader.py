@@ -39,6 +39,14 @@ class Segment:
     length: int
     # The version of an upstream object kept in place that the read must get.
     etag: str | None = None
+    # The bytes of an object kept in its row (no blob: storage_key is empty).
+    data: bytes | None = None
+
+    def inline(self) -> bytes | None:
+        """This segment's bytes when they are at hand, else None."""
+        if self.data is None:
+            return None
+        return self.data[self.offset : self.offset + self.length]
 
 
 def slice_chunks(chunks: Sequence[Chunk], start: int, length: int) -> list[Segment] | None:
@@ -70,6 +78,8 @@ async def object_segments(
     """The segments of bytes [start, start + length); None if the object has been replaced."""
     if length == 0:
         return []
+    if record.inline_data is not None:
+        return [Segment(record.profile, "", start, length, data=record.inline_data)]
     if record.storage_key is not None:
         return [Segment(record.profile, record.storage_key, start, length, record.storage_etag)]
     chunks = await objects.get_chunks(conn, record.version_id, start, start + length)
@@ -85,7 +95,9 @@ async def read_small(req: S3Request, segments: Sequence[Segment]) -> bytes:
     pieces = []
     for segment in segments:
         store = req.store(segment.profile)
-        data = store.read_now(segment.storage_key, segment.offset, segment.length)
+        data = segment.inline()
+        if data is None:
+            data = store.read_now(segment.storage_key, segment.offset, segment.length)
         if data is None:
             data = b"".join(
                 [
@@ -109,6 +121,10 @@ async def read_stored(
 ) -> AsyncIterator[bytes]:
     """The segments' bytes in order, outside any request (variant renders read this way)."""
     for segment in segments:
+        inline = segment.inline()
+        if inline is not None:
+            yield inline
+            continue
         store = stores[segment.profile]
         async for data in store.read(
             segment.storage_key, segment.offset, segment.length, segment.etag
@@ -128,7 +144,7 @@ async def send_segments(
     transport = req.http.transport
     for segment in segments:
         store = req.store(segment.profile)
-        path = store.local_path(segment.storage_key)
+        path = None if segment.data is not None else store.local_path(segment.storage_key)
         if path is None or transport is None:
             stream = read_stored(req.app[STORES], [segment])
             # The first bytes arrive before the headers go out: an upstream that fails or

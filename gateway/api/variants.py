@@ -52,6 +52,8 @@ def variant_source(
     async def locate() -> tuple[FilePart, ...] | None:
         parts = []
         for segment in await segments():
+            if segment.data is not None:
+                return None  # kept in its row: read() hands the bytes over
             path = stores[segment.profile].local_path(segment.storage_key)
             if path is None:
                 return None

@@ -41,6 +41,8 @@ class ObjectRecord:
     parts_count: int | None = None
     # An object kept in place upstream: the upstream's ETag of it (see schema.sql).
     storage_etag: str | None = None
+    # A small object's bytes, kept in its row instead of a blob (storage_key is then None).
+    inline_data: bytes | None = None
 
     @property
     def user_metadata(self) -> dict[str, str]:
@@ -94,7 +96,9 @@ async def get_object(
     conn: asyncpg.Connection | asyncpg.Pool, bucket: str, key: str
 ) -> ObjectRecord | None:
     row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM objects WHERE bucket = $1 AND key = $2", bucket, key
+        f"SELECT {_COLUMNS}, inline_data FROM objects WHERE bucket = $1 AND key = $2",
+        bucket,
+        key,
     )
     return ObjectRecord(**dict(row)) if row else None
 
@@ -148,7 +152,8 @@ async def commit_object(
 
 
 def _row_values(record: ObjectRecord) -> tuple[Any, ...]:
-    """The record's values in the order of _COLUMNS (and of gateway_swap_object's parameters)."""
+    """The record's values in the order of _COLUMNS (and of gateway_swap_object's first
+    parameters)."""
     return (
         record.bucket,
         record.key,
@@ -167,8 +172,9 @@ def _row_values(record: ObjectRecord) -> tuple[Any, ...]:
 
 async def _swap(conn: asyncpg.Connection, record: ObjectRecord, eager: Sequence[str]) -> None:
     outcome = await conn.fetchval(
-        "SELECT gateway_swap_object($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        "SELECT gateway_swap_object($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         *_row_values(record),
+        record.inline_data,
         list(eager),
     )
     if outcome == "lost":
@@ -365,7 +371,7 @@ _LOOKUP = (
     "SELECT b.name AS b_name, b.created_at AS b_created_at, b.profile AS b_profile,"
     " b.public_read AS b_public_read, b.owner AS b_owner, o.bucket, o.key, o.version_id,"
     " o.size, o.etag, o.content_type, o.profile, o.storage_key, o.last_modified, o.metadata,"
-    " o.parts_count, o.storage_etag"
+    " o.parts_count, o.storage_etag, o.inline_data"
 )
 
 
