@@ -1,11 +1,15 @@
-"""Planning reads of multipart objects: which stretch of which part blob holds which bytes."""
+"""Planning reads: which stretch of which part blob holds which bytes of a multipart object,
+and the bytes of an object kept in its row."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+
 import pytest
 
-from gateway.api.reader import Segment, slice_chunks
-from gateway.meta.objects import Chunk
+from gateway.api.reader import Segment, object_segments, read_stored, slice_chunks
+from gateway.meta.objects import Chunk, ObjectRecord
 
 # Parts of 10, 10 and 5 bytes: the object is 25 bytes long.
 CHUNKS = [
@@ -54,3 +58,27 @@ def test_incomplete_cover_is_none(chunks: list[Chunk], start: int, length: int) 
 def test_empty_chunks_are_skipped() -> None:
     chunks = [Chunk(1, 0, 10, "p", "a", '"a"'), Chunk(2, 10, 0, "p", "e", '"e"')]
     assert slice_chunks(chunks, 0, 10) == [Segment("p", "a", 0, 10)]
+
+
+# An object kept in its row: its segment carries the bytes.
+INLINE = ObjectRecord(
+    bucket="b",
+    key="k",
+    version_id=uuid.uuid4(),
+    size=10,
+    etag='"e"',
+    content_type="text/plain",
+    profile="p",
+    storage_key=None,
+    last_modified=datetime(2026, 1, 1, tzinfo=UTC),
+    inline_data=b"0123456789",
+)
+
+
+@pytest.mark.parametrize(("start", "length"), [(0, 10), (3, 4), (9, 1), (0, 0)])
+async def test_an_inline_object_reads_from_its_row(start: int, length: int) -> None:
+    # No query and no store: the row's bytes are at hand.
+    segments = await object_segments(None, INLINE, start, length)  # type: ignore[arg-type]
+    assert segments is not None
+    read = b"".join([piece async for piece in read_stored({}, segments)])
+    assert read == INLINE.inline_data[start : start + length]
