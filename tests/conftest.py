@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ import botocore.config
 import pytest
 import requests
 import yaml
+
+from gateway.meta.db import create_pool, migrate
 
 ROOT_ACCESS_KEY = "GWTESTROOTKEY"
 ROOT_SECRET_KEY = "gateway-test-root-secret"
@@ -116,6 +118,27 @@ def create_database(server_dsn: str) -> str:
 
     asyncio.run(create())
     return _with_database(server_dsn, name)
+
+
+@contextlib.asynccontextmanager
+async def migrated_pool(
+    dsn: str, bucket: str, profile: str, max_size: int
+) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a migrated database holding ``bucket``: for tests of the metadata layer and
+    the services on it, without a gateway."""
+    pool = await create_pool(dsn, 1, max_size)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+            await conn.execute(
+                "INSERT INTO buckets (name, profile, owner) VALUES ($1, $2, 'test')"
+                " ON CONFLICT DO NOTHING",
+                bucket,
+                profile,
+            )
+        yield pool
+    finally:
+        await pool.close()
 
 
 def db_fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:

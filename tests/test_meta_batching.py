@@ -12,10 +12,9 @@ import asyncpg
 import pytest
 
 from gateway.meta import garbage, objects
-from gateway.meta.db import create_pool, migrate
 from gateway.meta.garbage import RESERVE_BATCH, KeyReserve
 from gateway.meta.objects import BatchedLookups
-from tests.conftest import create_database
+from tests.conftest import create_database, migrated_pool
 
 PROFILE = "local"
 BUCKET = "lookups"
@@ -28,18 +27,9 @@ def meta_dsn(pg_server_dsn: str) -> str:
 
 @pytest.fixture
 async def db(meta_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(meta_dsn, 1, 10)
-    async with pool.acquire() as conn:
-        await migrate(conn)
-        await conn.execute("DELETE FROM garbage")
-        await conn.execute(
-            "INSERT INTO buckets (name, profile, owner) VALUES ($1, $2, 'test')"
-            " ON CONFLICT DO NOTHING",
-            BUCKET,
-            PROFILE,
-        )
-    yield pool
-    await pool.close()
+    async with migrated_pool(meta_dsn, BUCKET, PROFILE, 10) as pool:
+        await pool.execute("DELETE FROM garbage")
+        yield pool
 
 
 def reserve(db: asyncpg.Pool, grace_seconds: float = 3600) -> KeyReserve:

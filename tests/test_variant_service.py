@@ -18,7 +18,6 @@ import pytest
 
 from gateway.config import VariantPresetConfig
 from gateway.meta import derivatives
-from gateway.meta.db import create_pool, migrate
 from gateway.meta.derivatives import Outcome, StoredBlob
 from gateway.storage.local import LocalBlobStore
 from gateway.variants import errors
@@ -33,7 +32,7 @@ from gateway.variants.render import (
     render,
 )
 from gateway.variants.service import VariantPolicy, VariantService, VariantSource
-from tests.conftest import create_database
+from tests.conftest import create_database, migrated_pool
 from tests.unit.variants import images
 from tests.unit.variants.images import RED, close_to, decode
 
@@ -86,17 +85,8 @@ def service_dsn(pg_server_dsn: str) -> str:
 
 @pytest.fixture
 async def db(service_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(service_dsn, 1, 20)
-    async with pool.acquire() as conn:
-        await migrate(conn)
-        await conn.execute(
-            "INSERT INTO buckets (name, profile, owner) VALUES ($1, $2, 'test')"
-            " ON CONFLICT DO NOTHING",
-            BUCKET,
-            PROFILE,
-        )
-    yield pool
-    await pool.close()
+    async with migrated_pool(service_dsn, BUCKET, PROFILE, 20) as pool:
+        yield pool
 
 
 @pytest.fixture

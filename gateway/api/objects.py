@@ -346,8 +346,6 @@ async def put_object(req: S3Request) -> web.StreamResponse:
             req, store, bucket, key, body, metadata, upstream.write_conditions(cond, current)
         )
         await upstream.commit(req, store, record, check, eager)
-    elif body.length is not None and body.length <= req.config.limits.inline_max_size:
-        record = await _put_inline(req, bucket, key, body, metadata, check, eager)
     else:
         record = await _put_local(req, bucket, key, body, metadata, check, eager)
     if eager:
@@ -405,26 +403,6 @@ async def _put_upstream(
     return replace(record, storage_key=upstream_key, storage_etag=storage_etag)
 
 
-async def _put_inline(
-    req: S3Request,
-    bucket: Bucket,
-    key: str,
-    body: RequestBody,
-    metadata: dict[str, Any],
-    check: WriteCheck | None,
-    eager: list[str],
-) -> ObjectRecord:
-    """A small object: its bytes go in its row, one transaction and no blob."""
-    data = b"".join([piece async for piece in body])
-    body.digests.update(data)
-    metadata["checksums"] = body.verify()
-    content_type = content_type_from_headers(req.headers)
-    record = _new_record(bucket, key, len(data), body.digests.etag, content_type, metadata)
-    record = replace(record, inline_data=data)
-    await _commit_new(req, record, check, eager)
-    return record
-
-
 async def _commit_new(
     req: S3Request, record: ObjectRecord, check: WriteCheck | None, eager: list[str]
 ) -> None:
@@ -449,6 +427,16 @@ async def _put_local(
     check: WriteCheck | None,
     eager: list[str],
 ) -> ObjectRecord:
+    if body.length is not None and body.length <= req.config.limits.inline_max_size:
+        # A small object: its bytes go in its row, one transaction and no blob.
+        data = b"".join([piece async for piece in body])
+        body.digests.update(data)
+        metadata["checksums"] = body.verify()
+        content_type = content_type_from_headers(req.headers)
+        record = _new_record(bucket, key, len(data), body.digests.etag, content_type, metadata)
+        record = replace(record, inline_data=data)
+        await _commit_new(req, record, check, eager)
+        return record
     async with StagedBlob(req, bucket.profile, body.digests.update) as blob:
         await blob.write_all(aiter(body))
         metadata["checksums"] = body.verify()
