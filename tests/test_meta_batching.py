@@ -155,6 +155,18 @@ async def test_a_write_acknowledged_before_a_lookup_is_seen(db) -> None:
     assert record is not None and record.key == "late"
 
 
+async def test_a_target_postgres_refuses_fails_only_its_own_lookup(db) -> None:
+    """An anonymous GET /%00/k must not fail the GETs that happen to share its query."""
+    await put_rows(db, ["good"])
+    lookups = BatchedLookups(db)
+    bad, good = await asyncio.gather(
+        lookups.lookup("nul\x00bucket", "k"), lookups.lookup(BUCKET, "good"), return_exceptions=True
+    )
+    assert isinstance(bad, asyncpg.CharacterNotInRepertoireError)
+    assert not isinstance(good, BaseException)
+    assert good[1] is not None and good[1].key == "good"
+
+
 async def test_a_failed_query_fails_every_lookup_of_its_batch_only(db) -> None:
     lookups = BatchedLookups(db)
     await db.execute("ALTER TABLE objects RENAME TO objects_away")

@@ -90,8 +90,8 @@ class StagedBlob:
     async def __aenter__(self) -> StagedBlob:
         # The intent is durable before the first byte is written.
         self.storage_key = await self._req.app[KEY_RESERVE].take(self.profile)
-        self._heartbeat = asyncio.create_task(self._keep_listed())
         self.writer = await self._store.create(self.storage_key, self._on_data)
+        self._heartbeat = asyncio.create_task(self._keep_listed())
         return self
 
     async def _keep_listed(self) -> None:

@@ -427,7 +427,8 @@ async def _put_local(
     check: WriteCheck | None,
     eager: list[str],
 ) -> ObjectRecord:
-    if body.length is not None and body.length <= req.config.limits.inline_max_size:
+    inline_max = req.config.limits.inline_max_size
+    if inline_max and body.length is not None and body.length <= inline_max:
         # A small object: its bytes go in its row, one transaction and no blob.
         data = b"".join([piece async for piece in body])
         body.digests.update(data)

@@ -11,8 +11,9 @@ import asyncpg
 
 # Keys listed per round trip: a busy process takes a batch while its writes wait on one refill.
 RESERVE_BATCH = 32
-# A reserved key is handed out only while its entry is this young (and well within the grace
-# period); older ones leave the log at the next refill.
+# A reserved key is handed out only while its entry is this young, and younger than a sixth
+# of the grace period (so even after a failed renewal it is renewed again in time); older ones
+# leave the log at the next refill.
 RESERVE_MAX_AGE_SECONDS = 60.0
 
 
@@ -81,7 +82,8 @@ class KeyReserve:
     The log must list a key before its blob is written (a crash then leaves nothing
     unaccounted for); listing a batch in one INSERT gives the next writes of this process
     their keys without a commit each. A key is handed out only while its entry is young,
-    well within the janitor's grace period; from then on the writer's heartbeat renews it.
+    well within the janitor's grace period; from then on the writer's heartbeat renews it
+    (every third of the grace period).
     Keys never handed out have no file: ``release`` unlists them at shutdown, and after a
     crash the janitor collects their entries like any other.
     """
@@ -94,7 +96,7 @@ class KeyReserve:
     ) -> None:
         self._pool = pool
         self._new_keys = new_keys
-        self._max_age = min(RESERVE_MAX_AGE_SECONDS, grace_seconds / 3)
+        self._max_age = min(RESERVE_MAX_AGE_SECONDS, grace_seconds / 6)
         # Per profile: (when listed, key), oldest first.
         self._keys: dict[str, deque[tuple[float, str]]] = {name: deque() for name in new_keys}
         self._stale: dict[str, list[str]] = {name: [] for name in new_keys}

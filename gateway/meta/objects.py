@@ -445,24 +445,32 @@ class BatchedLookups:
         batch: list[tuple[str, str, asyncio.Future[tuple[Bucket | None, ObjectRecord | None]]]],
     ) -> None:
         try:
-            if len(batch) == 1:
-                bucket, key, _ = batch[0]
-                results = [await lookup(self._pool, bucket, key)]
-            else:
-                results = await lookup_many(self._pool, [(b, k) for b, k, _ in batch])
+            if len(batch) > 1:
+                try:
+                    results = await lookup_many(self._pool, [(b, k) for b, k, _ in batch])
+                except (asyncpg.PostgresError, asyncpg.InterfaceError):
+                    # One target may be what failed it (a name Postgres refuses): each is
+                    # asked alone, so it fails only its own request.
+                    pass
+                else:
+                    for (_, _, future), result in zip(batch, results, strict=True):
+                        # A request that went away stopped waiting (its future is cancelled).
+                        if not future.done():
+                            future.set_result(result)
+                    return
+            for bucket, key, future in batch:
+                try:
+                    result = await lookup(self._pool, bucket, key)
+                except Exception as e:
+                    if not future.done():
+                        future.set_exception(e)
+                else:
+                    if not future.done():
+                        future.set_result(result)
         except asyncio.CancelledError:
             for _, _, future in batch:
                 future.cancel()
             raise
-        except Exception as e:
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(e)
-            return
-        for (_, _, future), result in zip(batch, results, strict=True):
-            # A request that went away stopped waiting (its future is cancelled).
-            if not future.done():
-                future.set_result(result)
 
 
 async def lookup_variant(

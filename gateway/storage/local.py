@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import re
+import threading
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -214,28 +215,31 @@ class LocalBlobStore:
         self.root = root
         self._root = str(root)
         # Fan-out directory -> a descriptor kept open to fsync it: opening and closing one at
-        # every commit cost two syscalls more than the sync.
+        # every commit cost two syscalls more than the sync. Writer threads share them.
         self._directories: dict[str, int] = {}
+        # Descriptors of directories made again since: another thread may still be syncing
+        # one, so they are closed only with the store.
+        self._replaced: list[int] = []
+        self._directories_lock = threading.Lock()
 
     def _sync_directory(self, name: str, made_now: bool) -> None:
         """fsync a fan-out directory (called from writer threads)."""
-        if made_now:
+        with self._directories_lock:
+            fd = self._directories.get(name)
             # Made again after it went missing: a descriptor of the old one syncs nothing.
-            stale = self._directories.pop(name, None)
-            if stale is not None:
-                os.close(stale)
-        fd = self._directories.get(name)
-        if fd is None:
-            opened = os.open(os.path.join(self._root, name), os.O_RDONLY | os.O_DIRECTORY)
-            fd = self._directories.setdefault(name, opened)
-            if fd != opened:  # another thread opened it meanwhile
-                os.close(opened)
+            if fd is None or made_now:
+                if fd is not None:
+                    self._replaced.append(fd)
+                fd = os.open(os.path.join(self._root, name), os.O_RDONLY | os.O_DIRECTORY)
+                self._directories[name] = fd
         os.fsync(fd)
 
     def close(self) -> None:
-        for fd in self._directories.values():
-            os.close(fd)
-        self._directories.clear()
+        with self._directories_lock:
+            for fd in [*self._directories.values(), *self._replaced]:
+                os.close(fd)
+            self._directories.clear()
+            self._replaced.clear()
 
     def new_key(self) -> str:
         return uuid.uuid4().hex
