@@ -94,19 +94,12 @@ async def read_small(req: S3Request, segments: Sequence[Segment]) -> bytes:
     """The bytes of a small read in one piece: at once where the store can, else streamed."""
     pieces = []
     for segment in segments:
-        store = req.store(segment.profile)
         data = segment.inline()
         if data is None:
+            store = req.store(segment.profile)
             data = store.read_now(segment.storage_key, segment.offset, segment.length)
         if data is None:
-            data = b"".join(
-                [
-                    chunk
-                    async for chunk in store.read(
-                        segment.storage_key, segment.offset, segment.length, segment.etag
-                    )
-                ]
-            )
+            data = b"".join([chunk async for chunk in read_stored(req.app[STORES], [segment])])
         pieces.append(data)
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
