@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -781,33 +781,56 @@ def measure_idle(pid: int, seconds: float) -> dict[str, int]:
     return {"tree": int(statistics.median(s.tree)), "main": int(statistics.median(s.main))}
 
 
+def run_step(
+    system: System,
+    res: dict[str, Any],
+    name: str,
+    fn: Callable[[], dict[str, Any] | None],
+    other_cpu_warn: float | None = None,
+) -> None:
+    """Runs one measurement or check of ``system`` into ``res[name]``, recording a failure as
+    a problem; raises BenchError if the system died meanwhile. A check may return None."""
+    print(f"  {system.name}: {name} ...", flush=True)
+    out = None
+    try:
+        out = fn()
+    except WorkloadInvalid as e:
+        out = e.result | {"invalid": True}
+        res["problems"].append(f"{name}: {e}")
+        print(f"  !! {system.name} {name} INVALID: {e}", flush=True)
+    except FAILURES as e:
+        record_failure(res, f"{system.name} {name}", e, problem_prefix=f"{name}: ", indent="  ")
+    finally:
+        if system.proc and not system.proc.alive():
+            raise BenchError(
+                f"{system.name} died during {name} (status {system.proc.popen.returncode});"
+                f" last log lines:\n{system.proc.log_tail()}"
+            )
+    if out is None:
+        return
+    res[name] = out
+    if "mb_s" in out or "rps" in out:
+        print(f"     {summarize(name, out)}", flush=True)
+    other = out.get("cpu", {}).get("other_pct", 0.0)
+    if other_cpu_warn is not None and other > other_cpu_warn:
+        print(f"  !! other processes took {other:.0f}% of the machine's CPU", flush=True)
+
+
+def record_failure(
+    res: dict[str, Any], what: str, e: BaseException, problem_prefix: str = "", indent: str = ""
+) -> None:
+    """Notes a failure of ``what`` in ``res`` (a problem) and on the console."""
+    res["problems"].append(problem_prefix + describe(e))
+    print(f"{indent}!! {what} FAILED: {describe(e)}", flush=True)
+
+
 def bench_system(
     system: System, objs: Objects, args: argparse.Namespace, res: dict[str, Any]
 ) -> None:
     """Fills `res` as it goes, so a system that dies midway still reports what it did."""
 
     def step(name: str, fn: Callable[[], dict[str, Any]]) -> None:
-        print(f"  {system.name}: {name} ...", flush=True)
-        try:
-            res[name] = fn()
-        except WorkloadInvalid as e:
-            res[name] = e.result | {"invalid": True}
-            res["problems"].append(f"{name}: {e}")
-            print(f"  !! {system.name} {name} INVALID: {e}", flush=True)
-        except FAILURES as e:
-            res["problems"].append(f"{name}: {describe(e)}")
-            print(f"  !! {system.name} {name} FAILED: {describe(e)}", flush=True)
-        assert system.proc
-        if not system.proc.alive():
-            raise BenchError(
-                f"{system.name} died during {name} (status {system.proc.popen.returncode});"
-                f" last log lines:\n{system.proc.log_tail()}"
-            )
-        if res.get(name):
-            print(f"     {summarize(name, res[name])}", flush=True)
-            other = res[name].get("cpu", {}).get("other_pct", 0.0)
-            if other > args.other_cpu_warn:
-                print(f"  !! other processes took {other:.0f}% of the machine's CPU", flush=True)
+        run_step(system, res, name, fn, args.other_cpu_warn)
 
     print(f"starting {system.name} on {system.endpoint} ...", flush=True)
     t0 = time.monotonic()
@@ -1188,6 +1211,25 @@ def run_dir(args: argparse.Namespace) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def run_config(args: argparse.Namespace, hidden: Iterable[str]) -> dict[str, Any]:
+    """The run's options for the record, without the ``hidden`` ones (paths, secrets)."""
+    return {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in hidden
+    }
+
+
+def write_results(results_dir: Path, name: str, doc: dict[str, Any], md: list[str]) -> None:
+    """Writes ``doc`` as <name>.json and ``md`` (then the doc's problems and notes) as
+    <name>.md in ``results_dir``."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stem = results_dir / name
+    stem.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+    md = [*md, "", *(f"- PROBLEM {p}" for p in doc["problems"])]
+    md += [f"- note: {n}" for n in doc["notes"]]
+    stem.with_suffix(".md").write_text("\n".join(md).rstrip() + "\n")
+    print(f"\nwrote {name}.json and .md in {results_dir.name}/")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     for tool in ["wrk", "curl"] + (["nginx"] if "nginx" in args.systems else []):
@@ -1219,10 +1261,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 bench_system(system, objs, args, res)
             except FAILURES as e:
-                msg = describe(e)
-                print(f"!! {name} FAILED: {msg}", flush=True)
                 res["status"] = "failed"
-                res["problems"].append(msg)
+                record_failure(res, name, e)
             finally:
                 print(f"stopping {name} ...", flush=True)
                 res["notes"] += system.stop()
@@ -1247,11 +1287,9 @@ def main(argv: list[str] | None = None) -> int:
 
     command = "python bench/run.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     env = environment(args)
-    config = {
-        k: (str(v) if isinstance(v, Path) else v)
-        for k, v in vars(args).items()
-        if k not in ("database_url", "large_file", "tmp_dir", "results_dir", "gateway_env")
-    }
+    config = run_config(
+        args, ("database_url", "large_file", "tmp_dir", "results_dir", "gateway_env")
+    )
     doc = {
         "started": started.isoformat(timespec="seconds"),
         "command": command,
@@ -1262,9 +1300,6 @@ def main(argv: list[str] | None = None) -> int:
         "problems": problems,
         "notes": notes,
     }
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.results_dir / started.strftime("%Y%m%dT%H%M%SZ")
-    stem.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
     md = [
         f"# Gateway benchmark, {doc['started']}",
         "",
@@ -1283,9 +1318,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + ".",
     ]
-    md += [""] + [f"- PROBLEM {p}" for p in problems] + [f"- note: {n}" for n in notes]
-    stem.with_suffix(".md").write_text("\n".join(md).rstrip() + "\n")
-    print(f"\nwrote {stem.with_suffix('.json').name} and .md in {args.results_dir.name}/")
+    write_results(args.results_dir, started.strftime("%Y%m%dT%H%M%SZ"), doc, md)
 
     if problems:
         print("RESULT: INVALID (see PROBLEM lines; those figures must not be used)")

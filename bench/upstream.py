@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import json
 import os
 import random
 import shlex
@@ -34,7 +33,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,13 +51,11 @@ from run import (  # the sibling runner, imported as a module
     MotoSystem,
     Objects,
     RssSampler,
-    WorkloadInvalid,
     add_run_arguments,
     add_workload_arguments,
     bench_system,
     busy_note,
     cpu_rows,
-    describe,
     ensure_large_file,
     environment,
     figure,
@@ -72,11 +68,14 @@ from run import (  # the sibling runner, imported as a module
     measure_idle,
     parse_size,
     proc_tree,
+    record_failure,
     reset_hwm,
+    run_config,
     run_dir,
-    summarize,
+    run_step,
     text_table,
     vm_status,
+    write_results,
 )
 
 UPSTREAM_BUCKET = "upstream"
@@ -226,39 +225,11 @@ def delete_large(system: Any) -> None:
             raise BenchError(f"DELETE through the gateway left {upstream_key(LARGE_KEY)} upstream")
 
 
-def step(
-    system: Any, res: dict[str, Any], name: str, fn: Callable[[], dict[str, Any] | None]
-) -> None:
-    """Runs one measurement or check, recording a failure as a problem (as run.py does)."""
-    print(f"  {system.name}: {name} ...", flush=True)
-    try:
-        out = fn()
-    except WorkloadInvalid as e:
-        res[name] = e.result | {"invalid": True}
-        res["problems"].append(f"{name}: {e}")
-        print(f"  !! {system.name} {name} INVALID: {e}", flush=True)
-        return
-    except FAILURES as e:
-        res["problems"].append(f"{name}: {describe(e)}")
-        print(f"  !! {system.name} {name} FAILED: {describe(e)}", flush=True)
-        return
-    finally:
-        if system.proc and not system.proc.alive():
-            raise BenchError(
-                f"{system.name} died during {name} (status {system.proc.popen.returncode});"
-                f" last log lines:\n{system.proc.log_tail()}"
-            )
-    if out is not None:
-        res[name] = out
-        if "mb_s" in out or "rps" in out:
-            print(f"     {summarize(name, out)}", flush=True)
-
-
 def after_large(system: Any, objs: Objects, args: argparse.Namespace, res: dict[str, Any]) -> None:
     """Checks the bytes of the large object bench_system left, then deletes it."""
     if "large_put" in res:
-        step(system, res, "large_verify", lambda: verify_large(system, objs, args))
-    step(system, res, "large_delete", lambda: delete_large(system))
+        run_step(system, res, "large_verify", lambda: verify_large(system, objs, args))
+    run_step(system, res, "large_delete", lambda: delete_large(system))
 
 
 def rss_phase(
@@ -273,10 +244,10 @@ def rss_phase(
     idle = res["rss_idle_big"] = measure_idle(pid, 1.5)
     hwm_reset = reset_hwm(pid)
     with RssSampler(pid) as sampler, RssSampler(system.upstream.proc.pid) as upstream:
-        step(system, res, "big_put", lambda: large_workload(system, "PUT", big, options))
+        run_step(system, res, "big_put", lambda: large_workload(system, "PUT", big, options))
         if "big_put" in res:
-            step(system, res, "big_check", lambda: {"note": system.check_large(big)})
-            step(system, res, "big_get", lambda: large_workload(system, "GET", big, options))
+            run_step(system, res, "big_check", lambda: {"note": system.check_large(big)})
+            run_step(system, res, "big_get", lambda: large_workload(system, "GET", big, options))
     hwm_main = vm_status(pid)[1] if hwm_reset else 0
     # The kernel's high-water mark catches a spike of the main process between two samples.
     peak = max(max(sampler.tree, default=0), hwm_main + idle["tree"] - idle["main"])
@@ -292,8 +263,8 @@ def rss_phase(
     if note := res.get("big_check", {}).get("note"):
         res["notes"].append(note)
     if "big_put" in res:
-        step(system, res, "big_verify", lambda: verify_large(system, big, args))
-    step(system, res, "big_delete", lambda: delete_large(system))
+        run_step(system, res, "big_verify", lambda: verify_large(system, big, args))
+    run_step(system, res, "big_delete", lambda: delete_large(system))
 
 
 def log_findings(system: Any, limit: int = 40) -> list[str]:
@@ -319,8 +290,7 @@ def bench_moto(objs: Objects, tmp: Path, args: argparse.Namespace) -> dict[str, 
         after_large(system, objs, args, res)
     except FAILURES as e:
         res["status"] = "failed"
-        res["problems"].append(describe(e))
-        print(f"!! moto FAILED: {describe(e)}", flush=True)
+        record_failure(res, "moto", e)
     finally:
         print("stopping moto ...", flush=True)
         res["notes"] += system.stop()
@@ -344,14 +314,13 @@ def bench_gateway(
         system = UpstreamGateway(tmp / "gateway", args, upstream)
         bench_system(system, objs, args, res)
         if "small_put" in res:
-            step(system, res, "small_put_check", lambda: check_puts(system, res))
+            run_step(system, res, "small_put_check", lambda: check_puts(system, res))
         after_large(system, objs, args, res)
         if big is not None:
             rss_phase(system, big, args, res)
     except FAILURES as e:
         res["status"] = "failed"
-        res["problems"].append(describe(e))
-        print(f"!! gateway FAILED: {describe(e)}", flush=True)
+        record_failure(res, "gateway", e)
     finally:
         if system is not None:
             res["log"] = log_findings(system)
@@ -579,11 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     env = environment(args)
     env.pop("nginx", None)
     hidden = ("database_url", "large_file", "rss_file", "tmp_dir", "results_dir", "gateway_env")
-    config = {
-        k: (str(v) if isinstance(v, Path) else v)
-        for k, v in vars(args).items()
-        if k not in hidden and k not in ("systems", "upstream_option")
-    }
+    config = run_config(args, (*hidden, "systems", "upstream_option"))
     doc = {
         "started": started.isoformat(timespec="seconds"),
         "command": command,
@@ -602,9 +567,6 @@ def main(argv: list[str] | None = None) -> int:
         "problems": problems,
         "notes": notes,
     }
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.results_dir / ("upstream-" + started.strftime("%Y%m%dT%H%M%SZ"))
-    stem.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
     md = [
         f"# Upstream profile benchmark, {doc['started']}",
         "",
@@ -622,9 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + ".",
     ]
-    md += [""] + [f"- PROBLEM {p}" for p in problems] + [f"- note: {n}" for n in notes]
-    stem.with_suffix(".md").write_text("\n".join(md).rstrip() + "\n")
-    print(f"\nwrote {stem.name}.json and .md in {args.results_dir.name}/")
+    write_results(args.results_dir, "upstream-" + started.strftime("%Y%m%dT%H%M%SZ"), doc, md)
     if problems:
         print("RESULT: INVALID (see PROBLEM lines; those figures must not be used)")
         return 1
