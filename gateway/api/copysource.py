@@ -6,16 +6,19 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 from gateway.api import auth, reader
-from gateway.api.context import S3Request
+from gateway.api.context import S3Request, parse_query
 from gateway.api.reader import Segment
 from gateway.meta import objects
 from gateway.meta.objects import ObjectRecord
-from gateway.s3 import conditions, errors, names, ranges
+from gateway.s3 import conditions, errors, names, ranges, versions
 from gateway.s3.conditions import Conditions
 
 
-def parse_copy_source(value: str) -> tuple[str, str]:
-    source = unquote(value.partition("?")[0]).lstrip("/")
+def parse_copy_source(value: str) -> tuple[str, str, str | None]:
+    """(bucket, key, version id or None) of an x-amz-copy-source: ``bucket/key``, URL-encoded,
+    optionally followed by ``?versionId=ID``."""
+    path, _, query = value.partition("?")
+    source = unquote(path).lstrip("/")
     bucket, _, key = source.partition("/")
     if not bucket or not key:
         raise errors.InvalidArgument(
@@ -23,19 +26,21 @@ def parse_copy_source(value: str) -> tuple[str, str]:
             ArgumentName="x-amz-copy-source",
             ArgumentValue=value,
         )
-    return bucket, key
+    return bucket, key, parse_query(query).get("versionId")
 
 
 async def copy_source(req: S3Request) -> ObjectRecord:
-    """The object x-amz-copy-source names, once the caller may read it and it meets the
-    x-amz-copy-source-if-* conditions."""
+    """The object x-amz-copy-source names, once the caller may read it, it is the current
+    version, and it meets the x-amz-copy-source-if-* conditions."""
     headers = req.headers
-    source_bucket, source_key = parse_copy_source(headers["x-amz-copy-source"])
+    source_bucket, source_key, version_id = parse_copy_source(headers["x-amz-copy-source"])
     names.validate_key(source_key)
     found_bucket, source = await objects.lookup(req.pool, source_bucket, source_key)
     if found_bucket is None:
         raise errors.NoSuchBucket(BucketName=source_bucket)
     auth.require_read(req, found_bucket)
+    # Copying the current object in place of the version named would copy the wrong bytes.
+    versions.check_version_id(version_id, source_key, "x-amz-copy-source")
     if source is None:
         raise errors.NoSuchKey(Key=source_key)
     conditions.check_copy_source(

@@ -21,9 +21,10 @@ from gateway.api.reader import Segment
 from gateway.meta import objects
 from gateway.meta.buckets import Bucket
 from gateway.meta.objects import DEFAULT_CONTENT_TYPE, Chunk, ObjectRecord
-from gateway.s3 import checksums, conditions, errors, multipart, names, ranges, xmlbody
+from gateway.s3 import checksums, conditions, errors, multipart, names, ranges, versions, xmlbody
 from gateway.s3.conditions import Conditions, Precondition
 from gateway.s3.xml import DeleteError, copy_object_result, delete_result
+from gateway.s3.xmlbody import ObjectIdentifier
 from gateway.storage.local import INLINE_READ_MAX
 from gateway.storage.upstream import UpstreamChangedError, UpstreamMissingError, UpstreamStore
 
@@ -107,6 +108,7 @@ async def readable_object(req: S3Request) -> tuple[Bucket, ObjectRecord]:
     bucket, record = await req.app[LOOKUPS].lookup(req.bucket, key)
     if bucket is not None and record is None:
         auth.require_read(req, bucket)
+        versions.check_version_id(req.query.get("versionId"), key)
         record = await upstream.adopt(req, bucket, key)
     return readable(req, key, bucket, record)
 
@@ -114,10 +116,14 @@ async def readable_object(req: S3Request) -> tuple[Bucket, ObjectRecord]:
 def readable(
     req: S3Request, key: str, bucket: Bucket | None, record: ObjectRecord | None
 ) -> tuple[Bucket, ObjectRecord]:
-    """The looked-up bucket and object if the requester may read them, else the S3 error."""
+    """The looked-up bucket and object if the requester may read them, else the S3 error.
+
+    A request for another version than the current one ("null") reads nothing.
+    """
     if bucket is None:
         raise errors.NoSuchBucket(BucketName=req.bucket)
     auth.require_read(req, bucket)
+    versions.check_version_id(req.query.get("versionId"), key)
     if record is None:
         raise errors.NoSuchKey(Key=key)
     return bucket, record
@@ -466,6 +472,9 @@ async def delete_object(req: S3Request) -> web.StreamResponse:
     key = object_key(req)
     auth.require_write(req, req.bucket)
     bucket = await get_bucket(req, req.bucket)
+    # Only the current object can be deleted: a request naming any other version must not
+    # delete it in that version's place.
+    versions.check_version_id(req.query.get("versionId"), key)
     await _delete(req, bucket, key)
     # Deleting a missing key succeeds, as in S3.
     return web.Response(status=204)
@@ -485,16 +494,17 @@ async def delete_objects(req: S3Request) -> web.StreamResponse:
     auth.require_write(req, req.bucket)
     bucket = await get_bucket(req, req.bucket)
     quiet, targets = xmlbody.parse_delete_objects(await read_small_body(req))
-    deleted: list[str] = []
+    deleted: list[ObjectIdentifier] = []
     failed: list[DeleteError] = []
     for target in targets:
         try:
             names.validate_key(target.key)
+            versions.check_version_id(target.version_id, target.key, "VersionId")
             await _delete(req, bucket, target.key)
         except errors.S3Error as error:
-            failed.append(DeleteError(target.key, error.code, error.message))
+            failed.append(DeleteError(target.key, error.code, error.message, target.version_id))
             continue
-        deleted.append(target.key)
+        deleted.append(target)
     body = delete_result(deleted, failed, quiet)
     return web.Response(body=body, content_type="application/xml")
 

@@ -134,6 +134,7 @@ RequestTimeTooSkewed = _error(
 # 404
 NoSuchBucket = _error("NoSuchBucket", 404, "The specified bucket does not exist")
 NoSuchKey = _error("NoSuchKey", 404, "The specified key does not exist.")
+NoSuchVersion = _error("NoSuchVersion", 404, "The specified version does not exist.")
 NoSuchUpload = _error(
     "NoSuchUpload",
     404,

@@ -10,6 +10,8 @@ from urllib.parse import quote
 
 from lxml import etree
 
+from gateway.s3.xmlbody import ObjectIdentifier
+
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
 # Characters XML 1.0 cannot carry, even escaped (most C0 controls, lone surrogates, U+FFFE/F).
@@ -199,16 +201,25 @@ class DeleteError:
     key: str
     code: str
     message: str
+    # The version the request named, echoed as S3 does.
+    version_id: str | None = None
 
 
-def delete_result(deleted: Sequence[str], errors: Sequence[DeleteError], quiet: bool) -> bytes:
+def delete_result(
+    deleted: Sequence[ObjectIdentifier], errors: Sequence[DeleteError], quiet: bool
+) -> bytes:
     root = _root("DeleteResult")
     if not quiet:
-        for key in deleted:
-            _add(_add(root, "Deleted"), "Key", _xml_text(key))
+        for target in deleted:
+            item = _add(root, "Deleted")
+            _add(item, "Key", _xml_text(target.key))
+            if target.version_id is not None:
+                _add(item, "VersionId", _xml_text(target.version_id))
     for error in errors:
         item = _add(root, "Error")
         _add(item, "Key", _xml_text(error.key))
+        if error.version_id is not None:
+            _add(item, "VersionId", _xml_text(error.version_id))
         _add(item, "Code", error.code)
         _add(item, "Message", error.message)
     return _document(root)
