@@ -63,9 +63,18 @@ async def collect_page(
             start, inclusive = upper, True
     if max_keys == 0:
         return page
+    if delimiter is None:
+        wanted = max_keys + 1
+        rows = await objects.list_objects(pool, bucket, prefix, start, inclusive, wanted)
+        page.contents = rows[:max_keys]
+        page.is_truncated = len(rows) == wanted
+        page.last = page.contents[-1].key if page.contents else None
+        return page
     while True:
         wanted = max_keys - page.count + 1
-        rows = await objects.list_objects(pool, bucket, prefix, start, inclusive, wanted)
+        rows, stopped = await objects.list_rolled_up(
+            pool, bucket, prefix, delimiter, start, inclusive, wanted
+        )
         for row in rows:
             if page.count == max_keys:
                 page.is_truncated = True
@@ -74,19 +83,16 @@ async def collect_page(
             if rolled_up is None:
                 page.contents.append(row)
                 page.last = row.key
-                start, inclusive = row.key, False
-                continue
-            page.common_prefixes.append(rolled_up)
-            page.last = rolled_up
-            upper = prefix_upper_bound(rolled_up)
-            if upper is None:
-                return page
-            # Skip the rest of this prefix with a fresh index range scan.
-            start, inclusive = upper, True
-            break
-        else:
-            if len(rows) < wanted:
-                return page
+            else:
+                page.common_prefixes.append(rolled_up)
+                page.last = rolled_up
+        if not stopped or page.last is None:
+            return page
+        # Only past a delimiter of U+10FFFF characters: the walk cannot skip such a prefix.
+        upper = prefix_upper_bound(page.last)
+        if upper is None:
+            return page
+        start, inclusive = upper, True
 
 
 def _max_keys(req: S3Request) -> int:

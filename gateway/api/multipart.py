@@ -534,27 +534,30 @@ async def _collect_uploads(
             if past_prefix is None:
                 return found, prefixes, False
             after, start = None, past_prefix
+    if delimiter is None:
+        wanted = max_uploads + 1
+        rows = await uploads.list_uploads(req.pool, bucket, prefix, upper, after, start, wanted)
+        return rows[:max_uploads], prefixes, len(rows) == wanted
     while True:
         wanted = max_uploads - len(found) - len(prefixes) + 1
-        rows = await uploads.list_uploads(req.pool, bucket, prefix, upper, after, start, wanted)
+        rows, stopped = await uploads.list_uploads_rolled_up(
+            req.pool, bucket, prefix, delimiter, after, start, wanted
+        )
         for row in rows:
             if len(found) + len(prefixes) == max_uploads:
                 return found, prefixes, True
             rolled_up = common_prefix(row.key, prefix, delimiter)
             if rolled_up is None:
                 found.append(row)
-                after = (row.key, row.upload_id)
-                continue
-            prefixes.append(rolled_up)
-            next_start = prefix_upper_bound(rolled_up)
-            if next_start is None:
-                return found, prefixes, False
-            # Skip the rest of this prefix with a fresh index range scan.
-            after, start = None, next_start
-            break
-        else:
-            if len(rows) < wanted:
-                return found, prefixes, False
+            else:
+                prefixes.append(rolled_up)
+        if not stopped:
+            return found, prefixes, False
+        # Only past a delimiter of U+10FFFF characters: the walk cannot skip such a prefix.
+        next_start = prefix_upper_bound(prefixes[-1])
+        if next_start is None:
+            return found, prefixes, False
+        after, start = None, next_start
 
 
 async def list_multipart_uploads(req: S3Request) -> web.StreamResponse:

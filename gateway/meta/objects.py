@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from gateway.meta import derivatives
+from gateway.meta import derivatives, rollup
 from gateway.meta.buckets import Bucket
 from gateway.meta.garbage import BlobLostError
 
@@ -350,6 +350,52 @@ async def list_objects(
         limit,
     )
     return [ListedObject(*row) for row in rows]
+
+
+def _objects_walk(op: str) -> str:
+    return rollup.walk_query(
+        "objects",
+        ["key", "size", "etag", "last_modified"],
+        ["key"],
+        first=f"bucket = $1 AND key {op} $2 AND ($3::text IS NULL OR key < $3)",
+        after="bucket = $1 AND key > w.key AND ($3::text IS NULL OR key < $3)",
+        skip=rollup.skip_expression("$5", "$6", "$7"),
+        limit="$4::int",
+    )
+
+
+_OBJECTS_WALK = {op: _objects_walk(op) for op in (">", ">=")}
+
+
+async def list_rolled_up(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    bucket: str,
+    prefix: str,
+    delimiter: str,
+    start: str,
+    inclusive: bool,
+    limit: int,
+) -> tuple[list[ListedObject], bool]:
+    """Like list_objects, but only the first key of each common prefix (rolled up on
+    ``delimiter`` after ``prefix``), in one round trip: see gateway.meta.rollup.
+
+    The flag: whether the walk stopped at a common prefix with no upper bound to skip to (a
+    delimiter of only U+10FFFF), so the caller resumes past it itself.
+    """
+    lower = max(start, prefix)
+    op = ">=" if inclusive or (lower == prefix and start < prefix) else ">"
+    rows = await conn.fetch(
+        _OBJECTS_WALK[op],
+        bucket,
+        lower,
+        prefix_upper_bound(prefix),
+        limit,
+        prefix,
+        delimiter,
+        prefix_upper_bound(delimiter),
+    )
+    stopped = bool(rows) and rows[-1]["skip"] is None
+    return [ListedObject(*row[:4]) for row in rows], stopped
 
 
 def prefix_upper_bound(prefix: str) -> str | None:

@@ -17,9 +17,9 @@ from typing import Any
 
 import asyncpg
 
-from gateway.meta import garbage
+from gateway.meta import garbage, rollup
 from gateway.meta.garbage import BlobLostError
-from gateway.meta.objects import Chunk, ObjectRecord, commit_object
+from gateway.meta.objects import Chunk, ObjectRecord, commit_object, prefix_upper_bound
 
 
 @dataclass(frozen=True)
@@ -304,6 +304,47 @@ async def list_uploads(
         limit,
     )
     return [ListedUpload(**dict(row)) for row in rows]
+
+
+_LISTED_UPLOAD = ["key", "upload_id", "initiated", "checksum_algorithm", "checksum_type", "owner"]
+_UPLOADS_WALK = rollup.walk_query(
+    "uploads",
+    _LISTED_UPLOAD,
+    ["key", "upload_id"],
+    first="bucket = $1 AND key >= $2 AND ($3::text IS NULL OR key < $3)"
+    ' AND ($4::text IS NULL OR (key, upload_id) > ($4::text COLLATE "C", $5::uuid))',
+    after="bucket = $1 AND (key, upload_id) > (w.key, w.upload_id)"
+    " AND ($3::text IS NULL OR key < $3)",
+    skip=rollup.skip_expression("$7", "$8", "$9"),
+    limit="$6::int",
+)
+
+
+async def list_uploads_rolled_up(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    bucket: str,
+    prefix: str,
+    delimiter: str,
+    after: tuple[str, uuid.UUID] | None,
+    start: str,
+    limit: int,
+) -> tuple[list[ListedUpload], bool]:
+    """Like list_uploads, but only the first upload of each common prefix, in one round trip
+    (see gateway.meta.rollup and objects.list_rolled_up, whose flag this returns too)."""
+    rows = await conn.fetch(
+        _UPLOADS_WALK,
+        bucket,
+        max(start, prefix),
+        prefix_upper_bound(prefix),
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+        prefix,
+        delimiter,
+        prefix_upper_bound(delimiter),
+    )
+    stopped = bool(rows) and rows[-1]["skip"] is None
+    return [ListedUpload(*row[:6]) for row in rows], stopped
 
 
 def chunks_from_parts(parts: Sequence[Part]) -> list[Chunk]:
