@@ -181,12 +181,11 @@ def test_awscli_cp_lands_upstream(
     assert sha256(got["Body"].read()) == digest
 
 
-# Keys that would leave "B/" if the gateway (or its HTTP stack) resolved them as paths, and one
-# that looks like the variants prefix: all plain keys under the bucket's prefix.
+# Keys that look like paths without a dot segment (those are refused, below), and one that
+# looks like the variants prefix: all plain keys under the bucket's prefix.
 PATH_LIKE_KEYS = [
-    "../../escaped",
-    "a/../../../up",
-    "./dot",
+    "...",
+    ".hidden/..x/x..",
     "/leading",
     "a//b",
     "%2e%2e/encoded",
@@ -208,6 +207,50 @@ def test_path_like_keys_stay_under_the_bucket_prefix(
         assert upstream.get(bucket, key)["Body"].read() == key.encode()
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == key.encode()
     assert upstream.top_level() - root_before <= {upstream_key(bucket, "")}
+
+
+# Keys with a "." or ".." path segment: an upstream (or a proxy before it) that normalises
+# URLs would resolve them, "B/../C/k" reading and writing bucket C's object "k".
+DOT_SEGMENT_KEYS = ["../escaped", "a/../../up", "./dot", "a/./b", "a/..", ".", "..", "a/."]
+
+
+@pytest.mark.parametrize("key", DOT_SEGMENT_KEYS)
+def test_keys_with_dot_segments_are_refused(
+    s3: S3Client, bucket: str, upstream: Upstream, key: str
+) -> None:
+    refused = (400, "InvalidArgument")
+    root_before = upstream.top_level()
+    # Another tool may keep such a key upstream (moto and AWS keep keys literal): the gateway
+    # neither adopts nor overwrites nor deletes it.
+    upstream.put(bucket, key, b"kept by another tool")
+    s3.put_object(Bucket=bucket, Key="source", Body=b"source")
+    body = os.urandom(20_000)
+
+    attempts: list[Callable[[], object]] = [
+        lambda: s3.put_object(Bucket=bucket, Key=key, Body=body),
+        lambda: s3.copy_object(
+            Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": "source"}
+        ),
+        lambda: s3.create_multipart_upload(Bucket=bucket, Key=key),
+        lambda: s3.delete_object(Bucket=bucket, Key=key),
+    ]
+    for attempt in attempts:
+        with pytest.raises(ClientError) as excinfo:
+            attempt()
+        assert error_of(excinfo.value) == refused
+        assert "path segments" in excinfo.value.response["Error"]["Message"]
+    result = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": key}]})
+    assert [(e["Key"], e["Code"]) for e in result["Errors"]] == [(key, "InvalidArgument")]
+    with pytest.raises(ClientError) as excinfo:
+        s3.get_object(Bucket=bucket, Key=key)
+    assert error_of(excinfo.value) == (404, "NoSuchKey")
+
+    assert upstream.get(bucket, key)["Body"].read() == b"kept by another tool"
+    assert sorted(upstream.keys(upstream_key(bucket, ""))) == sorted(
+        [upstream_key(bucket, key), upstream_key(bucket, "source")]
+    )
+    assert upstream.top_level() - root_before <= {upstream_key(bucket, "")}
+    assert listing(s3, bucket) == [("source", 6, f'"{hashlib.md5(b"source").hexdigest()}"')]
 
 
 # --- written upstream, adopted by the gateway ------------------------------------------------
@@ -508,6 +551,16 @@ def test_import_records_what_the_upstream_holds(
         result = run_import(gateway, bucket)
         assert result.returncode == 0, f"run {run}: {result.stdout}{result.stderr}"
         assert listing(s3, bucket) == preexisting, f"run {run}"
+
+
+def test_import_leaves_out_keys_with_dot_segments(
+    gateway: GatewayProcess, s3: S3Client, bucket: str, upstream: Upstream
+) -> None:
+    for key in [*DOT_SEGMENT_KEYS, "kept/..x", "kept/.y"]:
+        upstream.put(bucket, key, key.encode())
+    result = run_import(gateway, bucket)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [key for key, _, _ in listing(s3, bucket)] == ["kept/..x", "kept/.y"]
 
 
 def test_an_interrupted_import_resumes_after_its_checkpoint(

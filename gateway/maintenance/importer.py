@@ -18,7 +18,7 @@ from gateway.meta import imports, objects
 from gateway.meta.buckets import Bucket
 from gateway.meta.objects import ObjectRecord
 from gateway.s3 import errors, names
-from gateway.storage.upstream import UpstreamObject, UpstreamStore
+from gateway.storage.upstream import UpstreamObject, UpstreamStore, has_dot_segment
 
 PAGE = 1000
 
@@ -39,7 +39,9 @@ async def _describe(
 
 def _gateway_key(store: UpstreamStore, prefix: str, upstream_key: str) -> str | None:
     """The object key an upstream key stands for; None for keys no client object can have."""
-    if store.is_reserved(upstream_key):
+    if store.is_reserved(upstream_key) or has_dot_segment(upstream_key):
+        # Another tool may keep such a key, but the gateway never addresses it (see
+        # UpstreamStore.object_key).
         return None
     key = upstream_key[len(prefix) :]
     try:

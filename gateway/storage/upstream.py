@@ -35,6 +35,11 @@ MAX_COPY_SIZE = 5 * 1024**3
 # Bodies are hashed off the loop in batches this large.
 HASH_BATCH = 1024 * 1024
 MAX_KEY_BYTES = 1024
+# Path segments that URL normalisation (RFC 3986 section 5.2.4) removes: an upstream or a proxy
+# in front of it that normalises "B/../C/k" would read and write "C/k", another bucket's object,
+# or reach the variants prefix. AWS and moto keep keys literal, but the gateway cannot know what
+# sits in front of an upstream, so keys whose upstream key has such a segment are refused.
+DOT_SEGMENTS = frozenset({".", ".."})
 # Upstream error codes that say "try again": the call is retried, then answered 503.
 _RETRY_CODES = frozenset(
     {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling"}
@@ -147,6 +152,11 @@ class _StreamedBody:
         return self._chunks
 
 
+def has_dot_segment(upstream_key: str) -> bool:
+    """Whether a path normalisation would change what ``upstream_key`` names."""
+    return not DOT_SEGMENTS.isdisjoint(upstream_key.split("/"))
+
+
 class UpstreamStore:
     """One upstream profile: its client, its key layout, and the calls the gateway makes."""
 
@@ -206,6 +216,13 @@ class UpstreamStore:
         if self.is_reserved(upstream_key):
             raise errors.InvalidArgument(
                 f"Keys under {self.profile.variants_prefix!r} are reserved in this bucket.",
+                ArgumentName="key",
+                ArgumentValue=key,
+            )
+        if has_dot_segment(upstream_key):
+            raise errors.InvalidArgument(
+                "Object keys with '.' or '..' path segments cannot be stored in this bucket:"
+                " its upstream storage could resolve them as paths.",
                 ArgumentName="key",
                 ArgumentValue=key,
             )
