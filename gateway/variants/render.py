@@ -317,9 +317,10 @@ def _working_mode(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, b
     if mode == "CMYK":
         return _cmyk_to_srgb(image, icc), None
     if mode in _SIXTEEN_BIT:
-        # convert("L") would clip every value above 255 instead of scaling 16 bits to 8; a
-        # point() straight to L makes one 8-bit copy, not two 32-bit ones on the way.
-        image = image.point(lambda value: value * (1 / 257), "L")
+        # convert("L") would clip every value above 255 instead of scaling 16 bits to 8. Scaled
+        # in the image's own mode: no 32-bit copy on the way (a 16-bit grey PNG never gets
+        # here, it was decoded to 8 bits).
+        image = image.point(lambda value: value * (1 / 257)).convert("L")
     elif mode == "F":
         image = image.convert("L")
     elif mode in ("P", "PA"):
