@@ -401,11 +401,15 @@ class RenderPool:
         self._slots.release()
 
     async def close(self) -> None:
-        """Stop every worker: idle ones at once, busy ones when their call ends (at the
-        latest at its deadline)."""
+        """Stop every worker. A busy one is killed: the gateway is shutting down and has
+        cancelled the renders, and a shutdown must not wait for the slowest of them."""
         self._closed = True
         with self._workers_lock:
             idle, self._idle = self._idle, []
+            busy = list(self._running)
+        for worker in busy:
+            # Its call's thread sees the worker die, and ends.
+            worker.process.kill()
 
         def stop_all() -> None:
             for worker in idle:

@@ -174,6 +174,20 @@ async def test_a_call_stuck_past_its_deadline_is_killed_alone() -> None:
         await render_pool.close()
 
 
+async def test_closing_does_not_wait_for_a_busy_worker() -> None:
+    render_pool = RenderPool(LIMITS, workers=1, queue=1, timeout=60)
+    await render_pool.start()
+    (pid,) = render_pool.pids
+    busy = asyncio.create_task(render_pool.run(time.sleep, 60))
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    await render_pool.close()
+    assert time.monotonic() - started < 10
+    with pytest.raises(WorkerCrashed):
+        await busy
+    assert not _alive(pid)
+
+
 async def test_a_worker_is_limited_to_its_memory() -> None:
     limits = RenderLimits(64 * 1024**2, 100_000_000, max_memory_bytes=384 * 1024**2)
     render_pool = RenderPool(limits, workers=1, queue=1, timeout=20)
