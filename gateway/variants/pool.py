@@ -57,6 +57,8 @@ T = TypeVar("T")
 # ends a render that returns to Python in time, with a clean error; the kill ends the rest.
 HARD_KILL_GRACE_SECONDS = 1.0
 ALARM_REPEAT_SECONDS = 0.5
+# How long a new worker may take to start (an interpreter, Pillow and its codecs).
+START_TIMEOUT_SECONDS = 60.0
 # How long a worker that was asked to exit (recycled, or the pool closing) gets before it is
 # killed.
 EXIT_GRACE_SECONDS = 5.0
@@ -119,8 +121,10 @@ def _init_worker(max_pixels: int, memory_bytes: int) -> None:
 
 
 def _serve(conn: Connection, max_pixels: int, memory_bytes: int) -> None:
-    """A worker's life: run each ``(function, args)`` received, send back how it ended."""
+    """A worker's life: say it is ready, then run each ``(function, args)`` received and send
+    back how it ended."""
     _init_worker(max_pixels, memory_bytes)
+    conn.send(os.getpid())
     while True:
         try:
             message = conn.recv()
@@ -217,6 +221,15 @@ class _Worker:
         self.process.start()
         theirs.close()
         self.calls = 0
+        # Started and initialised before its first call, so no call's deadline pays for an
+        # interpreter starting on a busy machine.
+        try:
+            if not self.conn.poll(START_TIMEOUT_SECONDS):
+                raise EOFError
+            self.conn.recv()
+        except (EOFError, OSError):
+            self.kill()
+            raise WorkerCrashed("A render worker did not start.") from None
 
     def call(self, function: Callable[..., T], args: tuple[Any, ...], timeout: float) -> T:
         """Run ``function(*args)`` in this worker (blocking); kill the worker if it is not
