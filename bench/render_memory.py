@@ -15,6 +15,7 @@ Sources, made on the spot (tests/unit/variants/images.py):
   pixel limit (100,000,000);
 - png16-10000x10000: the same as a 16-bit grey PNG;
 - png-1x100000000: one pixel wide, 100,000,000 rows, 8-bit grey;
+- png-100000000x1: one row of 100,000,000 RGB pixels;
 - png-6000x4000: a large photo-sized RGB PNG, for comparison (a render that must succeed).
 
 Prints a table (case, outcome, seconds, peak RSS in MiB) and writes it to
@@ -43,6 +44,7 @@ CASES: dict[str, Callable[[], bytes]] = {
     "png-10000x10000": lambda: images.uniform_png(10_000, 10_000, 2, 8),
     "png16-10000x10000": lambda: images.uniform_png(10_000, 10_000, 0, 16),
     "png-1x100000000": lambda: images.uniform_png(1, 100_000_000, 0, 8),
+    "png-100000000x1": lambda: images.uniform_png(100_000_000, 1, 2, 8),
     "png-6000x4000": lambda: images.uniform_png(6000, 4000, 2, 8),
 }
 THUMB = RenderSpec(320, 320, "cover", "webp", 80)
