@@ -129,6 +129,18 @@ def test_a_tall_one_pixel_png_is_refused_before_it_is_decoded(
     assert peak < 400 * MiB
 
 
+def test_a_render_out_of_memory_is_recorded_as_image_too_large(
+    defaults, s3, bucket: str, gateway_db: str
+) -> None:
+    # One row of 100,000,000 RGB pixels: Pillow's decoder cannot allocate it. The MemoryError
+    # was a 500, recorded nowhere, so every GET decoded it again.
+    put(s3, bucket, "row.png", images.uniform_png(100_000_000, 1, 2, 8), "image/png")
+    refused = variant(defaults, bucket, "row.png", "thumb")
+    assert (refused.status_code, error_code(refused)) == (400, "ImageTooLarge")
+    (row,) = derivative_rows(gateway_db, version_of(gateway_db, bucket, "row.png"))
+    assert row["status"] == "failed" and row["error"].startswith("ImageTooLarge:")
+
+
 def test_the_largest_allowed_png_still_renders(defaults, s3, bucket: str) -> None:
     # 10000x10000 RGB is the default pixel limit exactly, and fits the default memory.
     put(s3, bucket, "wide.png", images.uniform_png(10_000, 10_000, 2, 8), "image/png")
