@@ -4,11 +4,13 @@ This runs in worker processes (gateway.variants.pool), so everything crossing th
 (specs, limits, results, errors) is small and picklable, and nothing here imports the gateway.
 
 Order of work, cheapest first: the byte size; the header (format, dimensions: the pixel limit
-is enforced before a single pixel is decoded); JPEG DCT scaling (``draft``: decode at 1/2, 1/4
-or 1/8 when the target is that much smaller); EXIF orientation; colour (CMYK through its ICC
-profile to sRGB, palettes and 16-bit greys to 8 bits); the resize (``reducing_gap``: a cheap
-integer ``reduce`` first, then a Lanczos pass); the encode, with the ICC profile kept and all
-other metadata (EXIF, XMP, comments) dropped.
+is enforced before a single pixel is decoded, and so is the memory the decoded pixels and one
+working copy would take, against the worker's limit; 16-bit grey PNGs are set to decode
+straight to 8 bits); JPEG DCT scaling (``draft``: decode at 1/2, 1/4 or 1/8 when the target
+is that much smaller); EXIF orientation; colour (CMYK through its ICC profile to sRGB,
+palettes and 16-bit greys to 8 bits); the resize (``reducing_gap``: a cheap integer ``reduce``
+first, then a Lanczos pass); the encode, with the ICC profile kept and all other metadata
+(EXIF, XMP, comments) dropped.
 """
 
 from __future__ import annotations
