@@ -227,6 +227,13 @@ class LimitsConfig(_Strict):
     render_timeout_seconds: float = Field(default=30, gt=0)
     # A worker process is replaced after this many renders (bounds leaks and fragmentation).
     render_tasks_per_worker: int = Field(default=200, ge=1)
+    # The most memory (data) one render worker may use; a render that needs more fails with
+    # ImageTooLarge. Unset: 256 MiB plus 6 bytes per pixel of max_source_pixels. At least
+    # 384 MiB (the interpreter, codecs and a source take some 256 MiB).
+    render_memory_bytes: Annotated[Size, Field(ge=384 * 1024**2)] | None = None
+    # A render's claim on its variant is a lease of this long, renewed while the render runs:
+    # a gateway that dies mid-render holds the variant up for at most this long.
+    render_lease_seconds: float = Field(default=10, ge=1)
     # A failed render is retried only after a back-off: this, doubled on each failure, capped.
     render_retry_seconds: float = Field(default=60, gt=0)
     render_retry_max_seconds: float = Field(default=86400, gt=0)
