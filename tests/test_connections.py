@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import GatewayProcess, client
+from tests.conftest import (
+    GATEWAY_ENV,
+    GatewayProcess,
+    _spawn,
+    _terminate,
+    _wait_until,
+    client,
+    free_port,
+    write_config,
+)
 from tests.rawhttp import request_head, send_raw, sign
 
 # The limits of every test gateway (write_config's), which a sibling's `limits` replaces.
@@ -106,6 +116,12 @@ def read_response(sock: socket.socket, timeout: float = 10) -> bytes:
             if found and match and len(body) >= int(match.group(1)):
                 break
     return data
+
+
+def served(port: int) -> bool:
+    with contextlib.suppress(OSError, IndexError):
+        return send_raw("127.0.0.1", port, HEALTH, b"").status == 200
+    return False
 
 
 def log_since(gateway: GatewayProcess, offset: int) -> str:
@@ -243,18 +259,48 @@ def test_connection_limit_sheds_idle_connections_then_refuses(limited) -> None:
     for sock in busy:
         sock.close()
 
-    def served() -> bool:
-        with contextlib.suppress(OSError, IndexError):
-            return send_raw("127.0.0.1", limited.port, HEALTH, b"").status == 200
-        return False
-
-    assert wait_for(served, 15)
+    assert wait_for(lambda: served(limited.port), 15)
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read().startswith(b"while full")
     assert limited.process is not None and limited.process.poll() is None
     log = log_since(limited, offset)
     # One line when refusing starts, one when it ends: not one per refused connection.
     assert log.count("refusing new ones") == 1
     assert log.count("accepting connections again") == 1
+    assert "Traceback" not in log
+
+
+def test_connection_limit_follows_the_open_files_limit(local_gateway, tmp_path: Path) -> None:
+    """Under `ulimit -n 512` the default limit (4096) cannot be held: the gateway lowers it
+    and keeps serving, where accepting past the descriptors it has would fail."""
+    port = free_port()
+    config = tmp_path / "gateway.yaml"
+    limits = {**TEST_LIMITS, "header_timeout_seconds": 60, "keepalive_timeout_seconds": 60}
+    write_config(config, local_gateway.data_dir, port, local_gateway.dsn, limits=limits)
+    log_path = tmp_path / "gateway.log"
+    capped = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512));"
+        " from gateway.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    command = [sys.executable, "-c", capped, "serve", "--config", str(config)]
+    process = _spawn(command, log_path, GATEWAY_ENV)
+    endpoint = f"http://127.0.0.1:{port}"
+    idle: list[socket.socket] = []
+    try:
+        _wait_until(process, log_path, lambda: served(port), 60)
+        idle = [connect(port) for _ in range(600)]
+        time.sleep(1)
+        s3 = client(endpoint, connect_timeout=5, read_timeout=5, retries={"max_attempts": 1})
+        bucket = f"test-{uuid.uuid4().hex[:16]}"
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key="k", Body=b"served past the descriptors")
+        assert s3.get_object(Bucket=bucket, Key="k")["Body"].read().startswith(b"served")
+        assert process.poll() is None
+    finally:
+        for sock in idle:
+            sock.close()
+        _terminate(process)
+    log = log_path.read_text()
+    assert "limits.max_connections lowered from 4096 to 256" in log
     assert "Traceback" not in log
 
 
