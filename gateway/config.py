@@ -217,6 +217,9 @@ class LimitsConfig(_Strict):
     # timeout of the usual load balancers (60 s), so they close first and never reuse a
     # connection the gateway is closing.
     keepalive_timeout_seconds: float = Field(default=75, gt=0)
+    # A client that accepts no byte of a response for this long loses the connection (and
+    # the request's handler ends), so it cannot hold either by not reading.
+    send_idle_timeout_seconds: float = Field(default=60, gt=0)
     # Open client connections per gateway process (each --workers process has its own).
     # At the limit a new connection closes the oldest one that is waiting for a request, or,
     # when every one carries a request in progress, is answered 503 SlowDown and closed.

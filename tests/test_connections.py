@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import socket
+import ssl
 import sys
 import time
 import uuid
@@ -18,9 +19,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.conftest import (
     GATEWAY_ENV,
+    PUBLIC_BUCKET,
     GatewayProcess,
     _spawn,
     _terminate,
@@ -33,6 +36,12 @@ from tests.rawhttp import request_head, send_raw, sign
 
 # The limits of every test gateway (write_config's), which a sibling's `limits` replaces.
 TEST_LIMITS = {"garbage_grace_seconds": 3600, "body_idle_timeout_seconds": 2}
+GUARDED_LIMITS = {
+    **TEST_LIMITS,
+    "header_timeout_seconds": 4,
+    "keepalive_timeout_seconds": 3,
+    "send_idle_timeout_seconds": 3,
+}
 HEALTH = b"GET /_gateway/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
@@ -43,7 +52,24 @@ def guarded(
     """A gateway whose header deadline and keep-alive timeout are short."""
     process = local_gateway.sibling(
         tmp_path_factory.mktemp("guarded") / "gateway.yaml",
-        limits={**TEST_LIMITS, "header_timeout_seconds": 4, "keepalive_timeout_seconds": 3},
+        limits=GUARDED_LIMITS,
+    )
+    with process.running():
+        yield process
+
+
+@pytest.fixture(scope="module")
+def guarded_tls(
+    local_gateway: GatewayProcess,
+    certificate: tuple[Path, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[GatewayProcess]:
+    """The same limits over HTTPS, where responses are copied through the event loop."""
+    cert, key = certificate
+    process = local_gateway.sibling(
+        tmp_path_factory.mktemp("guarded-tls") / "gateway.yaml",
+        tls={"certificate": str(cert), "private_key": str(key)},
+        limits=GUARDED_LIMITS,
     )
     with process.running():
         yield process
@@ -211,6 +237,49 @@ def test_an_idle_kept_alive_connection_is_closed(guarded) -> None:
     # ...and closed once idle for longer than the keep-alive timeout (3 s).
     assert wait_for(lambda: closed_by_server(sock), 20)
     sock.close()
+
+
+# --- a response the client stops reading -----------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_client_that_stops_reading_loses_its_connection(
+    request: pytest.FixtureRequest, scheme: str
+) -> None:
+    """Plain HTTP sends blobs with sendfile(2) in a thread, HTTPS through the event loop's
+    buffer: either way a response nobody reads is cut off after the send deadline (3 s)."""
+    gateway = request.getfixturevalue("guarded" if scheme == "http" else "guarded_tls")
+    s3 = client(gateway.endpoint, verify=False)
+    offset = log_size(gateway)
+    key = f"stalled-{uuid.uuid4().hex[:8]}"
+    size = 32 * 1024**2
+    s3.put_object(Bucket=PUBLIC_BUCKET, Key=key, Body=os.urandom(size))
+    sock = socket.socket()
+    # A small window, so the gateway's buffers fill long before the object is sent.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", gateway.port))
+    if scheme == "https":
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        sock = context.wrap_socket(sock)
+    # Anonymous: the bucket is public.
+    sock.sendall(f"GET /{PUBLIC_BUCKET}/{key} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    # Not reading, long past the deadline; others are still served meanwhile.
+    stalled_until = time.monotonic() + 12
+    while time.monotonic() < stalled_until:
+        health = requests.get(f"{gateway.endpoint}/_gateway/health", verify=False, timeout=10)
+        assert health.status_code == 200
+        time.sleep(1)
+    received = 0
+    with contextlib.suppress(OSError):
+        while piece := sock.recv(1024**2):
+            received += len(piece)
+    sock.close()
+    assert received < size
+    log = log_since(gateway, offset)
+    assert "Traceback" not in log, log[-3000:]
 
 
 # --- the connection limit ---------------------------------------------------------------------

@@ -1,11 +1,14 @@
-"""Client connections: a deadline for each request's line and headers, a bound on the
-connections one process holds, and one quiet line for each request that cannot be parsed.
+"""Client connections: a deadline for each request's line and headers, a bound on how long a
+response may stall, a bound on the connections one process holds, and one quiet line for each
+request that cannot be parsed.
 
 aiohttp closes a kept-alive connection that stays idle (its keepalive_timeout), but gives a
 client as long as it likes to send a request's headers once it has started, and takes every
 connection the kernel hands it: a few thousand clients trickling header bytes would hold every
-file descriptor of the process, before any of them is authenticated. Only the protocol sees
-bytes arrive before a request exists, so its RequestHandler and Server are extended here.
+file descriptor of the process, before any of them is authenticated; and a client that stops
+reading a response holds its connection and its handler for as long as it likes. Only the
+protocol sees bytes arrive before a request exists, and sees its transport's buffer fill, so
+its RequestHandler and Server are extended here.
 """
 
 from __future__ import annotations
@@ -32,18 +35,30 @@ FD_RESERVE = 256
 
 
 class GuardedRequestHandler(web.RequestHandler):
-    """aiohttp's HTTP/1.1 protocol, with a deadline for each request's line and headers.
+    """aiohttp's HTTP/1.1 protocol, with a deadline for each request's line and headers, and
+    one for a response the client stops accepting.
 
-    The deadline runs from the connection's start for its first request, and from the first
-    byte of each later one (the idle time between requests is aiohttp's keepalive_timeout).
+    The header deadline runs from the connection's start for its first request, and from the
+    first byte of each later one (the idle time between requests is aiohttp's
+    keepalive_timeout). The send deadline runs while the transport's buffer is full.
     """
 
-    __slots__ = ("_header_timeout", "_header_timer")
+    __slots__ = ("_header_timeout", "_header_timer", "_send_timer", "send_idle_timeout")
 
-    def __init__(self, manager: ConnectionGuard, *, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        manager: ConnectionGuard,
+        *,
+        header_timeout: float,
+        send_idle_timeout: float,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout = header_timeout
         self._header_timer: asyncio.TimerHandle | None = None
+        # Read by gateway.api.sendfile too, whose thread bypasses the transport's buffer.
+        self.send_idle_timeout = send_idle_timeout
+        self._send_timer: asyncio.TimerHandle | None = None
 
     @property
     def awaiting_request(self) -> bool:
@@ -61,6 +76,7 @@ class GuardedRequestHandler(web.RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_header_timer()
+        self._cancel_send_timer()
         if isinstance(self._manager, ConnectionGuard):
             self._manager.release(self)
         super().connection_lost(exc)
@@ -75,6 +91,14 @@ class GuardedRequestHandler(web.RequestHandler):
             self._cancel_header_timer()
         elif starts_request and data:
             self._arm_header_timer()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._send_timer = self._loop.call_later(self.send_idle_timeout, self._send_stalled)
+
+    def resume_writing(self) -> None:
+        self._cancel_send_timer()
+        super().resume_writing()
 
     def handle_error(
         self,
@@ -126,6 +150,23 @@ class GuardedRequestHandler(web.RequestHandler):
             )
             self.force_close()
 
+    def _cancel_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_stalled(self) -> None:
+        self._send_timer = None
+        log.debug(
+            "closing a connection from %s: it accepted no response byte for %gs",
+            self.peername,
+            self.send_idle_timeout,
+        )
+        if self.transport is not None:
+            # close() would first wait for the buffer the client is not draining.
+            self.transport.abort()
+        self.force_close()
+
     def _refuse(self, transport: asyncio.BaseTransport) -> None:
         """Answer 503 SlowDown without reading a request, and close: SDKs retry it."""
         request_id = new_request_id()
@@ -155,7 +196,13 @@ class ConnectionGuard(web.Server):
     refused with 503 SlowDown. Nothing queues in the process beyond the kernel's backlog.
     """
 
-    def __init__(self, server: web.Server, max_connections: int, header_timeout: float) -> None:
+    def __init__(
+        self,
+        server: web.Server,
+        max_connections: int,
+        header_timeout: float,
+        send_idle_timeout: float,
+    ) -> None:
         # The handler arguments aiohttp gathered for its own Server (the application's
         # handler_args, keepalive_timeout, access log...), passed on unchanged.
         super().__init__(
@@ -167,13 +214,18 @@ class ConnectionGuard(web.Server):
         )
         self.max_connections = max_connections
         self._header_timeout = header_timeout
+        self._send_idle_timeout = send_idle_timeout
         # Admitted connections, oldest first (dicts keep insertion order).
         self._admitted: dict[GuardedRequestHandler, None] = {}
         self._refusing = False
 
     def __call__(self) -> GuardedRequestHandler:
         return GuardedRequestHandler(
-            self, loop=self._loop, header_timeout=self._header_timeout, **self._kwargs
+            self,
+            loop=self._loop,
+            header_timeout=self._header_timeout,
+            send_idle_timeout=self._send_idle_timeout,
+            **self._kwargs,
         )
 
     @property
@@ -215,11 +267,16 @@ class GatewayRunner(web.AppRunner):
     def __init__(self, app: web.Application, limits: LimitsConfig, max_connections: int) -> None:
         super().__init__(app, access_log=None, keepalive_timeout=limits.keepalive_timeout_seconds)
         self._max_connections = max_connections
-        self._header_timeout = limits.header_timeout_seconds
+        self._limits = limits
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
-        return ConnectionGuard(server, self._max_connections, self._header_timeout)
+        return ConnectionGuard(
+            server,
+            self._max_connections,
+            self._limits.header_timeout_seconds,
+            self._limits.send_idle_timeout_seconds,
+        )
 
 
 def connection_limit(wanted: int) -> int:
