@@ -155,6 +155,21 @@ def db_fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
     return asyncio.run(run())
 
 
+def unaccounted_blobs(gateway: GatewayProcess, dsn: str) -> list[str]:
+    """Blob files that no row references and the garbage log does not list."""
+    rows = db_fetch(
+        dsn,
+        "SELECT storage_key FROM objects WHERE storage_key IS NOT NULL"
+        " UNION SELECT storage_key FROM object_chunks"
+        " UNION SELECT storage_key FROM upload_parts"
+        " UNION SELECT storage_key FROM derivatives WHERE storage_key IS NOT NULL"
+        " UNION SELECT storage_key FROM garbage",
+    )
+    known = {row["storage_key"] for row in rows}
+    files = [path for path in (gateway.data_dir / "blobs").rglob("*") if path.is_file()]
+    return [path.name for path in files if path.name.removesuffix(".tmp") not in known]
+
+
 def make_certificate(directory: Path) -> tuple[Path, Path]:
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
