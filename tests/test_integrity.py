@@ -150,6 +150,7 @@ def test_racing_first_writes_leave_one_winner_and_no_orphan(
 
 
 @LOCAL_ONLY
+@pytest.mark.gateway_log(r"failed mid-body")
 def test_damaged_blob_never_yields_a_corrupt_body(gateway, gateway_dsn, s3, bucket) -> None:
     """A blob shorter than its row (disk damage) must end the response early, never pass as a
     complete object or splice an error document into the body."""
