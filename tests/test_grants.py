@@ -37,6 +37,10 @@ def secret_key(role: str) -> str:
     return f"grant-secret-of-{role}"
 
 
+def fresh_bucket(role: str, token: str) -> str:
+    return f"grants-new-{role}-{token}"
+
+
 @dataclass
 class Grants:
     process: GatewayProcess
@@ -46,7 +50,7 @@ class Grants:
 
     def fresh_bucket(self, role: str) -> str:
         """A bucket that does not exist yet, granted to ``role`` as the target is."""
-        return f"grants-new-{role}-{self.token}"
+        return fresh_bucket(role, self.token)
 
     def client(self, role: str):
         return client(
@@ -79,8 +83,7 @@ def credentials(target: str, fresh: dict[str, str]) -> list[dict[str, object]]:
 def grants(gateway: GatewayProcess, s3) -> Iterator[Grants]:
     token = uuid.uuid4().hex[:10]
     target, source = f"grants-{token}", f"grants-src-{token}"
-    grants = Grants(gateway, target, source, token)
-    fresh = {role: grants.fresh_bucket(role) for role in ROLES}
+    fresh = {role: fresh_bucket(role, token) for role in ROLES}
     process = gateway.sibling(
         gateway.config_path.with_name(f"gateway-grants-{token}.yaml"),
         credentials=credentials(target, fresh),
