@@ -98,16 +98,20 @@ async def test_a_full_queue_is_refused_at_once() -> None:
     render_pool = RenderPool(LIMITS, workers=1, queue=1, timeout=20)
     try:
         await render_pool.start()
-        slow = asyncio.create_task(render_pool.run(time.sleep, 0.5))
-        await asyncio.sleep(0.1)
+        slow = asyncio.create_task(render_pool.run(time.sleep, 3))
+        for _ in range(1000):
+            if render_pool.busy:
+                break
+            await asyncio.sleep(0.01)
         assert render_pool.busy == 1
         queued = asyncio.create_task(render_pool.run(os.getpid))
         await asyncio.sleep(0)
         assert render_pool.waiting == 1
-        started = time.monotonic()
         with pytest.raises(RenderOverloaded, match="queue is full"):
             await render_pool.run(os.getpid)
-        assert time.monotonic() - started < 0.1
+        # Refused without waiting for room: the call holding the worker has not ended.
+        assert not slow.done()
+        assert render_pool.busy == 1 and render_pool.waiting == 1
         await slow
         assert isinstance(await queued, int)
         # Room again.
