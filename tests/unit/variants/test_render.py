@@ -352,10 +352,8 @@ def test_an_image_that_would_not_fit_in_a_worker_is_refused_from_its_header() ->
     # 1 x 100,000,000 is within the pixel limit, but Pillow keeps a pointer per row: some
     # 900 MB decoded, more than a default worker may hold for pixels.
     tall = images.png_header_only(1, 100_000_000)
-    started = time.perf_counter()
     with pytest.raises(ImageTooLarge, match=r"1x100000000 pixels, RGB\) would need 1144 MiB"):
         render(tall, spec(), LIMITS)
-    assert time.perf_counter() - started < 1
     # The same pixels as a square fit.
     assert LIMITS.pixel_memory_bytes >= 10_000 * (10_000 * 4 + 8)
 
