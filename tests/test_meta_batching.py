@@ -191,3 +191,25 @@ async def test_a_lookup_given_up_leaves_the_others_of_its_batch_answered(db) -> 
     _, record = await kept
     assert record is not None and record.key == "kept"
     assert abandoned.cancelled()
+
+
+class _Unreachable:
+    """A pool whose server refuses every connection, before the gateway's own pool translates
+    the error: what a batch sees must still end every lookup of it."""
+
+    async def fetch(self, *args: object, **kwargs: object) -> None:
+        raise ConnectionRefusedError("refused")
+
+    async def fetchrow(self, *args: object, **kwargs: object) -> None:
+        raise ConnectionRefusedError("refused")
+
+
+async def test_any_error_of_a_batch_ends_every_lookup_of_it() -> None:
+    lookups = BatchedLookups(_Unreachable())  # type: ignore[arg-type]
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            *(lookups.lookup(BUCKET, f"k{i}") for i in range(5)), return_exceptions=True
+        ),
+        timeout=30,
+    )
+    assert all(isinstance(result, ConnectionRefusedError) for result in results), results

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import asyncpg
 
 from gateway.meta import garbage, uploads
+from gateway.meta.db import DATABASE_ERRORS, DatabaseUnavailableError
 from gateway.s3.errors import S3Error
 from gateway.storage import BlobStore
 from gateway.storage.upstream import UpstreamStore
@@ -86,6 +87,8 @@ async def run_janitor(
             removed = await collect_garbage(pool, stores, grace_seconds)
             if removed:
                 log.info("janitor removed %d blobs", removed)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except DatabaseUnavailableError:
+            pass  # logged once per outage, where it was detected
+        except (OSError, *DATABASE_ERRORS):
             log.warning("janitor pass failed; retrying later", exc_info=True)
         await asyncio.sleep(interval)

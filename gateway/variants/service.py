@@ -34,6 +34,7 @@ import asyncpg
 
 from gateway.config import LimitsConfig
 from gateway.meta import derivatives, garbage
+from gateway.meta.db import DATABASE_ERRORS
 from gateway.meta.derivatives import Derivative, Outcome, StoredBlob
 from gateway.s3.errors import S3Error
 from gateway.storage import BlobStore
@@ -248,7 +249,7 @@ class VariantService:
     async def _release(self, version_id: uuid.UUID, variant_key: str, attempt: int) -> None:
         try:
             await derivatives.release(self._pool, version_id, variant_key, attempt)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except (OSError, *DATABASE_ERRORS):
             # The lease runs out on its own.
             log.warning("could not release the claim on %s", variant_key, exc_info=True)
 
@@ -330,5 +331,5 @@ class VariantService:
         try:
             await self._stores[profile].delete(storage_key)
             await garbage.remove(self._pool, profile, storage_key)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except (OSError, *DATABASE_ERRORS):
             log.warning("could not discard blob %s at once", storage_key, exc_info=True)
