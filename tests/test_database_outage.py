@@ -38,7 +38,7 @@ from tests.conftest import (
     write_config,
 )
 from tests.postgres import SOCKET, TCP, OwnPostgres
-from tests.test_upstream import Load
+from tests.test_upstream_outage import Load
 from tests.test_variants import variant
 from tests.unit.variants import images
 
