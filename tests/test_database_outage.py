@@ -37,7 +37,7 @@ from tests.conftest import (
     upstream_storage,
     write_config,
 )
-from tests.postgres import SOCKET, TCP, OwnPostgres
+from tests.postgres import SOCKET, TCP, FaultyProxy, OwnPostgres
 from tests.test_upstream_outage import Load
 from tests.test_variants import variant
 from tests.unit.variants import images
@@ -340,3 +340,87 @@ def test_a_database_outage_is_fast_503s_and_passes(
     gateway.start()
     assert s3.get_object(Bucket=BUCKET, Key="mp")["Body"].read() == PART
     assert s3.get_object(Bucket=BUCKET, Key="large")["Body"].read() == LARGE
+
+
+@pytest.fixture
+def hanging_gateway(
+    tmp_path: Path, own_postgres: OwnPostgres
+) -> Iterator[tuple[GatewayProcess, FaultyProxy]]:
+    """A gateway that reaches its Postgres through a proxy that can stop answering."""
+    proxy = FaultyProxy(("127.0.0.1", own_postgres.port))
+    dsn = f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
+    database = {
+        "url": dsn,
+        "pool_min_size": 1,
+        "pool_max_size": POOL_MAX,
+        "connect_timeout_seconds": 2,
+        "acquire_timeout_seconds": 3,
+        "query_timeout_seconds": 2,
+    }
+    config_path = tmp_path / "gateway.yaml"
+    port = free_port()
+    write_config(config_path, tmp_path / "data", port, dsn, database=database)
+    process = GatewayProcess(config_path, tmp_path / "data", port, env=GATEWAY_ENV, dsn=dsn)
+    try:
+        with process.running():
+            yield process, proxy
+    finally:
+        proxy.close()
+
+
+def test_a_hung_database_is_503_within_the_timeouts(
+    hanging_gateway: tuple[GatewayProcess, FaultyProxy],
+) -> None:
+    """A database that stops answering (connections open, nothing comes back) is the worst
+    case: without bounds every request would wait on it forever."""
+    gateway, proxy = hanging_gateway
+    s3 = client(gateway.endpoint)
+    fragile = client(gateway.endpoint, retries={"total_max_attempts": 1}, read_timeout=60)
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_object(Bucket=BUCKET, Key="small", Body=SMALL)
+    s3.put_object(Bucket=BUCKET, Key="large", Body=LARGE)
+    offset = log_size(gateway)
+
+    proxy.hang()
+    calls: list[tuple[str, Callable[[], Any]]] = [
+        *(
+            (f"GetObject {key}", lambda key=key: fragile.get_object(Bucket=BUCKET, Key=key))
+            for key in ("small", "large", "small", "large")
+        ),
+        ("HeadObject", lambda: fragile.head_object(Bucket=BUCKET, Key="small")),
+        ("PutObject small", lambda: fragile.put_object(Bucket=BUCKET, Key="new", Body=SMALL)),
+        ("PutObject large", lambda: fragile.put_object(Bucket=BUCKET, Key="big", Body=LARGE)),
+        ("ListObjectsV2", lambda: fragile.list_objects_v2(Bucket=BUCKET)),
+        ("DeleteObject", lambda: fragile.delete_object(Bucket=BUCKET, Key="small")),
+        ("CreateMultipartUpload", lambda: fragile.create_multipart_upload(Bucket=BUCKET, Key="m")),
+    ]
+    with ThreadPoolExecutor(len(calls)) as pool:
+        outcomes = list(pool.map(lambda call: attempt(*call), calls))
+    check_unavailable(outcomes)
+    logged = log_since(gateway, offset)
+    assert "Traceback" not in logged, logged[-3000:]
+    assert logged.count(OUTAGE) == 1, logged[-3000:]
+
+    proxy.heal()
+    wait_healthy(gateway)
+    assert s3.get_object(Bucket=BUCKET, Key="small")["Body"].read() == SMALL
+    assert log_since(gateway, offset).count(RECOVERY) == 1
+    keys = {entry["Key"] for entry in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+    assert keys == {"small", "large"}
+    with ThreadPoolExecutor(4 * POOL_MAX) as pool:
+        puts = list(
+            pool.map(
+                lambda i: s3.put_object(Bucket=BUCKET, Key=f"after/{i}", Body=LARGE),
+                range(8 * POOL_MAX),
+            )
+        )
+    assert len(puts) == 8 * POOL_MAX
+
+    # Hung again, SIGTERM: a connection stuck on the dead server does not hold up the exit.
+    proxy.hang()
+    attempt("GetObject", lambda: fragile.get_object(Bucket=BUCKET, Key="small"))
+    assert gateway.process is not None
+    started = time.monotonic()
+    gateway.process.send_signal(signal.SIGTERM)
+    gateway.process.wait(timeout=EXIT_WITHIN + 30)
+    assert time.monotonic() - started < EXIT_WITHIN

@@ -69,9 +69,9 @@ class DatabaseHealth:
     """Whether the database works, so an outage is logged once when it starts and once when it
     ends, not once per failed request.
 
-    It is back only once statements have kept succeeding for RECOVERY_SECONDS after the last
-    failure: while a server shuts down, statements already under way on some connections still
-    succeed as others fail, and that is not a recovery.
+    A success proves the database back only on a connection opened after the last failure, or
+    RECOVERY_SECONDS after it: while a server shuts down, statements already under way on its
+    old connections still succeed as others fail, and that is not a recovery.
     """
 
     RECOVERY_SECONDS = 1.0
@@ -87,8 +87,11 @@ class DatabaseHealth:
             log.warning("database unavailable: %s", _describe(exc))
         return DatabaseUnavailableError(_describe(exc))
 
-    def succeeded(self) -> None:
-        if self.available or time.monotonic() - self._last_failure < self.RECOVERY_SECONDS:
+    def succeeded(self, connection_opened: float) -> None:
+        if self.available:
+            return
+        old_connection = connection_opened <= self._last_failure
+        if old_connection and time.monotonic() - self._last_failure < self.RECOVERY_SECONDS:
             return
         self.available = True
         log.info("database available again")
@@ -118,6 +121,7 @@ class _Connection(asyncpg.Connection):
 
     # Set by the pool that opened the connection.
     health: DatabaseHealth | None = None
+    opened_at = 0.0
 
     def get_reset_query(self) -> str:
         return ""
@@ -141,7 +145,7 @@ class _Connection(asyncpg.Connection):
 
     def _worked(self) -> None:
         if self.health is not None and not self.health.available:
-            self.health.succeeded()
+            self.health.succeeded(self.opened_at)
 
     # Every statement goes through one of these (a transaction's BEGIN, COMMIT and ROLLBACK
     # through execute). Written out, not wrapped: they are the hot path of every request.
@@ -294,6 +298,7 @@ async def create_pool(
 
     async def init(conn: asyncpg.Connection) -> None:
         conn.health = health
+        conn.opened_at = time.monotonic()
         await conn.set_type_codec(
             "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
         )
