@@ -34,7 +34,7 @@ import asyncpg
 
 from gateway.config import LimitsConfig
 from gateway.meta import derivatives, garbage
-from gateway.meta.db import DATABASE_ERRORS
+from gateway.meta.db import DATABASE_ERRORS, DatabaseUnavailableError
 from gateway.meta.derivatives import Derivative, Outcome, StoredBlob
 from gateway.s3.errors import S3Error
 from gateway.storage import BlobStore
@@ -187,7 +187,8 @@ class VariantService:
         if task.cancelled():
             return
         error = task.exception()  # retrieved, so a render nobody awaited logs no warning
-        if error is not None and not isinstance(error, S3Error):
+        # A database outage is logged once, where it was detected.
+        if error is not None and not isinstance(error, S3Error | DatabaseUnavailableError):
             log.error("variant %s of %s failed", flight[1], flight[0], exc_info=error)
 
     async def close(self) -> None:
