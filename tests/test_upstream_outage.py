@@ -169,6 +169,8 @@ def test_an_upstream_outage_is_503_and_passes(own_upstream: OwnUpstream) -> None
     )
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
     part = s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload_id, PartNumber=1, Body=b"one")
+    assert gateway.log_path is not None
+    offset = gateway.log_path.stat().st_size
     load = Load(gateway.endpoint, bucket)
     load.start(4)
     try:
@@ -231,3 +233,8 @@ def test_an_upstream_outage_is_503_and_passes(own_upstream: OwnUpstream) -> None
     listed = {key for key, _, _ in listing(s3, bucket)}
     assert "after" in listed and "during" not in listed
     assert gateway.process.pid == serving and gateway.process.poll() is None
+    # One line as the outage began, one as it ended; no traceback for any request.
+    logged = gateway.log_path.read_bytes()[offset:].decode(errors="replace")
+    assert "Traceback" not in logged, logged[-3000:]
+    assert logged.count(" unavailable: ") == 1, logged[-3000:]
+    assert logged.count("available again") == 1, logged[-3000:]
