@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +28,7 @@ from tests.conftest import (
     GATEWAY_ENV,
     LOCAL,
     PUBLIC_BUCKET,
+    REPO,
     UPSTREAM,
     UPSTREAM_ENV,
     GatewayProcess,
@@ -424,3 +427,26 @@ def test_a_hung_database_is_503_within_the_timeouts(
     gateway.process.send_signal(signal.SIGTERM)
     gateway.process.wait(timeout=EXIT_WITHIN + 30)
     assert time.monotonic() - started < EXIT_WITHIN
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["gc", "--grace", "0"]], ids=["migrate", "gc"])
+def test_maintenance_commands_say_the_database_is_unavailable(
+    tmp_path: Path, own_postgres: OwnPostgres, command: list[str]
+) -> None:
+    dsn = own_postgres.dsn(TCP)
+    config_path = tmp_path / "gateway.yaml"
+    database = {"url": dsn, "connect_timeout_seconds": 2}
+    write_config(config_path, tmp_path / "data", free_port(), dsn, database=database)
+    own_postgres.stop()
+    name, *options = command
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", name, "--config", str(config_path), *options],
+        cwd=REPO,
+        env={**os.environ, **GATEWAY_ENV},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "database unavailable: ConnectionRefusedError" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
