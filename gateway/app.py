@@ -160,7 +160,7 @@ async def _variants(app: web.Application) -> AsyncIterator[None]:
             source_for,
             concurrency=render_pool.workers,
             # An auto preset renders up to three formats in one job.
-            lease_seconds=3 * policy.lease_seconds,
+            lease_seconds=3 * policy.render_seconds,
         )
         app[EAGER] = eager
         task = asyncio.create_task(eager.run())

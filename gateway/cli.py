@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import uvloop
-from aiohttp import web
 from tqdm import tqdm
 
+from gateway.api import connections
 from gateway.app import create_app, database_url, root_credential
 from gateway.config import ConfigError, CredentialConfig, GatewayConfig, load_config
 from gateway.maintenance.importer import import_bucket
@@ -51,18 +51,20 @@ def _ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
 
 def _run_worker(config: GatewayConfig, root: CredentialConfig, reuse_port: bool) -> None:
     host, port = config.host_port
-    web.run_app(
-        create_app(config, root),
-        # uvloop: a fraction of asyncio's cost per request (gateway.api.sendfile keeps large
-        # downloads on sendfile).
-        loop=uvloop.new_event_loop(),
-        host=host,
-        port=port,
-        ssl_context=_ssl_context(config),
-        access_log=None,
-        print=None,
-        reuse_port=reuse_port,
-    )
+    app = create_app(config, root)
+    # uvloop: a fraction of asyncio's cost per request (gateway.api.sendfile keeps large
+    # downloads on sendfile).
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(
+            connections.serve(
+                app,
+                host,
+                port,
+                limits=config.limits,
+                ssl_context=_ssl_context(config),
+                reuse_port=reuse_port,
+            )
+        )
 
 
 def serve(args: argparse.Namespace) -> int:
