@@ -45,8 +45,9 @@ def start_embedded_postgres(data_dir: Path) -> str:
 
 class DatabaseUnavailableError(Exception):
     """Postgres cannot be used right now: unreachable, refusing connections, shutting down,
-    out of resources, or too slow to answer within its timeouts. Nothing was committed by the
-    statement that failed; the same request may succeed once the database is back."""
+    out of resources, or too slow to answer within its timeouts. The same request may succeed
+    once the database is back. (Only a COMMIT whose answer was lost may have landed, as with
+    any database: a write that met this is retried by the client, or found already done.)"""
 
 
 # Failures of the server or of the way to it, rather than of a statement: the same statement
@@ -257,6 +258,8 @@ class GatewayPool(asyncpg.Pool):
             await super().release(connection, timeout=timeout)
         except Exception as exc:
             # asyncpg terminated the connection it could not reset.
+            if not _unavailable(exc, connection_closed=True):
+                raise
             raise self.health.failed(exc) from exc
 
     async def close_within(self, seconds: float) -> None:
