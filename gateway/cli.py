@@ -22,7 +22,7 @@ from gateway.config import ConfigError, CredentialConfig, GatewayConfig, load_co
 from gateway.maintenance.importer import import_bucket
 from gateway.maintenance.janitor import abort_abandoned_uploads, collect_garbage
 from gateway.meta import buckets, imports
-from gateway.meta.db import create_pool, migrate
+from gateway.meta.db import DatabaseUnavailableError, GatewayPool, create_pool, migrate
 from gateway.s3.errors import S3Error
 from gateway.storage.profiles import open_stores
 from gateway.storage.upstream import UpstreamStore
@@ -118,8 +118,20 @@ def _serve_workers(config: GatewayConfig, root: CredentialConfig, workers: int) 
     return 1 if failed else 0
 
 
+async def _pool(config: GatewayConfig, max_size: int) -> GatewayPool:
+    database = config.database
+    return await create_pool(
+        await database_url(config),
+        1,
+        max_size,
+        connect_timeout=database.connect_timeout_seconds,
+        acquire_timeout=database.acquire_timeout_seconds,
+        query_timeout=database.query_timeout_seconds,
+    )
+
+
 async def _migrate(config: GatewayConfig) -> int:
-    pool = await create_pool(await database_url(config), 1, 1)
+    pool = await _pool(config, 1)
     try:
         async with pool.acquire() as conn:
             version = await migrate(conn)
@@ -130,7 +142,7 @@ async def _migrate(config: GatewayConfig) -> int:
 
 
 async def _gc(config: GatewayConfig, grace: int) -> int:
-    pool = await create_pool(await database_url(config), 1, 2)
+    pool = await _pool(config, 2)
     try:
         async with open_stores(config) as stores:
             aborted = await abort_abandoned_uploads(
@@ -145,7 +157,7 @@ async def _gc(config: GatewayConfig, grace: int) -> int:
 
 
 async def _import(config: GatewayConfig, args: argparse.Namespace) -> int:
-    pool = await create_pool(await database_url(config), 1, 2)
+    pool = await _pool(config, 2)
     try:
         async with pool.acquire() as conn:
             await migrate(conn)
@@ -253,9 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return check_config(args)
     config = _load(args)
-    if args.command == "migrate":
-        return asyncio.run(_migrate(config))
-    if args.command == "import":
-        return asyncio.run(_import(config, args))
-    grace = config.limits.garbage_grace_seconds if args.grace is None else args.grace
-    return asyncio.run(_gc(config, grace))
+    try:
+        if args.command == "migrate":
+            return asyncio.run(_migrate(config))
+        if args.command == "import":
+            return asyncio.run(_import(config, args))
+        grace = config.limits.garbage_grace_seconds if args.grace is None else args.grace
+        return asyncio.run(_gc(config, grace))
+    except DatabaseUnavailableError as exc:
+        # Nothing was done that a later run would not do again; a traceback would add nothing.
+        print(f"database unavailable: {exc}", file=sys.stderr)
+        return 1

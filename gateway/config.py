@@ -67,6 +67,12 @@ class DatabaseConfig(_Strict):
     url: str | None = None
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=20, ge=1)
+    # Bounds on every wait for Postgres, so a database that is down or hung makes requests
+    # fail fast with 503 ServiceUnavailable instead of piling up: opening one connection,
+    # getting a connection from the pool (opening included), and one statement.
+    connect_timeout_seconds: float = Field(default=5, gt=0)
+    acquire_timeout_seconds: float = Field(default=10, gt=0)
+    query_timeout_seconds: float = Field(default=60, gt=0)
 
     @model_validator(mode="after")
     def _check_pool(self) -> DatabaseConfig:

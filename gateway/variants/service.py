@@ -36,6 +36,7 @@ import asyncpg
 
 from gateway.config import LimitsConfig
 from gateway.meta import derivatives, garbage
+from gateway.meta.db import DATABASE_ERRORS, DatabaseUnavailableError
 from gateway.meta.derivatives import Derivative, Outcome, StoredBlob
 from gateway.s3.errors import S3Error
 from gateway.storage import BlobStore
@@ -192,7 +193,8 @@ class VariantService:
         if task.cancelled():
             return
         error = task.exception()  # retrieved, so a render nobody awaited logs no warning
-        if error is not None and not isinstance(error, S3Error):
+        # A database outage is logged once, where it was detected.
+        if error is not None and not isinstance(error, S3Error | DatabaseUnavailableError):
             log.error("variant %s of %s failed", flight[1], flight[0], exc_info=error)
 
     async def close(self) -> None:
@@ -264,7 +266,7 @@ class VariantService:
             try:
                 if not await derivatives.renew(self._pool, version_id, variant_key, attempt, lease):
                     return
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (OSError, *DATABASE_ERRORS) as exc:
                 # Tried again a third of a lease later; a claim lost meanwhile only costs a
                 # second render, whose result the attempt number fences off.
                 log.warning("could not renew the claim on %s: %s", variant_key, exc)
@@ -272,7 +274,7 @@ class VariantService:
     async def _release(self, version_id: uuid.UUID, variant_key: str, attempt: int) -> None:
         try:
             await derivatives.release(self._pool, version_id, variant_key, attempt)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except (OSError, *DATABASE_ERRORS):
             # The lease runs out on its own.
             log.warning("could not release the claim on %s", variant_key, exc_info=True)
 
@@ -354,5 +356,5 @@ class VariantService:
         try:
             await self._stores[profile].delete(storage_key)
             await garbage.remove(self._pool, profile, storage_key)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except (OSError, *DATABASE_ERRORS):
             log.warning("could not discard blob %s at once", storage_key, exc_info=True)
