@@ -1,6 +1,6 @@
 -- The gateway's metadata schema. Applied by `gateway migrate` and at start-up under an advisory
 -- lock; every statement is idempotent, and the version applied is recorded in schema_version.
--- schema-version: 7
+-- schema-version: 8
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version    integer PRIMARY KEY,
@@ -129,6 +129,12 @@ CREATE TABLE IF NOT EXISTS garbage (
     PRIMARY KEY (profile, storage_key)
 );
 CREATE INDEX IF NOT EXISTS garbage_by_age ON garbage (listed_at);
+-- Version 8. The janitor deletes a blob before its entry, so a crash in between leaves an entry
+-- whose blob may be gone (deleting it again is harmless), never a blob that nothing lists. An
+-- entry it has started on is marked collecting: from then on no write may claim it (a write that
+-- outlived the grace period fails instead of committing a row whose blob is being deleted) and
+-- no renewal revives it. (Added here, before the functions below that read it.)
+ALTER TABLE garbage ADD COLUMN IF NOT EXISTS collecting boolean NOT NULL DEFAULT false;
 
 -- Version 4 (upstream storage). An upstream profile keeps objects in place, 1:1 under their own
 -- keys: storage_etag is the upstream's ETag of the object (or part) a row describes, so a read
@@ -203,7 +209,8 @@ DECLARE
     old objects%ROWTYPE;
 BEGIN
     IF p_storage_key IS NOT NULL AND p_storage_etag IS NULL THEN
-        DELETE FROM garbage WHERE profile = p_profile AND storage_key = p_storage_key;
+        DELETE FROM garbage
+        WHERE profile = p_profile AND storage_key = p_storage_key AND NOT collecting;
         IF NOT FOUND THEN
             RETURN 'lost';
         END IF;
@@ -255,4 +262,4 @@ $$;
 -- file. Such a row has neither storage_key nor parts_count, so retiring it lists nothing.
 ALTER TABLE objects ADD COLUMN IF NOT EXISTS inline_data bytea;
 
-INSERT INTO schema_version (version) VALUES (3), (4), (5), (6), (7) ON CONFLICT DO NOTHING;
+INSERT INTO schema_version (version) VALUES (3), (4), (5), (6), (7), (8) ON CONFLICT DO NOTHING;

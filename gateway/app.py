@@ -11,7 +11,6 @@ import secrets
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
-import asyncpg
 from aiohttp import web
 
 from gateway.api.context import (
@@ -34,7 +33,7 @@ from gateway.config import CredentialConfig, GatewayConfig
 from gateway.maintenance.janitor import run_janitor
 from gateway.meta import buckets
 from gateway.meta.buckets import Bucket, RecentBuckets
-from gateway.meta.db import create_pool, migrate, start_embedded_postgres
+from gateway.meta.db import DATABASE_ERRORS, create_pool, migrate, start_embedded_postgres
 from gateway.meta.garbage import KeyReserve
 from gateway.meta.objects import BatchedLookups, ObjectRecord
 from gateway.storage.profiles import open_stores
@@ -104,8 +103,14 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
+    database = config.database
     pool = await create_pool(
-        await database_url(config), config.database.pool_min_size, config.database.pool_max_size
+        await database_url(config),
+        database.pool_min_size,
+        database.pool_max_size,
+        connect_timeout=database.connect_timeout_seconds,
+        acquire_timeout=database.acquire_timeout_seconds,
+        query_timeout=database.query_timeout_seconds,
     )
     async with pool.acquire() as conn:
         await migrate(conn)
@@ -114,7 +119,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[POOL] = pool
     app[LOOKUPS] = BatchedLookups(pool)
     yield
-    await pool.close()
+    # A request stuck on a hung database must not hold up the exit.
+    await pool.close_within(database.acquire_timeout_seconds)
 
 
 async def _key_reserve(app: web.Application) -> AsyncIterator[None]:
@@ -124,7 +130,7 @@ async def _key_reserve(app: web.Application) -> AsyncIterator[None]:
     yield
     try:
         await reserve.release()
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+    except DATABASE_ERRORS:
         log.warning("could not unlist the unused reserved storage keys; the janitor will")
 
 
@@ -154,7 +160,7 @@ async def _variants(app: web.Application) -> AsyncIterator[None]:
             source_for,
             concurrency=render_pool.workers,
             # An auto preset renders up to three formats in one job.
-            lease_seconds=3 * policy.lease_seconds,
+            lease_seconds=3 * policy.render_seconds,
         )
         app[EAGER] = eager
         task = asyncio.create_task(eager.run())

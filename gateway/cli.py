@@ -14,15 +14,15 @@ import sys
 from pathlib import Path
 
 import uvloop
-from aiohttp import web
 from tqdm import tqdm
 
+from gateway.api import connections
 from gateway.app import create_app, database_url, root_credential
 from gateway.config import ConfigError, CredentialConfig, GatewayConfig, load_config
 from gateway.maintenance.importer import import_bucket
 from gateway.maintenance.janitor import abort_abandoned_uploads, collect_garbage
 from gateway.meta import buckets, imports
-from gateway.meta.db import create_pool, migrate
+from gateway.meta.db import DatabaseUnavailableError, GatewayPool, create_pool, migrate
 from gateway.s3.errors import S3Error
 from gateway.storage.profiles import open_stores
 from gateway.storage.upstream import UpstreamStore
@@ -51,18 +51,20 @@ def _ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
 
 def _run_worker(config: GatewayConfig, root: CredentialConfig, reuse_port: bool) -> None:
     host, port = config.host_port
-    web.run_app(
-        create_app(config, root),
-        # uvloop: a fraction of asyncio's cost per request (gateway.api.sendfile keeps large
-        # downloads on sendfile).
-        loop=uvloop.new_event_loop(),
-        host=host,
-        port=port,
-        ssl_context=_ssl_context(config),
-        access_log=None,
-        print=None,
-        reuse_port=reuse_port,
-    )
+    app = create_app(config, root)
+    # uvloop: a fraction of asyncio's cost per request (gateway.api.sendfile keeps large
+    # downloads on sendfile).
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(
+            connections.serve(
+                app,
+                host,
+                port,
+                limits=config.limits,
+                ssl_context=_ssl_context(config),
+                reuse_port=reuse_port,
+            )
+        )
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -116,8 +118,20 @@ def _serve_workers(config: GatewayConfig, root: CredentialConfig, workers: int) 
     return 1 if failed else 0
 
 
+async def _pool(config: GatewayConfig, max_size: int) -> GatewayPool:
+    database = config.database
+    return await create_pool(
+        await database_url(config),
+        1,
+        max_size,
+        connect_timeout=database.connect_timeout_seconds,
+        acquire_timeout=database.acquire_timeout_seconds,
+        query_timeout=database.query_timeout_seconds,
+    )
+
+
 async def _migrate(config: GatewayConfig) -> int:
-    pool = await create_pool(await database_url(config), 1, 1)
+    pool = await _pool(config, 1)
     try:
         async with pool.acquire() as conn:
             version = await migrate(conn)
@@ -128,7 +142,7 @@ async def _migrate(config: GatewayConfig) -> int:
 
 
 async def _gc(config: GatewayConfig, grace: int) -> int:
-    pool = await create_pool(await database_url(config), 1, 2)
+    pool = await _pool(config, 2)
     try:
         async with open_stores(config) as stores:
             aborted = await abort_abandoned_uploads(
@@ -143,7 +157,7 @@ async def _gc(config: GatewayConfig, grace: int) -> int:
 
 
 async def _import(config: GatewayConfig, args: argparse.Namespace) -> int:
-    pool = await create_pool(await database_url(config), 1, 2)
+    pool = await _pool(config, 2)
     try:
         async with pool.acquire() as conn:
             await migrate(conn)
@@ -251,9 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return check_config(args)
     config = _load(args)
-    if args.command == "migrate":
-        return asyncio.run(_migrate(config))
-    if args.command == "import":
-        return asyncio.run(_import(config, args))
-    grace = config.limits.garbage_grace_seconds if args.grace is None else args.grace
-    return asyncio.run(_gc(config, grace))
+    try:
+        if args.command == "migrate":
+            return asyncio.run(_migrate(config))
+        if args.command == "import":
+            return asyncio.run(_import(config, args))
+        grace = config.limits.garbage_grace_seconds if args.grace is None else args.grace
+        return asyncio.run(_gc(config, grace))
+    except DatabaseUnavailableError as exc:
+        # Nothing was done that a later run would not do again; a traceback would add nothing.
+        print(f"database unavailable: {exc}", file=sys.stderr)
+        return 1

@@ -67,6 +67,12 @@ class DatabaseConfig(_Strict):
     url: str | None = None
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=20, ge=1)
+    # Bounds on every wait for Postgres, so a database that is down or hung makes requests
+    # fail fast with 503 ServiceUnavailable instead of piling up: opening one connection,
+    # getting a connection from the pool (opening included), and one statement.
+    connect_timeout_seconds: float = Field(default=5, gt=0)
+    acquire_timeout_seconds: float = Field(default=10, gt=0)
+    query_timeout_seconds: float = Field(default=60, gt=0)
 
     @model_validator(mode="after")
     def _check_pool(self) -> DatabaseConfig:
@@ -209,6 +215,22 @@ class LimitsConfig(_Strict):
     clock_skew_seconds: int = Field(default=900, ge=1)
     # An upload whose client sends nothing for this long fails with RequestTimeout.
     body_idle_timeout_seconds: float = Field(default=60, gt=0)
+    # A request's line and headers must arrive within this (from the connection's start, or
+    # from a kept-alive request's first byte): a client trickling header bytes cannot hold a
+    # connection, and it has not yet been authenticated.
+    header_timeout_seconds: float = Field(default=15, gt=0)
+    # A kept-alive connection with no request is closed after this. Longer than the idle
+    # timeout of the usual load balancers (60 s), so they close first and never reuse a
+    # connection the gateway is closing.
+    keepalive_timeout_seconds: float = Field(default=75, gt=0)
+    # A client that accepts no byte of a response for this long loses the connection (and
+    # the request's handler ends), so it cannot hold either by not reading.
+    send_idle_timeout_seconds: float = Field(default=60, gt=0)
+    # Open client connections per gateway process (each --workers process has its own).
+    # At the limit a new connection closes the oldest one that is waiting for a request, or,
+    # when every one carries a request in progress, is answered 503 SlowDown and closed.
+    # Lowered at start to what the open-files limit (ulimit -n) allows.
+    max_connections: int = Field(default=4096, ge=1)
     # Blobs listed in the garbage log are deleted only after this, so a reader still
     # streaming an overwritten object keeps its bytes.
     garbage_grace_seconds: int = Field(default=3600, ge=0)
@@ -227,6 +249,13 @@ class LimitsConfig(_Strict):
     render_timeout_seconds: float = Field(default=30, gt=0)
     # A worker process is replaced after this many renders (bounds leaks and fragmentation).
     render_tasks_per_worker: int = Field(default=200, ge=1)
+    # The most memory (data) one render worker may use; a render that needs more fails with
+    # ImageTooLarge. Unset: 256 MiB plus 6 bytes per pixel of max_source_pixels. At least
+    # 384 MiB (the interpreter, codecs and a source take some 256 MiB).
+    render_memory_bytes: Annotated[Size, Field(ge=384 * 1024**2)] | None = None
+    # A render's claim on its variant is a lease of this long, renewed while the render runs:
+    # a gateway that dies mid-render holds the variant up for at most this long.
+    render_lease_seconds: float = Field(default=10, ge=1)
     # A failed render is retried only after a back-off: this, doubled on each failure, capped.
     render_retry_seconds: float = Field(default=60, gt=0)
     render_retry_max_seconds: float = Field(default=86400, gt=0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -155,6 +156,21 @@ def db_fetch(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
     return asyncio.run(run())
 
 
+def unaccounted_blobs(gateway: GatewayProcess, dsn: str) -> list[str]:
+    """Blob files that no row references and the garbage log does not list."""
+    rows = db_fetch(
+        dsn,
+        "SELECT storage_key FROM objects WHERE storage_key IS NOT NULL"
+        " UNION SELECT storage_key FROM object_chunks"
+        " UNION SELECT storage_key FROM upload_parts"
+        " UNION SELECT storage_key FROM derivatives WHERE storage_key IS NOT NULL"
+        " UNION SELECT storage_key FROM garbage",
+    )
+    known = {row["storage_key"] for row in rows}
+    files = [path for path in (gateway.data_dir / "blobs").rglob("*") if path.is_file()]
+    return [path.name for path in files if path.name.removesuffix(".tmp") not in known]
+
+
 def make_certificate(directory: Path) -> tuple[Path, Path]:
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
@@ -203,6 +219,76 @@ def _terminate(process: subprocess.Popen[bytes] | None) -> None:
             process.wait()
 
 
+# The log of every gateway process started in this session: after each test, the part written
+# during it is checked for errors the test did not declare (check_gateway_logs).
+GATEWAY_LOGS: dict[Path, None] = {}
+# A logging line of the gateway (cli.py's format) and the levels that fail a test.
+LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ([A-Z]+) ")
+FAILING_LEVELS = {"ERROR", "CRITICAL"}
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def log_entries(text: str) -> list[str]:
+    """``text`` split into log records, each with its continuation lines (a traceback)."""
+    entries: list[str] = []
+    for line in text.splitlines():
+        if LOG_RECORD.match(line) or not entries:
+            entries.append(line)
+        else:
+            entries[-1] += "\n" + line
+    return entries
+
+
+def unexpected_log_entries(text: str, expected: list[re.Pattern[str]]) -> list[str]:
+    """Records at ERROR or above, and tracebacks, that no ``expected`` pattern matches."""
+    found = []
+    for entry in log_entries(text):
+        record = LOG_RECORD.match(entry)
+        failing = (record is not None and record.group(1) in FAILING_LEVELS) or TRACEBACK in entry
+        if failing and not any(pattern.search(entry) for pattern in expected):
+            found.append(entry)
+    return found
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "gateway_log(*patterns): ERROR records or tracebacks the test expects in a gateway's"
+        " log (regular expressions searched in each record, traceback included)",
+    )
+
+
+@pytest.fixture
+def expect_gateway_log() -> list[re.Pattern[str]]:
+    """Append (with ``.append(re.compile(...))``) what a test expects its gateways to log at
+    ERROR or with a traceback; the gateway_log marker does the same for a whole test."""
+    return []
+
+
+@pytest.fixture(autouse=True)
+def check_gateway_logs(
+    request: pytest.FixtureRequest, expect_gateway_log: list[re.Pattern[str]]
+) -> Iterator[None]:
+    """Fail a test after which a gateway's log holds an error or a traceback the test did not
+    expect, so that failures of background work (janitor, eager renders) are seen too. Only
+    the part of each log written during the test is read: session gateways are shared."""
+    offsets = {path: path.stat().st_size for path in GATEWAY_LOGS if path.exists()}
+    yield
+    for marker in request.node.iter_markers("gateway_log"):
+        expect_gateway_log.extend(re.compile(pattern) for pattern in marker.args)
+    report = []
+    for path in list(GATEWAY_LOGS):
+        if not path.exists():
+            continue
+        with open(path, "rb") as log:
+            log.seek(offsets.get(path, 0))
+            text = log.read().decode("utf-8", "replace")
+        for entry in unexpected_log_entries(text, expect_gateway_log):
+            report.append(f"{path.name}:\n{entry}")
+    if report:
+        pytest.fail("unexpected errors in a gateway's log:\n" + "\n".join(report), False)
+
+
 @dataclass
 class GatewayProcess:
     """A gateway started as `python -m gateway serve`, exactly as an operator runs it."""
@@ -230,6 +316,7 @@ class GatewayProcess:
 
     def start(self, timeout: float = 60) -> None:
         self.log_path = self.data_dir.parent / f"gateway-{self.port}.log"
+        GATEWAY_LOGS.setdefault(self.log_path, None)
         command = [sys.executable, "-m", "gateway", "serve", "--config", str(self.config_path)]
         self.process = _spawn(command, self.log_path, self.env)
         health = f"{self.endpoint}/_gateway/health"

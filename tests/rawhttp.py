@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from botocore.auth import SigV4Auth
+from botocore.auth import S3SigV4Auth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
@@ -31,6 +31,14 @@ def sign(
     request.headers["X-Amz-Content-SHA256"] = payload_hash
     SigV4Auth(Credentials(access_key, secret_key), "s3", REGION).add_auth(request)
     return {**dict(request.headers), "Host": urlsplit(url).netloc}
+
+
+def sign_s3(method: str, url: str) -> dict[str, str]:
+    """Headers for an empty-bodied request signed by botocore's S3 signer, which (unlike the
+    generic one) signs the path exactly as given: for keys with characters to escape."""
+    request = AWSRequest(method=method, url=url)
+    S3SigV4Auth(Credentials(ROOT_ACCESS_KEY, ROOT_SECRET_KEY), "s3", REGION).add_auth(request)
+    return dict(request.headers)
 
 
 def signing_key(secret_key: str, date: str) -> bytes:

@@ -11,10 +11,12 @@ import asyncio
 import hashlib
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,3 +279,97 @@ def test_sigkill_during_uploads(crash_gateway: Gateway) -> None:
     # The restarted gateway still takes writes.
     s3.put_object(Bucket=BUCKET, Key="after-restart", Body=b"alive")
     assert s3.get_object(Bucket=BUCKET, Key="after-restart")["Body"].read() == b"alive"
+
+
+# Enough garbage that `gateway gc` runs for a while, in many batches.
+GC_BLOBS = 20_000
+
+
+def gc_command(gateway: Gateway) -> list[str]:
+    return [
+        sys.executable, "-m", "gateway", "gc", "--config", str(gateway.config_path), "--grace", "0"
+    ]  # fmt: skip
+
+
+def count_blob_files(root: Path) -> int:
+    return sum(len(os.listdir(directory)) for directory in root.iterdir() if directory.is_dir())
+
+
+def test_a_gc_killed_mid_run_leaves_every_blob_listed(crash_gateway: Gateway) -> None:
+    """gc deletes each blob before its log entry: killed at any moment, it leaves no blob that
+    neither a row nor the log lists, and the next run removes what is left."""
+    s3 = client(crash_gateway.process.endpoint)
+    s3.create_bucket(Bucket=BUCKET)
+    live = os.urandom(64 * 1024)  # above the inline size: a blob gc must keep
+    s3.put_object(Bucket=BUCKET, Key="live", Body=live)
+    (profile,) = (
+        row["profile"]
+        for row in asyncio.run(
+            run_sql(crash_gateway.dsn, "SELECT profile FROM objects WHERE bucket = $1", BUCKET)
+        )
+    )
+    crash_gateway.process.stop()
+    # Garbage as the gateway leaves it: files under generated names, each listed in the log.
+    keys = [uuid.uuid4().hex for _ in range(GC_BLOBS)]
+    for key in keys:
+        path = crash_gateway.blobs / key[:2] / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"garbage")
+    asyncio.run(
+        run_sql(
+            crash_gateway.dsn,
+            "INSERT INTO garbage (profile, storage_key) SELECT $1, unnest($2::text[])",
+            profile,
+            keys,
+        )
+    )
+    total = count_blob_files(crash_gateway.blobs)
+
+    gc = subprocess.Popen(
+        gc_command(crash_gateway),
+        cwd=REPO,
+        env={**os.environ, **GATEWAY_ENV},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    # Killed once it has deleted some blobs but far from all: most of its time is spent
+    # within a batch, between taking entries and finishing with them.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and gc.poll() is None:
+        if count_blob_files(crash_gateway.blobs) < total * 0.8:
+            break
+        time.sleep(0.005)
+    gc.kill()
+    gc.wait()
+    assert gc.returncode == -signal.SIGKILL, "gc finished before it could be killed"
+
+    files = blob_files(crash_gateway.blobs)
+    assert 1 < len(files) < total
+    objects, garbage = asyncio.run(fetch_state(crash_gateway.dsn))
+    referenced = {storage_key for storage_key, _ in objects.values() if storage_key}
+    orphans = [name for name in files if storage_key_of(name) not in referenced | garbage]
+    assert not orphans, f"{len(orphans)} blob files neither referenced nor listed"
+
+    result = subprocess.run(
+        gc_command(crash_gateway),
+        cwd=REPO,
+        env={**os.environ, **GATEWAY_ENV},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    objects_after, garbage_after = asyncio.run(fetch_state(crash_gateway.dsn))
+    assert garbage_after == set()
+    assert objects_after == objects
+    assert sorted(blob_files(crash_gateway.blobs)) == [f"{k[:2]}/{k}" for k in referenced]
+    crash_gateway.process.start()
+    assert s3.get_object(Bucket=BUCKET, Key="live")["Body"].read() == live
+
+
+async def run_sql(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()

@@ -17,14 +17,21 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from gateway.config import LimitsConfig
 from tests.conftest import (
     GATEWAY_ENV,
+    UPSTREAM_BUCKET,
+    UPSTREAM_VARIANTS_PREFIX,
     GatewayProcess,
     client,
     create_database,
     free_port,
+    longest_key,
+    upstream_key,
     write_config,
 )
+
+INLINE_MAX = LimitsConfig().inline_max_size
 
 FOUR_BYTE = "\U0001f600"  # 😀, 4 bytes of UTF-8
 
@@ -142,7 +149,14 @@ def bucket(s3) -> str:
 
 
 def body_for(key: str) -> bytes:
-    return b"body of " + key.encode("utf-8") + b"\n" + hashlib.sha256(key.encode()).digest()
+    """A body above the inline size, so that every write makes a blob (or, upstream, an
+    object): a key that could name a file gets its chance to."""
+    head = b"body of " + key.encode("utf-8") + b"\n" + hashlib.sha256(key.encode()).digest()
+    return head + b"." * (INLINE_MAX + 100)
+
+
+def blob_files(data_dir: Path) -> set[Path]:
+    return {path for path in (data_dir / "blobs").rglob("*") if path.is_file()}
 
 
 def all_keys_v2(s3, bucket: str, **kwargs: object) -> tuple[list[str], list[str]]:
@@ -172,9 +186,12 @@ def test_key_lengths_are_bytes() -> None:
 
 
 @pytest.mark.parametrize("key", HOSTILE_KEYS.values(), ids=HOSTILE_KEYS.keys())
-def test_round_trip(s3, bucket: str, outside: None, key: str) -> None:
+def test_round_trip(s3, bucket: str, jail: Jail, outside: None, key: str) -> None:
     body = body_for(key)
+    before = blob_files(jail.data_dir)
     s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/x-hostile")
+    # The write made a blob, under a generated name (checked by `outside`).
+    assert len(blob_files(jail.data_dir) - before) == 1
 
     head = s3.head_object(Bucket=bucket, Key=key)
     assert head["ContentLength"] == len(body)
@@ -261,6 +278,73 @@ def test_key_too_long(s3, bucket: str, outside: None, key: str) -> None:
         assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
         if excinfo.value.operation_name != "HeadObject":  # HEAD carries no error body
             assert excinfo.value.response["Error"]["Code"] == "KeyTooLongError"
+    assert all_keys_v2(s3, bucket) == ([], [])
+
+
+def upstream_objects(upstream) -> dict[str, str]:
+    """Every object of the upstream bucket: key -> ETag."""
+    found = {}
+    for page in upstream.get_paginator("list_objects_v2").paginate(Bucket=UPSTREAM_BUCKET):
+        found.update({entry["Key"]: entry["ETag"] for entry in page.get("Contents", [])})
+    return found
+
+
+def has_dot_segment(key: str) -> bool:
+    return any(segment in (".", "..") for segment in key.split("/"))
+
+
+@pytest.mark.parametrize("key", HOSTILE_KEYS.values(), ids=HOSTILE_KEYS.keys())
+def test_round_trip_upstream(upstream_gateway: GatewayProcess, upstream_s3, key: str) -> None:
+    """On an upstream profile a hostile key becomes exactly one upstream object, under its
+    bucket's prefix and never among the variants; or, where the upstream could not keep it
+    literally, a clear refusal that writes nothing."""
+    probe = f"probe-{uuid.uuid4().hex[:12]}/{key}"
+    if len(probe.encode()) <= 1024:
+        try:
+            upstream_s3.put_object(Bucket=UPSTREAM_BUCKET, Key=probe, Body=b"probe")
+        except ClientError:
+            pytest.skip("the test upstream (moto) cannot hold this key itself")
+        upstream_s3.delete_object(Bucket=UPSTREAM_BUCKET, Key=probe)
+    s3 = client(upstream_gateway.endpoint)
+    bucket = f"hostile-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    body = body_for(key)
+    before = upstream_objects(upstream_s3)
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    except ClientError as error:
+        assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        if len(key.encode()) > longest_key(upstream_gateway, bucket):
+            assert error.response["Error"]["Code"] == "KeyTooLongError"
+        else:
+            # Refusing a dot segment is the one other allowed answer: an upstream or a proxy
+            # that normalised it would read and write another bucket's objects.
+            assert has_dot_segment(key), error.response["Error"]
+        assert upstream_objects(upstream_s3) == before
+        return
+    assert len(key.encode()) <= longest_key(upstream_gateway, bucket)
+    new = set(upstream_objects(upstream_s3)) - set(before)
+    assert len(new) == 1
+    (stored,) = new
+    assert stored.startswith(upstream_key(bucket, ""))
+    assert not stored.startswith(UPSTREAM_VARIANTS_PREFIX)
+    assert upstream_s3.get_object(Bucket=UPSTREAM_BUCKET, Key=stored)["Body"].read() == body
+    if not has_dot_segment(key):
+        assert stored == upstream_key(bucket, key)
+
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+    assert all_keys_v2(s3, bucket) == ([key], [])
+    s3.copy_object(
+        Bucket=bucket,
+        Key=key,
+        CopySource={"Bucket": bucket, "Key": key},
+        MetadataDirective="REPLACE",
+        Metadata={"copied": "yes"},
+    )
+    assert set(upstream_objects(upstream_s3)) - set(before) == {stored}
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == body
+    s3.delete_object(Bucket=bucket, Key=key)
+    assert upstream_objects(upstream_s3) == before
     assert all_keys_v2(s3, bucket) == ([], [])
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +16,16 @@ import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gateway.config import LimitsConfig
-from tests.conftest import LOCAL, LOCAL_ONLY, REPO, client, db_fetch
+from tests.conftest import (
+    LOCAL,
+    LOCAL_ONLY,
+    REPO,
+    UPSTREAM_BUCKET,
+    client,
+    db_fetch,
+    unaccounted_blobs,
+    upstream_key,
+)
 from tests.rawhttp import request_head, send_raw, sign
 
 # Objects up to this size live in their row (the test gateways keep the default).
@@ -84,15 +94,19 @@ def test_non_ascii_decoded_length_is_a_client_error(gateway, s3, bucket) -> None
 # Bodies kept in their row, and bodies written as blobs.
 @pytest.mark.parametrize("size", [2000, INLINE_MAX + 1])
 def test_racing_first_writes_leave_one_winner_and_no_orphan(
-    gateway, gateway_dsn, bucket, size
+    request: pytest.FixtureRequest, gateway, gateway_dsn, bucket, size
 ) -> None:
     """Promise 2 and the intent log: concurrent creates of one key never orphan a blob, and
     If-None-Match: * lets exactly one of them win, whose bytes the object then holds."""
-    clients = [client(gateway.endpoint, retries={"total_max_attempts": 1}) for _ in range(8)]
+    writers = 8
+    clients = [client(gateway.endpoint, retries={"total_max_attempts": 1}) for _ in range(writers)]
+    # Every writer waits here with its body ready, so the requests really overlap.
+    barrier = threading.Barrier(writers, timeout=60)
 
     def create(args: tuple[int, str]) -> bytes | None:
         index, key = args
         body = os.urandom(size)
+        barrier.wait()
         try:
             clients[index].put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
             return body
@@ -104,32 +118,39 @@ def test_racing_first_writes_leave_one_winner_and_no_orphan(
             return None
 
     keys = [f"race/{n}" for n in range(12)]
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(writers) as pool:
         for key in keys:
-            bodies = list(pool.map(create, [(index, key) for index in range(8)]))
+            bodies = list(pool.map(create, [(index, key) for index in range(writers)]))
             winners = [body for body in bodies if body is not None]
             assert len(winners) == 1, key
             # A loser's bytes must not have replaced the winner's (upstream: at the same key).
             assert clients[0].get_object(Bucket=bucket, Key=key)["Body"].read() == winners[0]
     rows = db_fetch(
         gateway_dsn,
-        "SELECT o.storage_key FROM objects o WHERE o.bucket = $1",
+        "SELECT key, storage_key, storage_etag FROM objects WHERE bucket = $1",
         bucket,
     )
-    assert len(rows) == len(keys)
-    if gateway.profile == LOCAL and size > INLINE_MAX:
-        live = {row["storage_key"] for row in rows}
-        assert len(live) == len(keys)
-        listed = {
-            row["storage_key"] for row in db_fetch(gateway_dsn, "SELECT storage_key FROM garbage")
-        }
-        # Every blob this bucket's writes produced is live or listed as garbage.
-        for key in live:
-            assert blob_path(gateway, key).exists()
-            assert key not in listed
+    assert sorted(row["key"] for row in rows) == sorted(keys)
+    if gateway.profile == LOCAL:
+        # Every blob any of the writes produced is referenced by a row or listed as garbage.
+        assert unaccounted_blobs(gateway, gateway_dsn) == []
+        if size > INLINE_MAX:
+            for row in rows:
+                assert blob_path(gateway, row["storage_key"]).exists()
+    else:
+        # Nothing but the winners upstream, each the version its row records.
+        upstream = request.getfixturevalue("upstream_s3")
+        listed = upstream.list_objects_v2(Bucket=UPSTREAM_BUCKET, Prefix=f"{bucket}/")
+        assert sorted(entry["Key"] for entry in listed.get("Contents", [])) == sorted(
+            upstream_key(bucket, key) for key in keys
+        )
+        for row in rows:
+            head = upstream.head_object(Bucket=UPSTREAM_BUCKET, Key=row["storage_key"])
+            assert head["ETag"] == row["storage_etag"]
 
 
 @LOCAL_ONLY
+@pytest.mark.gateway_log(r"failed mid-body")
 def test_damaged_blob_never_yields_a_corrupt_body(gateway, gateway_dsn, s3, bucket) -> None:
     """A blob shorter than its row (disk damage) must end the response early, never pass as a
     complete object or splice an error document into the body."""
@@ -207,20 +228,26 @@ def test_response_override_with_line_break_is_invalid_argument(s3, bucket) -> No
     assert excinfo.value.response["Error"]["Code"] == "InvalidArgument"
 
 
-@LOCAL_ONLY
-def test_put_to_a_bucket_deleted_by_another_process_is_refused(gateway, s3, s3_tls) -> None:
+def test_put_to_a_bucket_deleted_by_another_process_is_refused(
+    request: pytest.FixtureRequest, gateway, s3, s3_tls
+) -> None:
     """A process trusts its lookup of a bucket for a moment; a write to a bucket another process
-    deleted meanwhile is still refused by its row commit, and leaves nothing behind."""
+    deleted meanwhile is still refused by its row commit, and leaves nothing behind: no row, no
+    blob file that nothing accounts for, no upstream object under the bucket's prefix."""
     name = f"test-{uuid.uuid4().hex[:16]}"
     s3.create_bucket(Bucket=name)
     s3_tls.head_bucket(Bucket=name)  # its connection is open, so the delete below is quick
     s3.put_object(Bucket=name, Key="first", Body=b"x")  # this process now knows the bucket
     s3.delete_object(Bucket=name, Key="first")
     s3_tls.delete_bucket(Bucket=name)
-    files = {path for path in (gateway.data_dir / "blobs").rglob("*") if path.is_file()}
+    # Above the inline size: the write makes a blob (or an upstream object) before its commit.
     with pytest.raises(ClientError) as excinfo:
-        s3.put_object(Bucket=name, Key="second", Body=b"y")
+        s3.put_object(Bucket=name, Key="second", Body=os.urandom(INLINE_MAX + 1))
     assert excinfo.value.response["Error"]["Code"] == "NoSuchBucket"
     assert not db_fetch(gateway.dsn, "SELECT 1 FROM objects WHERE bucket = $1", name)
-    after = {path for path in (gateway.data_dir / "blobs").rglob("*") if path.is_file()}
-    assert after == files
+    if gateway.profile == LOCAL:
+        assert unaccounted_blobs(gateway, gateway.dsn) == []
+    else:
+        upstream = request.getfixturevalue("upstream_s3")
+        listed = upstream.list_objects_v2(Bucket=UPSTREAM_BUCKET, Prefix=upstream_key(name, ""))
+        assert listed.get("Contents", []) == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -191,3 +192,61 @@ async def test_a_lookup_given_up_leaves_the_others_of_its_batch_answered(db) -> 
     _, record = await kept
     assert record is not None and record.key == "kept"
     assert abandoned.cancelled()
+
+
+class _Unreachable:
+    """A pool whose server refuses every connection, before the gateway's own pool translates
+    the error: what a batch sees must still end every lookup of it."""
+
+    async def fetch(self, *args: object, **kwargs: object) -> None:
+        raise ConnectionRefusedError("refused")
+
+    async def fetchrow(self, *args: object, **kwargs: object) -> None:
+        raise ConnectionRefusedError("refused")
+
+
+async def test_any_error_of_a_batch_ends_every_lookup_of_it() -> None:
+    lookups = BatchedLookups(_Unreachable())  # type: ignore[arg-type]
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            *(lookups.lookup(BUCKET, f"k{i}") for i in range(5)), return_exceptions=True
+        ),
+        timeout=30,
+    )
+    assert all(isinstance(result, ConnectionRefusedError) for result in results), results
+
+
+# --- the janitor's marks ----------------------------------------------------------------------
+
+
+async def test_an_entry_being_collected_is_never_claimed_nor_renewed(db) -> None:
+    """Once the janitor has started on an entry (and may be deleting its blob), a write that
+    outlived the grace period cannot commit a row on that blob: its claim fails."""
+    for key in ("part", "object"):
+        await garbage.add(db, PROFILE, key)
+    await db.execute("UPDATE garbage SET listed_at = now() - interval '1 hour'")
+    taken = await garbage.start_collecting(db, 60, 10, [PROFILE])
+    assert sorted(taken) == [(PROFILE, "object"), (PROFILE, "part")]
+
+    async with db.acquire() as conn:
+        assert not await garbage.claim(conn, PROFILE, "part")
+        record = objects.ObjectRecord(
+            bucket=BUCKET,
+            key="late-claim",
+            version_id=uuid.uuid4(),
+            size=1,
+            etag='"0"',
+            content_type="text/plain",
+            profile=PROFILE,
+            storage_key="object",
+            last_modified=datetime.now(UTC),
+        )
+        with pytest.raises(garbage.BlobLostError):
+            await objects.commit_object(conn, record)
+    await garbage.touch(db, PROFILE, "part")
+    # Listed until the janitor is done with them, and not taken again within the grace period.
+    assert await listed(db) == {"part", "object"}
+    assert await garbage.start_collecting(db, 60, 10, [PROFILE]) == []
+    await garbage.forget(db, taken)
+    assert await listed(db) == set()
+    assert await objects.get_object(db, BUCKET, "late-claim") is None

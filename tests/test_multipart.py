@@ -24,7 +24,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from gateway.maintenance.janitor import abort_abandoned_uploads
-from tests.conftest import LOCAL_ONLY, GatewayProcess, db_fetch
+from tests.conftest import LOCAL_ONLY, GatewayProcess, db_fetch, unaccounted_blobs
 from tests.test_awscli import AwsCli, cli_env
 
 MiB = 1024 * 1024
@@ -84,21 +84,6 @@ def multipart_object(s3, bucket: str, key: str, parts: list[bytes], **create: An
 
 def garbage_keys(dsn: str) -> set[str]:
     return {row["storage_key"] for row in db_fetch(dsn, "SELECT storage_key FROM garbage")}
-
-
-def unaccounted_blobs(gateway: GatewayProcess, dsn: str) -> list[str]:
-    """Blob files that no row references and the garbage log does not list."""
-    rows = db_fetch(
-        dsn,
-        "SELECT storage_key FROM objects WHERE storage_key IS NOT NULL"
-        " UNION SELECT storage_key FROM object_chunks"
-        " UNION SELECT storage_key FROM upload_parts"
-        " UNION SELECT storage_key FROM derivatives WHERE storage_key IS NOT NULL"
-        " UNION SELECT storage_key FROM garbage",
-    )
-    known = {row["storage_key"] for row in rows}
-    files = [path for path in (gateway.data_dir / "blobs").rglob("*") if path.is_file()]
-    return [path.name for path in files if path.name.removesuffix(".tmp") not in known]
 
 
 # Round trips with the transfer managers.

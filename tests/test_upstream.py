@@ -8,31 +8,26 @@ under their own prefix. An outage is a 503 the client may retry, never a half-wr
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from tests.conftest import (
     REPO,
     UPSTREAM_ONLY,
     UPSTREAM_VARIANTS_PREFIX,
     GatewayProcess,
-    MotoServer,
     S3Client,
-    client,
     db_fetch,
     upstream_key,
 )
@@ -403,114 +398,6 @@ def test_deletes_remove_the_upstream_objects(s3: S3Client, bucket: str, upstream
     assert sorted(entry["Key"] for entry in result["Deleted"]) == ["three/four", "two"]
     assert upstream.keys(upstream_key(bucket, "")) == []
     assert listing(s3, bucket) == []
-
-
-# --- an upstream outage ----------------------------------------------------------------------
-
-
-@dataclass
-class Load:
-    """Threads putting and getting small objects until stopped, each answer recorded."""
-
-    endpoint: str
-    bucket: str
-    # (operation, HTTP status or 0 when none came, error code or exception name)
-    outcomes: list[tuple[str, int, str]] = field(default_factory=list)
-    stopping: threading.Event = field(default_factory=threading.Event)
-    threads: list[threading.Thread] = field(default_factory=list)
-
-    def start(self, count: int) -> None:
-        for index in range(count):
-            thread = threading.Thread(target=self._run, args=(index,), daemon=True)
-            thread.start()
-            self.threads.append(thread)
-
-    def stop(self) -> bool:
-        """Whether every thread finished (within a minute: requests have timeouts)."""
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(timeout=60)
-        return not any(thread.is_alive() for thread in self.threads)
-
-    def answers(self, operation: str) -> set[tuple[int, str]]:
-        return {(status, code) for name, status, code in self.outcomes if name == operation}
-
-    def _run(self, index: int) -> None:
-        # No retries in boto3: every 503 reaches the test. Bounded, should the gateway hang.
-        s3 = client(
-            self.endpoint, retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=20
-        )
-        number = 0
-        while not self.stopping.is_set():
-            key = f"load/{index}/{number}"
-            body = os.urandom(1000 + number)
-            # Only what was written is read back: a key never written may rightly be a 404.
-            if self._record("PutObject", s3.put_object, Key=key, Body=body):
-                self._record("GetObject", functools.partial(read_body, s3), Key=key)
-            number += 1
-
-    def _record(self, operation: str, call: Callable[..., object], **params: object) -> bool:
-        try:
-            call(Bucket=self.bucket, **params)
-            self.outcomes.append((operation, 200, ""))
-            return True
-        except ClientError as error:
-            self.outcomes.append((operation, *error_of(error)))
-        except BotoCoreError as error:
-            self.outcomes.append((operation, 0, type(error).__name__))
-        return False
-
-
-def test_an_upstream_outage_is_503_and_passes(
-    gateway: GatewayProcess,
-    s3: S3Client,
-    bucket: str,
-    gateway_dsn: str,
-    moto_server: MotoServer,
-    upstream: Upstream,
-) -> None:
-    assert gateway.process is not None
-    serving = gateway.process.pid
-    fragile = client(gateway.endpoint, retries={"total_max_attempts": 1}, read_timeout=20)
-    s3.put_object(Bucket=bucket, Key="before", Body=b"written before the outage")
-    load = Load(gateway.endpoint, bucket)
-    load.start(4)
-    try:
-        time.sleep(1)
-        moto_server.stop()
-        during = len(load.outcomes)
-        with pytest.raises(ClientError) as excinfo:
-            fragile.put_object(Bucket=bucket, Key="during", Body=b"put while the upstream is down")
-        assert error_of(excinfo.value) in UNAVAILABLE
-        with pytest.raises(ClientError) as excinfo:
-            fragile.get_object(Bucket=bucket, Key="before")
-        assert error_of(excinfo.value) in UNAVAILABLE
-        time.sleep(1)  # the load keeps meeting the outage meanwhile
-    finally:
-        stopped = load.stop()
-        # moto comes back empty, with the upstream bucket made anew.
-        moto_server.start()
-
-    assert stopped, "a request outlived the outage by a minute"
-    assert ("PutObject", 200, "") in load.outcomes[:during], "no load got through before"
-    met = {(status, code) for _, status, code in load.outcomes[during:]}
-    assert met & UNAVAILABLE, f"the load never met the outage: {met}"
-    assert load.answers("PutObject") <= UNAVAILABLE | {(200, "")}
-    assert load.answers("GetObject") <= UNAVAILABLE | CUT_SHORT | {(200, "")}
-    # The failed PUT recorded nothing.
-    sql = "SELECT 1 FROM objects WHERE bucket = $1 AND key = 'during'"
-    assert db_fetch(gateway_dsn, sql, bucket) == []
-
-    # The same gateway process serves again (with boto3's usual retries, as clients have).
-    with pytest.raises(ClientError) as excinfo:
-        s3.head_object(Bucket=bucket, Key="during")
-    assert error_of(excinfo.value)[0] == 404
-    s3.put_object(Bucket=bucket, Key="after", Body=b"written after the outage")
-    assert s3.get_object(Bucket=bucket, Key="after")["Body"].read() == b"written after the outage"
-    assert upstream.get(bucket, "after")["Body"].read() == b"written after the outage"
-    listed = {key for key, _, _ in listing(s3, bucket)}
-    assert "after" in listed and "during" not in listed
-    assert gateway.process.pid == serving and gateway.process.poll() is None
 
 
 # --- gateway import --------------------------------------------------------------------------

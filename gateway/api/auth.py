@@ -27,9 +27,8 @@ def authenticate(req: S3Request) -> None:
         lower = name.lower()
         # Repeated headers are signed as one, their values joined with commas.
         headers[lower] = f"{headers[lower]},{value}" if lower in headers else value
-    view = sigv4.HttpRequestView(http.method, req.raw_path, req.raw_query, headers)
-    # req.query decodes as sigv4.query_params does (strictly: it already refused bad UTF-8).
-    auth = sigv4.parse_auth(view, req.query)
+    view = sigv4.HttpRequestView(http.method, req.raw_path, req.raw_query, headers, req.query)
+    auth = sigv4.parse_auth(view)
     if auth is None:
         _authenticate_v2(req, view)
         return

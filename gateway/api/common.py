@@ -7,12 +7,11 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
-import asyncpg
-
 from gateway.api.body import RequestBody
 from gateway.api.context import KEY_RESERVE, RECENT_BUCKETS, S3Request
 from gateway.meta import buckets, garbage
 from gateway.meta.buckets import Bucket
+from gateway.meta.db import DATABASE_ERRORS
 from gateway.s3 import errors
 from gateway.storage import BlobWriter
 
@@ -102,7 +101,7 @@ class StagedBlob:
             await asyncio.sleep(interval)
             try:
                 await garbage.touch(self._req.pool, self.profile, self.storage_key)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except (OSError, *DATABASE_ERRORS):
                 log.warning("could not renew the log entry of %s", self.storage_key)
 
     async def write_all(self, chunks: AsyncIterator[bytes]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import unquote_to_bytes
 
 import asyncpg
 from aiohttp import web
@@ -13,7 +12,7 @@ from gateway.config import CredentialConfig, GatewayConfig
 from gateway.meta.buckets import RecentBuckets
 from gateway.meta.garbage import KeyReserve
 from gateway.meta.objects import BatchedLookups
-from gateway.s3 import errors
+from gateway.s3.query import Query
 from gateway.s3.sigv4 import AuthRequest
 from gateway.storage import BlobStore
 from gateway.variants.eager import EagerRenderer
@@ -44,7 +43,7 @@ class S3Request:
     key: str | None
     raw_path: str
     raw_query: str
-    query: dict[str, str]
+    query: Query
     # The request's headers, plus any a SigV2 presigned URL carried in its query.
     headers: CIMultiDictProxy[str]
     # Whether the bucket came from the Host header (virtual-host style).
@@ -91,28 +90,3 @@ class S3Request:
     @property
     def owner_id(self) -> str:
         return self.credential.access_key if self.credential else "anonymous"
-
-
-def parse_query(raw_query: str) -> dict[str, str]:
-    """Decode query parameters; the first occurrence wins, '+' stays a literal plus."""
-    params: dict[str, str] = {}
-    for part in raw_query.split("&"):
-        if not part:
-            continue
-        name, _, value = part.partition("=")
-        params.setdefault(decode_component(name), decode_component(value))
-    return params
-
-
-def decode_component(raw: str) -> str:
-    """Percent-decode a path or query component as strict UTF-8.
-
-    unquote() would turn every invalid byte into U+FFFD, silently merging distinct keys
-    (/b/bad%FF and /b/bad%FE would name one object).
-    """
-    if "%" not in raw:
-        return raw
-    try:
-        return unquote_to_bytes(raw).decode("utf-8")
-    except UnicodeDecodeError:
-        raise errors.InvalidURI(URI=raw) from None

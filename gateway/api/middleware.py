@@ -11,6 +11,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from gateway.meta.db import DatabaseUnavailableError
 from gateway.s3 import errors
 from gateway.s3.xml import error_document
 from gateway.storage.upstream import UpstreamChangedError, UpstreamMissingError
@@ -88,6 +89,12 @@ def _answer_error(request: web.Request, exc: Exception, request_id: str) -> web.
         response = error_response(request, errors.IncompleteBody(), request_id)
         response.force_close()
         return response
+    if isinstance(exc, DatabaseUnavailableError):
+        # Logged once per outage where it was detected; a traceback per request would flood
+        # the log while the database is down.
+        log.debug("%s %s: database unavailable (%s)", request.method, request.raw_path, exc)
+        error = errors.ServiceUnavailable("The service is unavailable. Please try again.")
+        return error_response(request, error, request_id)
     if isinstance(exc, asyncpg.ForeignKeyViolationError):
         # A write that raced the deletion of what it writes into.
         constraint = exc.constraint_name or ""
@@ -114,7 +121,9 @@ def _cut_off(
 ) -> web.StreamResponse:
     """Headers and part of the body are out: a new response would land inside the body. Cut
     the connection so the client sees a short read, never a corrupt object."""
-    if not isinstance(exc, ConnectionError):
+    if isinstance(exc, DatabaseUnavailableError):
+        log.info("%s %s cut short: database unavailable", request.method, request.raw_path)
+    elif not isinstance(exc, ConnectionError):
         log.exception(
             "%s %s failed mid-body (request %s)", request.method, request.raw_path, request_id
         )

@@ -23,6 +23,7 @@ from gateway.meta.buckets import Bucket
 from gateway.meta.objects import DEFAULT_CONTENT_TYPE, Chunk, ObjectRecord
 from gateway.s3 import checksums, conditions, errors, multipart, names, ranges, versions, xmlbody
 from gateway.s3.conditions import Conditions, Precondition
+from gateway.s3.query import has_control_characters
 from gateway.s3.xml import DeleteError, copy_object_result, delete_result
 from gateway.s3.xmlbody import ObjectIdentifier
 from gateway.storage.local import INLINE_READ_MAX
@@ -168,7 +169,7 @@ def apply_overrides(req: S3Request, headers: CIMultiDict[str]) -> None:
         )
     for name, value in overrides.items():
         # A header value cannot carry control characters (CR/LF would split the response).
-        if any((ord(char) < 0x20 and char != "\t") or char == "\x7f" for char in value):
+        if has_control_characters(value):
             raise errors.InvalidArgument(
                 f"Invalid value for {name}",
                 ArgumentName=name,

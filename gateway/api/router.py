@@ -8,9 +8,10 @@ from aiohttp import web
 
 from gateway.api import buckets, listing, multipart, objects, variants
 from gateway.api.auth import authenticate
-from gateway.api.context import CONFIG, POOL, S3Request, decode_component, parse_query
+from gateway.api.context import CONFIG, POOL, S3Request
 from gateway.meta.db import ping
 from gateway.s3 import errors
+from gateway.s3.query import decode_component, parse_query
 
 Operation = Callable[[S3Request], Awaitable[web.StreamResponse]]
 
@@ -29,20 +30,27 @@ UNSUPPORTED_SUBRESOURCES = frozenset(
 
 def split_target(
     host: str, raw_path: str, base_domains: list[str]
-) -> tuple[str | None, str | None]:
-    """(bucket, key) from the Host header and the raw path; the key keeps every '/' as sent."""
+) -> tuple[str | None, str | None, bool]:
+    """(bucket, key, virtual_host) from the Host header and the raw path.
+
+    The key keeps every '/' as sent. The bucket is split off before decoding: an encoded slash
+    belongs to the bucket name, as in S3, so ``/private%2Fdoc.txt`` never reads ``private/doc.txt``
+    (a proxy filtering by path prefix in front would be bypassed).
+    """
     hostname = host.rsplit(":", 1)[0].lower() if not host.startswith("[") else ""
-    path = decode_component(raw_path)
     for domain in base_domains:
         if hostname.endswith("." + domain):
             bucket = hostname[: -len(domain) - 1]
-            key = path[1:]
+            key = decode_component(raw_path)[1:]
             return bucket, key or None, True
-    bucket, _, key = path[1:].partition("/")
-    if not bucket:
+    raw_bucket, _, raw_key = raw_path[1:].partition("/")
+    if not raw_bucket:
         return None, None, False
+    bucket = decode_component(raw_bucket)
+    if "/" in bucket:
+        raise errors.InvalidBucketName(BucketName=bucket)
     # "/bucket" and "/bucket/" both name the bucket itself.
-    return bucket, key or None, False
+    return bucket, decode_component(raw_key) or None, False
 
 
 def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Request) -> Operation:
@@ -134,13 +142,15 @@ async def health(request: web.Request) -> web.Response:
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     raw_path, _, raw_query = request.raw_path.partition("?")
-    if raw_path.startswith("/_gateway/"):
-        if raw_path == "/_gateway/health" and request.method in ("GET", "HEAD"):
-            return await health(request)
-        raise errors.NoSuchKey()
     bucket, key, virtual_host = split_target(
         request.headers.get("Host", ""), raw_path, request.app[CONFIG].base_domains
     )
+    # The gateway's own endpoints belong to the bare host; on a bucket's host, the same path is
+    # an object key of that bucket.
+    if not virtual_host and raw_path.startswith("/_gateway/"):
+        if raw_path == "/_gateway/health" and request.method in ("GET", "HEAD"):
+            return await health(request)
+        raise errors.NoSuchKey()
     req = S3Request(
         http=request,
         bucket=bucket,

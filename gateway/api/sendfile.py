@@ -16,11 +16,12 @@ from typing import BinaryIO
 
 # Large downloads at once before the next waits for a thread.
 _THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="sendfile")
-# A client that accepts no byte for this long loses the connection.
+# A client that accepts no byte for this long loses the connection, unless the connection's
+# protocol names its own limit (limits.send_idle_timeout_seconds, in gateway.api.connections).
 IDLE_TIMEOUT_SECONDS = 60.0
 
 
-def _send_blocking(sock_fd: int, file_fd: int, offset: int, count: int) -> int:
+def _send_blocking(sock_fd: int, file_fd: int, offset: int, count: int, idle_timeout: float) -> int:
     """Runs on duplicates of the descriptors, and closes them: should the loop close the
     connection meanwhile, its number may be reused by the next client, which must never
     receive these bytes."""
@@ -32,8 +33,10 @@ def _send_blocking(sock_fd: int, file_fd: int, offset: int, count: int) -> int:
             try:
                 done = os.sendfile(sock_fd, file_fd, offset + sent, count - sent)
             except BlockingIOError:
-                if not poller.poll(IDLE_TIMEOUT_SECONDS * 1000):
-                    raise TimeoutError("the client stopped reading") from None
+                if not poller.poll(idle_timeout * 1000):
+                    # A ConnectionError, like a client that went away: the response is cut
+                    # off quietly, since anyone can stop reading at will.
+                    raise ConnectionAbortedError("the client stopped reading") from None
                 continue
             if done == 0:
                 break
@@ -62,10 +65,13 @@ async def sendfile(
         if transport.is_closing():
             raise ConnectionResetError("the client went away")
         await asyncio.sleep(0.001)
+    idle_timeout = getattr(transport.get_protocol(), "send_idle_timeout", IDLE_TIMEOUT_SECONDS)
     sock_fd = os.dup(sock.fileno())
     file_fd = os.dup(file.fileno())
     try:
-        work = loop.run_in_executor(_THREADS, _send_blocking, sock_fd, file_fd, offset, count)
+        work = loop.run_in_executor(
+            _THREADS, _send_blocking, sock_fd, file_fd, offset, count, idle_timeout
+        )
     except BaseException:
         os.close(sock_fd)
         os.close(file_fd)

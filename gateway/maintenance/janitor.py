@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import asyncpg
 
 from gateway.meta import garbage, uploads
+from gateway.meta.db import DATABASE_ERRORS, DatabaseUnavailableError
 from gateway.s3.errors import S3Error
 from gateway.storage import BlobStore
 from gateway.storage.upstream import UpstreamStore
@@ -22,21 +23,27 @@ BATCH = 500
 async def collect_garbage(
     pool: asyncpg.Pool, stores: Mapping[str, BlobStore], grace_seconds: int
 ) -> int:
-    """Delete every blob listed for longer than the grace period; returns how many."""
+    """Delete every blob listed for longer than the grace period; returns how many.
+
+    Each blob is deleted before its entry leaves the log, so a crash at any moment leaves
+    nothing unlisted (see garbage.start_collecting).
+    """
     removed = 0
     while True:
-        async with pool.acquire() as conn, conn.transaction():
-            entries = await garbage.take_expired(conn, grace_seconds, BATCH, list(stores))
+        entries = await garbage.start_collecting(pool, grace_seconds, BATCH, list(stores))
+        deleted = []
         for profile, storage_key in entries:
             try:
                 await stores[profile].delete(storage_key)
             except (OSError, S3Error):
-                # Listed again, so a later pass retries; never forgotten.
+                # Still listed, so a later pass retries; never forgotten.
                 log.warning("could not delete blob %s; retrying later", storage_key, exc_info=True)
-                await garbage.add(pool, profile, storage_key)
                 continue
-            removed += 1
-        if len(entries) < BATCH:
+            deleted.append((profile, storage_key))
+        await garbage.forget(pool, deleted)
+        removed += len(deleted)
+        # After a failure, the rest waits for a later pass rather than meet it again now.
+        if len(entries) < BATCH or len(deleted) < len(entries):
             return removed
 
 
@@ -86,6 +93,8 @@ async def run_janitor(
             removed = await collect_garbage(pool, stores, grace_seconds)
             if removed:
                 log.info("janitor removed %d blobs", removed)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except DatabaseUnavailableError:
+            pass  # logged once per outage, where it was detected
+        except (OSError, *DATABASE_ERRORS):
             log.warning("janitor pass failed; retrying later", exc_info=True)
         await asyncio.sleep(interval)

@@ -2,10 +2,10 @@
 
 A row is ``pending`` while some gateway renders it, ``ready`` once its blob is stored, and
 ``failed`` with the error to answer until ``next_retry_at``. A pending row's ``next_retry_at``
-is the end of the renderer's lease: if that gateway dies, another may claim the row once the
-lease is over. ``attempts`` counts claims and doubles as the claim's fencing token: a renderer
-whose lease was taken over can no longer mark the row ready or failed, so one derivative is
-stored at most once however many gateways race for it.
+is the end of the renderer's lease, short and renewed while the render runs: if that gateway
+dies, another may claim the row seconds later. ``attempts`` counts claims and doubles as the
+claim's fencing token: a renderer whose lease was taken over can no longer mark the row ready
+or failed, so one derivative is stored at most once however many gateways race for it.
 """
 
 from __future__ import annotations
@@ -154,6 +154,27 @@ async def claim(
     if attempt is not None:
         return attempt, None
     return None, Derivative(**values) if values["variant_key"] is not None else None
+
+
+async def renew(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    version_id: uuid.UUID,
+    variant_key: str,
+    attempt: int,
+    lease_seconds: float,
+) -> bool:
+    """Extend the lease of claim ``attempt`` to ``lease_seconds`` from now; False when the
+    claim is no longer held (its result recorded, or taken over after it ran out)."""
+    renewed = await conn.fetchval(
+        "UPDATE derivatives SET next_retry_at = now() + make_interval(secs => $4)"
+        " WHERE version_id = $1 AND variant_key = $2 AND status = 'pending' AND attempts = $3"
+        " RETURNING 1",
+        version_id,
+        variant_key,
+        attempt,
+        float(lease_seconds),
+    )
+    return bool(renewed)
 
 
 async def mark_ready(

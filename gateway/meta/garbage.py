@@ -31,25 +31,32 @@ async def add(conn: asyncpg.Connection | asyncpg.Pool, profile: str, storage_key
 
 
 async def claim(conn: asyncpg.Connection, profile: str, storage_key: str) -> bool:
-    """Remove a blob from the log because a row now references it; False if it was not listed."""
+    """Remove a blob from the log because a row now references it; False if it was not listed,
+    or the janitor has started deleting it."""
     result = await conn.execute(
-        "DELETE FROM garbage WHERE profile = $1 AND storage_key = $2", profile, storage_key
+        "DELETE FROM garbage WHERE profile = $1 AND storage_key = $2 AND NOT collecting",
+        profile,
+        storage_key,
     )
     return result == "DELETE 1"
 
 
-async def take_expired(
-    conn: asyncpg.Connection, grace_seconds: int, limit: int, profiles: Sequence[str]
+async def start_collecting(
+    conn: asyncpg.Connection | asyncpg.Pool, grace_seconds: int, limit: int, profiles: Sequence[str]
 ) -> list[tuple[str, str]]:
-    """Remove and return up to ``limit`` entries of ``profiles`` older than the grace period.
+    """Mark up to ``limit`` entries of ``profiles`` older than the grace period as being
+    collected, and return them: the caller deletes their blobs, then ``forget``s them.
 
-    The caller commits before deleting any blob: once an entry is gone, a late claim of it fails
-    (the upload errs) instead of committing a row whose blob is then deleted. A crash between the
-    commit and the deletion leaks a file, never an object. SKIP LOCKED lets several gateways
+    Marked (and committed) before any blob is deleted: from then on a late claim of the entry
+    fails (the upload errs) instead of committing a row whose blob is then deleted. An entry
+    stays listed until its blob is gone, so a crash in between leaves an entry, never an
+    unlisted blob; a marked entry is taken again a grace period after it was marked (its blob
+    may be gone by then: deleting it again is harmless). SKIP LOCKED lets several gateways
     collect at once; entries of profiles no longer configured are left alone.
     """
     rows = await conn.fetch(
-        "DELETE FROM garbage WHERE (profile, storage_key) IN ("
+        "UPDATE garbage SET collecting = true, listed_at = now()"
+        " WHERE (profile, storage_key) IN ("
         " SELECT profile, storage_key FROM garbage"
         " WHERE listed_at < now() - make_interval(secs => $1) AND profile = ANY($3::text[])"
         " ORDER BY listed_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
@@ -61,10 +68,26 @@ async def take_expired(
     return [(row["profile"], row["storage_key"]) for row in rows]
 
 
-async def touch(conn: asyncpg.Connection | asyncpg.Pool, profile: str, storage_key: str) -> None:
-    """Renew an entry whose blob is still being written, so no grace period runs out under it."""
+async def forget(
+    conn: asyncpg.Connection | asyncpg.Pool, entries: Sequence[tuple[str, str]]
+) -> None:
+    """Remove the entries of blobs the janitor has deleted."""
+    if not entries:
+        return
     await conn.execute(
-        "UPDATE garbage SET listed_at = now() WHERE profile = $1 AND storage_key = $2",
+        "DELETE FROM garbage WHERE collecting AND (profile, storage_key) IN"
+        " (SELECT * FROM unnest($1::text[], $2::text[]))",
+        [profile for profile, _ in entries],
+        [storage_key for _, storage_key in entries],
+    )
+
+
+async def touch(conn: asyncpg.Connection | asyncpg.Pool, profile: str, storage_key: str) -> None:
+    """Renew an entry whose blob is still being written, so no grace period runs out under it
+    (too late once the janitor has started on it: the write will fail to claim it)."""
+    await conn.execute(
+        "UPDATE garbage SET listed_at = now()"
+        " WHERE profile = $1 AND storage_key = $2 AND NOT collecting",
         profile,
         storage_key,
     )

@@ -14,6 +14,7 @@ import asyncpg
 
 from gateway.meta import derivatives, rollup
 from gateway.meta.buckets import Bucket
+from gateway.meta.db import DatabaseUnavailableError
 from gateway.meta.garbage import BlobLostError
 
 if TYPE_CHECKING:
@@ -491,32 +492,50 @@ class BatchedLookups:
         batch: list[tuple[str, str, asyncio.Future[tuple[Bucket | None, ObjectRecord | None]]]],
     ) -> None:
         try:
-            if len(batch) > 1:
-                try:
-                    results = await lookup_many(self._pool, [(b, k) for b, k, _ in batch])
-                except (asyncpg.PostgresError, asyncpg.InterfaceError):
-                    # One target may be what failed it (a name Postgres refuses): each is
-                    # asked alone, so it fails only its own request.
-                    pass
-                else:
-                    for (_, _, future), result in zip(batch, results, strict=True):
-                        # A request that went away stopped waiting (its future is cancelled).
-                        if not future.done():
-                            future.set_result(result)
-                    return
-            for bucket, key, future in batch:
-                try:
-                    result = await lookup(self._pool, bucket, key)
-                except Exception as e:
-                    if not future.done():
-                        future.set_exception(e)
-                else:
+            await self._resolve(batch)
+        except BaseException as exc:
+            # Whatever went wrong, no request is left waiting for an answer that will never
+            # come: those still waiting get the error (or are cancelled with the batch).
+            for _, _, future in batch:
+                if not future.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        future.cancel()
+                    else:
+                        future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _resolve(
+        self,
+        batch: list[tuple[str, str, asyncio.Future[tuple[Bucket | None, ObjectRecord | None]]]],
+    ) -> None:
+        if len(batch) > 1:
+            try:
+                results = await lookup_many(self._pool, [(b, k) for b, k, _ in batch])
+            except DatabaseUnavailableError:
+                # Asking each alone would only fail each again, more slowly.
+                raise
+            except (asyncpg.PostgresError, asyncpg.InterfaceError):
+                # One target may be what failed it (a name Postgres refuses): each is
+                # asked alone, so it fails only its own request.
+                pass
+            else:
+                for (_, _, future), result in zip(batch, results, strict=True):
+                    # A request that went away stopped waiting (its future is cancelled).
                     if not future.done():
                         future.set_result(result)
-        except asyncio.CancelledError:
-            for _, _, future in batch:
-                future.cancel()
-            raise
+                return
+        for bucket, key, future in batch:
+            try:
+                result = await lookup(self._pool, bucket, key)
+            except DatabaseUnavailableError:
+                raise
+            except Exception as e:
+                if not future.done():
+                    future.set_exception(e)
+            else:
+                if not future.done():
+                    future.set_result(result)
 
 
 async def lookup_variant(

@@ -155,7 +155,6 @@ InternalError = S3Error
 NotImplemented = _error(
     "NotImplemented", 501, "A header you provided implies functionality that is not implemented."
 )
-ServiceUnavailable = _error("ServiceUnavailable", 503, "Please reduce your request rate.")
 SlowDown = _error("SlowDown", 503, "Please reduce your request rate.")
 
 
@@ -170,3 +169,16 @@ class MethodNotAllowed(S3Error):
 
     def headers(self) -> dict[str, str]:
         return {"Allow": self.allowed}
+
+
+class ServiceUnavailable(S3Error):
+    """A dependency (the database, the upstream) cannot be used now; the client may retry."""
+
+    code = "ServiceUnavailable"
+    status = 503
+    default_message = "Please reduce your request rate."
+    # Seconds a client should wait before retrying (RFC 9110, section 10.2.3).
+    retry_after: ClassVar[int] = 1
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

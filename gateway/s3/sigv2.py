@@ -19,51 +19,10 @@ import hmac
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import unquote
 
-from gateway.s3.errors import AccessDenied, SignatureDoesNotMatch
-from gateway.s3.sigv4 import HttpRequestView, iso_extended, query_params, split_query
-
-# botocore.auth.HmacV1Auth.QSAOfInterest: the sub-resources that are part of the signed resource.
-SUBRESOURCES = frozenset(
-    {
-        "accelerate",
-        "acl",
-        "cors",
-        "defaultObjectAcl",
-        "location",
-        "logging",
-        "partNumber",
-        "policy",
-        "requestPayment",
-        "torrent",
-        "versioning",
-        "versionId",
-        "versions",
-        "website",
-        "uploads",
-        "uploadId",
-        "response-content-type",
-        "response-content-language",
-        "response-expires",
-        "response-cache-control",
-        "response-content-disposition",
-        "response-content-encoding",
-        "delete",
-        "lifecycle",
-        "tagging",
-        "restore",
-        "storageClass",
-        "notification",
-        "replication",
-        "analytics",
-        "metrics",
-        "inventory",
-        "select",
-        "select-type",
-        "object-lock",
-    }
-)
+from gateway.s3.errors import AccessDenied, InvalidArgument, SignatureDoesNotMatch
+from gateway.s3.query import SIGNED_SUBRESOURCES, Query, has_control_characters
+from gateway.s3.sigv4 import HttpRequestView, iso_extended
 
 _REQUIRED = (
     "Query-string authentication requires the Signature, Expires and AWSAccessKeyId parameters"
@@ -83,7 +42,7 @@ class QueryAuthV2:
 
 def parse_query_auth(req: HttpRequestView) -> QueryAuthV2 | None:
     """The SigV2 query claims; None when the query has neither AWSAccessKeyId nor Signature."""
-    params = query_params(req.raw_query)
+    params = req.query
     if "AWSAccessKeyId" not in params and "Signature" not in params:
         return None
     access_key = params.get("AWSAccessKeyId")
@@ -112,13 +71,22 @@ def headers_from_query(req: HttpRequestView) -> dict[str, str]:
 
     botocore moves Content-Type, Content-MD5 and x-amz-* headers (e.g. x-amz-acl, metadata) of a
     presigned request into the query, and S3 then takes them from there. They are covered by the
-    signature, so the caller should treat them as request headers. Lower-case names.
+    signature, so the caller should treat them as request headers. Lower-case names. A value no
+    header could carry (CR, LF, other controls) is refused, as the HTTP parser refuses it in a
+    header: stored as metadata it would break every later response that repeats it.
     """
     found: dict[str, str] = {}
-    for raw_name, raw_value in split_query(req.raw_query):
-        name = unquote(raw_name).lower()
+    for query_name, value in req.query.pairs:
+        name = query_name.lower()
         if (name in _STANDARD_HEADERS or name.startswith("x-amz-")) and name not in req.headers:
-            found.setdefault(name, unquote(raw_value))  # first occurrence, as for auth fields
+            value = value or ""
+            if has_control_characters(value):
+                raise InvalidArgument(
+                    f"Invalid value for the header {name} carried in the query",
+                    ArgumentName=name,
+                    ArgumentValue=value.encode("unicode_escape").decode("ascii"),
+                )
+            found.setdefault(name, value)  # first occurrence, as for auth fields
     return found
 
 
@@ -146,8 +114,7 @@ def verify(
 
 def _string_to_sign(req: HttpRequestView, path: str) -> str:
     headers = _signed_headers(req)
-    # Expires as written in the query: that is the text the client signed.
-    expires = query_params(req.raw_query).get("Expires", "")
+    expires = req.query.get("Expires", "")
     lines = [
         req.method.upper(),
         headers.get("content-md5", ""),
@@ -157,7 +124,7 @@ def _string_to_sign(req: HttpRequestView, path: str) -> str:
     lines += [
         f"{name}:{value}" for name, value in sorted(headers.items()) if name.startswith("x-amz-")
     ]
-    return "\n".join([*lines, path + _subresources(req.raw_query)])
+    return "\n".join([*lines, path + _subresources(req.query)])
 
 
 def _signed_headers(req: HttpRequestView) -> dict[str, str]:
@@ -186,17 +153,16 @@ def _resource_paths(req: HttpRequestView, bucket_from_host: str | None) -> list[
     return [req.raw_path]
 
 
-def _subresources(raw_query: str) -> str:
+def _subresources(query: Query) -> str:
     """``?a&b=v`` for the signed sub-resources present, or ''.
 
-    Raw names are compared and values decoded, exactly as botocore's canonical_resource does;
-    the sort is stable, so repeated names keep their order.
+    Names and values are compared decoded: botocore compares raw names, but writes these names
+    unencoded, so the two agree on its URLs, and an encoded spelling cannot slip past unsigned.
     """
     found = []
-    for piece in raw_query.split("&"):
-        name, sep, value = piece.partition("=")
-        if name in SUBRESOURCES:
-            found.append((name, f"{name}={unquote(value)}" if sep else name))
+    for name, value in query.pairs:
+        if name in SIGNED_SUBRESOURCES:
+            found.append((name, name if value is None else f"{name}={value}"))
     if not found:
         return ""
     found.sort(key=lambda item: item[0])

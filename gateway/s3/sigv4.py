@@ -16,10 +16,10 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote, unquote, unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 from gateway.s3.errors import (
     AccessDenied,
@@ -31,6 +31,7 @@ from gateway.s3.errors import (
     S3Error,
     SignatureDoesNotMatch,
 )
+from gateway.s3.query import Query, parse_query
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
@@ -89,6 +90,13 @@ class HttpRequestView:
     raw_path: str  # as sent on the wire, percent-encoded, without the query
     raw_query: str  # as sent, without '?', may be ''
     headers: Mapping[str, str]  # lower-case names; repeated headers joined with ','
+    # The query decoded once (pass the router's parse); signing reads only this, never the raw
+    # text, so what is signed is what is routed.
+    query: Query = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.query is None:
+            object.__setattr__(self, "query", parse_query(self.raw_query))
 
 
 @dataclass(frozen=True)
@@ -115,16 +123,14 @@ class AuthRequest:
 # --- parsing ---------------------------------------------------------------------------------
 
 
-def parse_auth(req: HttpRequestView, params: Mapping[str, str] | None = None) -> AuthRequest | None:
+def parse_auth(req: HttpRequestView) -> AuthRequest | None:
     """Parse the SigV4 claims of a request; None for an anonymous or SigV2 presigned request.
 
-    ``params``: the query already decoded as ``query_params`` does, if the caller has it.
     SigV2 query auth (AWSAccessKeyId/Signature) is left to ``sigv2.parse_query_auth``. Raises an
     S3Error for a SigV2 Authorization header, for both auth mechanisms at once, and for
     malformed input.
     """
-    if params is None:
-        params = query_params(req.raw_query)
+    params = req.query
     authorization = req.headers.get("authorization")
     presigned = "X-Amz-Algorithm" in params or "X-Amz-Signature" in params
     sigv2_query = "AWSAccessKeyId" in params or "Signature" in params
@@ -305,13 +311,14 @@ def _header_time(headers: Mapping[str, str]) -> tuple[datetime, str]:
     elif (http_date := headers.get("date")) is not None:
         try:
             parsed = parsedate_to_datetime(http_date)
-        except (TypeError, ValueError):
-            parsed = None
-        if parsed is not None:
             # RFC 5322 "-0000" yields a naive datetime meaning UTC.
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
+            # Overflows for a date at the edge of the calendar (year 9999 at -1400).
             parsed = parsed.astimezone(UTC)
+        except (TypeError, ValueError, OverflowError):
+            parsed = None
+        if parsed is not None:
             return parsed, _iso_basic(parsed)
     raise AccessDenied("AWS authentication requires a valid Date or x-amz-date header")
 
@@ -332,23 +339,6 @@ def _parse_amz_date(value: str) -> datetime | None:
         )
     except ValueError:
         return None
-
-
-def query_params(raw_query: str) -> dict[str, str]:
-    """Decoded query parameters, first occurrence wins (for reading the auth fields only)."""
-    params: dict[str, str] = {}
-    for name, value in split_query(raw_query):
-        params.setdefault(unquote(name), unquote(value))
-    return params
-
-
-def split_query(raw_query: str) -> list[tuple[str, str]]:
-    pairs = []
-    for piece in raw_query.split("&"):
-        if piece:
-            name, _, value = piece.partition("=")
-            pairs.append((name, value))
-    return pairs
 
 
 # --- time --------------------------------------------------------------------------------------
@@ -411,16 +401,16 @@ def canonical_uri(raw_path: str) -> str:
     return quote(unquote_to_bytes(_bytes(raw_path)), safe="/" + _UNRESERVED)
 
 
-def canonical_query(raw_query: str, *, presigned: bool = False) -> str:
-    """Parameters re-encoded with SigV4 rules and sorted; X-Amz-Signature left out if presigned.
+def canonical_query(query: Query, *, presigned: bool = False) -> str:
+    """Parameters encoded with SigV4 rules and sorted; X-Amz-Signature left out if presigned.
 
     '+' is taken literally (not as a space): SigV4 clients percent-encode spaces as %20.
     """
     pairs = []
-    for name, value in split_query(raw_query):
-        if presigned and unquote(name) == "X-Amz-Signature":
+    for name, value in query.pairs:
+        if presigned and name == "X-Amz-Signature":
             continue
-        pairs.append((_encode_query(name), _encode_query(value)))
+        pairs.append((_encode_query(name), _encode_query(value or "")))
     pairs.sort()
     return "&".join(f"{name}={value}" for name, value in pairs)
 
@@ -428,7 +418,7 @@ def canonical_query(raw_query: str, *, presigned: bool = False) -> str:
 def _encode_query(component: str) -> str:
     if _PLAIN_QUERY.fullmatch(component):
         return component
-    return quote(unquote_to_bytes(_bytes(component)), safe=_UNRESERVED)
+    return quote(_bytes(component), safe=_UNRESERVED)
 
 
 def canonical_request(req: HttpRequestView, auth: AuthRequest) -> tuple[str, list[str]]:
@@ -447,7 +437,7 @@ def canonical_request(req: HttpRequestView, auth: AuthRequest) -> tuple[str, lis
             (
                 req.method.upper(),
                 canonical_uri(req.raw_path),
-                canonical_query(req.raw_query, presigned=auth.presigned),
+                canonical_query(req.query, presigned=auth.presigned),
                 "".join(header_lines),
                 ";".join(auth.signed_headers),
                 auth.payload_hash,

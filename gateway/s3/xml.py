@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,8 +34,19 @@ def url_encode(value: str) -> str:
     return quote(value, safe="/")
 
 
+# lxml refuses what XML 1.0 cannot carry, yet S3 writes such characters of a key as character
+# references (``&#x1;``) in documents that have no url encoding, so the key round-trips exactly.
+# They go in as this marker (random per process: no key can contain it) and become "&#x" once
+# the document is serialised.
+_CHAR_REF = "charref" + secrets.token_hex(16)
+_CHAR_REF_BYTES = _CHAR_REF.encode("ascii")
+
+
 def _document(root: etree._Element) -> bytes:
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    document = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    if _CHAR_REF_BYTES in document:
+        document = document.replace(_CHAR_REF_BYTES, b"&#x")
+    return document
 
 
 def _root(tag: str) -> etree._Element:
@@ -49,8 +61,16 @@ def _add(parent: etree._Element, tag: str, text: object | None = None) -> etree.
 
 
 def _xml_text(value: str) -> str:
-    """Replace what XML cannot carry; used only where fidelity is impossible (error texts)."""
+    """Replace what XML cannot carry; for error texts, which clients must always parse."""
     return _NOT_XML.sub("\ufffd", value)
+
+
+def _exact_text(value: str) -> str:
+    """A key as S3 writes it where no url encoding is offered: what XML 1.0 cannot carry as
+    character references (strict XML parsers refuse those, as they do S3's)."""
+    if is_xml_safe(value):
+        return value
+    return _NOT_XML.sub(lambda found: f"{_CHAR_REF}{ord(found.group()):X};", value)
 
 
 def error_document(
@@ -212,12 +232,12 @@ def delete_result(
     if not quiet:
         for target in deleted:
             item = _add(root, "Deleted")
-            _add(item, "Key", _xml_text(target.key))
+            _add(item, "Key", _exact_text(target.key))
             if target.version_id is not None:
                 _add(item, "VersionId", _xml_text(target.version_id))
     for error in errors:
         item = _add(root, "Error")
-        _add(item, "Key", _xml_text(error.key))
+        _add(item, "Key", _exact_text(error.key))
         if error.version_id is not None:
             _add(item, "VersionId", _xml_text(error.version_id))
         _add(item, "Code", error.code)
@@ -251,7 +271,7 @@ def _checksums(parent: etree._Element, checksums: Mapping[str, str]) -> None:
 def initiate_multipart_upload_result(bucket: str, key: str, upload_id: str) -> bytes:
     root = _root("InitiateMultipartUploadResult")
     _add(root, "Bucket", bucket)
-    _add(root, "Key", _xml_text(key))
+    _add(root, "Key", _exact_text(key))
     _add(root, "UploadId", upload_id)
     return _document(root)
 
@@ -267,7 +287,7 @@ def complete_multipart_upload_result(
     root = _root("CompleteMultipartUploadResult")
     _add(root, "Location", location)
     _add(root, "Bucket", bucket)
-    _add(root, "Key", _xml_text(key))
+    _add(root, "Key", _exact_text(key))
     _add(root, "ETag", etag)
     _checksums(root, checksums)
     if checksum_type is not None and checksums:
@@ -310,7 +330,7 @@ class PartListing:
 def list_parts_result(listing: PartListing) -> bytes:
     root = _root("ListPartsResult")
     _add(root, "Bucket", listing.bucket)
-    _add(root, "Key", _xml_text(listing.key))
+    _add(root, "Key", _exact_text(listing.key))
     _add(root, "UploadId", listing.upload_id)
     _owner(root, "Initiator", listing.owner_id)
     _owner(root, "Owner", listing.owner_id)

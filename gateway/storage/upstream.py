@@ -14,6 +14,7 @@ import hashlib
 import io
 import logging
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -157,6 +158,35 @@ def has_dot_segment(upstream_key: str) -> bool:
     return not DOT_SEGMENTS.isdisjoint(upstream_key.split("/"))
 
 
+class _Reachability:
+    """Whether the upstream answers, so an outage is logged once when it starts and once when
+    it ends, not at every retry of every request.
+
+    Back on the answer to a call made after the last failure (or RECOVERY_SECONDS after it):
+    while an upstream goes down, calls already under way may still succeed as others fail.
+    """
+
+    RECOVERY_SECONDS = 1.0
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.reachable = True
+        self._last_failure = 0.0
+
+    def lost(self, reason: str) -> None:
+        self._last_failure = time.monotonic()
+        if self.reachable:
+            self.reachable = False
+            log.warning("upstream of profile %s unavailable: %s", self.name, reason)
+
+    def answered(self, call_started: float) -> None:
+        old_call = call_started <= self._last_failure
+        if old_call and time.monotonic() - self._last_failure < self.RECOVERY_SECONDS:
+            return
+        self.reachable = True
+        log.info("upstream of profile %s available again", self.name)
+
+
 class UpstreamStore:
     """One upstream profile: its client, its key layout, and the calls the gateway makes."""
 
@@ -166,6 +196,7 @@ class UpstreamStore:
         self.bucket = profile.bucket
         self._client: Any = None
         self._exit = contextlib.AsyncExitStack()
+        self._reachability = _Reachability(name)
 
     async def open(self) -> None:
         profile = self.profile
@@ -237,8 +268,9 @@ class UpstreamStore:
         attempts = self.profile.max_attempts if retry else 1
         method: Callable[..., Awaitable[dict[str, Any]]] = getattr(self._client, operation)
         for attempt in range(1, attempts + 1):
+            started = time.monotonic()
             try:
-                return await method(**params)
+                result = await method(**params)
             except botocore.exceptions.ClientError as exc:
                 code, status = _error_code(exc)
                 if code == "NoSuchBucket":
@@ -262,13 +294,19 @@ class UpstreamStore:
                         raise errors.SlowDown(
                             "The upstream storage asks to reduce the request rate."
                         ) from exc
+                    self._reachability.lost(reason)
                     raise _unavailable(operation, reason) from exc
             except _CONNECTION_ERRORS as exc:
                 reason = f"the upstream could not be reached: {type(exc).__name__}"
                 if attempt == attempts:
+                    self._reachability.lost(reason)
                     raise _unavailable(operation, reason) from exc
+            else:
+                if not self._reachability.reachable:
+                    self._reachability.answered(started)
+                return result
             await asyncio.sleep(self._backoff(attempt))
-            log.info("retrying upstream %s (attempt %d): %s", operation, attempt + 1, reason)
+            log.debug("retrying upstream %s (attempt %d): %s", operation, attempt + 1, reason)
         raise AssertionError("unreachable")
 
     def _backoff(self, attempt: int) -> float:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import asyncpg
 
 from gateway.meta import jobs, objects
+from gateway.meta.db import DATABASE_ERRORS, DatabaseUnavailableError
 from gateway.meta.jobs import Job
 from gateway.meta.objects import ObjectRecord
 from gateway.s3.errors import S3Error
@@ -33,7 +34,7 @@ BUSY_RETRY_SECONDS = 5.0
 # is dropped: the variant will be made on its first GET instead.
 MAX_ATTEMPTS = 5
 
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_DB_ERRORS = (OSError, *DATABASE_ERRORS)
 
 
 class EagerRenderer:
@@ -72,6 +73,9 @@ class EagerRenderer:
             self._wake.clear()
             try:
                 job = await jobs.take(self._pool, self._lease)
+            except DatabaseUnavailableError:
+                # Logged once per outage, where it was detected.
+                job = None
             except _DB_ERRORS:
                 log.warning("could not take a variant job", exc_info=True)
                 job = None
@@ -87,6 +91,13 @@ class EagerRenderer:
                 with contextlib.suppress(*_DB_ERRORS):
                     await asyncio.shield(jobs.postpone(self._pool, job, 0))
                 raise
+            except DatabaseUnavailableError:
+                log.info(
+                    "variant job %s of %s/%s postponed: database unavailable",
+                    job.preset,
+                    job.bucket,
+                    job.key,
+                )
             except Exception:
                 # Left leased: taken again when the lease ends, dropped after MAX_ATTEMPTS.
                 log.exception("variant job %s of %s/%s failed", job.preset, job.bucket, job.key)

@@ -1,16 +1,20 @@
 """The render workers: a process pool sized to the cores, behind a bounded queue.
 
 Pillow's work is CPU-bound and holds the GIL for long stretches, so it runs in other processes
-and the event loop only waits. The queue is ours, not the executor's: at most ``workers`` calls
-are ever inside the executor, the rest wait here, at most ``queue`` of them, and the next one is
-refused at once (RenderOverloaded: the API answers 503 SlowDown) rather than joining a backlog
-no client will wait for. Keeping the executor free of a backlog also keeps clear of a CPython
-bug (gh-115634, in every 3.11 release): with max_tasks_per_child, an executor holding queued
-calls can stop replacing recycled workers and hang.
+and the event loop only waits. At most ``workers`` calls run at once, the rest wait here, at
+most ``queue`` of them, and the next one is refused at once (RenderOverloaded: the API answers
+503 SlowDown) rather than joining a backlog no client will wait for.
 
-Workers are started with "spawn" (a fork of a threaded event-loop process is unsafe) and
-replaced after ``tasks_per_worker`` calls, so whatever a decoder leaks or fragments goes with
-the process.
+Each worker is a process of its own with a pipe to this one (not a ProcessPoolExecutor, where
+one killed worker breaks every call in flight): a call that outlives its deadline by
+HARD_KILL_GRACE_SECONDS is ended by killing its worker, which only that call notices. Decoders
+spend long stretches inside C, where the worker's own alarm cannot interrupt them (a
+progressive JPEG of thousands of scans decodes in one call); the kill bounds them all.
+
+Workers are started with "spawn" (a fork of a threaded event-loop process is unsafe), limited
+to ``memory_bytes`` of data each (RLIMIT_DATA: an allocation past it fails as MemoryError, which
+a render reports as ImageTooLarge), and replaced after ``tasks_per_worker`` calls, so whatever
+a decoder leaks or fragments goes with the process.
 """
 
 from __future__ import annotations
@@ -21,14 +25,17 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
+import resource
 import signal
 import threading
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
 from gateway.config import LimitsConfig
@@ -46,10 +53,15 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# How much longer than the render timeout the loop waits for a worker's answer before it
-# stops waiting: the worker's own alarm should always end a render first.
-BACKSTOP_SECONDS = 5.0
+# How long past its deadline a call may run before its worker is killed: the worker's own alarm
+# ends a render that returns to Python in time, with a clean error; the kill ends the rest.
+HARD_KILL_GRACE_SECONDS = 1.0
 ALARM_REPEAT_SECONDS = 0.5
+# How long a new worker may take to start (an interpreter, Pillow and its codecs).
+START_TIMEOUT_SECONDS = 60.0
+# How long a worker that was asked to exit (recycled, or the pool closing) gets before it is
+# killed.
+EXIT_GRACE_SECONDS = 5.0
 
 
 class RenderOverloaded(Exception):
@@ -86,7 +98,16 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _init_worker(max_pixels: int) -> None:
+def _limit_memory(memory_bytes: int) -> None:
+    # RLIMIT_DATA (heap and private writable mappings, where Pillow keeps pixels) rather than
+    # RLIMIT_AS: address space a process only reserves (thread stacks, malloc arenas) would
+    # count against the latter without being memory anyone uses.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    limit = memory_bytes if hard == resource.RLIM_INFINITY else min(memory_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+
+
+def _init_worker(max_pixels: int, memory_bytes: int) -> None:
     from PIL import Image
 
     _exit_with_parent()
@@ -96,6 +117,31 @@ def _init_worker(max_pixels: int) -> None:
     Image.MAX_IMAGE_PIXELS = max_pixels
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     Image.init()
+    _limit_memory(memory_bytes)
+
+
+def _serve(conn: Connection, max_pixels: int, memory_bytes: int) -> None:
+    """A worker's life: say it is ready, then run each ``(function, args)`` received and send
+    back how it ended."""
+    _init_worker(max_pixels, memory_bytes)
+    conn.send(os.getpid())
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return  # the gateway closed its end
+        if message is None:
+            return
+        function, args = message
+        try:
+            reply: tuple[bool, object] = (True, function(*args))
+        except BaseException as exc:  # every failure is the caller's to see
+            reply = (False, exc)
+        try:
+            conn.send(reply)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            # An exception (or result) that cannot cross the boundary still ends the call.
+            conn.send((False, RenderError(f"{type(reply[1]).__name__}: {reply[1]} ({exc})")))
 
 
 @dataclass(frozen=True)
@@ -137,12 +183,20 @@ def _alarm(signum: int, frame: object) -> None:
 def _render_with_alarm(
     source: Source, spec: RenderSpec, limits: RenderLimits, timeout: float
 ) -> Rendered:
-    # Pillow decodes in chunks from Python, so the alarm interrupts a long decode promptly. It
-    # repeats, in case library code that catches every exception swallows one.
+    # Pillow decodes in chunks from Python, so the alarm interrupts most long decodes
+    # promptly (the pool kills the worker when one does not come back). It repeats, in case
+    # library code that catches every exception swallows one.
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, timeout, ALARM_REPEAT_SECONDS)
     try:
         return render(_load(source, limits.max_source_bytes), spec, limits)
+    except MemoryError:
+        # The worker's memory limit, not the machine's: the image needs more than a render
+        # may have. The pixels that were allocated are freed with the frames unwinding here.
+        raise ImageTooLarge(
+            "Rendering the image needs more memory than a render may use "
+            f"({limits.memory_bytes // 1024**2} MiB)."
+        ) from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -150,6 +204,80 @@ def _render_with_alarm(
 
 def _warm_up() -> int:
     return os.getpid()
+
+
+class _Worker:
+    """One worker process and this side of its pipe."""
+
+    def __init__(self, limits: RenderLimits) -> None:
+        context = get_context("spawn")
+        self.conn, theirs = context.Pipe()
+        self.process: BaseProcess = context.Process(
+            target=_serve,
+            args=(theirs, limits.max_source_pixels, limits.memory_bytes),
+            name="render-worker",
+            daemon=True,
+        )
+        self.process.start()
+        theirs.close()
+        self.calls = 0
+        # Started and initialised before its first call, so no call's deadline pays for an
+        # interpreter starting on a busy machine.
+        try:
+            if not self.conn.poll(START_TIMEOUT_SECONDS):
+                raise EOFError
+            self.conn.recv()
+        except (EOFError, OSError):
+            self.kill()
+            raise WorkerCrashed("A render worker did not start.") from None
+
+    def call(self, function: Callable[..., T], args: tuple[Any, ...], timeout: float) -> T:
+        """Run ``function(*args)`` in this worker (blocking); kill the worker if it is not
+        done ``timeout`` + HARD_KILL_GRACE_SECONDS from now."""
+        self.calls += 1
+        try:
+            self.conn.send((function, args))
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            self.kill()
+            raise WorkerCrashed("The render worker stopped unexpectedly.") from None
+        ready = multiprocessing.connection.wait(
+            [self.conn, self.process.sentinel], timeout + HARD_KILL_GRACE_SECONDS
+        )
+        if self.conn in ready:
+            try:
+                succeeded, value = self.conn.recv()
+            except (EOFError, ConnectionResetError, OSError):
+                succeeded, value = False, None
+            else:
+                if succeeded:
+                    return value  # type: ignore[no-any-return]
+                raise value  # type: ignore[misc]
+        self.kill()
+        if not ready:
+            log.warning(
+                "killed a render worker still busy %.1fs past its deadline", HARD_KILL_GRACE_SECONDS
+            )
+            raise RenderTimeout("Rendering the variant took too long.")
+        raise WorkerCrashed("The render worker stopped unexpectedly.")
+
+    @property
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+    def stop(self) -> None:
+        """Ask the worker to exit; kill it if it does not."""
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.process.join(EXIT_GRACE_SECONDS)
+        if self.process.exitcode is None:
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
 
 
 class RenderPool:
@@ -172,9 +300,15 @@ class RenderPool:
         self._slots = asyncio.Semaphore(self.workers)
         self._busy = 0
         self._waiting = 0
-        # Made on the first call: a gateway without presets never starts a process (not even
-        # multiprocessing's resource tracker).
-        self._executor: ProcessPoolExecutor | None = None
+        # Workers not running a call. Made on demand: a gateway without presets never starts
+        # a process.
+        self._idle: list[_Worker] = []
+        self._running: set[_Worker] = set()
+        # Both are changed by the threads below and read on the loop.
+        self._workers_lock = threading.Lock()
+        # One thread per busy worker does the blocking: sending, waiting, killing, starting.
+        self._threads = ThreadPoolExecutor(self.workers, thread_name_prefix="render-wait")
+        self._closed = False
 
     @classmethod
     def from_limits(cls, limits: LimitsConfig) -> RenderPool:
@@ -184,30 +318,30 @@ class RenderPool:
         every core; the kernel shares the cores among all render processes."""
         workers = limits.render_workers or default_workers()
         return cls(
-            RenderLimits(limits.max_source_bytes, limits.max_source_pixels),
+            RenderLimits(
+                limits.max_source_bytes, limits.max_source_pixels, limits.render_memory_bytes
+            ),
             workers=workers,
             queue=limits.render_queue,
             timeout=limits.render_timeout_seconds,
             tasks_per_worker=limits.render_tasks_per_worker,
         )
 
-    def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(self.limits.max_source_pixels,),
-            max_tasks_per_child=self._tasks_per_worker,
-        )
-
     @property
     def busy(self) -> int:
-        """Calls inside the executor (running, or finishing after their caller gave up)."""
+        """Calls inside a worker (running, or finishing after their caller gave up)."""
         return self._busy
 
     @property
     def waiting(self) -> int:
         return self._waiting
+
+    @property
+    def pids(self) -> list[int]:
+        """The worker processes alive now."""
+        with self._workers_lock:
+            workers = [*self._idle, *self._running]
+        return [worker.process.pid for worker in workers if worker.process.pid is not None]
 
     async def start(self) -> None:
         """Start every worker now, so the first renders do not pay for process start-up."""
@@ -219,36 +353,48 @@ class RenderPool:
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """Call ``function(*args)`` in a worker (both picklable), waiting for a free one.
 
-        Raises RenderOverloaded (queue full, or no worker within the timeout), RenderTimeout,
-        WorkerCrashed, or whatever ``function`` raised.
+        Raises RenderOverloaded (queue full, or no worker within the timeout), RenderTimeout
+        (the worker was killed for running too long), WorkerCrashed, or whatever ``function``
+        raised.
         """
         await self._acquire()
         loop = asyncio.get_running_loop()
-        if self._executor is None:
-            self._executor = self._new_executor()
-        executor = self._executor
         try:
-            future = executor.submit(function, *args)
-        except BrokenProcessPool:
-            self._release()
-            self._replace(executor)
-            raise WorkerCrashed("The render worker pool had to be restarted.") from None
+            future = self._threads.submit(self._call, function, args)
         except BaseException:
             self._release()
             raise
         # The slot is free again when the worker is, not when this coroutine stops waiting:
-        # a render that outlives its caller still occupies its process.
+        # a render that outlives its caller still occupies its process (until it is killed).
         future.add_done_callback(lambda _: _call_soon(loop, self._release))
+        return await asyncio.wrap_future(future)
+
+    def _call(self, function: Callable[..., T], args: tuple[Any, ...]) -> T:
+        """In a thread: run the call in an idle worker (or a new one), then put the worker
+        back, or retire it (its tasks done, or dead)."""
+        with self._workers_lock:
+            worker = self._idle.pop() if self._idle else None
+        if worker is None or not worker.alive:
+            if worker is not None:
+                worker.kill()
+            worker = _Worker(self.limits)
+        with self._workers_lock:
+            self._running.add(worker)
         try:
-            return await asyncio.wait_for(
-                asyncio.wrap_future(future), self.timeout + BACKSTOP_SECONDS
-            )
-        except TimeoutError:
-            log.error("a render worker ignored its alarm for %.0fs", self.timeout)
-            raise RenderTimeout("Rendering the variant took too long.") from None
-        except BrokenProcessPool:
-            self._replace(executor)
-            raise WorkerCrashed("The render worker stopped unexpectedly.") from None
+            return worker.call(function, args, self.timeout)
+        finally:
+            with self._workers_lock:
+                self._running.discard(worker)
+            if not worker.alive:
+                if worker.process.exitcode not in (None, 0, -signal.SIGKILL):
+                    log.warning("a render worker died (exit code %s)", worker.process.exitcode)
+            elif self._closed or (
+                self._tasks_per_worker is not None and worker.calls >= self._tasks_per_worker
+            ):
+                worker.stop()
+            else:
+                with self._workers_lock:
+                    self._idle.append(worker)
 
     async def _acquire(self) -> None:
         if self._slots.locked() and self._waiting >= self.queue:
@@ -267,22 +413,23 @@ class RenderPool:
         self._busy -= 1
         self._slots.release()
 
-    def _replace(self, broken: ProcessPoolExecutor) -> None:
-        """Swap in a new executor for a broken one (once, however many calls saw it break)."""
-        if self._executor is not broken:
-            return
-        log.warning("a render worker died; starting a new worker pool")
-        # The next call makes the new one.
-        self._executor = None
-        broken.shutdown(wait=False, cancel_futures=True)
-
     async def close(self) -> None:
-        executor = self._executor
-        if executor is None:
-            return
-        await asyncio.get_running_loop().run_in_executor(
-            None, lambda: executor.shutdown(wait=True, cancel_futures=True)
-        )
+        """Stop every worker. A busy one is killed: the gateway is shutting down and has
+        cancelled the renders, and a shutdown must not wait for the slowest of them."""
+        self._closed = True
+        with self._workers_lock:
+            idle, self._idle = self._idle, []
+            busy = list(self._running)
+        for worker in busy:
+            # Its call's thread sees the worker die, and ends.
+            worker.process.kill()
+
+        def stop_all() -> None:
+            for worker in idle:
+                worker.stop()
+            self._threads.shutdown(wait=True)
+
+        await asyncio.get_running_loop().run_in_executor(None, stop_all)
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:

@@ -4,11 +4,13 @@ This runs in worker processes (gateway.variants.pool), so everything crossing th
 (specs, limits, results, errors) is small and picklable, and nothing here imports the gateway.
 
 Order of work, cheapest first: the byte size; the header (format, dimensions: the pixel limit
-is enforced before a single pixel is decoded); JPEG DCT scaling (``draft``: decode at 1/2, 1/4
-or 1/8 when the target is that much smaller); EXIF orientation; colour (CMYK through its ICC
-profile to sRGB, palettes and 16-bit greys to 8 bits); the resize (``reducing_gap``: a cheap
-integer ``reduce`` first, then a Lanczos pass); the encode, with the ICC profile kept and all
-other metadata (EXIF, XMP, comments) dropped.
+is enforced before a single pixel is decoded, and so is the memory the decoded pixels and one
+working copy would take, against the worker's limit; 16-bit grey PNGs are set to decode
+straight to 8 bits); JPEG DCT scaling (``draft``: decode at 1/2, 1/4 or 1/8 when the target
+is that much smaller); EXIF orientation; colour (CMYK through its ICC profile to sRGB,
+palettes and 16-bit greys to 8 bits); the resize (``reducing_gap``: a cheap integer ``reduce``
+first, then a Lanczos pass); the encode, with the ICC profile kept and all other metadata
+(EXIF, XMP, comments) dropped.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ _ORIENTATION_TAG = 0x0112
 # EXIF orientations 5-8 turn the image a quarter: stored width is displayed height.
 _TRANSPOSED = frozenset({5, 6, 7, 8})
 _SIXTEEN_BIT = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+# The modes rendering works in; any other is converted (a full-size copy) first.
+_WORKING_MODES = frozenset({"L", "LA", "RGB", "RGBA"})
+# PNG's 16-bit grey rawmodes, and the ones that read only their high bytes.
+_EIGHT_BIT_RAWMODES = {"I;16B": "L;16B", "I;16": "L;16"}
 
 
 class RenderError(Exception):
@@ -85,10 +91,41 @@ class RenderSpec:
     background: tuple[int, int, int] | None = None
 
 
+# Memory a render worker needs besides the pixels: the interpreter and codecs, the source's
+# bytes (up to max_source_bytes, at most twice), the encoder's output.
+MEMORY_OVERHEAD = 256 * 1024**2
+# The default memory of a worker, per pixel of the pixel limit: the largest image allowed,
+# decoded at 4 bytes a pixel, and a working copy half that size (a conversion from a palette,
+# an EXIF turn of a drafted JPEG, the reduced image).
+MEMORY_PER_PIXEL = 6
+# Pillow keeps a pointer to every row: a tall, narrow image costs far more than its pixels.
+ROW_OVERHEAD = 8
+# Bytes a pixel takes in Pillow's memory, by mode (RGB is stored in 4 bytes like RGBA).
+_PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+
+
+def default_memory_bytes(max_pixels: int) -> int:
+    """The memory a render worker may use by default, for a pixel limit of ``max_pixels``."""
+    return MEMORY_OVERHEAD + MEMORY_PER_PIXEL * max_pixels
+
+
 @dataclass(frozen=True)
 class RenderLimits:
     max_source_bytes: int
     max_source_pixels: int
+    # The most memory (data) a render worker may use; None: default_memory_bytes.
+    max_memory_bytes: int | None = None
+
+    @property
+    def memory_bytes(self) -> int:
+        if self.max_memory_bytes is not None:
+            return self.max_memory_bytes
+        return default_memory_bytes(self.max_source_pixels)
+
+    @property
+    def pixel_memory_bytes(self) -> int:
+        """What the pixels of one render may take: the worker's memory less its overhead."""
+        return max(0, self.memory_bytes - MEMORY_OVERHEAD)
 
 
 @dataclass(frozen=True)
@@ -160,7 +197,13 @@ def render(source: bytes, spec: RenderSpec, limits: RenderLimits) -> Rendered:
             f"{limits.max_source_bytes} bytes."
         )
     with _open(source, limits) as image:
-        _draft(image, spec, _orientation(image))
+        if image.format not in ("JPEG", "MPO"):
+            # Asking a PNG for its EXIF block decodes it: what decoding costs is settled first.
+            _decode_sixteen_bits_as_eight(image)
+            _check_memory(image, limits, orientation=1)
+        orientation = _orientation(image)
+        _draft(image, spec, orientation)
+        _check_memory(image, limits, orientation)
         try:
             image.load()
             # In place: no copy of the decoded pixels when there is nothing to turn.
@@ -198,6 +241,41 @@ def _open(source: bytes, limits: RenderLimits) -> Image.Image:
         image.close()
         raise InvalidImage(f"The image declares no pixels ({width}x{height}).")
     return image
+
+
+def _decode_sixteen_bits_as_eight(image: Image.Image) -> None:
+    """Let a 16-bit grey PNG decode straight to 8 bits a pixel (the high byte of each sample):
+    a third of the memory of decoding 16 bits and scaling them down afterwards."""
+    if image.format != "PNG" or image.mode != "I;16" or "transparency" in image.info:
+        return  # (a tRNS key is a 16-bit value: left to the general path)
+    if not all(
+        tile.codec_name == "zip" and tile.args in _EIGHT_BIT_RAWMODES for tile in image.tile
+    ):
+        return
+    image.tile = [tile._replace(args=_EIGHT_BIT_RAWMODES[tile.args]) for tile in image.tile]
+    # What JPEG's draft() does to decode to another mode: the decoder follows image.mode.
+    image._mode = "L"
+
+
+def _check_memory(image: Image.Image, limits: RenderLimits, orientation: int) -> None:
+    """Refuse, before decoding, an image whose pixels would take more memory than a render
+    may use: decoded (Pillow's pointer per row included, so a 1 x 100,000,000 image costs what
+    it really does), plus a full-size copy if it must be turned or converted."""
+    decoded = _pixel_bytes(image.size, image.mode)
+    copied = orientation != 1 or image.mode not in _WORKING_MODES or "transparency" in image.info
+    needed = decoded + (_pixel_bytes(image.size, "RGBA") if copied else 0)
+    if needed > limits.pixel_memory_bytes:
+        width, height = image.size
+        raise ImageTooLarge(
+            f"The image ({width}x{height} pixels, {image.mode}) would need "
+            f"{needed // 1024**2} MiB to render; a render may use "
+            f"{limits.pixel_memory_bytes // 1024**2} MiB for pixels."
+        )
+
+
+def _pixel_bytes(size: tuple[int, int], mode: str) -> int:
+    width, height = size
+    return height * (width * _PIXEL_BYTES.get(mode, 4) + ROW_OVERHEAD)
 
 
 def _input_formats() -> list[str]:
@@ -241,8 +319,10 @@ def _working_mode(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, b
     if mode == "CMYK":
         return _cmyk_to_srgb(image, icc), None
     if mode in _SIXTEEN_BIT:
-        # convert("L") would clip every value above 255 instead of scaling 16 bits to 8.
-        image = image.convert("I").point(lambda value: value * (1 / 257)).convert("L")
+        # convert("L") would clip every value above 255 instead of scaling 16 bits to 8. Scaled
+        # in the image's own mode: no 32-bit copy on the way (a 16-bit grey PNG never gets
+        # here, it was decoded to 8 bits).
+        image = image.point(lambda value: value * (1 / 257)).convert("L")
     elif mode == "F":
         image = image.convert("L")
     elif mode in ("P", "PA"):

@@ -6,9 +6,11 @@ The path of a variant GET, once the API has found the object and the preset:
    in its back-off: answer the recorded error again, without rendering.
 2. Otherwise one render, however many requests ask at once. Within a process, requests for the
    same derivative share one task; across processes, the task first claims the row in
-   Postgres (gateway.meta.derivatives: a lease, fenced by the attempt number), and a process
-   that finds the row claimed elsewhere polls it until it is ready, failed, or its lease
-   runs out (then it claims the row itself).
+   Postgres (gateway.meta.derivatives: a lease, fenced by the attempt number, renewed every
+   third of its length while the render runs), and a process that finds the row claimed
+   elsewhere polls it until it is ready, failed, or its lease runs out (then it claims the
+   row itself). A short renewed lease, not one long enough for the slowest render: a gateway
+   killed mid-render holds its variants up for seconds, not minutes.
 3. The claimant reads the source, renders it in the worker pool, and writes the blob under a
    new storage key of the source's storage profile. The key enters the garbage log before a
    byte is written and leaves it in the transaction that marks the row ready, so a crash at
@@ -34,6 +36,7 @@ import asyncpg
 
 from gateway.config import LimitsConfig
 from gateway.meta import derivatives, garbage
+from gateway.meta.db import DATABASE_ERRORS, DatabaseUnavailableError
 from gateway.meta.derivatives import Derivative, Outcome, StoredBlob
 from gateway.s3.errors import S3Error
 from gateway.storage import BlobStore
@@ -77,21 +80,25 @@ ReadyVariant = StoredBlob
 @dataclass(frozen=True)
 class VariantPolicy:
     max_source_bytes: int
-    # A claim's lease: the longest a claimant may take to read, wait for a worker, render and
-    # store before another process presumes it dead and claims the row itself.
+    # A claim's lease: renewed while its claimant lives; once it runs out without a renewal,
+    # another process presumes the claimant dead and claims the row itself.
     lease_seconds: float
     retry_seconds: float
     retry_max_seconds: float
+    # The longest a claimant may take to read, wait for a worker, render and store: how long
+    # another process waits for its result before answering 503.
+    render_seconds: float = 120
 
     @classmethod
     def from_limits(cls, limits: LimitsConfig) -> VariantPolicy:
         return cls(
             max_source_bytes=limits.max_source_bytes,
-            # Waiting for a worker and rendering are each bounded by the render timeout; the
-            # rest covers reading the source and storing the result.
-            lease_seconds=2 * limits.render_timeout_seconds + 60,
+            lease_seconds=limits.render_lease_seconds,
             retry_seconds=limits.render_retry_seconds,
             retry_max_seconds=limits.render_retry_max_seconds,
+            # Waiting for a worker and rendering are each bounded by the render timeout; the
+            # rest covers reading the source and storing the result.
+            render_seconds=2 * limits.render_timeout_seconds + 60,
         )
 
     def retry_delay(self, attempts: int) -> float:
@@ -186,7 +193,8 @@ class VariantService:
         if task.cancelled():
             return
         error = task.exception()  # retrieved, so a render nobody awaited logs no warning
-        if error is not None and not isinstance(error, S3Error):
+        # A database outage is logged once, where it was detected.
+        if error is not None and not isinstance(error, S3Error | DatabaseUnavailableError):
             log.error("variant %s of %s failed", flight[1], flight[0], exc_info=error)
 
     async def close(self) -> None:
@@ -200,14 +208,19 @@ class VariantService:
         self, source: VariantSource, spec: RenderSpec, variant_key: str
     ) -> ReadyVariant:
         """Claim and render, or wait for whoever holds the claim, until there is an outcome."""
-        deadline = time.monotonic() + self._policy.lease_seconds + 5
+        deadline = time.monotonic() + self._policy.render_seconds + 5
         delay = POLL_FIRST_SECONDS
         while True:
             attempt, row = await derivatives.claim(
                 self._pool, source.version_id, variant_key, self._policy.lease_seconds
             )
             if attempt is not None:
-                return await self._render(source, spec, variant_key, attempt)
+                renewal = asyncio.create_task(self._renew(source.version_id, variant_key, attempt))
+                try:
+                    return await self._render(source, spec, variant_key, attempt)
+                finally:
+                    renewal.cancel()
+                    await asyncio.gather(renewal, return_exceptions=True)
             if row is not None and row.status == "ready":
                 return ready(row)
             error = recorded_error(row) if row is not None else None
@@ -245,10 +258,23 @@ class VariantService:
             raise
         return await self._store(source, variant_key, attempt, rendered)
 
+    async def _renew(self, version_id: uuid.UUID, variant_key: str, attempt: int) -> None:
+        """Keep claim ``attempt`` alive until cancelled (or until it is no longer ours)."""
+        lease = self._policy.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                if not await derivatives.renew(self._pool, version_id, variant_key, attempt, lease):
+                    return
+            except (OSError, *DATABASE_ERRORS) as exc:
+                # Tried again a third of a lease later; a claim lost meanwhile only costs a
+                # second render, whose result the attempt number fences off.
+                log.warning("could not renew the claim on %s: %s", variant_key, exc)
+
     async def _release(self, version_id: uuid.UUID, variant_key: str, attempt: int) -> None:
         try:
             await derivatives.release(self._pool, version_id, variant_key, attempt)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except (OSError, *DATABASE_ERRORS):
             # The lease runs out on its own.
             log.warning("could not release the claim on %s", variant_key, exc_info=True)
 
@@ -330,5 +356,5 @@ class VariantService:
         try:
             await self._stores[profile].delete(storage_key)
             await garbage.remove(self._pool, profile, storage_key)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except (OSError, *DATABASE_ERRORS):
             log.warning("could not discard blob %s at once", storage_key, exc_info=True)

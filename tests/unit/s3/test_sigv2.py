@@ -272,10 +272,17 @@ def test_wrong_secret(signed_strings: list[str]) -> None:
     [
         lambda r: replace(r, raw_path=r.raw_path + "x"),
         lambda r: replace(r, raw_path=r.raw_path.replace("%20", "+")),
-        lambda r: replace(r, raw_query=r.raw_query.replace("text%2Fplain", "text%2Fhtml")),
-        lambda r: replace(r, raw_query=r.raw_query + "&response-content-language=de"),
-        lambda r: replace(r, raw_query=r.raw_query + "&x-amz-acl=public-read"),
-        lambda r: replace(r, raw_query=r.raw_query.replace("Expires=", "Expires=1")),
+        lambda r: replace(
+            r, raw_query=r.raw_query.replace("text%2Fplain", "text%2Fhtml"), query=None
+        ),
+        lambda r: replace(r, raw_query=r.raw_query + "&response-content-language=de", query=None),
+        lambda r: replace(r, raw_query=r.raw_query + "&x-amz-acl=public-read", query=None),
+        lambda r: replace(r, raw_query=r.raw_query.replace("Expires=", "Expires=1"), query=None),
+        # A sub-resource name spelt with percent-escapes is still a signed sub-resource.
+        lambda r: replace(
+            r, raw_query=r.raw_query + "&%72esponse-content-disposition=inline", query=None
+        ),
+        lambda r: replace(r, raw_query=r.raw_query + "&versionI%64=null", query=None),
         lambda r: replace(r, headers={**r.headers, "content-md5": "1B2M2Y8AsgTpgAmY7PhCfg=="}),
     ],
 )
@@ -370,3 +377,15 @@ def test_signature_is_percent_decoded() -> None:
         HttpRequestView("GET", "/b/k", "AWSAccessKeyId=A&Signature=a%2Bb%2F%3D&Expires=7", {})
     )
     assert auth == QueryAuthV2(access_key="A", signature="a+b/=", expires=7)
+
+
+@pytest.mark.parametrize("value", ["a%0D%0AX-Injected:%201", "a%01b", "%00"])
+def test_query_headers_with_control_characters_are_refused(value: str) -> None:
+    req = view("PUT", presigned_get() + f"&x-amz-meta-note={value}")
+    with pytest.raises(errors.InvalidArgument):
+        sigv2.headers_from_query(req)
+
+
+def test_query_headers_keep_utf8_metadata() -> None:
+    req = view("PUT", presigned_get() + "&x-amz-meta-note=caf%C3%A9")
+    assert sigv2.headers_from_query(req)["x-amz-meta-note"] == "caf\u00e9"

@@ -81,8 +81,9 @@ def test_doctype_is_rejected(body: bytes) -> None:
     ):
         with pytest.raises(MalformedXML):
             parse(body)
-    # Nothing was expanded or fetched.
-    assert time.monotonic() - started < 1
+    # Nothing was expanded or fetched: an expansion would take minutes and gigabytes, so a
+    # bound this generous still tells the two apart on a loaded machine.
+    assert time.monotonic() - started < 20
 
 
 @pytest.mark.parametrize("ns", [NS, ""])

@@ -121,3 +121,49 @@ def thirds(size: tuple[int, int] = (300, 100)) -> Image.Image:
 
 def close_to(actual: tuple[int, ...], expected: tuple[int, ...], tolerance: int = 24) -> bool:
     return all(abs(a - e) <= tolerance for a, e in zip(actual, expected, strict=True))
+
+
+# --- sources that cost a decoder far more than their size -----------------------------------
+
+
+def uniform_png(width: int, height: int, color_type: int, bit_depth: int) -> bytes:
+    """A PNG of ``width`` x ``height`` zero-valued pixels, compressed as it is made (a
+    10000x10000 RGB one is some 300 KB and never exists uncompressed here). ``color_type``
+    0 is grey, 2 RGB; ``bit_depth`` 8 or 16."""
+    channels = {0: 1, 2: 3}[color_type]
+    row = b"\x00" * (1 + width * channels * bit_depth // 8)  # filter byte, then the pixels
+    rows_per_batch = max(1, (4 * 1024**2) // len(row))
+    compressor = zlib.compressobj(9)
+    pieces = []
+    for start in range(0, height, rows_per_batch):
+        pieces.append(compressor.compress(row * min(rows_per_batch, height - start)))
+    pieces.append(compressor.flush())
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", b"".join(pieces))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def many_scan_jpeg(scans: int, size: tuple[int, int] = (2000, 1500)) -> bytes:
+    """A progressive JPEG whose last AC scan is repeated until there are ``scans`` scans.
+
+    libjpeg only warns about a scan that refines coefficients already complete, and decodes
+    every one of them in full: a small file that keeps a decoder busy for seconds, mostly
+    inside one call into C.
+    """
+    data = encode(marked(size), "JPEG", quality=90, progressive=True)
+    # Segments after the frame header: each scan is an SOS segment and its entropy-coded
+    # data, up to the next marker that is not a restart marker or a stuffed 0xFF.
+    starts = [index for index in range(len(data) - 1) if data[index : index + 2] == b"\xff\xda"]
+    end = data.rindex(b"\xff\xd9")
+    last_scan = data[starts[-1] : end]
+    extra = max(0, scans - len(starts))
+    return data[:end] + last_scan * extra + data[end:]

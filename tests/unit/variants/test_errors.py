@@ -75,7 +75,9 @@ def test_policy_from_limits() -> None:
     limits = LimitsConfig(max_source_bytes=1024, render_timeout_seconds=10, render_retry_seconds=5)
     policy = VariantPolicy.from_limits(limits)
     assert policy.max_source_bytes == 1024
-    # Room to wait for a worker, render, and read and store.
-    assert policy.lease_seconds > 2 * 10
+    # Room to wait for a worker, render, and read and store; the lease itself is short and
+    # renewed meanwhile.
+    assert policy.render_seconds > 2 * 10
+    assert policy.lease_seconds == limits.render_lease_seconds
     assert policy.retry_delay(1) == 5
     assert policy.retry_max_seconds == limits.render_retry_max_seconds

@@ -19,6 +19,7 @@ from gateway.variants.pool import (
     RenderOverloaded,
     RenderPool,
     WorkerCrashed,
+    _render_with_alarm,
     default_workers,
 )
 from gateway.variants.render import (
@@ -97,16 +98,20 @@ async def test_a_full_queue_is_refused_at_once() -> None:
     render_pool = RenderPool(LIMITS, workers=1, queue=1, timeout=20)
     try:
         await render_pool.start()
-        slow = asyncio.create_task(render_pool.run(time.sleep, 0.5))
-        await asyncio.sleep(0.1)
+        slow = asyncio.create_task(render_pool.run(time.sleep, 3))
+        for _ in range(1000):
+            if render_pool.busy:
+                break
+            await asyncio.sleep(0.01)
         assert render_pool.busy == 1
         queued = asyncio.create_task(render_pool.run(os.getpid))
         await asyncio.sleep(0)
         assert render_pool.waiting == 1
-        started = time.monotonic()
         with pytest.raises(RenderOverloaded, match="queue is full"):
             await render_pool.run(os.getpid)
-        assert time.monotonic() - started < 0.1
+        # Refused without waiting for room: the call holding the worker has not ended.
+        assert not slow.done()
+        assert render_pool.busy == 1 and render_pool.waiting == 1
         await slow
         assert isinstance(await queued, int)
         # Room again.
@@ -123,8 +128,8 @@ async def test_waiting_too_long_for_a_worker_is_overload() -> None:
         await asyncio.sleep(0.05)
         with pytest.raises(RenderOverloaded, match="in time"):
             await render_pool.run(os.getpid)
-        # The caller of the busy call gives up at the backstop; the worker is not reused
-        # before its call really ended.
+        # The busy call ends when its worker is killed, a second past its deadline; the
+        # worker is not reused before then.
         await asyncio.gather(busy, return_exceptions=True)
     finally:
         await render_pool.close()
@@ -140,6 +145,83 @@ async def test_a_render_that_runs_too_long_is_stopped_in_the_worker() -> None:
         assert time.monotonic() - started < 5
         # The worker survived its alarm and takes the next call.
         assert isinstance(await render_pool.run(os.getpid), int)
+    finally:
+        await render_pool.close()
+
+
+async def test_a_call_stuck_past_its_deadline_is_killed_alone() -> None:
+    # time.sleep stands for a decoder busy inside C, where no alarm reaches it.
+    render_pool = RenderPool(LIMITS, workers=2, queue=4, timeout=1)
+    try:
+        await render_pool.start()
+        started = time.monotonic()
+        stuck = asyncio.create_task(render_pool.run(time.sleep, 60))
+        await asyncio.sleep(0.2)
+        # The other worker's call is not disturbed by the kill.
+        neighbour = asyncio.create_task(render_pool.run(time.sleep, 1.5))
+        with pytest.raises(RenderTimeout):
+            await stuck
+        assert time.monotonic() - started < 4
+        assert await neighbour is None
+        assert render_pool.busy == 0
+        survivors = render_pool.pids
+        assert len(survivors) == 1
+        # A new worker takes the killed one's place when two are needed again.
+        assert await asyncio.gather(*(render_pool.run(time.sleep, 0.5) for _ in range(2))) == [
+            None,
+            None,
+        ]
+        assert len(render_pool.pids) == 2 and survivors[0] in render_pool.pids
+        result = await render_pool.render(images.jpeg_with_orientation(1), THUMB)
+        assert decode(result.data).size == (64, 64)
+    finally:
+        await render_pool.close()
+
+
+async def test_closing_does_not_wait_for_a_busy_worker() -> None:
+    render_pool = RenderPool(LIMITS, workers=1, queue=1, timeout=60)
+    await render_pool.start()
+    (pid,) = render_pool.pids
+    busy = asyncio.create_task(render_pool.run(time.sleep, 60))
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    await render_pool.close()
+    assert time.monotonic() - started < 10
+    with pytest.raises(WorkerCrashed):
+        await busy
+    assert not _alive(pid)
+
+
+async def test_a_worker_is_limited_to_its_memory() -> None:
+    limits = RenderLimits(64 * 1024**2, 100_000_000, max_memory_bytes=384 * 1024**2)
+    render_pool = RenderPool(limits, workers=1, queue=1, timeout=20)
+    try:
+        pid = await render_pool.run(os.getpid)
+        with pytest.raises(MemoryError):
+            await render_pool.run(bytes, 512 * 1024**2)
+        # The worker survives its MemoryError, and has room for what fits.
+        assert await render_pool.run(len, b"x" * 1024) == 1024
+        assert await render_pool.run(os.getpid) == pid
+    finally:
+        await render_pool.close()
+
+
+async def test_a_render_out_of_memory_is_image_too_large() -> None:
+    limits = RenderLimits(64 * 1024**2, 100_000_000, max_memory_bytes=384 * 1024**2)
+    render_pool = RenderPool(limits, workers=1, queue=1, timeout=20)
+    # Told it may use 10 GiB, the render decodes 400 MB of pixels: the worker's limit stops it.
+    optimistic = RenderLimits(64 * 1024**2, 100_000_000, max_memory_bytes=10 * 1024**3)
+    try:
+        with pytest.raises(ImageTooLarge, match="more memory than a render may use"):
+            await render_pool.run(
+                _render_with_alarm,
+                images.uniform_png(10_000, 10_000, 2, 8),
+                THUMB,
+                optimistic,
+                20,
+            )
+        result = await render_pool.render(images.jpeg_with_orientation(1), THUMB)
+        assert decode(result.data).size == (64, 64)
     finally:
         await render_pool.close()
 
@@ -178,6 +260,10 @@ def test_pool_from_limits() -> None:
     )
     render_pool = RenderPool.from_limits(limits)
     assert render_pool.limits == RenderLimits(1024, 10_000)
+    # Sized from the pixel limit unless set.
+    assert render_pool.limits.memory_bytes == 256 * 1024**2 + 6 * 10_000
+    configured = limits.model_copy(update={"render_memory_bytes": 512 * 1024**2})
+    assert RenderPool.from_limits(configured).limits.memory_bytes == 512 * 1024**2
     # One worker per core in every gateway process, however many share the machine.
     assert (render_pool.workers, render_pool.queue, render_pool.timeout) == (
         default_workers(),

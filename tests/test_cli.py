@@ -1,0 +1,201 @@
+"""`gateway serve --workers N` and `gateway migrate`, run as an operator runs them."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import (
+    GATEWAY_ENV,
+    REPO,
+    _spawn,
+    _wait_until,
+    client,
+    create_database,
+    db_fetch,
+    free_port,
+    write_config,
+)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (in parentheses) may hold spaces; the parent pid follows it.
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid``: its children, theirs, and so on."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (parent := _parent_of(int(entry))) is not None:
+            parents[int(entry)] = parent
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def gateway_workers(pid: int) -> list[int]:
+    """The gateway processes started by ``pid`` (multiprocessing's spawned children)."""
+    workers = []
+    for child in descendants(pid):
+        if _parent_of(child) != pid:
+            continue
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in command:
+            workers.append(child)
+    return workers
+
+
+def listening_sockets(port: int) -> int:
+    """Sockets listening on 127.0.0.1:``port`` (one per process sharing it by SO_REUSEPORT)."""
+    local = f"0100007F:{port:04X}"
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[3] == "0A":
+            count += 1
+    return count
+
+
+@pytest.fixture
+def workers_gateway(
+    pg_server_dsn: str, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """`gateway serve --workers 2` on a database of its own; (process, endpoint, log)."""
+    port = free_port()
+    config = tmp_path / "gateway.yaml"
+    write_config(config, tmp_path / "data", port, create_database(pg_server_dsn))
+    log = tmp_path / "gateway.log"
+    command = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--workers", "2"]
+    process = _spawn(command, log, GATEWAY_ENV)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until(
+            process,
+            log,
+            lambda: (
+                listening_sockets(port) == 2
+                and requests.get(f"{endpoint}/_gateway/health", timeout=2).status_code == 200
+            ),
+            90,
+        )
+        yield process, endpoint, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pid in descendants(process.pid):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_serve_with_workers_shares_the_port_and_stops_cleanly(workers_gateway) -> None:
+    process, endpoint, log = workers_gateway
+    workers = gateway_workers(process.pid)
+    assert len(workers) == 2
+    port = int(endpoint.rpartition(":")[2])
+    assert listening_sockets(port) == 2
+    everything = descendants(process.pid)
+    s3 = client(endpoint)
+    bucket = f"test-{uuid.uuid4().hex[:16]}"
+    s3.create_bucket(Bucket=bucket)
+    # Fresh connections, spread by the kernel over both processes: each serves the same
+    # buckets and objects, as they share one database.
+    for index in range(20):
+        body = f"object {index}".encode()
+        fresh = client(endpoint)
+        fresh.put_object(Bucket=bucket, Key=f"k{index}", Body=body)
+        assert client(endpoint).get_object(Bucket=bucket, Key=f"k{index}")["Body"].read() == body
+    listed = s3.list_objects_v2(Bucket=bucket)["KeyCount"]
+    assert listed == 20
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    # Nothing is left behind: the workers, and the render processes they started.
+    assert wait_for(lambda: not [pid for pid in everything if alive(pid)], 30)
+    assert listening_sockets(port) == 0
+    assert "Traceback" not in log.read_text()
+
+
+def test_serve_with_workers_stops_all_when_one_dies(workers_gateway) -> None:
+    """A worker ending on its own degrades the service: the others are stopped and the
+    gateway exits non-zero, so that a supervisor restarts it whole."""
+    process, _, _ = workers_gateway
+    everything = descendants(process.pid)
+    first, second = gateway_workers(process.pid)
+    os.kill(first, signal.SIGKILL)
+    assert process.wait(timeout=60) != 0
+    assert wait_for(lambda: not alive(second), 30)
+    assert wait_for(lambda: not [pid for pid in everything if alive(pid)], 30)
+
+
+def migrate(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "migrate", "--config", str(config)],
+        cwd=REPO,
+        env={**os.environ, **GATEWAY_ENV},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_migrate_applies_the_schema_once_and_keeps_data(pg_server_dsn: str, tmp_path: Path) -> None:
+    dsn = create_database(pg_server_dsn)
+    config = tmp_path / "gateway.yaml"
+    write_config(config, tmp_path / "data", free_port(), dsn)
+    schema = (REPO / "schema.sql").read_text()
+    version = re.search(r"^-- schema-version: (\d+)$", schema, re.MULTILINE)
+    assert version is not None
+    tables = set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", schema))
+
+    first = migrate(config)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == f"schema version {version.group(1)}"
+    rows = db_fetch(dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    assert tables <= {row["tablename"] for row in rows}
+    recorded = db_fetch(dsn, "SELECT max(version) AS version FROM schema_version")
+    assert recorded[0]["version"] == int(version.group(1))
+
+    db_fetch(dsn, "INSERT INTO buckets (name, profile, owner) VALUES ('kept', 'default', 'test')")
+    again = migrate(config)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == first.stdout.strip()
+    assert db_fetch(dsn, "SELECT name FROM buckets WHERE name = 'kept'")
