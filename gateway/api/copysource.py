@@ -6,12 +6,13 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 from gateway.api import auth, reader
-from gateway.api.context import S3Request, parse_query
+from gateway.api.context import S3Request
 from gateway.api.reader import Segment
 from gateway.meta import objects
 from gateway.meta.objects import ObjectRecord
 from gateway.s3 import conditions, errors, names, ranges, versions
 from gateway.s3.conditions import Conditions
+from gateway.s3.query import parse_query
 
 
 def parse_copy_source(value: str) -> tuple[str, str, str | None]:
