@@ -23,6 +23,7 @@ from tests.conftest import (
     LOCAL,
     UPSTREAM_BUCKET,
     GatewayProcess,
+    client,
     db_fetch,
     unaccounted_blobs,
     upstream_key,
@@ -45,12 +46,21 @@ def md5_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
+def no_retries(gateway: GatewayProcess):
+    """boto3 retries BadDigest (it blames the network) with back-off: one attempt is the test."""
+    return client(gateway.endpoint, retries={"max_attempts": 1})
+
+
 def put_with_wrong_content_md5(gateway: GatewayProcess, s3, bucket: str, key: str, body: bytes):
-    s3.put_object(Bucket=bucket, Key=key, Body=body, ContentMD5=md5_b64(body + b"!"))
+    no_retries(gateway).put_object(
+        Bucket=bucket, Key=key, Body=body, ContentMD5=md5_b64(body + b"!")
+    )
 
 
 def put_with_wrong_checksum_header(gateway: GatewayProcess, s3, bucket: str, key: str, body: bytes):
-    s3.put_object(Bucket=bucket, Key=key, Body=body, ChecksumCRC32=crc32_b64(body + b"!"))
+    no_retries(gateway).put_object(
+        Bucket=bucket, Key=key, Body=body, ChecksumCRC32=crc32_b64(body + b"!")
+    )
 
 
 def put_with_wrong_trailer(gateway: GatewayProcess, s3, bucket: str, key: str, body: bytes):
