@@ -172,6 +172,11 @@ StorageProfile = Annotated[
     Discriminator(_profile_type),
 ]
 
+
+def _default_profiles() -> dict[str, StorageProfile]:
+    return {DEFAULT_PROFILE: LocalProfile()}
+
+
 # Every variant preset, in a bucket's ``variants`` list.
 ALL_VARIANTS = "*"
 
@@ -319,9 +324,7 @@ class GatewayConfig(_Strict):
     data_dir: Path = Path("data")
     database: DatabaseConfig = DatabaseConfig()
     tls: TLSConfig | None = None
-    storage_profiles: dict[str, StorageProfile] = Field(
-        default_factory=lambda: {DEFAULT_PROFILE: LocalProfile()}
-    )
+    storage_profiles: dict[str, StorageProfile] = Field(default_factory=_default_profiles)
     default_profile: str = DEFAULT_PROFILE
     buckets: dict[str, BucketConfig] = Field(default_factory=dict)
     credentials: list[CredentialConfig] = Field(default_factory=list)

@@ -70,16 +70,16 @@ def _declared_checksum(headers: Any) -> tuple[str | None, str | None, bool]:
             return algorithm, value.strip(), False
     trailer = headers.get("x-amz-trailer")
     if trailer:
-        algorithm = checksums.algorithm_from_header(trailer.strip().lower())
-        if algorithm is None:
+        trailed = checksums.algorithm_from_header(trailer.strip().lower())
+        if trailed is None:
             raise errors.InvalidRequest(f"Unsupported trailer: {trailer}")
-        return algorithm, None, True
-    algorithm = headers.get("x-amz-sdk-checksum-algorithm") or headers.get(
+        return trailed, None, True
+    announced = headers.get("x-amz-sdk-checksum-algorithm") or headers.get(
         "x-amz-checksum-algorithm"
     )
-    if algorithm:
+    if announced:
         # Announced without a value: compute it so it can be stored and returned.
-        name = algorithm.strip().upper()
+        name = announced.strip().upper()
         checksums.new_checksum(name)
         return name, None, False
     return None, None, False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -23,7 +24,7 @@ from gateway.variants.service import VariantService
 CONFIG = web.AppKey("config", GatewayConfig)
 POOL = web.AppKey("pool", asyncpg.Pool)
 LOOKUPS = web.AppKey("lookups", BatchedLookups)
-STORES = web.AppKey("stores", dict[str, BlobStore])
+STORES = web.AppKey("stores", Mapping[str, BlobStore])
 KEY_RESERVE = web.AppKey("key_reserve", KeyReserve)
 RECENT_BUCKETS = web.AppKey("recent_buckets", RecentBuckets)
 CREDENTIALS = web.AppKey("credentials", dict[str, CredentialConfig])

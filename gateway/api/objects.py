@@ -69,13 +69,13 @@ def metadata_from_headers(req: S3Request, headers: Mapping[str, str]) -> dict[st
         )
     stored = {}
     for name in STORED_HEADERS:
-        value = headers.get(name)
-        if name == "content-encoding" and value is not None:
+        header = headers.get(name)
+        if name == "content-encoding" and header is not None:
             # aws-chunked describes the transfer, not the object.
-            codings = [c.strip() for c in value.split(",") if c.strip().lower() != "aws-chunked"]
-            value = ", ".join(codings) or None
-        if value is not None:
-            stored[name] = value
+            codings = [c.strip() for c in header.split(",") if c.strip().lower() != "aws-chunked"]
+            header = ", ".join(codings) or None
+        if header is not None:
+            stored[name] = header
     return {"user": user, "headers": stored}
 
 
@@ -122,7 +122,7 @@ def readable(
     A request for another version than the current one ("null") reads nothing.
     """
     if bucket is None:
-        raise errors.NoSuchBucket(BucketName=req.bucket)
+        raise errors.NoSuchBucket(BucketName=req.bucket or "")
     auth.require_read(req, bucket)
     versions.check_version_id(req.query.get("versionId"), key)
     if record is None:
@@ -602,7 +602,7 @@ async def _copy_upstream(
 
 
 def _copy_digests(source: ObjectRecord) -> BodyDigests:
-    algorithms = list(source.checksums) or [None]
+    algorithms: list[str | None] = [*source.checksums] or [None]
     return BodyDigests(sha256=False, checksum_algorithm=algorithms[0])
 
 

@@ -155,8 +155,8 @@ def object_checksum(algorithm: str, kind: str, parts: Sequence[UploadedPart]) ->
     COMPOSITE: the checksum of the concatenated binary part checksums, then "-N".
     FULL_OBJECT: the CRC of the whole object, combined from the part CRCs and sizes.
     """
-    values = [part.checksums.get(algorithm) for part in parts]
-    if any(value is None for value in values):
+    values = [part.checksums[algorithm] for part in parts if algorithm in part.checksums]
+    if len(values) != len(parts):
         return None
     if kind == FULL_OBJECT:
         return checksums.combine(

@@ -69,7 +69,7 @@ class LocalBlobWriter:
         self._unsynced = 0
         # Batches being hashed and written, oldest first. Each has a thread for hashing and one
         # for writing, so batches stay in order while the two run side by side.
-        self._inflight: deque[asyncio.Future[object]] = deque()
+        self._inflight: deque[asyncio.Future[tuple[None, None]]] = deque()
         self._threads: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
 
     async def write(self, data: bytes) -> None:

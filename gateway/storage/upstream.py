@@ -532,16 +532,16 @@ class UpstreamStore:
         parts: list[tuple[int, str]],
         conditions: Mapping[str, str] | None = None,
     ) -> str:
-        found = await self._call(
-            "complete_multipart_upload",
-            Bucket=self.bucket,
-            Key=key,
-            UploadId=upload_id,
-            MultipartUpload={
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "UploadId": upload_id,
+            "MultipartUpload": {
                 "Parts": [{"PartNumber": number, "ETag": etag} for number, etag in parts]
             },
             **(conditions or {}),
-        )
+        }
+        found = await self._call("complete_multipart_upload", **params)
         return str(found["ETag"])
 
     async def abort_upload(self, key: str, upload_id: str) -> None:

@@ -250,8 +250,8 @@ class _Worker:
                 succeeded, value = False, None
             else:
                 if succeeded:
-                    return value  # type: ignore[no-any-return]
-                raise value  # type: ignore[misc]
+                    return value
+                raise value
         self.kill()
         if not ready:
             log.warning(

@@ -20,7 +20,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Literal
 
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 Fit = Literal["cover", "contain", "inside", "fill"]
 # "legacy" is what every client decodes: JPEG, or PNG when the image has transparency.
@@ -246,13 +246,16 @@ def _open(source: bytes, limits: RenderLimits) -> Image.Image:
 def _decode_sixteen_bits_as_eight(image: Image.Image) -> None:
     """Let a 16-bit grey PNG decode straight to 8 bits a pixel (the high byte of each sample):
     a third of the memory of decoding 16 bits and scaling them down afterwards."""
+    if not isinstance(image, ImageFile.ImageFile):
+        return  # (tiles belong to images read from a file)
     if image.format != "PNG" or image.mode != "I;16" or "transparency" in image.info:
         return  # (a tRNS key is a 16-bit value: left to the general path)
     if not all(
-        tile.codec_name == "zip" and tile.args in _EIGHT_BIT_RAWMODES for tile in image.tile
+        tile.codec_name == "zip" and isinstance(tile.args, str) and tile.args in _EIGHT_BIT_RAWMODES
+        for tile in image.tile
     ):
         return
-    image.tile = [tile._replace(args=_EIGHT_BIT_RAWMODES[tile.args]) for tile in image.tile]
+    image.tile = [tile._replace(args=_EIGHT_BIT_RAWMODES[str(tile.args)]) for tile in image.tile]
     # What JPEG's draft() does to decode to another mode: the decoder follows image.mode.
     image._mode = "L"
 
