@@ -486,10 +486,12 @@ UPSTREAM_ENV = {
 }
 
 
+@contextlib.contextmanager
 def run_gateway(
     directory: Path, dsn: str, storage: dict[str, object], env: dict[str, str]
 ) -> Iterator[GatewayProcess]:
-    """A gateway with its own configuration and data directory under ``directory``."""
+    """A running gateway with its own configuration and data directory under ``directory``
+    (made here), stopped on leaving."""
     directory.mkdir()
     port = free_port()
     config_path = directory / "gateway.yaml"
@@ -501,6 +503,31 @@ def run_gateway(
         yield process
 
 
+@dataclass
+class OwnUpstream:
+    """A moto server and a gateway over it that no other test uses."""
+
+    moto: MotoServer
+    gateway: GatewayProcess
+
+
+@contextlib.contextmanager
+def own_upstream_gateway(directory: Path, pg_server_dsn: str) -> Iterator[OwnUpstream]:
+    """A moto of its own under ``directory`` and a gateway (upstream profile, a new database)
+    over it, both stopped on leaving: for tests that stop the upstream (moto keeps everything in
+    memory, so it comes back empty) or that list all of it."""
+    moto = MotoServer(free_port(), directory / "moto.log")
+    try:
+        moto.start()
+        dsn = create_database(pg_server_dsn)
+        with run_gateway(
+            directory / "gateway", dsn, upstream_storage(moto), UPSTREAM_ENV
+        ) as gateway:
+            yield OwnUpstream(moto, gateway)
+    finally:
+        moto.stop()
+
+
 @pytest.fixture(scope="session")
 def local_dsn(pg_server_dsn: str) -> str:
     return create_database(pg_server_dsn)
@@ -509,7 +536,8 @@ def local_dsn(pg_server_dsn: str) -> str:
 @pytest.fixture(scope="session")
 def local_gateway(tmp_root: Path, local_dsn: str) -> Iterator[GatewayProcess]:
     """The gateway with the built-in local profile: blobs under its data directory."""
-    yield from run_gateway(tmp_root / LOCAL, local_dsn, {}, GATEWAY_ENV)
+    with run_gateway(tmp_root / LOCAL, local_dsn, {}, GATEWAY_ENV) as process:
+        yield process
 
 
 @pytest.fixture(scope="session")
@@ -538,7 +566,10 @@ def upstream_gateway(
 ) -> Iterator[GatewayProcess]:
     """The gateway whose default profile is moto's bucket (see upstream_storage)."""
     dsn = create_database(pg_server_dsn)
-    yield from run_gateway(tmp_root / UPSTREAM, dsn, upstream_storage(moto_server), UPSTREAM_ENV)
+    with run_gateway(
+        tmp_root / UPSTREAM, dsn, upstream_storage(moto_server), UPSTREAM_ENV
+    ) as process:
+        yield process
 
 
 @pytest.fixture(scope="session", params=PROFILES)

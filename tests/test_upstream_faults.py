@@ -38,10 +38,9 @@ from tests.conftest import (
     client,
     create_database,
     db_fetch,
-    free_port,
+    run_gateway,
     upstream_key,
     upstream_storage,
-    write_config,
 )
 from tests.faultproxy import FAIL, HOLD, JITTER, PASS, STALL, FaultyProxy
 from tests.test_variants import variant
@@ -100,20 +99,14 @@ def faulty(
 ) -> Iterator[Faulty]:
     proxy = FaultyProxy(moto_server.port)
     proxy.start()
-    directory = tmp_path_factory.mktemp("faulty")
+    directory = tmp_path_factory.mktemp("faulty") / "gateway"
     storage = upstream_storage(SimpleNamespace(endpoint=proxy.endpoint, bucket=UPSTREAM_BUCKET))
     profile = storage["storage_profiles"][UPSTREAM]  # type: ignore[index]
     # Silence is noticed within seconds, and retried once.
     profile.update(read_timeout_seconds=READ_TIMEOUT, max_attempts=2, retry_base_seconds=0.1)
-    port = free_port()
-    config_path = directory / "gateway.yaml"
     dsn = create_database(pg_server_dsn)
-    write_config(config_path, directory / "data", port, dsn, **storage)
-    process = GatewayProcess(
-        config_path, directory / "data", port, env=UPSTREAM_ENV, dsn=dsn, storage=storage
-    )
     try:
-        with process.running():
+        with run_gateway(directory, dsn, storage, UPSTREAM_ENV) as process:
             yield Faulty(process, proxy, moto_server.client())
     finally:
         proxy.stop()
