@@ -185,6 +185,16 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    """Whether ``condition`` came to hold within ``timeout`` seconds (polled)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
 def _spawn(command: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log:
         return subprocess.Popen(
