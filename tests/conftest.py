@@ -345,6 +345,20 @@ class GatewayProcess:
     def stop(self) -> None:
         _terminate(self.process)
 
+    def command(
+        self, name: str, *arguments: str, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """`python -m gateway NAME --config ... ARGUMENTS` on this process's configuration and
+        environment, as an operator runs the maintenance commands beside a serving gateway."""
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", name, "--config", str(self.config_path), *arguments],
+            cwd=REPO,
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
     @contextlib.contextmanager
     def running(self) -> Iterator[GatewayProcess]:
         """Started, and stopped on leaving, also when it never became healthy."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,6 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import (
-    REPO,
     UPSTREAM_ONLY,
     UPSTREAM_VARIANTS_PREFIX,
     GatewayProcess,
@@ -406,14 +404,7 @@ IMPORTED = 5000
 
 
 def run_import(gateway: GatewayProcess, bucket: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "import", "--config", str(gateway.config_path), bucket],
-        cwd=REPO,
-        env={**os.environ, **gateway.env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return gateway.command("import", bucket, timeout=600)
 
 
 @pytest.fixture

@@ -11,8 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -27,7 +25,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from gateway.config import UpstreamProfile
 from tests.conftest import (
-    REPO,
     UPSTREAM,
     UPSTREAM_BUCKET,
     UPSTREAM_ENV,
@@ -259,26 +256,6 @@ def test_concurrent_overwrites_leave_the_row_at_the_upstream_version(faulty: Fau
             assert got["Body"].read() == data
 
 
-def run_gc(process: GatewayProcess) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "gc",
-            "--config",
-            str(process.config_path),
-            "--grace",
-            "0",
-        ],
-        cwd=REPO,
-        env={**os.environ, **process.env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def variant_keys(faulty: Faulty) -> set[str]:
     pages = faulty.moto.get_paginator("list_objects_v2").paginate(
         Bucket=UPSTREAM_BUCKET, Prefix=UPSTREAM_VARIANTS_PREFIX
@@ -315,7 +292,7 @@ def test_gc_with_no_grace_deletes_retired_variants_and_keeps_live_objects(
     fresh = variant(faulty.process, bucket, "photo.jpg", "thumb")
     assert fresh.status_code == 200
 
-    result = run_gc(faulty.process)
+    result = faulty.process.command("gc", "--grace", "0")
     assert result.returncode == 0, result.stderr
 
     # The retired variant is gone upstream; the live variant is not.
