@@ -208,6 +208,14 @@ def check_unavailable(outcomes: list[Outcome]) -> None:
         assert outcome.seconds < ANSWER_WITHIN, outcome
 
 
+def assert_sigterm_exits_promptly(gateway: GatewayProcess) -> None:
+    assert gateway.process is not None
+    started = time.monotonic()
+    gateway.process.send_signal(signal.SIGTERM)
+    gateway.process.wait(timeout=EXIT_WITHIN + 30)
+    assert time.monotonic() - started < EXIT_WITHIN
+
+
 def log_since(gateway: GatewayProcess, offset: int) -> str:
     assert gateway.log_path is not None
     return gateway.log_path.read_bytes()[offset:].decode(errors="replace")
@@ -331,11 +339,7 @@ def test_a_database_outage_is_fast_503s_and_passes(
     # Down again, SIGTERM: the gateway exits promptly all the same.
     own_postgres.stop()
     attempt("GetObject", lambda: fragile.get_object(Bucket=BUCKET, Key="small"))
-    assert gateway.process is not None
-    started = time.monotonic()
-    gateway.process.send_signal(signal.SIGTERM)
-    gateway.process.wait(timeout=EXIT_WITHIN + 30)
-    assert time.monotonic() - started < EXIT_WITHIN
+    assert_sigterm_exits_promptly(gateway)
     assert "Traceback" not in log_since(gateway, offset), log_since(gateway, offset)[-3000:]
 
     # Everything acknowledged is still there for the next start.
@@ -422,11 +426,7 @@ def test_a_hung_database_is_503_within_the_timeouts(
     # Hung again, SIGTERM: a connection stuck on the dead server does not hold up the exit.
     proxy.hang()
     attempt("GetObject", lambda: fragile.get_object(Bucket=BUCKET, Key="small"))
-    assert gateway.process is not None
-    started = time.monotonic()
-    gateway.process.send_signal(signal.SIGTERM)
-    gateway.process.wait(timeout=EXIT_WITHIN + 30)
-    assert time.monotonic() - started < EXIT_WITHIN
+    assert_sigterm_exits_promptly(gateway)
 
 
 @pytest.mark.parametrize("command", [["migrate"], ["gc", "--grace", "0"]], ids=["migrate", "gc"])

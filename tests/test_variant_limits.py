@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import GatewayProcess
+from tests.conftest import GatewayProcess, S3Client
 from tests.test_variants import (
     derivative_rows,
     error_code,
@@ -104,6 +104,18 @@ def defaults(tmp_path: Path, gateway: GatewayProcess) -> Iterator[GatewayProcess
         yield process
 
 
+def assert_refused_too_large(
+    gateway: GatewayProcess, s3: S3Client, dsn: str, bucket: str, key: str, png: bytes
+) -> None:
+    """The thumb of ``png`` is refused as ImageTooLarge, and the refusal recorded, so the next
+    GET does not decode it again."""
+    put(s3, bucket, key, png, "image/png")
+    refused = variant(gateway, bucket, key, "thumb")
+    assert (refused.status_code, error_code(refused)) == (400, "ImageTooLarge")
+    (row,) = derivative_rows(dsn, version_of(dsn, bucket, key))
+    assert row["status"] == "failed" and row["error"].startswith("ImageTooLarge:")
+
+
 def test_a_sixteen_bit_png_renders_in_little_memory(
     defaults, s3, bucket: str, gateway_db: str
 ) -> None:
@@ -120,11 +132,8 @@ def test_a_tall_one_pixel_png_is_refused_before_it_is_decoded(
     defaults, s3, bucket: str, gateway_db: str
 ) -> None:
     # 1 x 100,000,000: within the pixel limit, but a row pointer per pixel: 900 MB decoded.
-    put(s3, bucket, "tall.png", images.uniform_png(1, 100_000_000, 0, 8), "image/png")
-    refused = variant(defaults, bucket, "tall.png", "thumb")
-    assert (refused.status_code, error_code(refused)) == (400, "ImageTooLarge")
-    (row,) = derivative_rows(gateway_db, version_of(gateway_db, bucket, "tall.png"))
-    assert row["status"] == "failed" and row["error"].startswith("ImageTooLarge:")
+    tall = images.uniform_png(1, 100_000_000, 0, 8)
+    assert_refused_too_large(defaults, s3, gateway_db, bucket, "tall.png", tall)
     (peak,) = worker_peaks(defaults).values()
     assert peak < 400 * MiB
 
@@ -134,11 +143,8 @@ def test_a_render_out_of_memory_is_recorded_as_image_too_large(
 ) -> None:
     # One row of 100,000,000 RGB pixels: Pillow's decoder cannot allocate it. The MemoryError
     # was a 500, recorded nowhere, so every GET decoded it again.
-    put(s3, bucket, "row.png", images.uniform_png(100_000_000, 1, 2, 8), "image/png")
-    refused = variant(defaults, bucket, "row.png", "thumb")
-    assert (refused.status_code, error_code(refused)) == (400, "ImageTooLarge")
-    (row,) = derivative_rows(gateway_db, version_of(gateway_db, bucket, "row.png"))
-    assert row["status"] == "failed" and row["error"].startswith("ImageTooLarge:")
+    one_row = images.uniform_png(100_000_000, 1, 2, 8)
+    assert_refused_too_large(defaults, s3, gateway_db, bucket, "row.png", one_row)
 
 
 def test_the_largest_allowed_png_still_renders(defaults, s3, bucket: str) -> None:
