@@ -10,7 +10,6 @@ In-progress uploads belong to writers: every operation here needs a write grant 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -49,7 +48,7 @@ from gateway.s3.xml import (
     list_multipart_uploads_result,
     list_parts_result,
 )
-from gateway.storage.local import INLINE_HASH_MAX
+from gateway.storage import hash_off_loop
 from gateway.storage.upstream import UpstreamChangedError, UpstreamMissingError, UpstreamStore
 
 # 10,000 parts with ETags and checksums take about 1.5 MiB of XML: a completion body may be
@@ -150,12 +149,8 @@ def _upstream_upload(req: S3Request, upload: Upload) -> tuple[UpstreamStore, str
 
 async def _hashed(chunks: AsyncIterator[bytes], digests: BodyDigests) -> AsyncIterator[bytes]:
     """``chunks`` passed on as they come, hashed off the loop a batch at a time."""
-    loop = asyncio.get_running_loop()
     async for chunk in chunks:
-        if len(chunk) <= INLINE_HASH_MAX:
-            digests.update(chunk)
-        else:
-            await loop.run_in_executor(None, digests.update, chunk)
+        await hash_off_loop(digests.update, chunk)
         yield chunk
 
 
