@@ -20,11 +20,14 @@ from typing import Any
 
 import asyncpg
 import pytest
+import requests
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
+from lxml import etree
 
 from gateway.maintenance.janitor import abort_abandoned_uploads
 from tests.conftest import LOCAL_ONLY, GatewayProcess, db_fetch, unaccounted_blobs
+from tests.rawhttp import sign_s3
 from tests.test_awscli import AwsCli, cli_env
 
 MiB = 1024 * 1024
@@ -458,6 +461,21 @@ def test_list_multipart_uploads_pagination(s3, bucket: str) -> None:
     s3.abort_multipart_upload(Bucket=bucket, Key="b", UploadId=ids[2])
     after = s3.list_multipart_uploads(Bucket=bucket, KeyMarker="a/2")
     assert [(u["Key"], u["UploadId"]) for u in after["Uploads"]] == expected[3:]
+
+
+def test_list_multipart_uploads_encoding_type(gateway: GatewayProcess, s3, bucket: str) -> None:
+    """url is the one encoding-type, as for ListObjects: any other is InvalidArgument."""
+    s3.create_multipart_upload(Bucket=bucket, Key="a b+c")
+    listed = s3.list_multipart_uploads(Bucket=bucket, EncodingType="url")
+    # Asked for explicitly, boto3 leaves the keys as sent: url encoded.
+    assert [upload["Key"] for upload in listed["Uploads"]] == ["a%20b%2Bc"]
+    url = f"{gateway.endpoint}/{bucket}?uploads&encoding-type=base64"
+    refused = requests.get(url, headers=sign_s3("GET", url), timeout=30)
+    assert refused.status_code == 400, refused.text
+    document = etree.fromstring(refused.content)
+    assert document.findtext("Code") == "InvalidArgument"
+    assert document.findtext("ArgumentName") == "encoding-type"
+    assert document.findtext("ArgumentValue") == "base64"
 
 
 # The intent log: blob files of the local profile and the garbage log of them.

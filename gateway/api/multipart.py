@@ -44,6 +44,7 @@ from gateway.s3.xml import (
     UploadListing,
     complete_multipart_upload_result,
     copy_part_result,
+    encoding_url,
     initiate_multipart_upload_result,
     list_multipart_uploads_result,
     list_parts_result,
@@ -564,13 +565,7 @@ async def list_multipart_uploads(req: S3Request) -> web.StreamResponse:
         multipart.parse_list_argument(query.get("max-uploads"), "max-uploads", MAX_LISTED),
         MAX_LISTED,
     )
-    encoding = query.get("encoding-type")
-    if encoding is not None and encoding.lower() != "url":
-        raise errors.InvalidArgument(
-            "Invalid Encoding Method specified in Request",
-            ArgumentName="encoding-type",
-            ArgumentValue=encoding,
-        )
+    url_encoded = encoding_url(query.get("encoding-type"))
     key_marker = query.get("key-marker", "")
     # Without a key-marker S3 ignores upload-id-marker.
     upload_id_marker = query.get("upload-id-marker", "") if key_marker else ""
@@ -619,6 +614,6 @@ async def list_multipart_uploads(req: S3Request) -> web.StreamResponse:
             for row in found
         ],
         common_prefixes=prefixes,
-        encoding_url=encoding is not None,
+        encoding_url=url_encoded,
     )
     return web.Response(body=list_multipart_uploads_result(listing), content_type="application/xml")
