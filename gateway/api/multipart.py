@@ -81,10 +81,6 @@ async def _open_upload(req: S3Request, bucket: Bucket, key: str) -> Upload:
     return upload
 
 
-def _checksum_headers(values: dict[str, str]) -> dict[str, str]:
-    return {checksums.header_name(algorithm): value for algorithm, value in values.items()}
-
-
 async def create_multipart_upload(req: S3Request) -> web.StreamResponse:
     key = object_key(req)
     bucket = await _writable_bucket(req)
@@ -232,7 +228,9 @@ async def upload_part(req: S3Request) -> web.StreamResponse:
             storage_etag=storage_etag,
         )
         await _record_upstream_part(req, upload, part)
-        return web.Response(headers={"ETag": part.etag, **_checksum_headers(part_checksums)})
+        return web.Response(
+            headers={"ETag": part.etag, **checksums.response_headers(part_checksums)}
+        )
     async with StagedBlob(req, bucket.profile, body.digests.update) as blob:
         await blob.write_all(aiter(body))
         part_checksums = body.verify()
@@ -248,7 +246,7 @@ async def upload_part(req: S3Request) -> web.StreamResponse:
             checksums=part_checksums,
         )
         await _commit_part(req, blob, upload, part)
-    return web.Response(headers={"ETag": part.etag, **_checksum_headers(part_checksums)})
+    return web.Response(headers={"ETag": part.etag, **checksums.response_headers(part_checksums)})
 
 
 async def upload_part_copy(req: S3Request) -> web.StreamResponse:

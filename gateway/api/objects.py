@@ -96,13 +96,6 @@ def object_headers(record: ObjectRecord) -> CIMultiDict[str]:
     return headers
 
 
-def _checksum_headers(record: ObjectRecord) -> dict[str, str]:
-    found = {checksums.header_name(alg): value for alg, value in record.checksums.items()}
-    if found:
-        found["x-amz-checksum-type"] = record.checksum_type
-    return found
-
-
 async def readable_object(req: S3Request) -> tuple[Bucket, ObjectRecord]:
     assert req.bucket is not None
     key = object_key(req)
@@ -248,11 +241,10 @@ async def plan_read(req: S3Request, with_segments: bool) -> ObjectRead:
         if byte_range is not None:
             headers["Content-Range"] = byte_range.content_range(record.size)
         if checksum_mode and whole:
-            headers.update(_checksum_headers(record))
+            headers.update(checksums.response_headers(record.checksums, record.checksum_type))
         elif checksum_mode and part is not None:
             # A part's own checksum lets the client verify the bytes of that part.
-            for algorithm, value in part.checksums.items():
-                headers[checksums.header_name(algorithm)] = value
+            headers.update(checksums.response_headers(part.checksums))
         apply_overrides(req, headers)
         segments = None
         if with_segments:
@@ -357,10 +349,9 @@ async def put_object(req: S3Request) -> web.StreamResponse:
         record = await _put_local(req, bucket, key, body, metadata, check, eager)
     if eager:
         req.eager_enqueued()
-    response_headers = {"ETag": record.etag}
-    for algorithm, value in metadata["checksums"].items():
-        response_headers[checksums.header_name(algorithm)] = value
-    return web.Response(headers=response_headers)
+    return web.Response(
+        headers={"ETag": record.etag, **checksums.response_headers(metadata["checksums"])}
+    )
 
 
 def _new_record(
