@@ -28,10 +28,11 @@ from gateway.api.objects import (
     content_type_from_headers,
     metadata_from_headers,
     object_key,
+    precheck_write,
     write_check,
     write_precondition,
 )
-from gateway.meta import objects, uploads
+from gateway.meta import uploads
 from gateway.meta.buckets import Bucket
 from gateway.meta.objects import Chunk, ObjectRecord, prefix_upper_bound
 from gateway.meta.uploads import ListedUpload, Part, Upload
@@ -414,10 +415,7 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
         # Checked before the upstream completes, and again with the upload locked.
         parts = await uploads.list_parts(req.pool, upload_id, 0, multipart.MAX_PART_NUMBER)
         planned, chunks = assemble(upload, parts)
-        current = None
-        if check is not None:
-            current = await objects.get_object(req.pool, bucket.name, key)
-            check(current.etag if current else None)
+        current = await precheck_write(req, bucket.name, key, check)
         try:
             storage_etag = await store.complete_upload(
                 upstream_key,

@@ -323,6 +323,19 @@ def write_check(cond: Conditions | None, key: str) -> WriteCheck | None:
     return check
 
 
+async def precheck_write(
+    req: S3Request, bucket: str, key: str, check: WriteCheck | None
+) -> ObjectRecord | None:
+    """The object a conditional write replaces, checked before any byte moves, so a refusal
+    is fast (the check runs again under the row lock); None, without a look, for a plain
+    write."""
+    if check is None:
+        return None
+    current = await objects.get_object(req.pool, bucket, key)
+    check(current.etag if current else None)
+    return current
+
+
 async def put_object(req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     key = object_key(req)
@@ -332,11 +345,7 @@ async def put_object(req: S3Request) -> web.StreamResponse:
     metadata = metadata_from_headers(req, headers)
     cond = write_precondition(req)
     check = write_check(cond, key)
-    current = None
-    if check is not None:
-        # Fail fast before the body is transferred; checked again under the row lock.
-        current = await objects.get_object(req.pool, bucket.name, key)
-        check(current.etag if current else None)
+    current = await precheck_write(req, bucket.name, key, check)
     body = RequestBody(req, max_size=req.config.limits.max_object_size)
     eager = req.eager_presets(bucket.name)
     store = upstream.store_of(req, bucket.profile)
@@ -528,10 +537,7 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
         metadata = {"user": source.user_metadata, "headers": source.headers}
         content_type = source.content_type
     check = write_check(write_precondition(req), key)
-    if check is not None:
-        # Refused before anything is copied; checked again under the row lock.
-        current = await objects.get_object(req.pool, bucket.name, key)
-        check(current.etag if current else None)
+    await precheck_write(req, bucket.name, key, check)
     eager = req.eager_presets(bucket.name)
     store = upstream.store_of(req, bucket.profile)
     if store is not None:
