@@ -28,18 +28,11 @@ from lxml import etree
 from gateway.maintenance.janitor import abort_abandoned_uploads
 from tests.conftest import LOCAL_ONLY, GatewayProcess, db_fetch, unaccounted_blobs
 from tests.rawhttp import sign_s3
+from tests.s3errors import code_of, status_of
 from tests.test_awscli import AwsCli, cli_env
 
 MiB = 1024 * 1024
 PART_NUMBER_MESSAGE = "Part number must be an integer between 1 and 10000, inclusive"
-
-
-def code_of(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
-    return excinfo.value.response["Error"]["Code"]
-
-
-def status_of(excinfo: pytest.ExceptionInfo[ClientError]) -> int:
-    return excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"]
 
 
 def split(data: bytes, size: int) -> list[bytes]:

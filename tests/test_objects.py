@@ -12,14 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import client, longest_key
-
-
-def code_of(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
-    return excinfo.value.response["Error"]["Code"]
-
-
-def status_of(excinfo: pytest.ExceptionInfo[ClientError]) -> int:
-    return excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"]
+from tests.s3errors import code_of, status_of
 
 
 def test_put_get_round_trip_with_metadata_and_headers(s3, bucket: str) -> None:

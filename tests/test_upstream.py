@@ -29,6 +29,7 @@ from tests.conftest import (
     db_fetch,
     upstream_key,
 )
+from tests.s3errors import error_of
 from tests.test_awscli import AwsCli, cli_env
 from tests.test_large_objects import MIB, multipart_etag, write_random
 from tests.test_multipart import multipart_object, s3_etag
@@ -87,11 +88,6 @@ class Upstream:
 @pytest.fixture
 def upstream(upstream_s3: S3Client, upstream_bucket: str) -> Upstream:
     return Upstream(upstream_s3, upstream_bucket)
-
-
-def error_of(error: ClientError) -> tuple[int, str]:
-    """(HTTP status, error code) of a refused request."""
-    return error.response["ResponseMetadata"]["HTTPStatusCode"], error.response["Error"]["Code"]
 
 
 def listing(s3: S3Client, bucket: str) -> list[tuple[str, int, str]]:

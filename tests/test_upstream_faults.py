@@ -40,6 +40,7 @@ from tests.conftest import (
     upstream_storage,
 )
 from tests.faultproxy import FAIL, HOLD, JITTER, PASS, STALL, FaultyProxy
+from tests.s3errors import error_of
 from tests.test_variants import variant
 from tests.unit.variants import images
 
@@ -107,11 +108,6 @@ def faulty(
             yield Faulty(process, proxy, moto_server.client())
     finally:
         proxy.stop()
-
-
-def error_of(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[int, str]:
-    response = excinfo.value.response
-    return response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Code"]
 
 
 def etag_of(body: bytes) -> str:

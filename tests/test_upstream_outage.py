@@ -27,7 +27,8 @@ from tests.conftest import (
     db_fetch,
     own_upstream_gateway,
 )
-from tests.test_upstream import CUT_SHORT, UNAVAILABLE, Upstream, error_of, listing, read_body
+from tests.s3errors import error_of
+from tests.test_upstream import CUT_SHORT, UNAVAILABLE, Upstream, listing, read_body
 from tests.test_variants import error_code, variant
 from tests.unit.variants import images
 
