@@ -681,8 +681,3 @@ def bucket(s3: S3Client) -> Iterator[str]:
     name = f"test-{uuid.uuid4().hex[:16]}"
     s3.create_bucket(Bucket=name)
     yield name
-
-
-@pytest.fixture
-def gateway_db(gateway_dsn: str) -> str:
-    return gateway_dsn
