@@ -512,14 +512,18 @@ UPSTREAM_ENV = {
 
 @contextlib.contextmanager
 def run_gateway(
-    directory: Path, dsn: str, storage: dict[str, object], env: dict[str, str]
+    directory: Path,
+    dsn: str,
+    storage: dict[str, object],
+    env: dict[str, str],
+    **config: object,
 ) -> Iterator[GatewayProcess]:
     """A running gateway with its own configuration and data directory under ``directory``
-    (made here), stopped on leaving."""
+    (made here), stopped on leaving; ``config``: more write_config keywords."""
     directory.mkdir()
     port = free_port()
     config_path = directory / "gateway.yaml"
-    write_config(config_path, directory / "data", port, dsn, **storage)
+    write_config(config_path, directory / "data", port, dsn, **storage, **config)
     process = GatewayProcess(
         config_path, directory / "data", port, env=env, dsn=dsn, storage=storage
     )
