@@ -23,11 +23,13 @@ from gateway.api.context import (
     PRESETS,
     RECENT_BUCKETS,
     RENDER_POOL,
+    SENDFILE_THREADS,
     STORES,
     VARIANTS,
 )
 from gateway.api.middleware import add_request_id, s3_errors
 from gateway.api.router import dispatch, no_expectation
+from gateway.api.sendfile import sendfile_threads
 from gateway.api.variants import variant_source
 from gateway.config import CredentialConfig, GatewayConfig
 from gateway.maintenance.janitor import run_janitor
@@ -99,6 +101,15 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 
         app[RECENT_BUCKETS] = RecentBuckets(RECENT_BUCKET_SECONDS, cacheable)
         yield
+
+
+async def _sendfile_threads(app: web.Application) -> AsyncIterator[None]:
+    threads = sendfile_threads()
+    app[SENDFILE_THREADS] = threads
+    yield
+    # Not waited for here: a thread may be waiting on a client that stopped reading, until
+    # its idle timeout; the interpreter joins them on exit.
+    threads.shutdown(wait=False)
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -202,6 +213,7 @@ def create_app(config: GatewayConfig, root: CredentialConfig | None = None) -> w
     if root is not None:
         credentials[root.access_key] = root
     app[CREDENTIALS] = credentials
+    app.cleanup_ctx.append(_sendfile_threads)
     app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_key_reserve)

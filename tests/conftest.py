@@ -185,6 +185,16 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    """Whether ``condition`` came to hold within ``timeout`` seconds (polled)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
 def _spawn(command: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log:
         return subprocess.Popen(
@@ -334,6 +344,20 @@ class GatewayProcess:
 
     def stop(self) -> None:
         _terminate(self.process)
+
+    def command(
+        self, name: str, *arguments: str, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """`python -m gateway NAME --config ... ARGUMENTS` on this process's configuration and
+        environment, as an operator runs the maintenance commands beside a serving gateway."""
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", name, "--config", str(self.config_path), *arguments],
+            cwd=REPO,
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     @contextlib.contextmanager
     def running(self) -> Iterator[GatewayProcess]:
@@ -486,19 +510,50 @@ UPSTREAM_ENV = {
 }
 
 
+@contextlib.contextmanager
 def run_gateway(
-    directory: Path, dsn: str, storage: dict[str, object], env: dict[str, str]
+    directory: Path,
+    dsn: str,
+    storage: dict[str, object],
+    env: dict[str, str],
+    **config: object,
 ) -> Iterator[GatewayProcess]:
-    """A gateway with its own configuration and data directory under ``directory``."""
+    """A running gateway with its own configuration and data directory under ``directory``
+    (made here), stopped on leaving; ``config``: more write_config keywords."""
     directory.mkdir()
     port = free_port()
     config_path = directory / "gateway.yaml"
-    write_config(config_path, directory / "data", port, dsn, **storage)
+    write_config(config_path, directory / "data", port, dsn, **storage, **config)
     process = GatewayProcess(
         config_path, directory / "data", port, env=env, dsn=dsn, storage=storage
     )
     with process.running():
         yield process
+
+
+@dataclass
+class OwnUpstream:
+    """A moto server and a gateway over it that no other test uses."""
+
+    moto: MotoServer
+    gateway: GatewayProcess
+
+
+@contextlib.contextmanager
+def own_upstream_gateway(directory: Path, pg_server_dsn: str) -> Iterator[OwnUpstream]:
+    """A moto of its own under ``directory`` and a gateway (upstream profile, a new database)
+    over it, both stopped on leaving: for tests that stop the upstream (moto keeps everything in
+    memory, so it comes back empty) or that list all of it."""
+    moto = MotoServer(free_port(), directory / "moto.log")
+    try:
+        moto.start()
+        dsn = create_database(pg_server_dsn)
+        with run_gateway(
+            directory / "gateway", dsn, upstream_storage(moto), UPSTREAM_ENV
+        ) as gateway:
+            yield OwnUpstream(moto, gateway)
+    finally:
+        moto.stop()
 
 
 @pytest.fixture(scope="session")
@@ -509,7 +564,8 @@ def local_dsn(pg_server_dsn: str) -> str:
 @pytest.fixture(scope="session")
 def local_gateway(tmp_root: Path, local_dsn: str) -> Iterator[GatewayProcess]:
     """The gateway with the built-in local profile: blobs under its data directory."""
-    yield from run_gateway(tmp_root / LOCAL, local_dsn, {}, GATEWAY_ENV)
+    with run_gateway(tmp_root / LOCAL, local_dsn, {}, GATEWAY_ENV) as process:
+        yield process
 
 
 @pytest.fixture(scope="session")
@@ -538,7 +594,10 @@ def upstream_gateway(
 ) -> Iterator[GatewayProcess]:
     """The gateway whose default profile is moto's bucket (see upstream_storage)."""
     dsn = create_database(pg_server_dsn)
-    yield from run_gateway(tmp_root / UPSTREAM, dsn, upstream_storage(moto_server), UPSTREAM_ENV)
+    with run_gateway(
+        tmp_root / UPSTREAM, dsn, upstream_storage(moto_server), UPSTREAM_ENV
+    ) as process:
+        yield process
 
 
 @pytest.fixture(scope="session", params=PROFILES)
@@ -626,8 +685,3 @@ def bucket(s3: S3Client) -> Iterator[str]:
     name = f"test-{uuid.uuid4().hex[:16]}"
     s3.create_bucket(Bucket=name)
     yield name
-
-
-@pytest.fixture
-def gateway_db(gateway_dsn: str) -> str:
-    return gateway_dsn

@@ -18,10 +18,7 @@ from lxml import etree
 
 from tests.conftest import PUBLIC_BUCKET, ROOT_ACCESS_KEY, ROOT_SECRET_KEY, client
 from tests.rawhttp import RawResponse, request_head, send_raw, sign, signed_chunks
-
-
-def code_of(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
-    return excinfo.value.response["Error"]["Code"]
+from tests.s3errors import code_of
 
 
 def assert_absent(s3, bucket: str, key: str) -> None:

@@ -7,9 +7,7 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-
-def error_code(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
-    return excinfo.value.response["Error"]["Code"]
+from tests.s3errors import code_of
 
 
 def test_create_list_head_delete(s3) -> None:
@@ -29,7 +27,7 @@ def test_create_list_head_delete(s3) -> None:
 def test_create_twice_is_already_owned(s3, bucket: str) -> None:
     with pytest.raises(ClientError) as excinfo:
         s3.create_bucket(Bucket=bucket)
-    assert error_code(excinfo) == "BucketAlreadyOwnedByYou"
+    assert code_of(excinfo) == "BucketAlreadyOwnedByYou"
     assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
 
 
@@ -41,7 +39,7 @@ def test_create_twice_is_already_owned(s3, bucket: str) -> None:
 def test_invalid_bucket_names(s3, name: str) -> None:
     with pytest.raises(ClientError) as excinfo:
         s3.create_bucket(Bucket=name)
-    assert error_code(excinfo) == "InvalidBucketName"
+    assert code_of(excinfo) == "InvalidBucketName"
     assert name not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
 
 
@@ -49,7 +47,7 @@ def test_delete_non_empty_bucket(s3, bucket: str) -> None:
     s3.put_object(Bucket=bucket, Key="keep", Body=b"1")
     with pytest.raises(ClientError) as excinfo:
         s3.delete_bucket(Bucket=bucket)
-    assert error_code(excinfo) == "BucketNotEmpty"
+    assert code_of(excinfo) == "BucketNotEmpty"
     assert s3.get_object(Bucket=bucket, Key="keep")["Body"].read() == b"1"
 
 
@@ -62,11 +60,11 @@ def test_missing_bucket(s3) -> None:
     ):
         with pytest.raises(ClientError) as excinfo:
             call()
-        assert error_code(excinfo) == "NoSuchBucket"
+        assert code_of(excinfo) == "NoSuchBucket"
 
 
 def test_location_constraint_must_match_region(s3) -> None:
     name = f"bucket-{uuid.uuid4().hex[:12]}"
     with pytest.raises(ClientError) as excinfo:
         s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-    assert error_code(excinfo) == "InvalidLocationConstraint"
+    assert code_of(excinfo) == "InvalidLocationConstraint"

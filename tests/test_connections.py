@@ -15,7 +15,7 @@ import ssl
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,7 @@ from tests.conftest import (
     _wait_until,
     client,
     free_port,
+    wait_for,
     write_config,
 )
 from tests.rawhttp import request_head, send_raw, sign
@@ -112,15 +113,6 @@ def closed_by_server(sock: socket.socket) -> bool:
         return False
     except OSError:
         return True
-
-
-def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return condition()
 
 
 def open_files(gateway: GatewayProcess) -> int:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +26,6 @@ from tests.conftest import (
     GATEWAY_ENV,
     LOCAL,
     PUBLIC_BUCKET,
-    REPO,
     UPSTREAM,
     UPSTREAM_ENV,
     GatewayProcess,
@@ -37,6 +34,7 @@ from tests.conftest import (
     client,
     db_fetch,
     free_port,
+    run_gateway,
     upstream_storage,
     write_config,
 )
@@ -80,6 +78,19 @@ def own_postgres(tmp_path: Path) -> Iterator[OwnPostgres]:
         server.stop("immediate")
 
 
+def small_pool(dsn: str, **timeouts: float) -> dict[str, object]:
+    """The database settings of a gateway whose pool a few requests fill, and that gives up on
+    a database quickly."""
+    return {
+        "url": dsn,
+        "pool_min_size": 1,
+        "pool_max_size": POOL_MAX,
+        "connect_timeout_seconds": 2,
+        "acquire_timeout_seconds": 3,
+        **timeouts,
+    }
+
+
 @pytest.fixture(params=[(LOCAL, SOCKET), (UPSTREAM, TCP)], ids=["local-socket", "upstream-tcp"])
 def outage_gateway(
     request: pytest.FixtureRequest, tmp_path: Path, own_postgres: OwnPostgres
@@ -95,21 +106,9 @@ def outage_gateway(
         moto.start()
         storage, env = upstream_storage(moto), UPSTREAM_ENV
     dsn = own_postgres.dsn(how)
-    config_path = tmp_path / "gateway.yaml"
-    port = free_port()
-    database = {
-        "url": dsn,
-        "pool_min_size": 1,
-        "pool_max_size": POOL_MAX,
-        "connect_timeout_seconds": 2,
-        "acquire_timeout_seconds": 3,
-    }
-    write_config(config_path, tmp_path / "data", port, dsn, database=database, **storage)
-    process = GatewayProcess(
-        config_path, tmp_path / "data", port, env=env, dsn=dsn, storage=storage
-    )
+    database = small_pool(dsn)
     try:
-        with process.running():
+        with run_gateway(tmp_path / "gateway", dsn, storage, env, database=database) as process:
             yield process
     finally:
         if moto is not None:
@@ -206,6 +205,14 @@ def check_unavailable(outcomes: list[Outcome]) -> None:
         assert outcome.headers.get("retry-after", "").isdigit(), outcome
         assert outcome.headers.get("x-amz-request-id"), outcome
         assert outcome.seconds < ANSWER_WITHIN, outcome
+
+
+def assert_sigterm_exits_promptly(gateway: GatewayProcess) -> None:
+    assert gateway.process is not None
+    started = time.monotonic()
+    gateway.process.send_signal(signal.SIGTERM)
+    gateway.process.wait(timeout=EXIT_WITHIN + 30)
+    assert time.monotonic() - started < EXIT_WITHIN
 
 
 def log_since(gateway: GatewayProcess, offset: int) -> str:
@@ -331,11 +338,7 @@ def test_a_database_outage_is_fast_503s_and_passes(
     # Down again, SIGTERM: the gateway exits promptly all the same.
     own_postgres.stop()
     attempt("GetObject", lambda: fragile.get_object(Bucket=BUCKET, Key="small"))
-    assert gateway.process is not None
-    started = time.monotonic()
-    gateway.process.send_signal(signal.SIGTERM)
-    gateway.process.wait(timeout=EXIT_WITHIN + 30)
-    assert time.monotonic() - started < EXIT_WITHIN
+    assert_sigterm_exits_promptly(gateway)
     assert "Traceback" not in log_since(gateway, offset), log_since(gateway, offset)[-3000:]
 
     # Everything acknowledged is still there for the next start.
@@ -352,20 +355,9 @@ def hanging_gateway(
     """A gateway that reaches its Postgres through a proxy that can stop answering."""
     proxy = FaultyProxy(("127.0.0.1", own_postgres.port))
     dsn = f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
-    database = {
-        "url": dsn,
-        "pool_min_size": 1,
-        "pool_max_size": POOL_MAX,
-        "connect_timeout_seconds": 2,
-        "acquire_timeout_seconds": 3,
-        "query_timeout_seconds": 2,
-    }
-    config_path = tmp_path / "gateway.yaml"
-    port = free_port()
-    write_config(config_path, tmp_path / "data", port, dsn, database=database)
-    process = GatewayProcess(config_path, tmp_path / "data", port, env=GATEWAY_ENV, dsn=dsn)
+    database = small_pool(dsn, query_timeout_seconds=2)
     try:
-        with process.running():
+        with run_gateway(tmp_path / "gateway", dsn, {}, GATEWAY_ENV, database=database) as process:
             yield process, proxy
     finally:
         proxy.close()
@@ -422,11 +414,7 @@ def test_a_hung_database_is_503_within_the_timeouts(
     # Hung again, SIGTERM: a connection stuck on the dead server does not hold up the exit.
     proxy.hang()
     attempt("GetObject", lambda: fragile.get_object(Bucket=BUCKET, Key="small"))
-    assert gateway.process is not None
-    started = time.monotonic()
-    gateway.process.send_signal(signal.SIGTERM)
-    gateway.process.wait(timeout=EXIT_WITHIN + 30)
-    assert time.monotonic() - started < EXIT_WITHIN
+    assert_sigterm_exits_promptly(gateway)
 
 
 @pytest.mark.parametrize("command", [["migrate"], ["gc", "--grace", "0"]], ids=["migrate", "gc"])
@@ -436,17 +424,11 @@ def test_maintenance_commands_say_the_database_is_unavailable(
     dsn = own_postgres.dsn(TCP)
     config_path = tmp_path / "gateway.yaml"
     database = {"url": dsn, "connect_timeout_seconds": 2}
-    write_config(config_path, tmp_path / "data", free_port(), dsn, database=database)
+    port = free_port()
+    write_config(config_path, tmp_path / "data", port, dsn, database=database)
+    never_started = GatewayProcess(config_path, tmp_path / "data", port, env=GATEWAY_ENV, dsn=dsn)
     own_postgres.stop()
-    name, *options = command
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway", name, "--config", str(config_path), *options],
-        cwd=REPO,
-        env={**os.environ, **GATEWAY_ENV},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = never_started.command(*command)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "database unavailable: ConnectionRefusedError" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, result.stderr

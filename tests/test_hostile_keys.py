@@ -21,18 +21,15 @@ from gateway.config import LimitsConfig
 from tests.conftest import (
     GATEWAY_ENV,
     UPSTREAM_BUCKET,
-    UPSTREAM_ENV,
     UPSTREAM_VARIANTS_PREFIX,
     GatewayProcess,
-    MotoServer,
-    S3Client,
+    OwnUpstream,
     client,
     create_database,
     free_port,
     longest_key,
-    run_gateway,
+    own_upstream_gateway,
     upstream_key,
-    upstream_storage,
     write_config,
 )
 
@@ -298,28 +295,14 @@ def has_dot_segment(key: str) -> bool:
     return any(segment in (".", "..") for segment in key.split("/"))
 
 
-@dataclass
-class OwnUpstream:
-    gateway: GatewayProcess
-    s3: S3Client  # moto, around the gateway
-
-
 @pytest.fixture(scope="module")
 def own_upstream(
     pg_server_dsn: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OwnUpstream]:
     """A moto and a gateway of this module's own: every test lists the whole upstream bucket to
     see where a key landed, which on the session's moto (thousands of objects) costs seconds."""
-    root = tmp_path_factory.mktemp("hostile-upstream")
-    moto = MotoServer(free_port(), root / "moto.log")
-    moto.start()
-    try:
-        storage = upstream_storage(moto)
-        dsn = create_database(pg_server_dsn)
-        for gateway in run_gateway(root / "gateway", dsn, storage, UPSTREAM_ENV):
-            yield OwnUpstream(gateway, moto.client())
-    finally:
-        moto.stop()
+    with own_upstream_gateway(tmp_path_factory.mktemp("hostile-upstream"), pg_server_dsn) as own:
+        yield own
 
 
 @pytest.mark.parametrize("key", HOSTILE_KEYS.values(), ids=HOSTILE_KEYS.keys())
@@ -327,7 +310,7 @@ def test_round_trip_upstream(own_upstream: OwnUpstream, key: str) -> None:
     """On an upstream profile a hostile key becomes exactly one upstream object, under its
     bucket's prefix and never among the variants; or, where the upstream could not keep it
     literally, a clear refusal that writes nothing."""
-    upstream_gateway, upstream_s3 = own_upstream.gateway, own_upstream.s3
+    upstream_gateway, upstream_s3 = own_upstream.gateway, own_upstream.moto.client()
     probe = f"probe-{uuid.uuid4().hex[:12]}/{key}"
     if len(probe.encode()) <= 1024:
         try:

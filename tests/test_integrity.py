@@ -4,8 +4,6 @@ blobs, janitor edge cases. Each test names the promise it pins."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +17,6 @@ from gateway.config import LimitsConfig
 from tests.conftest import (
     LOCAL,
     LOCAL_ONLY,
-    REPO,
     UPSTREAM_BUCKET,
     client,
     db_fetch,
@@ -185,23 +182,7 @@ def test_janitor_skips_garbage_of_unknown_profiles(gateway, gateway_dsn) -> None
         " SELECT 'retired', k, now() - interval '2 days' FROM unnest($1::text[]) AS k",
         keys,
     )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "gc",
-            "--config",
-            str(gateway.config_path),
-            "--grace",
-            "86400",
-        ],
-        cwd=REPO,
-        env={**os.environ, **gateway.env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = gateway.command("gc", "--grace", "86400", timeout=60)
     assert result.returncode == 0, result.stderr
     left = db_fetch(gateway_dsn, "SELECT count(*) AS n FROM garbage WHERE profile = 'retired'")
     assert left[0]["n"] == 600

@@ -147,7 +147,7 @@ def counted_s3(
     round trip goes through ``proxy``."""
     database = urlsplit(create_database(pg_server_dsn)).path.lstrip("/")
     directory: Path = tmp_path_factory.mktemp("counted") / "gateway"
-    for process in run_gateway(directory, proxy.dsn(database), {}, GATEWAY_ENV):
+    with run_gateway(directory, proxy.dsn(database), {}, GATEWAY_ENV) as process:
         yield client(process.endpoint)
 
 

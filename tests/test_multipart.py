@@ -20,23 +20,19 @@ from typing import Any
 
 import asyncpg
 import pytest
+import requests
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
+from lxml import etree
 
 from gateway.maintenance.janitor import abort_abandoned_uploads
 from tests.conftest import LOCAL_ONLY, GatewayProcess, db_fetch, unaccounted_blobs
+from tests.rawhttp import sign_s3
+from tests.s3errors import code_of, status_of
 from tests.test_awscli import AwsCli, cli_env
 
 MiB = 1024 * 1024
 PART_NUMBER_MESSAGE = "Part number must be an integer between 1 and 10000, inclusive"
-
-
-def code_of(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
-    return excinfo.value.response["Error"]["Code"]
-
-
-def status_of(excinfo: pytest.ExceptionInfo[ClientError]) -> int:
-    return excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"]
 
 
 def split(data: bytes, size: int) -> list[bytes]:
@@ -460,42 +456,57 @@ def test_list_multipart_uploads_pagination(s3, bucket: str) -> None:
     assert [(u["Key"], u["UploadId"]) for u in after["Uploads"]] == expected[3:]
 
 
+def test_list_multipart_uploads_encoding_type(gateway: GatewayProcess, s3, bucket: str) -> None:
+    """url is the one encoding-type, as for ListObjects: any other is InvalidArgument."""
+    s3.create_multipart_upload(Bucket=bucket, Key="a b+c")
+    listed = s3.list_multipart_uploads(Bucket=bucket, EncodingType="url")
+    # Asked for explicitly, boto3 leaves the keys as sent: url encoded.
+    assert [upload["Key"] for upload in listed["Uploads"]] == ["a%20b%2Bc"]
+    url = f"{gateway.endpoint}/{bucket}?uploads&encoding-type=base64"
+    refused = requests.get(url, headers=sign_s3("GET", url), timeout=30)
+    assert refused.status_code == 400, refused.text
+    document = etree.fromstring(refused.content)
+    assert document.findtext("Code") == "InvalidArgument"
+    assert document.findtext("ArgumentName") == "encoding-type"
+    assert document.findtext("ArgumentValue") == "base64"
+
+
 # The intent log: blob files of the local profile and the garbage log of them.
 
 
 @LOCAL_ONLY
 def test_abort_and_replace_leave_no_unlisted_blob(
-    s3, bucket: str, gateway: GatewayProcess, gateway_db: str
+    s3, bucket: str, gateway: GatewayProcess, gateway_dsn: str
 ) -> None:
     upload_id, _ = start_upload(s3, bucket, "k", [b"one", b"two", b"three"])
     replaced = db_fetch(
-        gateway_db,
+        gateway_dsn,
         "SELECT storage_key FROM upload_parts WHERE upload_id = $1 AND part_number = 2",
         uuid.UUID(upload_id),
     )[0]["storage_key"]
     # Uploading a part number again replaces the part: the old blob becomes garbage.
     s3.upload_part(Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=2, Body=b"TWO")
-    assert replaced in garbage_keys(gateway_db)
+    assert replaced in garbage_keys(gateway_dsn)
     parts = db_fetch(
-        gateway_db,
+        gateway_dsn,
         "SELECT storage_key FROM upload_parts WHERE upload_id = $1",
         uuid.UUID(upload_id),
     )
     assert len(parts) == 3
 
     s3.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=upload_id)
-    assert {row["storage_key"] for row in parts} <= garbage_keys(gateway_db)
+    assert {row["storage_key"] for row in parts} <= garbage_keys(gateway_dsn)
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-    assert unaccounted_blobs(gateway, gateway_db) == []
+    assert unaccounted_blobs(gateway, gateway_dsn) == []
 
 
 @LOCAL_ONLY
 def test_overwrite_and_delete_retire_every_part(
-    s3, bucket: str, gateway: GatewayProcess, gateway_db: str
+    s3, bucket: str, gateway: GatewayProcess, gateway_dsn: str
 ) -> None:
     def chunk_keys() -> set[str]:
         rows = db_fetch(
-            gateway_db,
+            gateway_dsn,
             "SELECT c.storage_key FROM object_chunks c JOIN objects o USING (version_id)"
             " WHERE o.bucket = $1 AND o.key = 'k'",
             bucket,
@@ -506,37 +517,37 @@ def test_overwrite_and_delete_retire_every_part(
     first = chunk_keys()
     assert len(first) == 2
     s3.put_object(Bucket=bucket, Key="k", Body=b"plain now")
-    assert first <= garbage_keys(gateway_db)
+    assert first <= garbage_keys(gateway_dsn)
     assert chunk_keys() == set()
 
     multipart_object(s3, bucket, "k", [os.urandom(5 * MiB), b"tail"])
     second = chunk_keys()
     s3.delete_object(Bucket=bucket, Key="k")
-    assert second <= garbage_keys(gateway_db)
-    assert unaccounted_blobs(gateway, gateway_db) == []
+    assert second <= garbage_keys(gateway_dsn)
+    assert unaccounted_blobs(gateway, gateway_dsn) == []
 
 
 @LOCAL_ONLY
-def test_janitor_aborts_abandoned_uploads(s3, bucket: str, gateway_db: str) -> None:
+def test_janitor_aborts_abandoned_uploads(s3, bucket: str, gateway_dsn: str) -> None:
     old_id, _ = start_upload(s3, bucket, "old", [b"stale part"])
     new_id, _ = start_upload(s3, bucket, "new", [b"fresh part"])
     (part,) = db_fetch(
-        gateway_db, "SELECT storage_key FROM upload_parts WHERE upload_id = $1", uuid.UUID(old_id)
+        gateway_dsn, "SELECT storage_key FROM upload_parts WHERE upload_id = $1", uuid.UUID(old_id)
     )
     db_fetch(
-        gateway_db,
+        gateway_dsn,
         "UPDATE uploads SET initiated = now() - interval '2 days' WHERE upload_id = $1",
         uuid.UUID(old_id),
     )
 
     async def run() -> int:
-        pool = await asyncpg.create_pool(gateway_db, min_size=1, max_size=2)
+        pool = await asyncpg.create_pool(gateway_dsn, min_size=1, max_size=2)
         try:
             return await abort_abandoned_uploads(pool, {}, 86400)
         finally:
             await pool.close()
 
     assert asyncio.run(run()) >= 1
-    assert part["storage_key"] in garbage_keys(gateway_db)
+    assert part["storage_key"] in garbage_keys(gateway_dsn)
     listed = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert [upload["UploadId"] for upload in listed] == [new_id]

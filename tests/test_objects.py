@@ -12,14 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import client, longest_key
-
-
-def code_of(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
-    return excinfo.value.response["Error"]["Code"]
-
-
-def status_of(excinfo: pytest.ExceptionInfo[ClientError]) -> int:
-    return excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"]
+from tests.s3errors import code_of, status_of
 
 
 def test_put_get_round_trip_with_metadata_and_headers(s3, bucket: str) -> None:
@@ -155,6 +148,28 @@ def test_conditional_put(s3, bucket: str) -> None:
         s3.put_object(Bucket=bucket, Key="once", Body=b"2", IfNoneMatch="*")
     assert code_of(excinfo) == "PreconditionFailed"
     assert s3.get_object(Bucket=bucket, Key="once")["Body"].read() == b"1"
+
+
+def test_conditional_copy(s3, bucket: str) -> None:
+    """If-Match / If-None-Match on CopyObject's destination, as on PutObject."""
+    s3.put_object(Bucket=bucket, Key="src", Body=b"source")
+    taken = s3.put_object(Bucket=bucket, Key="taken", Body=b"taken")["ETag"]
+    source = f"{bucket}/src"
+    with pytest.raises(ClientError) as excinfo:
+        s3.copy_object(Bucket=bucket, Key="taken", CopySource=source, IfNoneMatch="*")
+    assert (status_of(excinfo), code_of(excinfo)) == (412, "PreconditionFailed")
+    wrong = '"00000000000000000000000000000000"'
+    with pytest.raises(ClientError) as excinfo:
+        s3.copy_object(Bucket=bucket, Key="taken", CopySource=source, IfMatch=wrong)
+    assert (status_of(excinfo), code_of(excinfo)) == (412, "PreconditionFailed")
+    with pytest.raises(ClientError) as excinfo:
+        s3.copy_object(Bucket=bucket, Key="missing", CopySource=source, IfMatch=taken)
+    assert (status_of(excinfo), code_of(excinfo)) == (404, "NoSuchKey")
+    assert s3.get_object(Bucket=bucket, Key="taken")["Body"].read() == b"taken"
+    s3.copy_object(Bucket=bucket, Key="taken", CopySource=source, IfMatch=taken)
+    s3.copy_object(Bucket=bucket, Key="new", CopySource=source, IfNoneMatch="*")
+    for key in ("taken", "new"):
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"source"
 
 
 def test_response_overrides(s3, bucket: str) -> None:

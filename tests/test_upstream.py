@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,6 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import (
-    REPO,
     UPSTREAM_ONLY,
     UPSTREAM_VARIANTS_PREFIX,
     GatewayProcess,
@@ -31,6 +29,7 @@ from tests.conftest import (
     db_fetch,
     upstream_key,
 )
+from tests.s3errors import error_of
 from tests.test_awscli import AwsCli, cli_env
 from tests.test_large_objects import MIB, multipart_etag, write_random
 from tests.test_multipart import multipart_object, s3_etag
@@ -89,11 +88,6 @@ class Upstream:
 @pytest.fixture
 def upstream(upstream_s3: S3Client, upstream_bucket: str) -> Upstream:
     return Upstream(upstream_s3, upstream_bucket)
-
-
-def error_of(error: ClientError) -> tuple[int, str]:
-    """(HTTP status, error code) of a refused request."""
-    return error.response["ResponseMetadata"]["HTTPStatusCode"], error.response["Error"]["Code"]
 
 
 def listing(s3: S3Client, bucket: str) -> list[tuple[str, int, str]]:
@@ -406,14 +400,7 @@ IMPORTED = 5000
 
 
 def run_import(gateway: GatewayProcess, bucket: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "import", "--config", str(gateway.config_path), bucket],
-        cwd=REPO,
-        env={**os.environ, **gateway.env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return gateway.command("import", bucket, timeout=600)
 
 
 @pytest.fixture

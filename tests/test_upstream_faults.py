@@ -11,8 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -27,7 +25,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from gateway.config import UpstreamProfile
 from tests.conftest import (
-    REPO,
     UPSTREAM,
     UPSTREAM_BUCKET,
     UPSTREAM_ENV,
@@ -38,12 +35,12 @@ from tests.conftest import (
     client,
     create_database,
     db_fetch,
-    free_port,
+    run_gateway,
     upstream_key,
     upstream_storage,
-    write_config,
 )
 from tests.faultproxy import FAIL, HOLD, JITTER, PASS, STALL, FaultyProxy
+from tests.s3errors import error_of
 from tests.test_variants import variant
 from tests.unit.variants import images
 
@@ -100,28 +97,17 @@ def faulty(
 ) -> Iterator[Faulty]:
     proxy = FaultyProxy(moto_server.port)
     proxy.start()
-    directory = tmp_path_factory.mktemp("faulty")
+    directory = tmp_path_factory.mktemp("faulty") / "gateway"
     storage = upstream_storage(SimpleNamespace(endpoint=proxy.endpoint, bucket=UPSTREAM_BUCKET))
     profile = storage["storage_profiles"][UPSTREAM]  # type: ignore[index]
     # Silence is noticed within seconds, and retried once.
     profile.update(read_timeout_seconds=READ_TIMEOUT, max_attempts=2, retry_base_seconds=0.1)
-    port = free_port()
-    config_path = directory / "gateway.yaml"
     dsn = create_database(pg_server_dsn)
-    write_config(config_path, directory / "data", port, dsn, **storage)
-    process = GatewayProcess(
-        config_path, directory / "data", port, env=UPSTREAM_ENV, dsn=dsn, storage=storage
-    )
     try:
-        with process.running():
+        with run_gateway(directory, dsn, storage, UPSTREAM_ENV) as process:
             yield Faulty(process, proxy, moto_server.client())
     finally:
         proxy.stop()
-
-
-def error_of(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[int, str]:
-    response = excinfo.value.response
-    return response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Code"]
 
 
 def etag_of(body: bytes) -> str:
@@ -266,26 +252,6 @@ def test_concurrent_overwrites_leave_the_row_at_the_upstream_version(faulty: Fau
             assert got["Body"].read() == data
 
 
-def run_gc(process: GatewayProcess) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "gc",
-            "--config",
-            str(process.config_path),
-            "--grace",
-            "0",
-        ],
-        cwd=REPO,
-        env={**os.environ, **process.env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def variant_keys(faulty: Faulty) -> set[str]:
     pages = faulty.moto.get_paginator("list_objects_v2").paginate(
         Bucket=UPSTREAM_BUCKET, Prefix=UPSTREAM_VARIANTS_PREFIX
@@ -322,7 +288,7 @@ def test_gc_with_no_grace_deletes_retired_variants_and_keeps_live_objects(
     fresh = variant(faulty.process, bucket, "photo.jpg", "thumb")
     assert fresh.status_code == 200
 
-    result = run_gc(faulty.process)
+    result = faulty.process.command("gc", "--grace", "0")
     assert result.returncode == 0, result.stderr
 
     # The retired variant is gone upstream; the live variant is not.

@@ -21,18 +21,14 @@ import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tests.conftest import (
-    UPSTREAM_ENV,
-    GatewayProcess,
-    MotoServer,
+    OwnUpstream,
     S3Client,
     client,
-    create_database,
     db_fetch,
-    free_port,
-    run_gateway,
-    upstream_storage,
+    own_upstream_gateway,
 )
-from tests.test_upstream import CUT_SHORT, UNAVAILABLE, Upstream, error_of, listing, read_body
+from tests.s3errors import error_of
+from tests.test_upstream import CUT_SHORT, UNAVAILABLE, Upstream, listing, read_body
 from tests.test_variants import error_code, variant
 from tests.unit.variants import images
 
@@ -92,27 +88,12 @@ class Load:
         return False
 
 
-@dataclass
-class OwnUpstream:
-    """A moto server and a gateway over it that no other test uses."""
-
-    moto: MotoServer
-    gateway: GatewayProcess
-
-
 @pytest.fixture
 def own_upstream(tmp_path: Path, pg_server_dsn: str) -> Iterator[OwnUpstream]:
     """An outage test stops its upstream, which comes back empty (moto keeps everything in
     memory): on the session's moto that would lose what every later test relies on."""
-    moto = MotoServer(free_port(), tmp_path / "moto.log")
-    moto.start()
-    try:
-        dsn = create_database(pg_server_dsn)
-        storage = upstream_storage(moto)
-        for gateway in run_gateway(tmp_path / "gateway", dsn, storage, UPSTREAM_ENV):
-            yield OwnUpstream(moto, gateway)
-    finally:
-        moto.stop()
+    with own_upstream_gateway(tmp_path, pg_server_dsn) as own:
+        yield own
 
 
 def upstream_calls(

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import GatewayProcess
+from tests.conftest import GatewayProcess, S3Client
 from tests.test_variants import (
     derivative_rows,
     error_code,
@@ -74,7 +74,7 @@ def quick(tmp_path: Path, gateway: GatewayProcess) -> Iterator[GatewayProcess]:
 
 
 def test_a_decode_stuck_in_c_is_cut_at_its_deadline(
-    quick, s3, bucket: str, gateway_db: str
+    quick, s3, bucket: str, gateway_dsn: str
 ) -> None:
     # Hundreds of refinement scans in one 64 KiB read: libjpeg decodes them all in one call
     # (some 20 s here), where the worker's alarm cannot reach it.
@@ -85,7 +85,7 @@ def test_a_decode_stuck_in_c_is_cut_at_its_deadline(
     assert (stuck.status_code, error_code(stuck)) == (503, "SlowDown")
     assert time.monotonic() - started < 10
     # Recorded, so the next GET does not decode it again before a back-off.
-    (row,) = derivative_rows(gateway_db, version_of(gateway_db, bucket, "scans.jpg"))
+    (row,) = derivative_rows(gateway_dsn, version_of(gateway_dsn, bucket, "scans.jpg"))
     assert row["status"] == "failed" and row["error"].startswith("SlowDown:")
     again = variant(quick, bucket, "scans.jpg", "thumb")
     assert (again.status_code, error_code(again)) == (503, "SlowDown")
@@ -104,8 +104,20 @@ def defaults(tmp_path: Path, gateway: GatewayProcess) -> Iterator[GatewayProcess
         yield process
 
 
+def assert_refused_too_large(
+    gateway: GatewayProcess, s3: S3Client, dsn: str, bucket: str, key: str, png: bytes
+) -> None:
+    """The thumb of ``png`` is refused as ImageTooLarge, and the refusal recorded, so the next
+    GET does not decode it again."""
+    put(s3, bucket, key, png, "image/png")
+    refused = variant(gateway, bucket, key, "thumb")
+    assert (refused.status_code, error_code(refused)) == (400, "ImageTooLarge")
+    (row,) = derivative_rows(dsn, version_of(dsn, bucket, key))
+    assert row["status"] == "failed" and row["error"].startswith("ImageTooLarge:")
+
+
 def test_a_sixteen_bit_png_renders_in_little_memory(
-    defaults, s3, bucket: str, gateway_db: str
+    defaults, s3, bucket: str, gateway_dsn: str
 ) -> None:
     # 10000x10000 16-bit grey, some 190 KB: decoded as 16 bits and scaled through 32-bit
     # copies it took a worker to 1 GB.
@@ -117,28 +129,22 @@ def test_a_sixteen_bit_png_renders_in_little_memory(
 
 
 def test_a_tall_one_pixel_png_is_refused_before_it_is_decoded(
-    defaults, s3, bucket: str, gateway_db: str
+    defaults, s3, bucket: str, gateway_dsn: str
 ) -> None:
     # 1 x 100,000,000: within the pixel limit, but a row pointer per pixel: 900 MB decoded.
-    put(s3, bucket, "tall.png", images.uniform_png(1, 100_000_000, 0, 8), "image/png")
-    refused = variant(defaults, bucket, "tall.png", "thumb")
-    assert (refused.status_code, error_code(refused)) == (400, "ImageTooLarge")
-    (row,) = derivative_rows(gateway_db, version_of(gateway_db, bucket, "tall.png"))
-    assert row["status"] == "failed" and row["error"].startswith("ImageTooLarge:")
+    tall = images.uniform_png(1, 100_000_000, 0, 8)
+    assert_refused_too_large(defaults, s3, gateway_dsn, bucket, "tall.png", tall)
     (peak,) = worker_peaks(defaults).values()
     assert peak < 400 * MiB
 
 
 def test_a_render_out_of_memory_is_recorded_as_image_too_large(
-    defaults, s3, bucket: str, gateway_db: str
+    defaults, s3, bucket: str, gateway_dsn: str
 ) -> None:
     # One row of 100,000,000 RGB pixels: Pillow's decoder cannot allocate it. The MemoryError
     # was a 500, recorded nowhere, so every GET decoded it again.
-    put(s3, bucket, "row.png", images.uniform_png(100_000_000, 1, 2, 8), "image/png")
-    refused = variant(defaults, bucket, "row.png", "thumb")
-    assert (refused.status_code, error_code(refused)) == (400, "ImageTooLarge")
-    (row,) = derivative_rows(gateway_db, version_of(gateway_db, bucket, "row.png"))
-    assert row["status"] == "failed" and row["error"].startswith("ImageTooLarge:")
+    one_row = images.uniform_png(100_000_000, 1, 2, 8)
+    assert_refused_too_large(defaults, s3, gateway_dsn, bucket, "row.png", one_row)
 
 
 def test_the_largest_allowed_png_still_renders(defaults, s3, bucket: str) -> None:
@@ -148,7 +154,7 @@ def test_the_largest_allowed_png_still_renders(defaults, s3, bucket: str) -> Non
 
 
 def test_render_memory_is_configurable(
-    tmp_path: Path, gateway: GatewayProcess, s3, bucket: str, gateway_db: str
+    tmp_path: Path, gateway: GatewayProcess, s3, bucket: str, gateway_dsn: str
 ) -> None:
     put(s3, bucket, "wide.png", images.uniform_png(10_000, 10_000, 2, 8), "image/png")
     small = sibling(gateway, tmp_path, "small", render_memory_bytes="384MiB")
@@ -158,7 +164,7 @@ def test_render_memory_is_configurable(
         assert "128 MiB" in refused.text
         (peak,) = worker_peaks(small).values()
         assert peak < 384 * MiB
-    (row,) = derivative_rows(gateway_db, version_of(gateway_db, bucket, "wide.png"))
+    (row,) = derivative_rows(gateway_dsn, version_of(gateway_dsn, bucket, "wide.png"))
     assert row["status"] == "failed" and row["error"].startswith("ImageTooLarge:")
 
 
@@ -166,23 +172,23 @@ def test_render_memory_is_configurable(
 
 
 def test_a_render_killed_with_its_gateway_is_taken_over_promptly(
-    tmp_path: Path, gateway: GatewayProcess, s3, bucket: str, gateway_db: str
+    tmp_path: Path, gateway: GatewayProcess, s3, bucket: str, gateway_dsn: str
 ) -> None:
     # Renders may take 30 s: a lease that had to outlast the slowest render held a variant
     # for 2 x 30 + 60 s after its gateway died.
     first = sibling(gateway, tmp_path, "first", render_timeout_seconds=30)
     put(s3, bucket, "slow.jpg", images.many_scan_jpeg(600, (6000, 4000)))
     put(s3, bucket, "queued.jpg", images.jpeg_with_orientation(1))
-    slow = version_of(gateway_db, bucket, "slow.jpg")
-    queued = version_of(gateway_db, bucket, "queued.jpg")
+    slow = version_of(gateway_dsn, bucket, "slow.jpg")
+    queued = version_of(gateway_dsn, bucket, "queued.jpg")
     with ThreadPoolExecutor(2) as clients:
         first.start()
         try:
             # The slow render holds the one worker; the second is claimed and waits for it.
             clients.submit(variant, first, bucket, "slow.jpg", "thumb")
-            wait_for_status(gateway_db, slow, "pending")
+            wait_for_status(gateway_dsn, slow, "pending")
             clients.submit(variant, first, bucket, "queued.jpg", "thumb")
-            wait_for_status(gateway_db, queued, "pending")
+            wait_for_status(gateway_dsn, queued, "pending")
         finally:
             first.kill()
     second = sibling(gateway, tmp_path, "second", render_timeout_seconds=30)
@@ -194,5 +200,5 @@ def test_a_render_killed_with_its_gateway_is_taken_over_promptly(
             pytest.fail("the dead gateway's claim held the variant for a minute")
         assert image_of(response).size == (64, 64)
         assert time.monotonic() - started < 30
-    (row,) = derivative_rows(gateway_db, queued)
+    (row,) = derivative_rows(gateway_dsn, queued)
     assert (row["status"], row["attempts"]) == ("ready", 2)

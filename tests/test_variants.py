@@ -120,7 +120,7 @@ def photo(s3, bucket: str) -> str:
 # --- the basics -----------------------------------------------------------------------------
 
 
-def test_get_renders_the_preset(gateway, s3, bucket: str, photo: str, gateway_db: str) -> None:
+def test_get_renders_the_preset(gateway, s3, bucket: str, photo: str, gateway_dsn: str) -> None:
     response = variant(gateway, bucket, photo, "thumb")
     image = image_of(response)
     assert (image.format, image.size) == ("WEBP", (64, 64))
@@ -134,7 +134,7 @@ def test_get_renders_the_preset(gateway, s3, bucket: str, photo: str, gateway_db
     assert response.headers["ETag"] != source["ETag"]
     listed = s3.list_objects_v2(Bucket=bucket)
     assert [item["Key"] for item in listed["Contents"]] == [photo]
-    (row,) = derivative_rows(gateway_db, version_of(gateway_db, bucket, photo))
+    (row,) = derivative_rows(gateway_dsn, version_of(gateway_dsn, bucket, photo))
     assert (row["status"], row["attempts"]) == ("ready", 1)
     assert row["variant_key"].startswith("thumb:webp:")
     # A second GET is served from storage: same bytes, no second attempt.
@@ -142,7 +142,7 @@ def test_get_renders_the_preset(gateway, s3, bucket: str, photo: str, gateway_db
     assert again.content == response.content
     assert again.headers["ETag"] == response.headers["ETag"]
     assert again.headers["Last-Modified"] == response.headers["Last-Modified"]
-    (row,) = derivative_rows(gateway_db, version_of(gateway_db, bucket, photo))
+    (row,) = derivative_rows(gateway_dsn, version_of(gateway_dsn, bucket, photo))
     assert row["attempts"] == 1
 
 
@@ -303,7 +303,7 @@ def test_format_auto_by_accept(
 
 
 def test_accept_headers_share_derivatives_by_format_class(
-    gateway, bucket: str, photo: str, gateway_db: str
+    gateway, bucket: str, photo: str, gateway_dsn: str
 ) -> None:
     """Many Accept headers, few derivatives: the header is reduced before it names one."""
     accepts = [
@@ -319,7 +319,7 @@ def test_accept_headers_share_derivatives_by_format_class(
         accept: variant(gateway, bucket, photo, "auto", {"Accept": accept}) for accept in accepts
     }
     assert len({response.headers["ETag"] for response in etags.values()}) == 2
-    rows = derivative_rows(gateway_db, version_of(gateway_db, bucket, photo))
+    rows = derivative_rows(gateway_dsn, version_of(gateway_dsn, bucket, photo))
     assert sorted(row["variant_key"].split(":")[1] for row in rows) == ["legacy", "webp"]
     # A 304 repeats Vary, so a cache keeps revalidating per Accept.
     webp = etags["image/webp"]
@@ -445,7 +445,7 @@ def test_multipart_source(gateway, s3, bucket: str) -> None:
     ids=["truncated", "bomb", "not-an-image"],
 )
 def test_failures_are_recorded_and_not_rendered_again(
-    gateway, s3, bucket: str, gateway_db: str, data: bytes, content_type: str, code: str
+    gateway, s3, bucket: str, gateway_dsn: str, data: bytes, content_type: str, code: str
 ) -> None:
     put(s3, bucket, "bad", data, content_type)
     first = variant(gateway, bucket, "bad", "thumb")
@@ -457,7 +457,7 @@ def test_failures_are_recorded_and_not_rendered_again(
         assert etree.fromstring(again.content).findtext("Message") == message
     head = variant(gateway, bucket, "bad", "thumb", method="HEAD")
     assert (head.status_code, head.content) == (400, b"")
-    (row,) = derivative_rows(gateway_db, version_of(gateway_db, bucket, "bad"))
+    (row,) = derivative_rows(gateway_dsn, version_of(gateway_dsn, bucket, "bad"))
     assert (row["status"], row["attempts"]) == ("failed", 1)
     assert row["error"].startswith(f"{code}: ")
     # The object itself is untouched and still readable.
@@ -478,7 +478,7 @@ def concurrent_gets(urls: list[str], verify: str | bool = True) -> list[requests
         return list(pool.map(get, urls))
 
 
-def test_fifty_concurrent_first_gets_render_once(gateway, s3, gateway_db: str) -> None:
+def test_fifty_concurrent_first_gets_render_once(gateway, s3, gateway_dsn: str) -> None:
     key = f"crowd/{uuid.uuid4().hex}.jpg"
     put(s3, PUBLIC_BUCKET, key, encode(images.marked((3000, 2000)), "JPEG", quality=90))
     url = f"{gateway.endpoint}/{PUBLIC_BUCKET}/{key}?variant=thumb"
@@ -486,13 +486,13 @@ def test_fifty_concurrent_first_gets_render_once(gateway, s3, gateway_db: str) -
     assert {response.status_code for response in responses} == {200}
     assert len({response.content for response in responses}) == 1
     assert len({response.headers["ETag"] for response in responses}) == 1
-    rows = derivative_rows(gateway_db, version_of(gateway_db, PUBLIC_BUCKET, key))
+    rows = derivative_rows(gateway_dsn, version_of(gateway_dsn, PUBLIC_BUCKET, key))
     thumbs = [row for row in rows if row["variant_key"].startswith("thumb:")]
     assert [(row["status"], row["attempts"]) for row in thumbs] == [("ready", 1)]
 
 
 def test_two_gateway_processes_render_once(
-    gateway, tls_gateway, ca_bundle: str, s3, gateway_db: str
+    gateway, tls_gateway, ca_bundle: str, s3, gateway_dsn: str
 ) -> None:
     key = f"crowd/{uuid.uuid4().hex}.jpg"
     put(s3, PUBLIC_BUCKET, key, encode(images.marked((3000, 2000)), "JPEG", quality=90))
@@ -504,7 +504,7 @@ def test_two_gateway_processes_render_once(
     responses = concurrent_gets(urls, verify=ca_bundle)
     assert {response.status_code for response in responses} == {200}
     assert len({response.content for response in responses}) == 1
-    rows = derivative_rows(gateway_db, version_of(gateway_db, PUBLIC_BUCKET, key))
+    rows = derivative_rows(gateway_dsn, version_of(gateway_dsn, PUBLIC_BUCKET, key))
     smalls = [row for row in rows if row["variant_key"].startswith("small:")]
     assert [(row["status"], row["attempts"]) for row in smalls] == [("ready", 1)]
 
@@ -540,31 +540,31 @@ def replace_by_multipart(s3, bucket: str, key: str) -> None:
 
 @pytest.mark.parametrize("replace", [replace_by_put, replace_by_copy, replace_by_multipart])
 def test_overwrite_retires_and_renders_anew(
-    gateway, s3, bucket: str, photo: str, gateway_db: str, replace: Any
+    gateway, s3, bucket: str, photo: str, gateway_dsn: str, replace: Any
 ) -> None:
     before = variant(gateway, bucket, photo, "small")
     assert image_of(before).size == (100, 50)
-    old_version = version_of(gateway_db, bucket, photo)
-    (old,) = derivative_rows(gateway_db, old_version)
+    old_version = version_of(gateway_dsn, bucket, photo)
+    (old,) = derivative_rows(gateway_dsn, old_version)
     replace(s3, bucket, photo)
     # Retired in the transaction that replaced the object: row gone, blob listed as garbage.
-    assert derivative_rows(gateway_db, old_version) == []
-    assert old["storage_key"] in garbage_keys(gateway_db)
+    assert derivative_rows(gateway_dsn, old_version) == []
+    assert old["storage_key"] in garbage_keys(gateway_dsn)
     after = variant(gateway, bucket, photo, "small")
     assert image_of(after).size == (100, 200)  # the new source is the rotated one
     assert after.headers["ETag"] != before.headers["ETag"]
-    (new,) = derivative_rows(gateway_db, version_of(gateway_db, bucket, photo))
+    (new,) = derivative_rows(gateway_dsn, version_of(gateway_dsn, bucket, photo))
     assert new["status"] == "ready" and new["storage_key"] != old["storage_key"]
 
 
 @pytest.mark.parametrize("how", ["DeleteObject", "DeleteObjects"])
 def test_delete_puts_derivative_blobs_in_garbage(
-    gateway, s3, bucket: str, photo: str, gateway_db: str, how: str
+    gateway, s3, bucket: str, photo: str, gateway_dsn: str, how: str
 ) -> None:
     variant(gateway, bucket, photo, "thumb")
     variant(gateway, bucket, photo, "small")
-    version = version_of(gateway_db, bucket, photo)
-    rendered = {row["storage_key"] for row in derivative_rows(gateway_db, version)}
+    version = version_of(gateway_dsn, bucket, photo)
+    rendered = {row["storage_key"] for row in derivative_rows(gateway_dsn, version)}
     assert len(rendered) == 2
     if gateway.profile == LOCAL:
         files = {path.name for path in (gateway.data_dir / "blobs").rglob("*") if path.is_file()}
@@ -573,8 +573,8 @@ def test_delete_puts_derivative_blobs_in_garbage(
         s3.delete_object(Bucket=bucket, Key=photo)
     else:
         s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": photo}]})
-    assert derivative_rows(gateway_db, version) == []
-    assert rendered <= garbage_keys(gateway_db)
+    assert derivative_rows(gateway_dsn, version) == []
+    assert rendered <= garbage_keys(gateway_dsn)
     assert error_code(variant(gateway, bucket, photo, "thumb")) == "NoSuchKey"
 
 
@@ -582,7 +582,7 @@ def test_delete_puts_derivative_blobs_in_garbage(
 
 
 def test_on_miss_original_answers_the_original_while_rendering(
-    gateway, s3, bucket: str, gateway_db: str
+    gateway, s3, bucket: str, gateway_dsn: str
 ) -> None:
     original = images.jpeg_with_orientation(1)
     put(s3, bucket, "first.jpg", original)
@@ -601,7 +601,7 @@ def test_on_miss_original_answers_the_original_while_rendering(
         time.sleep(0.1)
     assert decode(later.content).size == (50, 25)
     assert "no-store" not in later.headers.get("Cache-Control", "")
-    (row,) = derivative_rows(gateway_db, version_of(gateway_db, bucket, "first.jpg"))
+    (row,) = derivative_rows(gateway_dsn, version_of(gateway_dsn, bucket, "first.jpg"))
     assert (row["status"], row["attempts"]) == ("ready", 1)
 
 
@@ -633,37 +633,37 @@ def wait_for_ready(
         time.sleep(0.1)
 
 
-def test_eager_presets_render_after_upload(gateway, s3, gateway_db: str) -> None:
+def test_eager_presets_render_after_upload(gateway, s3, gateway_dsn: str) -> None:
     key = f"eager/{uuid.uuid4().hex}.jpg"
     put(s3, EAGER_BUCKET, key, images.jpeg_with_orientation(1))
-    version = version_of(gateway_db, EAGER_BUCKET, key)
-    row = wait_for_ready(gateway_db, version, "eager:")
+    version = version_of(gateway_dsn, EAGER_BUCKET, key)
+    row = wait_for_ready(gateway_dsn, version, "eager:")
     assert (row["status"], row["attempts"]) == ("ready", 1)
     # Only the eager preset: thumb is allowed on the bucket but waits for its first GET.
-    assert [r["variant_key"].split(":")[0] for r in derivative_rows(gateway_db, version)] == [
+    assert [r["variant_key"].split(":")[0] for r in derivative_rows(gateway_dsn, version)] == [
         "eager"
     ]
-    assert db_fetch(gateway_db, "SELECT * FROM variant_jobs WHERE version_id = $1", version) == []
+    assert db_fetch(gateway_dsn, "SELECT * FROM variant_jobs WHERE version_id = $1", version) == []
     # The first GET is already a hit.
     response = variant(gateway, EAGER_BUCKET, key, "eager")
     assert image_of(response).size == (40, 40)
-    (row,) = derivative_rows(gateway_db, version)
+    (row,) = derivative_rows(gateway_dsn, version)
     assert row["attempts"] == 1
 
 
-def test_eager_jobs_of_replaced_versions_are_dropped(gateway, s3, gateway_db: str) -> None:
+def test_eager_jobs_of_replaced_versions_are_dropped(gateway, s3, gateway_dsn: str) -> None:
     key = f"eager/{uuid.uuid4().hex}.jpg"
     for _ in range(5):
         put(s3, EAGER_BUCKET, key, images.jpeg_with_orientation(1))
-    version = version_of(gateway_db, EAGER_BUCKET, key)
-    wait_for_ready(gateway_db, version, "eager:")
+    version = version_of(gateway_dsn, EAGER_BUCKET, key)
+    wait_for_ready(gateway_dsn, version, "eager:")
     deadline = time.monotonic() + 30
-    while db_fetch(gateway_db, "SELECT 1 FROM variant_jobs WHERE key = $1", key):
+    while db_fetch(gateway_dsn, "SELECT 1 FROM variant_jobs WHERE key = $1", key):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     # Whatever earlier versions got rendered was retired with them.
     live = db_fetch(
-        gateway_db,
+        gateway_dsn,
         "SELECT d.version_id FROM derivatives d WHERE d.variant_key LIKE 'eager:%'"
         " AND d.version_id <> $1 AND NOT EXISTS"
         " (SELECT 1 FROM objects o WHERE o.version_id = d.version_id)"
@@ -696,14 +696,14 @@ def reconfigured(tmp_path: Path, gateway: GatewayProcess) -> Iterator[GatewayPro
 
 
 def test_a_changed_preset_renders_anew(
-    gateway, reconfigured, s3, bucket: str, photo: str, gateway_db: str
+    gateway, reconfigured, s3, bucket: str, photo: str, gateway_dsn: str
 ) -> None:
     before = variant(gateway, bucket, photo, "thumb")
     assert image_of(before).size == (64, 64)
     after = variant(reconfigured, bucket, photo, "thumb")
     assert image_of(after).size == (48, 48)
     assert after.headers["ETag"] != before.headers["ETag"]
-    rows = derivative_rows(gateway_db, version_of(gateway_db, bucket, photo))
+    rows = derivative_rows(gateway_dsn, version_of(gateway_dsn, bucket, photo))
     assert len({row["variant_key"] for row in rows}) == 2
     assert all(row["variant_key"].startswith("thumb:webp:") for row in rows)
     # Settings that do not shape the pixels (here none changed for small) share derivatives.
@@ -724,7 +724,7 @@ def test_a_source_over_the_size_limit(reconfigured, s3, bucket: str) -> None:
 
 
 def test_overload_is_slowdown_and_records_nothing(
-    reconfigured, s3, bucket: str, gateway_db: str
+    reconfigured, s3, bucket: str, gateway_dsn: str
 ) -> None:
     # Full-size decodes (PNG has no DCT scaling) keep the one worker busy for a while.
     source = encode(images.marked((4000, 3000)), "PNG")
@@ -740,5 +740,5 @@ def test_overload_is_slowdown_and_records_nothing(
     # A refusal is not the image's fault: nothing recorded, the next GET renders it.
     for key in keys:
         assert image_of(requests.get(urls[keys.index(key)], timeout=60)).size == (100, 75)
-        (row,) = derivative_rows(gateway_db, version_of(gateway_db, bucket, key))
+        (row,) = derivative_rows(gateway_dsn, version_of(gateway_dsn, bucket, key))
         assert (row["status"], row["attempts"]) == ("ready", 1)

@@ -20,6 +20,7 @@ import requests
 from botocore.exceptions import ClientError
 
 from tests.conftest import S3Client, db_fetch
+from tests.s3errors import error_of
 from tests.test_variants import error_code, image_of, signed
 from tests.unit.variants import images
 
@@ -54,11 +55,6 @@ OTHER_VERSIONS: dict[str, tuple[Callable[[str, str, str], str], int, str]] = {
 @pytest.fixture(params=OTHER_VERSIONS, ids=list(OTHER_VERSIONS))
 def other_version(request: pytest.FixtureRequest) -> tuple[Callable[..., str], int, str]:
     return OTHER_VERSIONS[request.param]
-
-
-def error_of(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[int, str]:
-    response = excinfo.value.response
-    return response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Code"]
 
 
 def put_body(s3: S3Client, bucket: str, key: str = KEY) -> bytes:

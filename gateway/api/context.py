@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -33,6 +34,7 @@ RENDER_POOL = web.AppKey("render_pool", RenderPool)
 VARIANTS = web.AppKey("variants", VariantService)
 # Only when some preset is eager.
 EAGER = web.AppKey("eager", EagerRenderer)
+SENDFILE_THREADS = web.AppKey("sendfile_threads", Executor)
 
 
 @dataclass

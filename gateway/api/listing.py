@@ -15,7 +15,13 @@ from gateway.api.context import S3Request
 from gateway.meta import objects
 from gateway.meta.objects import ListedObject, prefix_upper_bound
 from gateway.s3 import errors, names
-from gateway.s3.xml import Listing, ListingEntry, list_objects_v1, list_objects_v2
+from gateway.s3.xml import (
+    Listing,
+    ListingEntry,
+    encoding_url,
+    list_objects_v1,
+    list_objects_v2,
+)
 
 MAX_KEYS = 1000
 
@@ -112,19 +118,6 @@ def _max_keys(req: S3Request) -> int:
     return min(value, MAX_KEYS)
 
 
-def _encoding_url(req: S3Request) -> bool:
-    encoding = req.query.get("encoding-type")
-    if encoding is None:
-        return False
-    if encoding.lower() != "url":
-        raise errors.InvalidArgument(
-            "Invalid Encoding Method specified in Request",
-            ArgumentName="encoding-type",
-            ArgumentValue=encoding,
-        )
-    return True
-
-
 def encode_token(cursor: str) -> str:
     return base64.urlsafe_b64encode(cursor.encode("utf-8", "surrogatepass")).decode("ascii")
 
@@ -156,7 +149,7 @@ def _listing(
         ],
         common_prefixes=page.common_prefixes,
         is_truncated=page.is_truncated,
-        encoding_url=_encoding_url(req),
+        encoding_url=encoding_url(req.query.get("encoding-type")),
         owner_id=req.owner_id,
     )
 

@@ -10,7 +10,6 @@ In-progress uploads belong to writers: every operation here needs a write grant 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -29,10 +28,11 @@ from gateway.api.objects import (
     content_type_from_headers,
     metadata_from_headers,
     object_key,
+    precheck_write,
     write_check,
     write_precondition,
 )
-from gateway.meta import objects, uploads
+from gateway.meta import uploads
 from gateway.meta.buckets import Bucket
 from gateway.meta.objects import Chunk, ObjectRecord, prefix_upper_bound
 from gateway.meta.uploads import ListedUpload, Part, Upload
@@ -45,11 +45,12 @@ from gateway.s3.xml import (
     UploadListing,
     complete_multipart_upload_result,
     copy_part_result,
+    encoding_url,
     initiate_multipart_upload_result,
     list_multipart_uploads_result,
     list_parts_result,
 )
-from gateway.storage.local import INLINE_HASH_MAX
+from gateway.storage import hash_off_loop
 from gateway.storage.upstream import UpstreamChangedError, UpstreamMissingError, UpstreamStore
 
 # 10,000 parts with ETags and checksums take about 1.5 MiB of XML: a completion body may be
@@ -79,10 +80,6 @@ async def _open_upload(req: S3Request, bucket: Bucket, key: str) -> Upload:
     if upload is None:
         raise errors.NoSuchUpload(UploadId=str(upload_id))
     return upload
-
-
-def _checksum_headers(values: dict[str, str]) -> dict[str, str]:
-    return {checksums.header_name(algorithm): value for algorithm, value in values.items()}
 
 
 async def create_multipart_upload(req: S3Request) -> web.StreamResponse:
@@ -150,12 +147,8 @@ def _upstream_upload(req: S3Request, upload: Upload) -> tuple[UpstreamStore, str
 
 async def _hashed(chunks: AsyncIterator[bytes], digests: BodyDigests) -> AsyncIterator[bytes]:
     """``chunks`` passed on as they come, hashed off the loop a batch at a time."""
-    loop = asyncio.get_running_loop()
     async for chunk in chunks:
-        if len(chunk) <= INLINE_HASH_MAX:
-            digests.update(chunk)
-        else:
-            await loop.run_in_executor(None, digests.update, chunk)
+        await hash_off_loop(digests.update, chunk)
         yield chunk
 
 
@@ -236,7 +229,9 @@ async def upload_part(req: S3Request) -> web.StreamResponse:
             storage_etag=storage_etag,
         )
         await _record_upstream_part(req, upload, part)
-        return web.Response(headers={"ETag": part.etag, **_checksum_headers(part_checksums)})
+        return web.Response(
+            headers={"ETag": part.etag, **checksums.response_headers(part_checksums)}
+        )
     async with StagedBlob(req, bucket.profile, body.digests.update) as blob:
         await blob.write_all(aiter(body))
         part_checksums = body.verify()
@@ -252,7 +247,7 @@ async def upload_part(req: S3Request) -> web.StreamResponse:
             checksums=part_checksums,
         )
         await _commit_part(req, blob, upload, part)
-    return web.Response(headers={"ETag": part.etag, **_checksum_headers(part_checksums)})
+    return web.Response(headers={"ETag": part.etag, **checksums.response_headers(part_checksums)})
 
 
 async def upload_part_copy(req: S3Request) -> web.StreamResponse:
@@ -420,10 +415,7 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
         # Checked before the upstream completes, and again with the upload locked.
         parts = await uploads.list_parts(req.pool, upload_id, 0, multipart.MAX_PART_NUMBER)
         planned, chunks = assemble(upload, parts)
-        current = None
-        if check is not None:
-            current = await objects.get_object(req.pool, bucket.name, key)
-            check(current.etag if current else None)
+        current = await precheck_write(req, bucket.name, key, check)
         try:
             storage_etag = await store.complete_upload(
                 upstream_key,
@@ -569,13 +561,7 @@ async def list_multipart_uploads(req: S3Request) -> web.StreamResponse:
         multipart.parse_list_argument(query.get("max-uploads"), "max-uploads", MAX_LISTED),
         MAX_LISTED,
     )
-    encoding = query.get("encoding-type")
-    if encoding is not None and encoding.lower() != "url":
-        raise errors.InvalidArgument(
-            "Invalid Encoding Method specified in Request",
-            ArgumentName="encoding-type",
-            ArgumentValue=encoding,
-        )
+    url_encoded = encoding_url(query.get("encoding-type"))
     key_marker = query.get("key-marker", "")
     # Without a key-marker S3 ignores upload-id-marker.
     upload_id_marker = query.get("upload-id-marker", "") if key_marker else ""
@@ -624,6 +610,6 @@ async def list_multipart_uploads(req: S3Request) -> web.StreamResponse:
             for row in found
         ],
         common_prefixes=prefixes,
-        encoding_url=encoding is not None,
+        encoding_url=url_encoded,
     )
     return web.Response(body=list_multipart_uploads_result(listing), content_type="application/xml")

@@ -96,13 +96,6 @@ def object_headers(record: ObjectRecord) -> CIMultiDict[str]:
     return headers
 
 
-def _checksum_headers(record: ObjectRecord) -> dict[str, str]:
-    found = {checksums.header_name(alg): value for alg, value in record.checksums.items()}
-    if found:
-        found["x-amz-checksum-type"] = record.checksum_type
-    return found
-
-
 async def readable_object(req: S3Request) -> tuple[Bucket, ObjectRecord]:
     assert req.bucket is not None
     key = object_key(req)
@@ -248,11 +241,10 @@ async def plan_read(req: S3Request, with_segments: bool) -> ObjectRead:
         if byte_range is not None:
             headers["Content-Range"] = byte_range.content_range(record.size)
         if checksum_mode and whole:
-            headers.update(_checksum_headers(record))
+            headers.update(checksums.response_headers(record.checksums, record.checksum_type))
         elif checksum_mode and part is not None:
             # A part's own checksum lets the client verify the bytes of that part.
-            for algorithm, value in part.checksums.items():
-                headers[checksums.header_name(algorithm)] = value
+            headers.update(checksums.response_headers(part.checksums))
         apply_overrides(req, headers)
         segments = None
         if with_segments:
@@ -331,6 +323,19 @@ def write_check(cond: Conditions | None, key: str) -> WriteCheck | None:
     return check
 
 
+async def precheck_write(
+    req: S3Request, bucket: str, key: str, check: WriteCheck | None
+) -> ObjectRecord | None:
+    """The object a conditional write replaces, checked before any byte moves, so a refusal
+    is fast (the check runs again under the row lock); None, without a look, for a plain
+    write."""
+    if check is None:
+        return None
+    current = await objects.get_object(req.pool, bucket, key)
+    check(current.etag if current else None)
+    return current
+
+
 async def put_object(req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     key = object_key(req)
@@ -340,11 +345,7 @@ async def put_object(req: S3Request) -> web.StreamResponse:
     metadata = metadata_from_headers(req, headers)
     cond = write_precondition(req)
     check = write_check(cond, key)
-    current = None
-    if check is not None:
-        # Fail fast before the body is transferred; checked again under the row lock.
-        current = await objects.get_object(req.pool, bucket.name, key)
-        check(current.etag if current else None)
+    current = await precheck_write(req, bucket.name, key, check)
     body = RequestBody(req, max_size=req.config.limits.max_object_size)
     eager = req.eager_presets(bucket.name)
     store = upstream.store_of(req, bucket.profile)
@@ -357,10 +358,9 @@ async def put_object(req: S3Request) -> web.StreamResponse:
         record = await _put_local(req, bucket, key, body, metadata, check, eager)
     if eager:
         req.eager_enqueued()
-    response_headers = {"ETag": record.etag}
-    for algorithm, value in metadata["checksums"].items():
-        response_headers[checksums.header_name(algorithm)] = value
-    return web.Response(headers=response_headers)
+    return web.Response(
+        headers={"ETag": record.etag, **checksums.response_headers(metadata["checksums"])}
+    )
 
 
 def _new_record(
@@ -537,10 +537,7 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
         metadata = {"user": source.user_metadata, "headers": source.headers}
         content_type = source.content_type
     check = write_check(write_precondition(req), key)
-    if check is not None:
-        # Refused before anything is copied; checked again under the row lock.
-        current = await objects.get_object(req.pool, bucket.name, key)
-        check(current.etag if current else None)
+    await precheck_write(req, bucket.name, key, check)
     eager = req.eager_presets(bucket.name)
     store = upstream.store_of(req, bucket.profile)
     if store is not None:

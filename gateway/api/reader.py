@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
-from gateway.api.context import STORES, S3Request
+from gateway.api.context import SENDFILE_THREADS, STORES, S3Request
 from gateway.api.sendfile import sendfile
 from gateway.meta import objects
 from gateway.meta.objects import Chunk, ObjectRecord
@@ -152,7 +152,9 @@ async def send_segments(
         with await loop.run_in_executor(None, open, path, "rb") as handle:
             if not response.prepared:
                 await response.prepare(req.http)
-            sent = await sendfile(transport, handle, segment.offset, segment.length)
+            sent = await sendfile(
+                transport, handle, segment.offset, segment.length, req.app[SENDFILE_THREADS]
+            )
             if sent is None:
                 async for data in read_stored(req.app[STORES], [segment]):
                     await response.write(data)

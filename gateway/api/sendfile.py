@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import os
 import select
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import BinaryIO
 
 # Large downloads at once before the next waits for a thread.
-_THREADS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="sendfile")
+THREADS = 32
 # A client that accepts no byte for this long loses the connection, unless the connection's
 # protocol names its own limit (limits.send_idle_timeout_seconds, in gateway.api.connections).
 IDLE_TIMEOUT_SECONDS = 60.0
@@ -47,11 +47,20 @@ def _send_blocking(sock_fd: int, file_fd: int, offset: int, count: int, idle_tim
         os.close(file_fd)
 
 
+def sendfile_threads() -> ThreadPoolExecutor:
+    """The threads that wait on slow readers; one pool per app (gateway.app owns it)."""
+    return ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="sendfile")
+
+
 async def sendfile(
-    transport: asyncio.WriteTransport, file: BinaryIO, offset: int, count: int
+    transport: asyncio.WriteTransport,
+    file: BinaryIO,
+    offset: int,
+    count: int,
+    threads: Executor,
 ) -> int | None:
-    """Send ``count`` bytes of ``file`` from ``offset``; None when this transport cannot
-    (the caller then copies the bytes itself)."""
+    """Send ``count`` bytes of ``file`` from ``offset``, waiting for the socket in one of
+    ``threads``; None when this transport cannot (the caller then copies the bytes itself)."""
     loop = asyncio.get_running_loop()
     try:
         return await loop.sendfile(transport, file, offset, count)
@@ -70,7 +79,7 @@ async def sendfile(
     file_fd = os.dup(file.fileno())
     try:
         work = loop.run_in_executor(
-            _THREADS, _send_blocking, sock_fd, file_fd, offset, count, idle_timeout
+            threads, _send_blocking, sock_fd, file_fd, offset, count, idle_timeout
         )
     except BaseException:
         os.close(sock_fd)

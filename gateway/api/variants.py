@@ -22,12 +22,13 @@ from gateway.api.context import PRESETS, STORES, VARIANTS, S3Request
 from gateway.api.objects import ObjectRead
 from gateway.api.reader import Segment
 from gateway.meta import objects as meta_objects
+from gateway.meta.derivatives import StoredBlob
 from gateway.meta.objects import ObjectRecord
 from gateway.s3 import errors, ranges
 from gateway.storage import BlobStore
 from gateway.variants.pool import FilePart
 from gateway.variants.presets import Preset
-from gateway.variants.service import ReadyVariant, VariantSource, known
+from gateway.variants.service import VariantSource, known
 
 # The original answered in place of a variant still rendering (on_miss: original): a cache
 # keeping it under the variant's URL would serve the original long after the variant exists.
@@ -118,7 +119,7 @@ def _plan(
     req: S3Request,
     record: ObjectRecord,
     preset: Preset,
-    variant: ReadyVariant,
+    variant: StoredBlob,
     with_body: bool,
 ) -> ObjectRead:
     # The variant changes when its source does, and when it is made again (a changed preset):

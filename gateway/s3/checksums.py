@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from awscrt import checksums as crt
@@ -94,6 +94,15 @@ def combine(algorithm: str, pieces: Iterable[tuple[str, int]]) -> str:
 def header_name(algorithm: str) -> str:
     """The header carrying the checksum: "CRC32" -> "x-amz-checksum-crc32"."""
     return HEADER_PREFIX + algorithm.lower()
+
+
+def response_headers(values: Mapping[str, str], checksum_type: str | None = None) -> dict[str, str]:
+    """The headers returning stored checksums (algorithm -> base64 value); with
+    x-amz-checksum-type, when ``checksum_type`` is given and there is a checksum to qualify."""
+    headers = {header_name(algorithm): value for algorithm, value in values.items()}
+    if headers and checksum_type is not None:
+        headers["x-amz-checksum-type"] = checksum_type
+    return headers
 
 
 def algorithm_from_header(name: str) -> str | None:

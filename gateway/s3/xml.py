@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from lxml import etree
 
+from gateway.s3.errors import InvalidArgument
 from gateway.s3.xmlbody import ObjectIdentifier
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -27,6 +28,19 @@ def iso8601(moment: datetime) -> str:
     """S3's timestamp format in XML: millisecond precision, Z suffix."""
     moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def encoding_url(encoding_type: str | None) -> bool:
+    """Whether a listing's ``encoding-type`` asks for url encoding; ``url`` is the only one."""
+    if encoding_type is None:
+        return False
+    if encoding_type.lower() != "url":
+        raise InvalidArgument(
+            "Invalid Encoding Method specified in Request",
+            ArgumentName="encoding-type",
+            ArgumentValue=encoding_type,
+        )
+    return True
 
 
 def url_encode(value: str) -> str:

@@ -7,9 +7,22 @@ their own keys (gateway.storage.upstream).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+
+# Bodies this small are hashed on the loop: a thread hop costs more than the work.
+INLINE_HASH_MAX = 64 * 1024
+
+
+async def hash_off_loop(hash_: Callable[[bytes], T], data: bytes) -> T:
+    """``hash_(data)``, in a thread unless ``data`` is small enough for the loop."""
+    if len(data) <= INLINE_HASH_MAX:
+        return hash_(data)
+    return await asyncio.get_running_loop().run_in_executor(None, hash_, data)
 
 
 class BlobWriter(Protocol):

@@ -14,14 +14,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
+from gateway.storage import INLINE_HASH_MAX
+
 # Writes are gathered into batches this large before a thread writes (and hashes) them: one
 # executor hop per MiB instead of one per network read.
 WRITE_BATCH = 1024 * 1024
 READ_CHUNK = 1024 * 1024
-# Reads this small are served straight from the page cache on the loop, and bodies this small
-# are hashed on the loop: a thread hop costs more than the work.
+# Reads this small are served straight from the page cache on the loop: a thread hop costs
+# more than the work.
 INLINE_READ_MAX = 64 * 1024
-INLINE_HASH_MAX = 64 * 1024
 # Batches of one blob that may be hashed and written while more arrive: neither the hash nor a
 # periodic sync stalls the network read at every batch, and memory stays bounded.
 BATCHES_IN_FLIGHT = 8

@@ -28,13 +28,14 @@ from aiobotocore.session import get_session
 
 from gateway.config import UpstreamProfile
 from gateway.s3 import errors
+from gateway.storage import hash_off_loop
 
 log = logging.getLogger(__name__)
 
 # The largest object one CopyObject may copy; larger ones are copied part by part.
 MAX_COPY_SIZE = 5 * 1024**3
-# Bodies are hashed off the loop in batches this large.
-HASH_BATCH = 1024 * 1024
+# Upstream bodies are read in chunks this large.
+READ_CHUNK = 1024 * 1024
 MAX_KEY_BYTES = 1024
 # Path segments that URL normalisation (RFC 3986 section 5.2.4) removes: an upstream or a proxy
 # in front of it that normalises "B/../C/k" would read and write "C/k", another bucket's object,
@@ -360,7 +361,7 @@ class UpstreamStore:
             response = await self._call("get_object", **params)
             try:
                 async with response["Body"] as stream:
-                    async for chunk in stream.iter_chunks(HASH_BATCH):
+                    async for chunk in stream.iter_chunks(READ_CHUNK):
                         chunk = chunk[: end - position]
                         position += len(chunk)
                         yield chunk
@@ -614,7 +615,7 @@ class UpstreamWriter:
         self._pending_size += len(data)
         if self._pending_size >= self._part_size:
             part = self._take_pending()
-            md5 = await self._hash(part)
+            md5 = await hash_off_loop(self._digest, part)
             # A bounded number of parts in flight: the upstream keeps pace or the client waits.
             await self._wait_inflight(self._max_inflight - 1)
             if self._upload_id is None:
@@ -634,11 +635,6 @@ class UpstreamWriter:
         if self._on_data is not None:
             self._on_data(data)
         return hashlib.md5(data).digest()
-
-    async def _hash(self, data: bytes) -> bytes:
-        if len(data) <= HASH_BATCH:
-            return self._digest(data)
-        return await asyncio.get_running_loop().run_in_executor(None, self._digest, data)
 
     async def _send_part(self, data: bytes, md5: bytes) -> None:
         assert self._upload_id is not None
@@ -662,7 +658,7 @@ class UpstreamWriter:
         await self._wait_inflight()
         tail = self._take_pending()
         if tail:
-            self._tail_md5 = await self._hash(tail)
+            self._tail_md5 = await hash_off_loop(self._digest, tail)
             self._tail = (self._tail or b"") + tail
 
     async def commit(

@@ -17,7 +17,8 @@ The path of a variant GET, once the API has found the object and the preset:
    any point leaves nothing the janitor cannot find.
 
 The service knows nothing of HTTP: the API passes the object and a way to read its bytes, and
-turns the ReadyVariant it gets back into a response.
+turns the StoredBlob it gets back (where the variant lives, what it answers with) into a
+response.
 """
 
 from __future__ import annotations
@@ -73,10 +74,6 @@ class VariantSource:
     locate: Callable[[], Awaitable[tuple[FilePart, ...] | None]] | None = None
 
 
-# A ready variant is its stored blob: where it lives and what it answers with.
-ReadyVariant = StoredBlob
-
-
 @dataclass(frozen=True)
 class VariantPolicy:
     max_source_bytes: int
@@ -107,15 +104,15 @@ class VariantPolicy:
         return min(self.retry_max_seconds, self.retry_seconds * 2**exponent)
 
 
-def ready(row: Derivative) -> ReadyVariant:
+def ready(row: Derivative) -> StoredBlob:
     assert row.profile and row.storage_key and row.etag and row.content_type
     assert row.size is not None
-    return ReadyVariant(
+    return StoredBlob(
         row.profile, row.storage_key, row.size, row.etag, row.content_type, row.rendered_at
     )
 
 
-def known(row: Derivative | None) -> ReadyVariant | None:
+def known(row: Derivative | None) -> StoredBlob | None:
     """What a derivative row answers without a render: the variant if it is ready; raises the
     recorded error of a failure in its back-off; None otherwise (missing, pending, retryable)."""
     if row is None:
@@ -148,11 +145,11 @@ class VariantService:
         self._stores = stores
         self._renderer = renderer
         self._policy = policy
-        self._flights: dict[tuple[uuid.UUID, str], asyncio.Task[ReadyVariant]] = {}
+        self._flights: dict[tuple[uuid.UUID, str], asyncio.Task[StoredBlob]] = {}
 
     async def lookup(
         self, source: VariantSource, preset: Preset, format_class: FormatClass
-    ) -> ReadyVariant | None:
+    ) -> StoredBlob | None:
         """The derivative if it is ready; never renders. Raises the recorded error of a
         failed one in its back-off."""
         return known(
@@ -161,7 +158,7 @@ class VariantService:
 
     async def get(
         self, source: VariantSource, preset: Preset, format_class: FormatClass
-    ) -> ReadyVariant:
+    ) -> StoredBlob:
         """The derivative, rendered now if need be. Raises S3Error subclasses."""
         found = await self.lookup(source, preset, format_class)
         if found is not None:
@@ -176,7 +173,7 @@ class VariantService:
 
     def _flight(
         self, source: VariantSource, preset: Preset, format_class: FormatClass
-    ) -> asyncio.Task[ReadyVariant]:
+    ) -> asyncio.Task[StoredBlob]:
         variant_key = preset.variant_key(format_class)
         flight = (source.version_id, variant_key)
         task = self._flights.get(flight)
@@ -188,7 +185,7 @@ class VariantService:
             task.add_done_callback(lambda done: self._landed(flight, done))
         return task
 
-    def _landed(self, flight: tuple[uuid.UUID, str], task: asyncio.Task[ReadyVariant]) -> None:
+    def _landed(self, flight: tuple[uuid.UUID, str], task: asyncio.Task[StoredBlob]) -> None:
         self._flights.pop(flight, None)
         if task.cancelled():
             return
@@ -206,7 +203,7 @@ class VariantService:
 
     async def _produce(
         self, source: VariantSource, spec: RenderSpec, variant_key: str
-    ) -> ReadyVariant:
+    ) -> StoredBlob:
         """Claim and render, or wait for whoever holds the claim, until there is an outcome."""
         deadline = time.monotonic() + self._policy.render_seconds + 5
         delay = POLL_FIRST_SECONDS
@@ -235,7 +232,7 @@ class VariantService:
 
     async def _render(
         self, source: VariantSource, spec: RenderSpec, variant_key: str, attempt: int
-    ) -> ReadyVariant:
+    ) -> StoredBlob:
         key = (source.version_id, variant_key, attempt)
         try:
             rendered = await self._renderer.render(await self._source(source), spec)
@@ -305,7 +302,7 @@ class VariantService:
 
     async def _store(
         self, source: VariantSource, variant_key: str, attempt: int, rendered: Rendered
-    ) -> ReadyVariant:
+    ) -> StoredBlob:
         profile = source.profile
         store = self._stores[profile]
         storage_key = store.new_key()
