@@ -14,15 +14,16 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.api.context import (
+    BACKENDS,
     CONFIG,
     CREDENTIALS,
     EAGER,
-    KEY_RESERVE,
     LOOKUPS,
     POOL,
     PRESETS,
     RECENT_BUCKETS,
     RENDER_POOL,
+    RESOURCES,
     SENDFILE_THREADS,
     STORES,
     VARIANTS,
@@ -30,7 +31,6 @@ from gateway.api.context import (
 from gateway.api.middleware import add_request_id, s3_errors
 from gateway.api.router import dispatch, no_expectation
 from gateway.api.sendfile import sendfile_threads
-from gateway.api.variants import variant_source
 from gateway.config import CredentialConfig, GatewayConfig
 from gateway.maintenance.janitor import run_janitor
 from gateway.meta import buckets
@@ -38,8 +38,10 @@ from gateway.meta.buckets import Bucket, RecentBuckets
 from gateway.meta.db import DATABASE_ERRORS, create_pool, migrate, start_embedded_postgres
 from gateway.meta.garbage import KeyReserve
 from gateway.meta.objects import BatchedLookups, ObjectRecord
+from gateway.objects.backend import Resources
+from gateway.objects.profiles import open_backends
+from gateway.objects.sources import variant_source
 from gateway.storage.profiles import open_stores
-from gateway.storage.upstream import UpstreamStore
 from gateway.variants.eager import EagerRenderer
 from gateway.variants.pool import RenderPool
 from gateway.variants.presets import PresetCatalog
@@ -95,11 +97,6 @@ async def database_url(config: GatewayConfig) -> str:
 async def _storage(app: web.Application) -> AsyncIterator[None]:
     async with open_stores(app[CONFIG]) as stores:
         app[STORES] = stores
-
-        def cacheable(bucket: Bucket) -> bool:
-            return not isinstance(stores.get(bucket.profile), UpstreamStore)
-
-        app[RECENT_BUCKETS] = RecentBuckets(RECENT_BUCKET_SECONDS, cacheable)
         yield
 
 
@@ -134,10 +131,27 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await pool.close_within(database.acquire_timeout_seconds)
 
 
-async def _key_reserve(app: web.Application) -> AsyncIterator[None]:
+async def _backends(app: web.Application) -> AsyncIterator[None]:
+    """The storage keys reserved ahead of writes, and the backend of each profile."""
     new_keys = {name: store.new_key for name, store in app[STORES].items()}
     reserve = KeyReserve(app[POOL], new_keys, app[CONFIG].limits.garbage_grace_seconds)
-    app[KEY_RESERVE] = reserve
+    config = app[CONFIG]
+    resources = Resources(
+        pool=app[POOL],
+        stores=app[STORES],
+        reserve=reserve,
+        garbage_grace_seconds=config.limits.garbage_grace_seconds,
+        inline_max_size=config.limits.inline_max_size,
+    )
+    backends = open_backends(config, resources)
+    app[RESOURCES] = resources
+    app[BACKENDS] = backends
+
+    def cacheable(bucket: Bucket) -> bool:
+        backend = backends.get(bucket.profile)
+        return backend is not None and backend.trusts_recent_buckets
+
+    app[RECENT_BUCKETS] = RecentBuckets(RECENT_BUCKET_SECONDS, cacheable)
     yield
     try:
         await reserve.release()
@@ -155,14 +169,15 @@ async def _variants(app: web.Application) -> AsyncIterator[None]:
         # presets never starts one.
         await render_pool.start()
     policy = VariantPolicy.from_limits(config.limits)
-    service = VariantService(app[POOL], app[STORES], render_pool, policy)
+    backends = app[BACKENDS]
+    service = VariantService(app[RESOURCES], render_pool, policy)
     app[RENDER_POOL] = render_pool
     app[VARIANTS] = service
     task = None
     if catalog.any_eager:
 
         def source_for(record: ObjectRecord) -> VariantSource:
-            return variant_source(app[POOL], app[STORES], record)
+            return variant_source(backends, record)
 
         eager = EagerRenderer(
             app[POOL],
@@ -190,6 +205,7 @@ async def _janitor(app: web.Application) -> AsyncIterator[None]:
         run_janitor(
             app[POOL],
             app[STORES],
+            app[BACKENDS],
             limits.garbage_grace_seconds,
             limits.janitor_interval_seconds,
             limits.abandoned_upload_seconds,
@@ -216,7 +232,7 @@ def create_app(config: GatewayConfig, root: CredentialConfig | None = None) -> w
     app.cleanup_ctx.append(_sendfile_threads)
     app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_database)
-    app.cleanup_ctx.append(_key_reserve)
+    app.cleanup_ctx.append(_backends)
     app.cleanup_ctx.append(_variants)
     app.cleanup_ctx.append(_janitor)
     app.on_response_prepare.append(add_request_id)

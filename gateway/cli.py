@@ -19,11 +19,12 @@ from tqdm import tqdm
 from gateway.api import connections
 from gateway.app import create_app, database_url, root_credential
 from gateway.config import ConfigError, CredentialConfig, GatewayConfig, load_config
+from gateway.errors import GatewayError
 from gateway.maintenance.importer import import_bucket
 from gateway.maintenance.janitor import abort_abandoned_uploads, collect_garbage
 from gateway.meta import buckets, imports
 from gateway.meta.db import DatabaseUnavailableError, GatewayPool, create_pool, migrate
-from gateway.s3.errors import S3Error
+from gateway.objects.profiles import opened_backends
 from gateway.storage.profiles import open_stores
 from gateway.storage.upstream import UpstreamStore
 
@@ -144,10 +145,11 @@ async def _migrate(config: GatewayConfig) -> int:
 async def _gc(config: GatewayConfig, grace: int) -> int:
     pool = await _pool(config, 2)
     try:
-        async with open_stores(config) as stores:
+        async with opened_backends(config, pool) as backends:
             aborted = await abort_abandoned_uploads(
-                pool, stores, config.limits.abandoned_upload_seconds
+                pool, backends, config.limits.abandoned_upload_seconds
             )
+            stores = {name: backend.store for name, backend in backends.items()}
             removed = await collect_garbage(pool, stores, grace)
     finally:
         await pool.close()
@@ -193,8 +195,8 @@ async def _import(config: GatewayConfig, args: argparse.Namespace) -> int:
                     bar.update(listed)
 
                 listed, added = await import_bucket(pool, store, bucket, args.concurrency, progress)
-    except S3Error as exc:
-        print(f"import failed: {exc.message}", file=sys.stderr)
+    except GatewayError as exc:
+        print(f"import failed: {exc}", file=sys.stderr)
         return 1
     finally:
         await pool.close()

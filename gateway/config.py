@@ -122,6 +122,10 @@ class UpstreamProfile(_Strict):
     # reached, times out or answers 5xx/SlowDown; waits grow from retry_base_seconds.
     max_attempts: int = Field(default=4, ge=1, le=20)
     retry_base_seconds: float = Field(default=0.2, gt=0)
+    # The one attempt a call made with an object's key locked in Postgres gets (the HEAD that
+    # confirms a write, adoption, DeleteObject): a slow upstream holds a database connection
+    # no longer than this.
+    locked_call_timeout_seconds: float = Field(default=5, gt=0)
     # Bodies up to this size are sent in one PutObject once verified; larger ones as an
     # upstream multipart upload in parts of this size (S3's minimum is 5MiB).
     part_size: Size = Field(default=8 * 1024**2, ge=5 * 1024**2, le=5 * 1024**3)

@@ -18,7 +18,6 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import requests
 from boto3.s3.transfer import TransferConfig
@@ -26,6 +25,7 @@ from botocore.exceptions import ClientError
 from lxml import etree
 
 from gateway.maintenance.janitor import abort_abandoned_uploads
+from gateway.meta.db import create_pool
 from tests.conftest import LOCAL_ONLY, GatewayProcess, db_fetch, unaccounted_blobs
 from tests.rawhttp import sign_s3
 from tests.s3errors import code_of, status_of
@@ -541,7 +541,7 @@ def test_janitor_aborts_abandoned_uploads(s3, bucket: str, gateway_dsn: str) -> 
     )
 
     async def run() -> int:
-        pool = await asyncpg.create_pool(gateway_dsn, min_size=1, max_size=2)
+        pool = await create_pool(gateway_dsn, 1, 2)
         try:
             return await abort_abandoned_uploads(pool, {}, 86400)
         finally:

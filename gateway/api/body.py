@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +13,7 @@ from aiohttp import ClientPayloadError, HttpVersion11
 
 from gateway.api.context import S3Request
 from gateway.s3 import checksums, errors, sigv4
+from gateway.s3.checksums import BodyDigests
 from gateway.s3.chunked import AwsChunkedDecoder, ChunkSignatureVerifier
 
 _CHUNKED_MODES = frozenset(
@@ -27,27 +27,6 @@ _CHUNKED_MODES = frozenset(
 
 # ASCII only: str.isdigit() accepts digits int() then refuses, such as "²".
 _DECIMAL = re.compile(r"[0-9]{1,19}")
-
-
-class BodyDigests:
-    """Digests of the decoded payload. ``update`` runs in the blob writer's thread."""
-
-    def __init__(self, sha256: bool, checksum_algorithm: str | None) -> None:
-        self.md5 = hashlib.md5()
-        self.sha256 = hashlib.sha256() if sha256 else None
-        self.checksum_algorithm = checksum_algorithm
-        self.checksum = checksums.new_checksum(checksum_algorithm) if checksum_algorithm else None
-
-    def update(self, data: bytes) -> None:
-        self.md5.update(data)
-        if self.sha256 is not None:
-            self.sha256.update(data)
-        if self.checksum is not None:
-            self.checksum.update(data)
-
-    @property
-    def etag(self) -> str:
-        return f'"{self.md5.hexdigest()}"'
 
 
 def _content_md5(value: str | None) -> bytes | None:

@@ -12,8 +12,9 @@ from multidict import CIMultiDictProxy
 
 from gateway.config import CredentialConfig, GatewayConfig
 from gateway.meta.buckets import RecentBuckets
-from gateway.meta.garbage import KeyReserve
 from gateway.meta.objects import BatchedLookups
+from gateway.objects.backend import ObjectBackend, Resources
+from gateway.s3 import errors
 from gateway.s3.query import Query
 from gateway.s3.sigv4 import AuthRequest
 from gateway.storage import BlobStore
@@ -26,7 +27,8 @@ CONFIG = web.AppKey("config", GatewayConfig)
 POOL = web.AppKey("pool", asyncpg.Pool)
 LOOKUPS = web.AppKey("lookups", BatchedLookups)
 STORES = web.AppKey("stores", Mapping[str, BlobStore])
-KEY_RESERVE = web.AppKey("key_reserve", KeyReserve)
+BACKENDS = web.AppKey("backends", Mapping[str, ObjectBackend])
+RESOURCES = web.AppKey("resources", Resources)
 RECENT_BUCKETS = web.AppKey("recent_buckets", RecentBuckets)
 CREDENTIALS = web.AppKey("credentials", dict[str, CredentialConfig])
 PRESETS = web.AppKey("presets", PresetCatalog)
@@ -70,8 +72,13 @@ class S3Request:
     def pool(self) -> asyncpg.Pool:
         return self.http.app[POOL]
 
-    def store(self, profile: str) -> BlobStore:
-        return self.http.app[STORES][profile]
+    def backend(self, profile: str) -> ObjectBackend:
+        """The backend of a storage profile; an upload or object of a profile no longer
+        configured is answered 503, not 500."""
+        backend = self.http.app[BACKENDS].get(profile)
+        if backend is None:
+            raise errors.ServiceUnavailable(f"The storage profile {profile!r} is not configured.")
+        return backend
 
     def eager_presets(self, bucket: str) -> list[str]:
         """The presets to render as soon as an object of ``bucket`` is written."""

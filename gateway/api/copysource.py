@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from urllib.parse import unquote
 
-from gateway.api import auth, reader
+from gateway.api import auth
 from gateway.api.context import S3Request
-from gateway.api.reader import Segment
+from gateway.errors import ObjectChangedError
 from gateway.meta import objects
 from gateway.meta.objects import ObjectRecord
+from gateway.objects import reading
+from gateway.objects.reading import Segment
 from gateway.s3 import conditions, errors, names, ranges, versions
 from gateway.s3.conditions import Conditions
 from gateway.s3.query import parse_query
@@ -56,7 +58,7 @@ async def copy_source_segments(
     req: S3Request, range_header: str | None
 ) -> tuple[ObjectRecord, list[Segment]]:
     """The copy source and the segments of the bytes to copy (all, or ``range_header``'s)."""
-    for _attempt in range(reader.READ_ATTEMPTS):
+    for _attempt in range(reading.READ_ATTEMPTS):
         source = await copy_source(req)
         if range_header is None:
             start, length = 0, source.size
@@ -68,7 +70,7 @@ async def copy_source_segments(
                 "The specified copy source is larger than the maximum allowable size for a copy"
                 f" source: {req.config.limits.max_object_size}"
             )
-        segments = await reader.object_segments(req.pool, source, start, length)
+        segments = await reading.object_segments(req.pool, source, start, length)
         if segments is not None:
             return source, segments
-    raise reader.object_changed()
+    raise ObjectChangedError()

@@ -11,10 +11,10 @@ import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from gateway import errors as gateway_errors
 from gateway.meta.db import DatabaseUnavailableError
 from gateway.s3 import errors
 from gateway.s3.xml import error_document
-from gateway.storage.upstream import UpstreamChangedError, UpstreamMissingError
 
 log = logging.getLogger("gateway.access")
 
@@ -74,10 +74,45 @@ async def s3_errors(request: web.Request, handler: Handler) -> web.StreamRespons
     return response
 
 
+_UPSTREAM_REFUSALS: dict[str, type[errors.S3Error]] = {
+    "InvalidPart": errors.InvalidPart,
+    "InvalidPartOrder": errors.InvalidPartOrder,
+    "EntityTooSmall": errors.EntityTooSmall,
+    "EntityTooLarge": errors.EntityTooLarge,
+}
+
+
+def s3_error_of(exc: Exception) -> errors.S3Error | None:
+    """The S3 error that answers ``exc``, when it is one of the S3 or gateway errors."""
+    if isinstance(exc, errors.S3Error):
+        return exc
+    if not isinstance(exc, gateway_errors.GatewayError):
+        return None
+    match exc:
+        case gateway_errors.BucketGoneError(bucket=bucket):
+            return errors.NoSuchBucket(BucketName=bucket)
+        case gateway_errors.UploadGoneError(upload_id=upload_id):
+            return errors.NoSuchUpload(UploadId=upload_id) if upload_id else errors.NoSuchUpload()
+        case gateway_errors.ObjectChangedError():
+            return errors.SlowDown("The object changed while it was being read. Please try again.")
+        case gateway_errors.UpstreamThrottledError():
+            return errors.SlowDown(str(exc))
+        case gateway_errors.UpstreamUnavailableError():
+            return errors.ServiceUnavailable(str(exc))
+        case gateway_errors.UpstreamRefusedError(code=code, message=message):
+            return _UPSTREAM_REFUSALS[code](message)
+        case gateway_errors.KeyNotStorableError(key=key, message=message, max_size=None):
+            return errors.InvalidArgument(message, ArgumentName="key", ArgumentValue=key)
+        case gateway_errors.KeyNotStorableError(key=key, max_size=max_size):
+            return errors.KeyTooLongError(Size=str(len(key.encode())), MaxSizeAllowed=str(max_size))
+    return None
+
+
 def _answer_error(request: web.Request, exc: Exception, request_id: str) -> web.Response:
     """Called while ``exc`` is being handled (so log.exception sees its traceback)."""
-    if isinstance(exc, errors.S3Error):
-        return error_response(request, exc, request_id)
+    error = s3_error_of(exc)
+    if error is not None:
+        return error_response(request, error, request_id)
     if isinstance(exc, web.HTTPException):
         # aiohttp's own rejections (e.g. a request line it cannot route) still speak S3.
         error = errors.InvalidRequest(exc.reason) if exc.status < 500 else errors.InternalError()
@@ -94,17 +129,6 @@ def _answer_error(request: web.Request, exc: Exception, request_id: str) -> web.
         # the log while the database is down.
         log.debug("%s %s: database unavailable (%s)", request.method, request.raw_path, exc)
         error = errors.ServiceUnavailable("The service is unavailable. Please try again.")
-        return error_response(request, error, request_id)
-    if isinstance(exc, asyncpg.ForeignKeyViolationError):
-        # A write that raced the deletion of what it writes into.
-        constraint = exc.constraint_name or ""
-        if constraint.startswith("upload_parts_"):
-            return error_response(request, errors.NoSuchUpload(), request_id)
-        if constraint.endswith("_bucket_fkey"):
-            return error_response(request, errors.NoSuchBucket(), request_id)
-    if isinstance(exc, UpstreamChangedError | UpstreamMissingError):
-        # Another tool changed the upstream object while it was being copied or rendered.
-        error = errors.SlowDown("The object changed while it was being read. Please try again.")
         return error_response(request, error, request_id)
     if isinstance(exc, asyncpg.CharacterNotInRepertoireError):
         # A NUL in some client-supplied text that validation missed: Postgres text cannot

@@ -1,9 +1,8 @@
 """Multipart uploads: CreateMultipartUpload, UploadPart, UploadPartCopy,
 CompleteMultipartUpload, AbortMultipartUpload, ListParts, ListMultipartUploads.
 
-Each part is a blob of its own, fsynced when uploaded. Completing an upload copies no bytes:
-the object becomes the ordered list of its part blobs (object_chunks), swapped in with the
-object row in one transaction, so completion takes time in the number of parts, not bytes.
+How parts are stored and an upload becomes an object is the bucket's backend's
+(gateway.objects); here requests are parsed and answered.
 
 In-progress uploads belong to writers: every operation here needs a write grant on the bucket.
 """
@@ -11,16 +10,14 @@ In-progress uploads belong to writers: every operation here needs a write grant 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.api import auth, reader, upstream
-from gateway.api.body import BodyDigests, RequestBody
-from gateway.api.common import StagedBlob, get_bucket, read_small_body
+from gateway.api import auth
+from gateway.api.body import RequestBody
+from gateway.api.common import get_bucket, read_small_body
 from gateway.api.context import S3Request
 from gateway.api.copysource import copy_source_segments
 from gateway.api.listing import common_prefix
@@ -28,16 +25,14 @@ from gateway.api.objects import (
     content_type_from_headers,
     metadata_from_headers,
     object_key,
-    precheck_write,
-    write_check,
-    write_precondition,
 )
 from gateway.meta import uploads
 from gateway.meta.buckets import Bucket
-from gateway.meta.objects import Chunk, ObjectRecord, prefix_upper_bound
-from gateway.meta.uploads import ListedUpload, Part, Upload
-from gateway.s3 import checksums, errors, multipart, xmlbody
-from gateway.s3.multipart import MAX_LISTED, UploadedPart
+from gateway.meta.objects import prefix_upper_bound
+from gateway.meta.uploads import ListedUpload, Upload
+from gateway.objects.backend import Completion, ObjectBackend, WriteTerms
+from gateway.s3 import checksums, conditions, errors, multipart, xmlbody
+from gateway.s3.multipart import MAX_LISTED
 from gateway.s3.xml import (
     PartEntry,
     PartListing,
@@ -50,8 +45,6 @@ from gateway.s3.xml import (
     list_multipart_uploads_result,
     list_parts_result,
 )
-from gateway.storage import hash_off_loop
-from gateway.storage.upstream import UpstreamChangedError, UpstreamMissingError, UpstreamStore
 
 # 10,000 parts with ETags and checksums take about 1.5 MiB of XML: a completion body may be
 # that large even when limits.max_xml_body is smaller.
@@ -74,12 +67,13 @@ def _upload_id(req: S3Request) -> uuid.UUID:
     return upload_id
 
 
-async def _open_upload(req: S3Request, bucket: Bucket, key: str) -> Upload:
+async def _open_upload(req: S3Request, bucket: Bucket, key: str) -> tuple[Upload, ObjectBackend]:
+    """The upload the request names, and the backend of the profile it was created in."""
     upload_id = _upload_id(req)
     upload = await uploads.get_upload(req.pool, bucket.name, key, upload_id)
     if upload is None:
         raise errors.NoSuchUpload(UploadId=str(upload_id))
-    return upload
+    return upload, req.backend(upload.profile or bucket.profile)
 
 
 async def create_multipart_upload(req: S3Request) -> web.StreamResponse:
@@ -99,11 +93,7 @@ async def create_multipart_upload(req: S3Request) -> web.StreamResponse:
         checksum_type=kind,
         owner=req.owner_id,
     )
-    store = upstream.store_of(req, bucket.profile)
-    if store is None:
-        await uploads.create_upload(req.pool, upload)
-    else:
-        upload = await _create_upstream_upload(req, store, bucket, upload)
+    upload = await req.backend(bucket.profile).create_upload(upload)
     response_headers = {}
     if upload.checksum_algorithm is not None and kind is not None:
         response_headers["x-amz-checksum-algorithm"] = upload.checksum_algorithm
@@ -112,235 +102,30 @@ async def create_multipart_upload(req: S3Request) -> web.StreamResponse:
     return web.Response(body=body, content_type="application/xml", headers=response_headers)
 
 
-async def _create_upstream_upload(
-    req: S3Request, store: UpstreamStore, bucket: Bucket, upload: Upload
-) -> Upload:
-    """An upload mapped onto one of the upstream's own, so its completion is native there."""
-    upstream_key = store.object_key(bucket.name, upload.key)
-    attributes = upstream.attributes(upload.content_type, upload.metadata)
-    storage_upload_id = await store.create_upload(upstream_key, attributes)
-    upload = replace(
-        upload,
-        profile=bucket.profile,
-        storage_key=upstream_key,
-        storage_upload_id=storage_upload_id,
-    )
-    try:
-        await uploads.create_upload(req.pool, upload)
-    except BaseException:
-        await store.abort_upload(upstream_key, storage_upload_id)
-        raise
-    return upload
-
-
-def _upstream_upload(req: S3Request, upload: Upload) -> tuple[UpstreamStore, str, str] | None:
-    """(store, upstream key, upstream upload id) of an upload kept upstream."""
-    if upload.storage_upload_id is None or upload.profile is None:
-        return None
-    store = upstream.store_of(req, upload.profile)
-    if store is None or upload.storage_key is None:
-        raise errors.ServiceUnavailable(
-            f"The storage profile {upload.profile!r} of this upload is not configured."
-        )
-    return store, upload.storage_key, upload.storage_upload_id
-
-
-async def _hashed(chunks: AsyncIterator[bytes], digests: BodyDigests) -> AsyncIterator[bytes]:
-    """``chunks`` passed on as they come, hashed off the loop a batch at a time."""
-    async for chunk in chunks:
-        await hash_off_loop(digests.update, chunk)
-        yield chunk
-
-
-async def _upload_upstream_part(
-    target: tuple[UpstreamStore, str, str],
-    part_number: int,
-    chunks: AsyncIterator[bytes],
-    length: int,
-    digests: BodyDigests,
-    md5: bytes | None = None,
-) -> tuple[int, str]:
-    """Stream one part to the upstream upload; (size, upstream ETag). ``md5``: the part's
-    Content-MD5 when the client sent one, for the upstream to check as well."""
-    store, upstream_key, storage_upload_id = target
-    try:
-        etag = await store.upload_part(
-            upstream_key, storage_upload_id, part_number, _hashed(chunks, digests), length, md5
-        )
-    except UpstreamMissingError:
-        # Aborted (or completed) meanwhile.
-        raise errors.NoSuchUpload() from None
-    return length, etag
-
-
-async def _commit_part(req: S3Request, blob: StagedBlob, upload: Upload, part: Part) -> None:
-    blob.row_commit_started = True
-    async with req.pool.acquire() as conn:
-        committed = await uploads.commit_part(
-            conn, upload.bucket, upload.key, upload.upload_id, part
-        )
-    if not committed:
-        # Aborted or completed meanwhile: nothing references the blob, so it goes at once.
-        blob.row_commit_started = False
-        raise errors.NoSuchUpload(UploadId=str(upload.upload_id))
-
-
-async def _record_upstream_part(req: S3Request, upload: Upload, part: Part) -> None:
-    async with req.pool.acquire() as conn:
-        committed = await uploads.commit_part(
-            conn, upload.bucket, upload.key, upload.upload_id, part
-        )
-    if not committed:
-        raise errors.NoSuchUpload(UploadId=str(upload.upload_id))
-
-
 async def upload_part(req: S3Request) -> web.StreamResponse:
     key = object_key(req)
     part_number = multipart.parse_part_number(req.query.get("partNumber", ""))
     bucket = await _writable_bucket(req)
     # Checked before the body is read, so a part for a missing upload is never transferred.
-    upload = await _open_upload(req, bucket, key)
+    upload, backend = await _open_upload(req, bucket, key)
     body = RequestBody(
         req,
         max_size=req.config.limits.max_object_size,
         upload_checksum=upload.checksum_algorithm,
     )
-    target = _upstream_upload(req, upload)
-    if target is not None:
-        if body.length is None:
-            raise errors.MissingContentLength()
-        size, storage_etag = await _upload_upstream_part(
-            target,
-            part_number,
-            aiter(body),
-            body.length,
-            body.digests,
-            body.content_md5,
-        )
-        part_checksums = body.verify()
-        part = Part(
-            part_number=part_number,
-            size=size,
-            etag=body.digests.etag,
-            profile=target[0].name,
-            storage_key=target[1],
-            last_modified=datetime.now(UTC),
-            checksums=part_checksums,
-            storage_etag=storage_etag,
-        )
-        await _record_upstream_part(req, upload, part)
-        return web.Response(
-            headers={"ETag": part.etag, **checksums.response_headers(part_checksums)}
-        )
-    async with StagedBlob(req, bucket.profile, body.digests.update) as blob:
-        await blob.write_all(aiter(body))
-        part_checksums = body.verify()
-        assert blob.writer is not None
-        await blob.writer.commit()
-        part = Part(
-            part_number=part_number,
-            size=blob.writer.size,
-            etag=body.digests.etag,
-            profile=bucket.profile,
-            storage_key=blob.storage_key,
-            last_modified=datetime.now(UTC),
-            checksums=part_checksums,
-        )
-        await _commit_part(req, blob, upload, part)
-    return web.Response(headers={"ETag": part.etag, **checksums.response_headers(part_checksums)})
+    part = await backend.upload_part(upload, part_number, body)
+    return web.Response(headers={"ETag": part.etag, **checksums.response_headers(part.checksums)})
 
 
 async def upload_part_copy(req: S3Request) -> web.StreamResponse:
     key = object_key(req)
     part_number = multipart.parse_part_number(req.query.get("partNumber", ""))
     bucket = await _writable_bucket(req)
-    upload = await _open_upload(req, bucket, key)
+    upload, backend = await _open_upload(req, bucket, key)
     source, segments = await copy_source_segments(req, req.headers.get("x-amz-copy-source-range"))
-    digests = BodyDigests(sha256=False, checksum_algorithm=upload.checksum_algorithm)
-    target = _upstream_upload(req, upload)
-    if target is not None:
-        part = await _copy_upstream_part(req, target, upload, part_number, source, segments)
-        body = copy_part_result(part.etag, part.last_modified, part.checksums)
-        return web.Response(body=body, content_type="application/xml")
-    async with StagedBlob(req, bucket.profile, digests.update) as blob:
-        await blob.write_all(reader.read_segments(req, segments))
-        assert blob.writer is not None
-        await blob.writer.commit()
-        part_checksums = {}
-        if digests.checksum is not None and upload.checksum_algorithm is not None:
-            part_checksums[upload.checksum_algorithm] = digests.checksum.digest_b64()
-        part = Part(
-            part_number=part_number,
-            size=blob.writer.size,
-            etag=digests.etag,
-            profile=bucket.profile,
-            storage_key=blob.storage_key,
-            last_modified=datetime.now(UTC),
-            checksums=part_checksums,
-        )
-        await _commit_part(req, blob, upload, part)
-    body = copy_part_result(part.etag, part.last_modified, part_checksums)
+    part = await backend.upload_part_copy(upload, part_number, source, segments)
+    body = copy_part_result(part.etag, part.last_modified, part.checksums)
     return web.Response(body=body, content_type="application/xml")
-
-
-async def _copy_upstream_part(
-    req: S3Request,
-    target: tuple[UpstreamStore, str, str],
-    upload: Upload,
-    part_number: int,
-    source: ObjectRecord,
-    segments: list[reader.Segment],
-) -> Part:
-    """A part copied upstream: server-side from the same profile (when no checksum must be
-    computed over its bytes), else streamed through the gateway."""
-    store, upstream_key, storage_upload_id = target
-    length = sum(segment.length for segment in segments)
-    digests = BodyDigests(sha256=False, checksum_algorithm=upload.checksum_algorithm)
-    part_checksums: dict[str, str] = {}
-    if (
-        source.profile == store.name
-        and source.storage_etag is not None
-        and upload.checksum_algorithm is None
-        and segments
-    ):
-        start = segments[0].offset
-        try:
-            etag = await store.upload_part_copy(
-                upstream_key,
-                storage_upload_id,
-                part_number,
-                segments[0].storage_key,
-                source.storage_etag,
-                start,
-                start + length - 1,
-            )
-        except (UpstreamChangedError, UpstreamMissingError):
-            await upstream.reconcile(req, source)
-            raise reader.object_changed() from None
-        storage_etag = part_etag = etag
-    else:
-        _, storage_etag = await _upload_upstream_part(
-            target,
-            part_number,
-            reader.read_segments(req, segments),
-            length,
-            digests,
-        )
-        part_etag = digests.etag
-        if digests.checksum is not None and upload.checksum_algorithm is not None:
-            part_checksums[upload.checksum_algorithm] = digests.checksum.digest_b64()
-    part = Part(
-        part_number=part_number,
-        size=length,
-        etag=part_etag,
-        profile=store.name,
-        storage_key=upstream_key,
-        last_modified=datetime.now(UTC),
-        checksums=part_checksums,
-        storage_etag=storage_etag,
-    )
-    await _record_upstream_part(req, upload, part)
-    return part
 
 
 def _declared_object_checksums(req: S3Request) -> dict[str, str]:
@@ -356,93 +141,15 @@ def _declared_object_checksums(req: S3Request) -> dict[str, str]:
 async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
     key = object_key(req)
     bucket = await _writable_bucket(req)
-    upload_id = _upload_id(req)
     limit = max(req.config.limits.max_xml_body, COMPLETE_BODY_MIN_LIMIT)
     requested = xmlbody.parse_complete_multipart_upload(
         await read_small_body(req, limit=limit, checksum_headers=False)
     )
-    cond = write_precondition(req)
-    check = write_check(cond, key)
-    declared = _declared_object_checksums(req)
-    version_id = uuid.uuid4()
-    now = datetime.now(UTC)
-    # For an upload kept upstream, once completed there: its upstream key and ETag.
-    in_place: dict[str, str] = {}
-
-    def assemble(upload: Upload, parts: list[Part]) -> tuple[ObjectRecord, list[Chunk]]:
-        # Runs with the upload locked: the parts cannot change until the object is committed.
-        by_number = {part.part_number: part for part in parts}
-        uploaded = {
-            part.part_number: UploadedPart(part.part_number, part.etag, part.size, part.checksums)
-            for part in parts
-        }
-        chosen = multipart.select_parts(requested, uploaded)
-        metadata = dict(upload.metadata)
-        algorithm, kind = upload.checksum_algorithm, upload.checksum_type
-        if algorithm is not None and kind is not None:
-            value = multipart.object_checksum(algorithm, kind, chosen)
-            if value is not None:
-                metadata["checksums"] = {algorithm: value}
-                metadata["checksum_type"] = kind
-        stored = metadata.get("checksums", {})
-        for name, expected in declared.items():
-            if name in stored and stored[name] != expected:
-                raise errors.BadDigest(
-                    f"The {name} you specified did not match the calculated checksum."
-                )
-        chunks = uploads.chunks_from_parts([by_number[part.part_number] for part in chosen])
-        record = ObjectRecord(
-            bucket=bucket.name,
-            key=key,
-            version_id=version_id,
-            size=sum(chunk.size for chunk in chunks),
-            etag=multipart.multipart_etag([part.etag for part in chosen]),
-            content_type=upload.content_type,
-            profile=upload.profile or bucket.profile,
-            storage_key=in_place.get("key"),
-            last_modified=now,
-            metadata=metadata,
-            parts_count=len(chunks),
-            storage_etag=in_place.get("etag"),
-        )
-        return record, chunks
-
-    confirm = None
-    upload = await _open_upload(req, bucket, key)
-    target = _upstream_upload(req, upload)
-    if target is not None:
-        store, upstream_key, storage_upload_id = target
-        # Checked before the upstream completes, and again with the upload locked.
-        parts = await uploads.list_parts(req.pool, upload_id, 0, multipart.MAX_PART_NUMBER)
-        planned, chunks = assemble(upload, parts)
-        current = await precheck_write(req, bucket.name, key, check)
-        try:
-            storage_etag = await store.complete_upload(
-                upstream_key,
-                storage_upload_id,
-                [(chunk.part_number, chunk.storage_etag or "") for chunk in chunks],
-                upstream.write_conditions(cond, current),
-            )
-        except UpstreamChangedError:
-            raise errors.PreconditionFailed(
-                Condition="If-None-Match" if cond and cond.if_none_match else "If-Match"
-            ) from None
-        except UpstreamMissingError:
-            # Gone upstream: aborted, or completed by an attempt whose answer was lost (the
-            # call is retried), in which case the upstream holds exactly this object.
-            found = await store.head(upstream_key)
-            if found is None or found.etag != planned.etag:
-                raise errors.NoSuchUpload(UploadId=str(upload_id)) from None
-            storage_etag = found.etag
-        in_place.update(key=upstream_key, etag=storage_etag)
-        confirm = upstream.still_in_place(store, upstream_key, storage_etag)
+    cond = conditions.write_conditions(req.headers)
+    upload, backend = await _open_upload(req, bucket, key)
     eager = req.eager_presets(bucket.name)
-    async with req.pool.acquire() as conn:
-        record = await uploads.complete_upload(
-            conn, bucket.name, key, upload_id, assemble, check, eager, confirm
-        )
-    if record is None:
-        raise errors.NoSuchUpload(UploadId=str(upload_id))
+    completion = Completion(requested, _declared_object_checksums(req), WriteTerms(cond, eager))
+    record = await backend.complete_upload(upload, completion)
     if eager:
         req.eager_enqueued()
     host = req.headers.get("Host", "")
@@ -453,7 +160,7 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
         key,
         record.etag,
         record.checksums,
-        record.metadata.get("checksum_type"),
+        record.metadata.checksum_type,
     )
     return web.Response(body=body, content_type="application/xml")
 
@@ -461,23 +168,15 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
 async def abort_multipart_upload(req: S3Request) -> web.StreamResponse:
     key = object_key(req)
     bucket = await _writable_bucket(req)
-    upload = await _open_upload(req, bucket, key)
-    upload_id = upload.upload_id
-    target = _upstream_upload(req, upload)
-    if target is not None:
-        # Upstream first: an upstream that cannot be reached leaves the upload to retry.
-        store, upstream_key, storage_upload_id = target
-        await store.abort_upload(upstream_key, storage_upload_id)
-    async with req.pool.acquire() as conn:
-        if not await uploads.abort_upload(conn, bucket.name, key, upload_id):
-            raise errors.NoSuchUpload(UploadId=str(upload_id))
+    upload, backend = await _open_upload(req, bucket, key)
+    await backend.abort_upload(upload)
     return web.Response(status=204)
 
 
 async def list_parts(req: S3Request) -> web.StreamResponse:
     key = object_key(req)
     bucket = await _writable_bucket(req)
-    upload = await _open_upload(req, bucket, key)
+    upload, _ = await _open_upload(req, bucket, key)
     query = req.query
     max_parts = min(
         multipart.parse_list_argument(query.get("max-parts"), "max-parts", MAX_LISTED), MAX_LISTED

@@ -2,32 +2,32 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 
-import asyncpg
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.api import auth, copysource, reader, upstream
-from gateway.api.body import BodyDigests, RequestBody
-from gateway.api.common import StagedBlob, get_bucket, http_date, read_small_body, recent_bucket
-from gateway.api.context import LOOKUPS, S3Request
-from gateway.api.middleware import SENT_RESPONSE
-from gateway.api.reader import Segment
+from gateway.api import auth, copysource
+from gateway.api.body import RequestBody
+from gateway.api.common import get_bucket, http_date, read_small_body, recent_bucket
+from gateway.api.context import LOOKUPS, STORES, S3Request
+from gateway.api.middleware import SENT_RESPONSE, s3_error_of
+from gateway.api.streaming import send_segments
+from gateway.errors import ObjectChangedError, StoredObjectChangedError
 from gateway.meta import objects
 from gateway.meta.buckets import Bucket
-from gateway.meta.objects import DEFAULT_CONTENT_TYPE, Chunk, ObjectRecord
+from gateway.meta.objects import DEFAULT_CONTENT_TYPE, Chunk, ObjectMetadata, ObjectRecord
+from gateway.objects import reading
+from gateway.objects.backend import NewObject, WriteTerms
+from gateway.objects.reading import Segment
 from gateway.s3 import checksums, conditions, errors, multipart, names, ranges, versions, xmlbody
 from gateway.s3.conditions import Conditions, Precondition
 from gateway.s3.query import has_control_characters
 from gateway.s3.xml import DeleteError, copy_object_result, delete_result
 from gateway.s3.xmlbody import ObjectIdentifier
 from gateway.storage.local import INLINE_READ_MAX
-from gateway.storage.upstream import UpstreamChangedError, UpstreamMissingError, UpstreamStore
 
 # Standard headers stored with an object and returned on GET/HEAD.
 STORED_HEADERS = (
@@ -55,7 +55,7 @@ def object_key(req: S3Request) -> str:
     return req.key
 
 
-def metadata_from_headers(req: S3Request, headers: Mapping[str, str]) -> dict[str, Any]:
+def metadata_from_headers(req: S3Request, headers: Mapping[str, str]) -> ObjectMetadata:
     user = {}
     size = 0
     for name, value in headers.items():
@@ -76,7 +76,7 @@ def metadata_from_headers(req: S3Request, headers: Mapping[str, str]) -> dict[st
             header = ", ".join(codings) or None
         if header is not None:
             stored[name] = header
-    return {"user": user, "headers": stored}
+    return ObjectMetadata(user=user, headers=stored)
 
 
 def content_type_from_headers(headers: Mapping[str, str]) -> str:
@@ -103,7 +103,7 @@ async def readable_object(req: S3Request) -> tuple[Bucket, ObjectRecord]:
     if bucket is not None and record is None:
         auth.require_read(req, bucket)
         versions.check_version_id(req.query.get("versionId"), key)
-        record = await upstream.adopt(req, bucket, key)
+        record = await req.backend(bucket.profile).adopt(bucket, key)
     return readable(req, key, bucket, record)
 
 
@@ -221,7 +221,7 @@ async def _part_range(
 async def plan_read(req: S3Request, with_segments: bool) -> ObjectRead:
     part_number = _requested_part(req)
     checksum_mode = req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
-    for _attempt in range(reader.READ_ATTEMPTS):
+    for _attempt in range(reading.READ_ATTEMPTS):
         _, record = await readable_object(req)
         check_read_conditions(req, record.etag, record.last_modified)
         headers = object_headers(record)
@@ -249,14 +249,14 @@ async def plan_read(req: S3Request, with_segments: bool) -> ObjectRead:
         segments = None
         if with_segments:
             if part is not None and record.storage_key is None:
-                segments = reader.chunk_segments(part)
+                segments = reading.chunk_segments(part)
             else:
-                segments = await reader.object_segments(req.pool, record, start, length)
+                segments = await reading.object_segments(req.pool, record, start, length)
                 if segments is None:
                     continue
         status = 206 if byte_range else 200
         return ObjectRead(status, headers, length, segments, record)
-    raise reader.object_changed()
+    raise ObjectChangedError()
 
 
 async def head_object(req: S3Request) -> web.StreamResponse:
@@ -264,17 +264,17 @@ async def head_object(req: S3Request) -> web.StreamResponse:
 
 
 async def get_object(req: S3Request) -> web.StreamResponse:
-    for _attempt in range(reader.READ_ATTEMPTS):
+    for _attempt in range(reading.READ_ATTEMPTS):
         read = await plan_read(req, with_segments=True)
         try:
             return await answer_read(req, read)
-        except (UpstreamChangedError, UpstreamMissingError):
+        except StoredObjectChangedError:
             if read.record is None or req.http.get(SENT_RESPONSE) is not None:
                 raise
-            # Another tool replaced or deleted the object upstream: record that, then read
+            # Another tool replaced or deleted the object in storage: record that, then read
             # what is there now.
-            await upstream.reconcile(req, read.record)
-    raise reader.object_changed()
+            await req.backend(read.record.profile).reconcile(read.record)
+    raise ObjectChangedError()
 
 
 async def answer_read(req: S3Request, read: ObjectRead) -> web.StreamResponse:
@@ -286,54 +286,12 @@ async def answer_read(req: S3Request, read: ObjectRead) -> web.StreamResponse:
         response.content_length = read.length
         return response
     if read.length <= INLINE_READ_MAX:
-        body = await reader.read_small(req, read.segments)
+        body = await reading.read_small(req.app[STORES], read.segments)
         return web.Response(status=read.status, body=body, headers=read.headers)
     response = web.StreamResponse(status=read.status, headers=read.headers)
     response.content_length = read.length
-    await reader.send_segments(req, response, read.segments)
+    await send_segments(req, response, read.segments)
     return response
-
-
-def write_precondition(req: S3Request) -> Conditions | None:
-    cond = Conditions.from_headers(req.headers)
-    if cond.if_match is None and cond.if_none_match is None:
-        return None
-    return cond
-
-
-# Sees the ETag of the object a write replaces (None: none), raises to refuse the write.
-WriteCheck = Callable[[str | None], None]
-
-
-def write_check(cond: Conditions | None, key: str) -> WriteCheck | None:
-    """What a conditional write checks against the ETag it replaces; None for a plain write
-    (which then commits without a round trip to look)."""
-    if cond is None:
-        return None
-
-    def check(current_etag: str | None) -> None:
-        outcome = conditions.evaluate_write(cond, current_etag)
-        if outcome is Precondition.MISSING:
-            raise errors.NoSuchKey(Key=key)
-        if outcome is Precondition.FAILED:
-            raise errors.PreconditionFailed(
-                Condition="If-Match" if cond.if_match is not None else "If-None-Match"
-            )
-
-    return check
-
-
-async def precheck_write(
-    req: S3Request, bucket: str, key: str, check: WriteCheck | None
-) -> ObjectRecord | None:
-    """The object a conditional write replaces, checked before any byte moves, so a refusal
-    is fast (the check runs again under the row lock); None, without a look, for a plain
-    write."""
-    if check is None:
-        return None
-    current = await objects.get_object(req.pool, bucket, key)
-    check(current.etag if current else None)
-    return current
 
 
 async def put_object(req: S3Request) -> web.StreamResponse:
@@ -342,130 +300,18 @@ async def put_object(req: S3Request) -> web.StreamResponse:
     auth.require_write(req, req.bucket)
     bucket = await recent_bucket(req, req.bucket)
     headers = req.headers
-    metadata = metadata_from_headers(req, headers)
-    cond = write_precondition(req)
-    check = write_check(cond, key)
-    current = await precheck_write(req, bucket.name, key, check)
+    new = NewObject(
+        bucket.name, key, content_type_from_headers(headers), metadata_from_headers(req, headers)
+    )
+    cond = conditions.write_conditions(headers)
     body = RequestBody(req, max_size=req.config.limits.max_object_size)
     eager = req.eager_presets(bucket.name)
-    store = upstream.store_of(req, bucket.profile)
-    if store is not None:
-        record = await _put_upstream(
-            req, store, bucket, key, body, metadata, upstream.write_conditions(cond, current)
-        )
-        await upstream.commit(req, store, record, check, eager)
-    else:
-        record = await _put_local(req, bucket, key, body, metadata, check, eager)
+    record = await req.backend(bucket.profile).put(new, body, WriteTerms(cond, eager))
     if eager:
         req.eager_enqueued()
     return web.Response(
-        headers={"ETag": record.etag, **checksums.response_headers(metadata["checksums"])}
+        headers={"ETag": record.etag, **checksums.response_headers(record.checksums)}
     )
-
-
-def _new_record(
-    bucket: Bucket, key: str, size: int, etag: str, content_type: str, metadata: dict[str, Any]
-) -> ObjectRecord:
-    """A single-part object's row, before its storage is filled in."""
-    return ObjectRecord(
-        bucket=bucket.name,
-        key=key,
-        version_id=uuid.uuid4(),
-        size=size,
-        etag=etag,
-        content_type=content_type,
-        profile=bucket.profile,
-        storage_key=None,
-        last_modified=datetime.now(UTC),
-        metadata=metadata,
-    )
-
-
-async def _put_upstream(
-    req: S3Request,
-    store: UpstreamStore,
-    bucket: Bucket,
-    key: str,
-    body: RequestBody,
-    metadata: dict[str, Any],
-    conditions: dict[str, str],
-) -> ObjectRecord:
-    upstream_key = store.object_key(bucket.name, key)
-    content_type = content_type_from_headers(req.headers)
-
-    def verify() -> bytes:
-        metadata["checksums"] = body.verify()
-        return body.digests.md5.digest()
-
-    size, storage_etag = await upstream.write(
-        store,
-        upstream_key,
-        aiter(body),
-        body.digests.update,
-        upstream.attributes(content_type, metadata),
-        verify,
-        conditions,
-    )
-    record = _new_record(bucket, key, size, body.digests.etag, content_type, metadata)
-    return replace(record, storage_key=upstream_key, storage_etag=storage_etag)
-
-
-async def _commit_new(
-    req: S3Request, record: ObjectRecord, check: WriteCheck | None, eager: list[str]
-) -> None:
-    """Commit the row of a new local object; NoSuchBucket if its bucket is gone (nothing was
-    committed then)."""
-    async with req.pool.acquire() as conn:
-        try:
-            await objects.commit_object(conn, record, check, eager=eager)
-        except asyncpg.ForeignKeyViolationError as e:
-            if e.constraint_name != "objects_bucket_fkey":
-                raise
-            # The bucket was deleted after this process last looked it up.
-            raise errors.NoSuchBucket(BucketName=record.bucket) from None
-
-
-async def _put_local(
-    req: S3Request,
-    bucket: Bucket,
-    key: str,
-    body: RequestBody,
-    metadata: dict[str, Any],
-    check: WriteCheck | None,
-    eager: list[str],
-) -> ObjectRecord:
-    inline_max = req.config.limits.inline_max_size
-    if inline_max and body.length is not None and body.length <= inline_max:
-        # A small object: its bytes go in its row, one transaction and no blob.
-        data = b"".join([piece async for piece in body])
-        body.digests.update(data)
-        metadata["checksums"] = body.verify()
-        content_type = content_type_from_headers(req.headers)
-        record = _new_record(bucket, key, len(data), body.digests.etag, content_type, metadata)
-        record = replace(record, inline_data=data)
-        await _commit_new(req, record, check, eager)
-        return record
-    async with StagedBlob(req, bucket.profile, body.digests.update) as blob:
-        await blob.write_all(aiter(body))
-        metadata["checksums"] = body.verify()
-        assert blob.writer is not None
-        await blob.writer.commit()
-        record = _new_record(
-            bucket,
-            key,
-            blob.writer.size,
-            body.digests.etag,
-            content_type_from_headers(req.headers),
-            metadata,
-        )
-        record = replace(record, storage_key=blob.storage_key)
-        blob.row_commit_started = True
-        try:
-            await _commit_new(req, record, check, eager)
-        except errors.NoSuchBucket:
-            blob.row_commit_started = False  # nothing committed: the blob can go at once
-            raise
-    return record
 
 
 async def delete_object(req: S3Request) -> web.StreamResponse:
@@ -476,24 +322,16 @@ async def delete_object(req: S3Request) -> web.StreamResponse:
     # Only the current object can be deleted: a request naming any other version must not
     # delete it in that version's place.
     versions.check_version_id(req.query.get("versionId"), key)
-    await _delete(req, bucket, key)
+    await req.backend(bucket.profile).delete(bucket.name, key)
     # Deleting a missing key succeeds, as in S3.
     return web.Response(status=204)
-
-
-async def _delete(req: S3Request, bucket: Bucket, key: str) -> None:
-    store = upstream.store_of(req, bucket.profile)
-    if store is not None:
-        await upstream.delete(req, store, bucket.name, key)
-        return
-    async with req.pool.acquire() as conn:
-        await objects.delete_object(conn, bucket.name, key)
 
 
 async def delete_objects(req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     auth.require_write(req, req.bucket)
     bucket = await get_bucket(req, req.bucket)
+    backend = req.backend(bucket.profile)
     quiet, targets = xmlbody.parse_delete_objects(await read_small_body(req))
     deleted: list[ObjectIdentifier] = []
     failed: list[DeleteError] = []
@@ -501,8 +339,11 @@ async def delete_objects(req: S3Request) -> web.StreamResponse:
         try:
             names.validate_key(target.key)
             versions.check_version_id(target.version_id, target.key, "VersionId")
-            await _delete(req, bucket, target.key)
-        except errors.S3Error as error:
+            await backend.delete(bucket.name, target.key)
+        except Exception as exc:
+            error = s3_error_of(exc)
+            if error is None:
+                raise
             failed.append(DeleteError(target.key, error.code, error.message, target.version_id))
             continue
         deleted.append(target)
@@ -525,8 +366,12 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
             ArgumentValue=directive,
         )
     if directive == "REPLACE":
-        metadata = metadata_from_headers(req, headers)
-        content_type = content_type_from_headers(headers)
+        new = NewObject(
+            bucket.name,
+            key,
+            content_type_from_headers(headers),
+            metadata_from_headers(req, headers),
+        )
     else:
         if (source.bucket, source.key) == (bucket.name, key):
             raise errors.InvalidRequest(
@@ -534,103 +379,13 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
                 " without changing the object's metadata, storage class, website redirect"
                 " location or encryption attributes."
             )
-        metadata = {"user": source.user_metadata, "headers": source.headers}
-        content_type = source.content_type
-    check = write_check(write_precondition(req), key)
-    await precheck_write(req, bucket.name, key, check)
+        metadata = ObjectMetadata(user=source.user_metadata, headers=source.headers)
+        new = NewObject(bucket.name, key, source.content_type, metadata)
+    cond = conditions.write_conditions(headers)
     eager = req.eager_presets(bucket.name)
-    store = upstream.store_of(req, bucket.profile)
-    if store is not None:
-        record = await _copy_upstream(
-            req, store, bucket, key, source, segments, content_type, metadata
-        )
-        await upstream.commit(req, store, record, check, eager)
-    else:
-        record = await _copy_local(
-            req, bucket, key, source, segments, content_type, metadata, check, eager
-        )
+    backend = req.backend(bucket.profile)
+    record = await backend.copy(new, source, segments, WriteTerms(cond, eager))
     if eager:
         req.eager_enqueued()
     body = copy_object_result(record.etag, record.last_modified, record.checksums)
     return web.Response(body=body, content_type="application/xml")
-
-
-async def _copy_upstream(
-    req: S3Request,
-    store: UpstreamStore,
-    bucket: Bucket,
-    key: str,
-    source: ObjectRecord,
-    segments: list[Segment],
-    content_type: str,
-    metadata: dict[str, Any],
-) -> ObjectRecord:
-    upstream_key = store.object_key(bucket.name, key)
-    attributes = upstream.attributes(content_type, metadata)
-    if source.profile != bucket.profile or source.storage_key is None or not source.storage_etag:
-        # From another profile: the bytes pass through the gateway.
-        digests = _copy_digests(source)
-        size, storage_etag = await upstream.write(
-            store,
-            upstream_key,
-            reader.read_segments(req, segments),
-            digests.update,
-            attributes,
-            digests.md5.digest,
-            {},
-        )
-        metadata.update(_copied_checksums(digests))
-        record = _new_record(bucket, key, size, digests.etag, content_type, metadata)
-        return replace(record, storage_key=upstream_key, storage_etag=storage_etag)
-    try:
-        storage_etag = await store.copy(
-            source.storage_key, source.storage_etag, source.size, upstream_key, attributes
-        )
-    except (UpstreamChangedError, UpstreamMissingError):
-        await upstream.reconcile(req, source)
-        raise reader.object_changed() from None
-    # The same bytes: a single-part source's ETag (its MD5) and checksums hold for the copy.
-    single = source.parts_count is None and "-" not in source.etag
-    if single:
-        metadata["checksums"] = source.checksums
-    etag = source.etag if single else storage_etag
-    record = _new_record(bucket, key, source.size, etag, content_type, metadata)
-    return replace(record, storage_key=upstream_key, storage_etag=storage_etag)
-
-
-def _copy_digests(source: ObjectRecord) -> BodyDigests:
-    algorithms: list[str | None] = [*source.checksums] or [None]
-    return BodyDigests(sha256=False, checksum_algorithm=algorithms[0])
-
-
-def _copied_checksums(digests: BodyDigests) -> dict[str, Any]:
-    if digests.checksum is None or digests.checksum_algorithm is None:
-        return {}
-    return {"checksums": {digests.checksum_algorithm: digests.checksum.digest_b64()}}
-
-
-async def _copy_local(
-    req: S3Request,
-    bucket: Bucket,
-    key: str,
-    source: ObjectRecord,
-    segments: list[Segment],
-    content_type: str,
-    metadata: dict[str, Any],
-    check: WriteCheck | None,
-    eager: list[str],
-) -> ObjectRecord:
-    digests = _copy_digests(source)
-    async with StagedBlob(req, bucket.profile, digests.update) as blob:
-        # A multipart source becomes a single-part copy: its parts are read in order.
-        await blob.write_all(reader.read_segments(req, segments))
-        assert blob.writer is not None
-        await blob.writer.commit()
-        metadata.update(_copied_checksums(digests))
-        # A copy is a single-part object: its ETag is the MD5 of its bytes.
-        record = _new_record(bucket, key, blob.writer.size, digests.etag, content_type, metadata)
-        record = replace(record, storage_key=blob.storage_key)
-        blob.row_commit_started = True
-        async with req.pool.acquire() as conn:
-            await objects.commit_object(conn, record, check, eager=eager)
-    return record

@@ -10,60 +10,25 @@ every client asking for the same thing shares one render and one blob.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-
-import asyncpg
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.api import objects, reader
+from gateway.api import objects
 from gateway.api.common import http_date
-from gateway.api.context import PRESETS, STORES, VARIANTS, S3Request
+from gateway.api.context import BACKENDS, PRESETS, VARIANTS, S3Request
 from gateway.api.objects import ObjectRead
-from gateway.api.reader import Segment
 from gateway.meta import objects as meta_objects
 from gateway.meta.derivatives import StoredBlob
 from gateway.meta.objects import ObjectRecord
+from gateway.objects.reading import Segment
+from gateway.objects.sources import variant_source
 from gateway.s3 import errors, ranges
-from gateway.storage import BlobStore
-from gateway.variants.pool import FilePart
 from gateway.variants.presets import Preset
-from gateway.variants.service import VariantSource, known
+from gateway.variants.service import known
 
 # The original answered in place of a variant still rendering (on_miss: original): a cache
 # keeping it under the variant's URL would serve the original long after the variant exists.
 ORIGINAL_CACHE_CONTROL = "no-store"
-
-
-def variant_source(
-    pool: asyncpg.Pool, stores: Mapping[str, BlobStore], record: ObjectRecord
-) -> VariantSource:
-    """The object version a variant is made of; its bytes are read only if a render runs."""
-
-    async def segments() -> list[Segment]:
-        found = await reader.object_segments(pool, record, 0, record.size)
-        if found is None:
-            raise reader.object_changed()
-        return found
-
-    async def read() -> AsyncIterator[bytes]:
-        async for data in reader.read_stored(stores, await segments()):
-            yield data
-
-    async def locate() -> tuple[FilePart, ...] | None:
-        parts = []
-        for segment in await segments():
-            if segment.data is not None:
-                return None  # kept in its row: read() hands the bytes over
-            path = stores[segment.profile].local_path(segment.storage_key)
-            if path is None:
-                return None
-            parts.append(FilePart(str(path), segment.offset, segment.length))
-        return tuple(parts)
-
-    return VariantSource(
-        record.bucket, record.key, record.version_id, record.size, record.profile, read, locate
-    )
 
 
 async def get_object_variant(req: S3Request) -> web.StreamResponse:
@@ -101,7 +66,7 @@ async def _answer(req: S3Request, with_body: bool) -> web.StreamResponse:
     variant = known(row)
     if variant is None:
         service = req.app[VARIANTS]
-        source = variant_source(req.pool, req.app[STORES], record)
+        source = variant_source(req.app[BACKENDS], record)
         if preset.on_miss == "original":
             service.prefetch(source, preset, format_class)
             return await _original(req, with_body)

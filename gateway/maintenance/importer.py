@@ -17,6 +17,7 @@ import asyncpg
 from gateway.meta import imports, objects
 from gateway.meta.buckets import Bucket
 from gateway.meta.objects import ObjectRecord
+from gateway.objects.upstream import record_from_upstream
 from gateway.s3 import errors, names
 from gateway.storage.upstream import UpstreamObject, UpstreamStore, has_dot_segment
 
@@ -75,7 +76,7 @@ async def import_bucket(
         for found in await _describe(store, wanted, concurrency):
             key = _gateway_key(store, prefix, found.key)
             assert key is not None
-            records.append(objects.record_from_upstream(bucket.name, key, bucket.profile, found))
+            records.append(record_from_upstream(bucket.name, key, bucket.profile, found))
         after = page[-1].key
         async with pool.acquire() as conn, conn.transaction():
             added = await objects.adopt_objects(conn, records) if records else 0

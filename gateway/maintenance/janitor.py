@@ -9,11 +9,11 @@ from collections.abc import Mapping
 
 import asyncpg
 
+from gateway.errors import GatewayError
 from gateway.meta import garbage, uploads
 from gateway.meta.db import DATABASE_ERRORS, DatabaseUnavailableError
-from gateway.s3.errors import S3Error
+from gateway.objects.backend import ObjectBackend
 from gateway.storage import BlobStore
-from gateway.storage.upstream import UpstreamStore
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ async def collect_garbage(
         for profile, storage_key in entries:
             try:
                 await stores[profile].delete(storage_key)
-            except (OSError, S3Error):
+            except (OSError, GatewayError):
                 # Still listed, so a later pass retries; never forgotten.
                 log.warning("could not delete blob %s; retrying later", storage_key, exc_info=True)
                 continue
@@ -48,46 +48,41 @@ async def collect_garbage(
 
 
 async def abort_abandoned_uploads(
-    pool: asyncpg.Pool, stores: Mapping[str, BlobStore], max_age_seconds: float
+    pool: asyncpg.Pool, backends: Mapping[str, ObjectBackend], max_age_seconds: float
 ) -> int:
     """Abort every multipart upload started longer ago than that; returns how many.
 
     Their parts' blobs enter the garbage log, to be deleted after the grace period like any;
-    an upload kept upstream is aborted there.
+    what the upload holds elsewhere (an upstream's own upload) is released by its backend.
     """
     aborted = 0
     while True:
         async with pool.acquire() as conn:
             batch = await uploads.abort_abandoned(conn, max_age_seconds, BATCH)
         for upload in batch:
-            await _abort_upstream(stores, upload)
+            backend = backends.get(upload.profile or "")
+            if backend is None:
+                continue
+            try:
+                await backend.release_upload(upload)
+            except GatewayError:
+                log.warning("could not release the storage of upload %s", upload.upload_id)
         aborted += len(batch)
         if len(batch) < BATCH:
             return aborted
 
 
-async def _abort_upstream(stores: Mapping[str, BlobStore], upload: uploads.Upload) -> None:
-    store = stores.get(upload.profile or "")
-    if not isinstance(store, UpstreamStore) or upload.storage_upload_id is None:
-        return
-    assert upload.storage_key is not None
-    try:
-        await store.abort_upload(upload.storage_key, upload.storage_upload_id)
-    except S3Error:
-        # Its parts stay upstream until a lifecycle rule there removes them.
-        log.warning("could not abort the upstream upload of %s", upload.storage_key)
-
-
 async def run_janitor(
     pool: asyncpg.Pool,
     stores: Mapping[str, BlobStore],
+    backends: Mapping[str, ObjectBackend],
     grace_seconds: int,
     interval: float,
     abandoned_upload_seconds: float,
 ) -> None:
     while True:
         try:
-            aborted = await abort_abandoned_uploads(pool, stores, abandoned_upload_seconds)
+            aborted = await abort_abandoned_uploads(pool, backends, abandoned_upload_seconds)
             if aborted:
                 log.info("janitor aborted %d abandoned multipart uploads", aborted)
             removed = await collect_garbage(pool, stores, grace_seconds)

@@ -5,23 +5,60 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
 import asyncpg
 
+from gateway.errors import BucketGoneError
 from gateway.meta import derivatives, rollup
 from gateway.meta.buckets import Bucket
 from gateway.meta.db import DatabaseUnavailableError
 from gateway.meta.garbage import BlobLostError
 
-if TYPE_CHECKING:
-    from gateway.storage.upstream import UpstreamObject
-
 # S3's Content-Type of an object written without one.
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
+# What S3 reports for the checksum of an object that says nothing else.
+FULL_OBJECT = "FULL_OBJECT"
+
+
+@dataclass(frozen=True)
+class ObjectMetadata:
+    """What an object carries besides its bytes (the ``metadata`` jsonb column)."""
+
+    # x-amz-meta-* without the prefix.
+    user: Mapping[str, str] = field(default_factory=dict)
+    # Standard headers stored with the object (Cache-Control, Content-Disposition, ...).
+    headers: Mapping[str, str] = field(default_factory=dict)
+    # x-amz-checksum-* values by algorithm (CRC32, SHA256, ...).
+    checksums: Mapping[str, str] = field(default_factory=dict)
+    # COMPOSITE or FULL_OBJECT, for a multipart object's checksum; None: FULL_OBJECT.
+    checksum_type: str | None = None
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any] | None) -> ObjectMetadata:
+        value = value or {}
+        return cls(
+            user=value.get("user", {}),
+            headers=value.get("headers", {}),
+            checksums=value.get("checksums", {}),
+            checksum_type=value.get("checksum_type"),
+        )
+
+    def with_checksums(
+        self, checksums: Mapping[str, str], checksum_type: str | None = None
+    ) -> ObjectMetadata:
+        return ObjectMetadata(self.user, self.headers, checksums, checksum_type)
+
+    def to_json(self) -> dict[str, Any]:
+        value: dict[str, Any] = {"user": dict(self.user), "headers": dict(self.headers)}
+        if self.checksums:
+            value["checksums"] = dict(self.checksums)
+        if self.checksum_type is not None:
+            value["checksum_type"] = self.checksum_type
+        return value
 
 
 @dataclass(frozen=True)
@@ -36,8 +73,7 @@ class ObjectRecord:
     # None for a multipart object, whose bytes are its chunks.
     storage_key: str | None
     last_modified: datetime
-    # {"user": {...}, "headers": {...}, "checksums": {...}, "checksum_type": ...}
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: ObjectMetadata = field(default_factory=ObjectMetadata)
     # How many parts a multipart object was completed from; None for a single-part object.
     parts_count: int | None = None
     # An object kept in place upstream: the upstream's ETag of it (see schema.sql).
@@ -46,20 +82,25 @@ class ObjectRecord:
     inline_data: bytes | None = None
 
     @property
-    def user_metadata(self) -> dict[str, str]:
-        return self.metadata.get("user", {})
+    def user_metadata(self) -> Mapping[str, str]:
+        return self.metadata.user
 
     @property
-    def headers(self) -> dict[str, str]:
-        return self.metadata.get("headers", {})
+    def headers(self) -> Mapping[str, str]:
+        return self.metadata.headers
 
     @property
-    def checksums(self) -> dict[str, str]:
-        return self.metadata.get("checksums", {})
+    def checksums(self) -> Mapping[str, str]:
+        return self.metadata.checksums
 
     @property
     def checksum_type(self) -> str:
-        return self.metadata.get("checksum_type", "FULL_OBJECT")
+        return self.metadata.checksum_type or FULL_OBJECT
+
+
+def _record(values: Mapping[str, Any]) -> ObjectRecord:
+    """The record of an objects row (its columns by name)."""
+    return ObjectRecord(**{**values, "metadata": ObjectMetadata.from_json(values["metadata"])})
 
 
 @dataclass(frozen=True)
@@ -101,7 +142,15 @@ async def get_object(
         bucket,
         key,
     )
-    return ObjectRecord(**dict(row)) if row else None
+    return _record(row) if row else None
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The row a write was based on, for a commit that must find it still in place: its
+    version id, or None for "no object"."""
+
+    version_id: uuid.UUID | None
 
 
 async def commit_object(
@@ -110,7 +159,7 @@ async def commit_object(
     check_current: Callable[[str | None], None] | None = None,
     chunks: Sequence[Chunk] = (),
     eager: Sequence[str] = (),
-    confirm: Callable[[], Awaitable[bool]] | None = None,
+    expected: Expected | None = None,
 ) -> bool:
     """Swap in ``record`` as the live object in one transaction.
 
@@ -122,34 +171,39 @@ async def commit_object(
     presets to render in the background: their jobs commit with the object, so none is lost
     and none outlives a write that failed.
 
-    ``confirm`` runs with the key locked, for an object written in place upstream: False means
-    a later write of the same key has replaced it there already, so the row is left to that
-    writer and nothing is committed (the return value).
+    ``expected``: the row the write was based on; if another has taken its place, nothing is
+    committed and False is returned.
 
     The swap itself is the server-side function gateway_swap_object (schema.sql): a write with
-    nothing to check in between commits in one round trip.
+    nothing to check in between commits in one round trip. BucketGoneError if the bucket was
+    deleted meanwhile (nothing is committed then).
     """
-    if check_current is None and confirm is None and not chunks:
-        await _swap(conn, record, eager)
-        return True
-    async with conn.transaction():
-        # FOR UPDATE cannot lock a row that does not exist yet: two first writes of a key would
-        # both see none, and the later would replace the earlier without retiring its blobs (and
-        # both would pass If-None-Match: *). Serialise writers of the key itself.
-        await lock_key(conn, record.bucket, record.key)
-        if confirm is not None and not await confirm():
-            return False
-        current_etag = await conn.fetchval(
-            "SELECT etag FROM objects WHERE bucket = $1 AND key = $2 FOR UPDATE",
-            record.bucket,
-            record.key,
-        )
-        if check_current is not None:
-            check_current(current_etag)
-        await _swap(conn, record, eager)
-        if chunks:
-            await _insert_chunks(conn, record.version_id, chunks)
-        return True
+    try:
+        if check_current is None and expected is None and not chunks:
+            await _swap(conn, record, eager)
+            return True
+        async with conn.transaction():
+            # FOR UPDATE cannot lock a row that does not exist yet: two first writes of a key
+            # would both see none, and the later would replace the earlier without retiring its
+            # blobs (and both would pass If-None-Match: *). Serialise writers of the key itself.
+            await lock_key(conn, record.bucket, record.key)
+            current = await conn.fetchrow(
+                "SELECT etag, version_id FROM objects WHERE bucket = $1 AND key = $2 FOR UPDATE",
+                record.bucket,
+                record.key,
+            )
+            if expected is not None and expected.version_id != (current and current["version_id"]):
+                return False
+            if check_current is not None:
+                check_current(current["etag"] if current else None)
+            await _swap(conn, record, eager)
+            if chunks:
+                await _insert_chunks(conn, record.version_id, chunks)
+            return True
+    except asyncpg.ForeignKeyViolationError as e:
+        if e.constraint_name != "objects_bucket_fkey":
+            raise
+        raise BucketGoneError(record.bucket) from None
 
 
 def _row_values(record: ObjectRecord) -> tuple[Any, ...]:
@@ -165,7 +219,7 @@ def _row_values(record: ObjectRecord) -> tuple[Any, ...]:
         record.profile,
         record.storage_key,
         record.last_modified,
-        record.metadata,
+        record.metadata.to_json(),
         record.parts_count,
         record.storage_etag,
     )
@@ -216,25 +270,6 @@ async def delete_object(conn: asyncpg.Connection, bucket: str, key: str) -> bool
     return bool(await conn.fetchval("SELECT gateway_delete_object($1, $2)", bucket, key))
 
 
-def record_from_upstream(
-    bucket: str, key: str, profile: str, found: UpstreamObject
-) -> ObjectRecord:
-    """The row of an object another tool wrote upstream, as the upstream describes it."""
-    return ObjectRecord(
-        bucket=bucket,
-        key=key,
-        version_id=uuid.uuid4(),
-        size=found.size,
-        etag=found.etag,
-        content_type=found.content_type or DEFAULT_CONTENT_TYPE,
-        profile=profile,
-        storage_key=found.key,
-        last_modified=found.last_modified.astimezone(UTC),
-        metadata={"user": found.user_metadata, "headers": found.headers},
-        storage_etag=found.etag,
-    )
-
-
 async def adopt_object(conn: asyncpg.Connection | asyncpg.Pool, record: ObjectRecord) -> None:
     """Record an object found upstream that no row describes yet; a row written meanwhile
     (by a PutObject, or another adoption) wins."""
@@ -266,7 +301,7 @@ async def adopt_objects(conn: asyncpg.Connection, records: Sequence[ObjectRecord
         [record.profile for record in records],
         [record.storage_key for record in records],
         [record.last_modified for record in records],
-        [json.dumps(record.metadata) for record in records],
+        [json.dumps(record.metadata.to_json()) for record in records],
         [record.storage_etag for record in records],
     )
     return int(result.rsplit(" ", 1)[-1])
@@ -573,4 +608,4 @@ def _looked_up(
         public_read=values.pop("b_public_read"),
         owner=values.pop("b_owner"),
     )
-    return found, ObjectRecord(**values) if values["key"] is not None else None
+    return found, _record(values) if values["key"] is not None else None

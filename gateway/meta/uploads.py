@@ -10,16 +10,22 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
+from gateway.errors import BucketGoneError, UploadGoneError
 from gateway.meta import garbage, rollup
 from gateway.meta.garbage import BlobLostError
-from gateway.meta.objects import Chunk, ObjectRecord, commit_object, prefix_upper_bound
+from gateway.meta.objects import (
+    Chunk,
+    ObjectMetadata,
+    ObjectRecord,
+    commit_object,
+    prefix_upper_bound,
+)
 
 
 @dataclass(frozen=True)
@@ -29,8 +35,8 @@ class Upload:
     key: str
     initiated: datetime
     content_type: str
-    # {"user": {...}, "headers": {...}}: what the completed object will carry.
-    metadata: dict[str, Any]
+    # What the completed object will carry (its checksums are computed at completion).
+    metadata: ObjectMetadata
     checksum_algorithm: str | None
     checksum_type: str | None
     owner: str | None
@@ -91,7 +97,8 @@ def parse_upload_id(value: str) -> uuid.UUID | None:
 
 
 def _upload(row: asyncpg.Record) -> Upload:
-    return Upload(**dict(row))
+    values = dict(row)
+    return Upload(**{**values, "metadata": ObjectMetadata.from_json(values["metadata"])})
 
 
 def _part(row: asyncpg.Record) -> Part:
@@ -99,6 +106,16 @@ def _part(row: asyncpg.Record) -> Part:
 
 
 async def create_upload(conn: asyncpg.Connection | asyncpg.Pool, upload: Upload) -> None:
+    """Record a new upload; BucketGoneError if its bucket was deleted meanwhile."""
+    try:
+        await _insert_upload(conn, upload)
+    except asyncpg.ForeignKeyViolationError as e:
+        if e.constraint_name != "uploads_bucket_fkey":
+            raise
+        raise BucketGoneError(upload.bucket) from None
+
+
+async def _insert_upload(conn: asyncpg.Connection | asyncpg.Pool, upload: Upload) -> None:
     await conn.execute(
         f"INSERT INTO uploads ({_UPLOAD_COLUMNS})"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
@@ -107,7 +124,7 @@ async def create_upload(conn: asyncpg.Connection | asyncpg.Pool, upload: Upload)
         upload.key,
         upload.initiated,
         upload.content_type,
-        upload.metadata,
+        upload.metadata.to_json(),
         upload.checksum_algorithm,
         upload.checksum_type,
         upload.owner,
@@ -144,14 +161,15 @@ async def _lock_upload(
 
 async def commit_part(
     conn: asyncpg.Connection, bucket: str, key: str, upload_id: uuid.UUID, part: Part
-) -> bool:
-    """Record an uploaded part; False (blob left in the garbage log) if the upload is gone.
+) -> None:
+    """Record an uploaded part; UploadGoneError (blob left in the garbage log) if the upload
+    is gone.
 
     The part's blob leaves the garbage log; the blob of a part it replaces enters it.
     """
     async with conn.transaction():
         if await _lock_upload(conn, bucket, key, upload_id) is None:
-            return False
+            raise UploadGoneError(str(upload_id))
         if part.storage_etag is None and not await garbage.claim(
             conn, part.profile, part.storage_key
         ):
@@ -181,7 +199,6 @@ async def commit_part(
         )
         if old is not None and old["storage_etag"] is None:
             await garbage.add(conn, old["profile"], old["storage_key"])
-        return True
 
 
 async def list_parts(
@@ -209,23 +226,24 @@ async def complete_upload(
     assemble: Assemble,
     check_current: Callable[[str | None], None] | None = None,
     eager: Sequence[str] = (),
-    confirm: Callable[[], Awaitable[bool]] | None = None,
-) -> ObjectRecord | None:
-    """Turn an upload into the live object in one transaction; None if there is no upload.
+) -> ObjectRecord:
+    """Turn an upload into the live object in one transaction; UploadGoneError if there is
+    no upload.
 
     The chosen parts' blobs pass from upload_parts rows to object_chunks rows without ever
     being unreferenced; parts left out of the object go to the garbage log. ``eager``: as for
-    commit_object, as is ``confirm``.
+    commit_object. ``assemble`` runs with the upload locked, so the parts it is given cannot
+    change until the object is committed.
     """
     async with conn.transaction():
         upload = await _lock_upload(conn, bucket, key, upload_id)
         if upload is None:
-            return None
+            raise UploadGoneError(str(upload_id))
         rows = await conn.fetch(
             f"SELECT {_PART_COLUMNS} FROM upload_parts WHERE upload_id = $1", upload_id
         )
         record, chunks = assemble(upload, [_part(row) for row in rows])
-        await commit_object(conn, record, check_current, chunks, eager, confirm)
+        await commit_object(conn, record, check_current, chunks, eager)
         await conn.execute(_DISCARD_PARTS, upload_id, [chunk.part_number for chunk in chunks])
         await conn.execute("DELETE FROM upload_parts WHERE upload_id = $1", upload_id)
         await conn.execute("DELETE FROM uploads WHERE upload_id = $1", upload_id)
@@ -234,13 +252,13 @@ async def complete_upload(
 
 async def abort_upload(
     conn: asyncpg.Connection, bucket: str, key: str, upload_id: uuid.UUID
-) -> bool:
-    """Delete the upload and list its parts' blobs as garbage; False if there is no upload."""
+) -> None:
+    """Delete the upload and list its parts' blobs as garbage; UploadGoneError if there is no
+    upload."""
     async with conn.transaction():
         if await _lock_upload(conn, bucket, key, upload_id) is None:
-            return False
+            raise UploadGoneError(str(upload_id))
         await _discard(conn, upload_id)
-        return True
 
 
 async def _discard(conn: asyncpg.Connection, upload_id: uuid.UUID) -> None:

@@ -115,3 +115,24 @@ def algorithm_from_header(name: str) -> str | None:
         return None
     algorithm = name[len(HEADER_PREFIX) :].upper()
     return algorithm if algorithm in _FACTORIES else None
+
+
+class BodyDigests:
+    """Digests of the decoded payload. ``update`` runs in the blob writer's thread."""
+
+    def __init__(self, sha256: bool, checksum_algorithm: str | None) -> None:
+        self.md5 = hashlib.md5()
+        self.sha256 = hashlib.sha256() if sha256 else None
+        self.checksum_algorithm = checksum_algorithm
+        self.checksum = new_checksum(checksum_algorithm) if checksum_algorithm else None
+
+    def update(self, data: bytes) -> None:
+        self.md5.update(data)
+        if self.sha256 is not None:
+            self.sha256.update(data)
+        if self.checksum is not None:
+            self.checksum.update(data)
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.md5.hexdigest()}"'

@@ -8,13 +8,13 @@ The handler asks `evaluate` (reads, and writes over an existing object), `evalua
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import Enum
 
-from gateway.s3.errors import PreconditionFailed
+from gateway.s3.errors import NoSuchKey, PreconditionFailed
 
 
 class Precondition(Enum):
@@ -213,3 +213,33 @@ def evaluate_write(cond: Conditions, etag: str | None) -> Precondition:
     ):
         return Precondition.FAILED
     return Precondition.PROCEED
+
+
+# Sees the ETag of the object a write replaces (None: none), raises to refuse the write.
+WriteCheck = Callable[[str | None], None]
+
+
+def write_conditions(headers: Mapping[str, str]) -> Conditions | None:
+    """The If-Match / If-None-Match of a write; None for a plain write."""
+    cond = Conditions.from_headers(headers)
+    if cond.if_match is None and cond.if_none_match is None:
+        return None
+    return cond
+
+
+def write_check(cond: Conditions | None, key: str) -> WriteCheck | None:
+    """What a conditional write checks against the ETag it replaces; None for a plain write
+    (which then commits without a round trip to look)."""
+    if cond is None:
+        return None
+
+    def check(current_etag: str | None) -> None:
+        outcome = evaluate_write(cond, current_etag)
+        if outcome is Precondition.MISSING:
+            raise NoSuchKey(Key=key)
+        if outcome is Precondition.FAILED:
+            raise PreconditionFailed(
+                Condition="If-Match" if cond.if_match is not None else "If-None-Match"
+            )
+
+    return check

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from gateway.s3 import checksums
 from gateway.s3.errors import (
+    BadDigest,
     EntityTooSmall,
     InvalidArgument,
     InvalidPart,
@@ -170,3 +171,47 @@ def object_checksum(algorithm: str, kind: str, parts: Sequence[UploadedPart]) ->
         except (binascii.Error, ValueError):
             return None
     return f"{combined.digest_b64()}-{len(values)}"
+
+
+@dataclass(frozen=True)
+class Assembly:
+    """The object a CompleteMultipartUpload makes of the uploaded parts."""
+
+    # The parts chosen, in object order.
+    parts: list[UploadedPart]
+    etag: str
+    size: int
+    # The object's checksum by algorithm, when the upload computes one.
+    checksums: dict[str, str]
+    # COMPOSITE or FULL_OBJECT, with ``checksums``; else None.
+    checksum_type: str | None
+
+
+def assemble(
+    requested: Sequence[CompletedPart],
+    uploaded: Mapping[int, UploadedPart],
+    checksum_algorithm: str | None,
+    checksum_type: str | None,
+    declared: Mapping[str, str],
+) -> Assembly:
+    """The object ``requested`` makes of the ``uploaded`` parts (select_parts' errors), with
+    the upload's checksum of it; BadDigest when a checksum the client declared for the whole
+    object (x-amz-checksum-* of the completion) is not the one computed."""
+    chosen = select_parts(requested, uploaded)
+    object_checksums: dict[str, str] = {}
+    kind = None
+    if checksum_algorithm is not None and checksum_type is not None:
+        value = object_checksum(checksum_algorithm, checksum_type, chosen)
+        if value is not None:
+            object_checksums[checksum_algorithm] = value
+            kind = checksum_type
+    for name, expected in declared.items():
+        if name in object_checksums and object_checksums[name] != expected:
+            raise BadDigest(f"The {name} you specified did not match the calculated checksum.")
+    return Assembly(
+        parts=chosen,
+        etag=multipart_etag([part.etag for part in chosen]),
+        size=sum(part.size for part in chosen),
+        checksums=object_checksums,
+        checksum_type=kind,
+    )

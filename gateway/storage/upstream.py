@@ -27,7 +27,13 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from gateway.config import UpstreamProfile
-from gateway.s3 import errors
+from gateway.errors import (
+    KeyNotStorableError,
+    StoredObjectChangedError,
+    UpstreamRefusedError,
+    UpstreamThrottledError,
+    UpstreamUnavailableError,
+)
 from gateway.storage import hash_off_loop
 
 log = logging.getLogger(__name__)
@@ -48,12 +54,7 @@ _RETRY_CODES = frozenset(
 )
 # Upstream refusals that are the client's to fix, answered as the same S3 error (the gateway
 # checks these itself first; an upstream with stricter limits may still say them).
-_CLIENT_ERRORS = {
-    "InvalidPart": errors.InvalidPart,
-    "InvalidPartOrder": errors.InvalidPartOrder,
-    "EntityTooSmall": errors.EntityTooSmall,
-    "EntityTooLarge": errors.EntityTooLarge,
-}
+_CLIENT_ERRORS = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "EntityTooLarge"})
 # Stored headers that travel to the upstream object too, as the PutObject parameter they are.
 _UPSTREAM_HEADERS = {
     "cache-control": "CacheControl",
@@ -70,11 +71,11 @@ _CONNECTION_ERRORS = (
 )
 
 
-class UpstreamChangedError(Exception):
+class UpstreamChangedError(StoredObjectChangedError):
     """The upstream object is not the one recorded: its ETag no longer matches."""
 
 
-class UpstreamMissingError(Exception):
+class UpstreamMissingError(StoredObjectChangedError):
     """The upstream has no such object (or multipart upload)."""
 
 
@@ -124,8 +125,8 @@ def _error_code(exc: botocore.exceptions.ClientError) -> tuple[str, int]:
     return str(error.get("Code", "")), int(status or 0)
 
 
-def _unavailable(operation: str, reason: str) -> errors.S3Error:
-    return errors.ServiceUnavailable(
+def _unavailable(operation: str, reason: str) -> UpstreamUnavailableError:
+    return UpstreamUnavailableError(
         f"The upstream storage did not complete {operation} ({reason}). Please try again."
     )
 
@@ -237,26 +238,24 @@ class UpstreamStore:
         return self.profile.key_prefix(bucket)
 
     def object_key(self, bucket: str, key: str) -> str:
-        """The upstream key of ``key`` in gateway bucket ``bucket``; an S3 error when it has
-        none (too long once prefixed, or inside the reserved variants prefix)."""
+        """The upstream key of ``key`` in gateway bucket ``bucket``; KeyNotStorableError when
+        it has none (too long once prefixed, or inside the reserved variants prefix)."""
         upstream_key = self.bucket_prefix(bucket) + key
         if len(upstream_key.encode()) > MAX_KEY_BYTES:
-            raise errors.KeyTooLongError(
-                Size=str(len(key.encode())),
-                MaxSizeAllowed=str(MAX_KEY_BYTES - len(self.bucket_prefix(bucket).encode())),
+            raise KeyNotStorableError(
+                key,
+                "Your key is too long.",
+                max_size=MAX_KEY_BYTES - len(self.bucket_prefix(bucket).encode()),
             )
         if self.is_reserved(upstream_key):
-            raise errors.InvalidArgument(
-                f"Keys under {self.profile.variants_prefix!r} are reserved in this bucket.",
-                ArgumentName="key",
-                ArgumentValue=key,
+            raise KeyNotStorableError(
+                key, f"Keys under {self.profile.variants_prefix!r} are reserved in this bucket."
             )
         if has_dot_segment(upstream_key):
-            raise errors.InvalidArgument(
+            raise KeyNotStorableError(
+                key,
                 "Object keys with '.' or '..' path segments cannot be stored in this bucket:"
                 " its upstream storage could resolve them as paths.",
-                ArgumentName="key",
-                ArgumentValue=key,
             )
         return upstream_key
 
@@ -265,13 +264,20 @@ class UpstreamStore:
 
     # Calls, retried when that is safe.
 
-    async def _call(self, operation: str, retry: bool = True, **params: Any) -> dict[str, Any]:
-        attempts = self.profile.max_attempts if retry else 1
+    async def _call(
+        self, operation: str, retry: bool = True, locked: bool = False, **params: Any
+    ) -> dict[str, Any]:
+        """One upstream call, retried when ``retry`` allows; ``locked``: made while the caller
+        holds a database lock, so it gets a single attempt bounded by
+        locked_call_timeout_seconds."""
+        attempts = self.profile.max_attempts if retry and not locked else 1
+        timeout = self.profile.locked_call_timeout_seconds if locked else None
         method: Callable[..., Awaitable[dict[str, Any]]] = getattr(self._client, operation)
         for attempt in range(1, attempts + 1):
             started = time.monotonic()
             try:
-                result = await method(**params)
+                async with asyncio.timeout(timeout):
+                    result = await method(**params)
             except botocore.exceptions.ClientError as exc:
                 code, status = _error_code(exc)
                 if code == "NoSuchBucket":
@@ -284,15 +290,15 @@ class UpstreamStore:
                     raise UpstreamMissingError(params.get("Key", "")) from exc
                 reason = f"the upstream answered {code or status}"
                 if code in _CLIENT_ERRORS:
-                    raise _CLIENT_ERRORS[code](
-                        f"The upstream storage refused {operation}: {code}."
+                    raise UpstreamRefusedError(
+                        code, f"The upstream storage refused {operation}: {code}."
                     ) from exc
                 if code not in _RETRY_CODES and status < 500:
                     log.warning("upstream refused %s: %s (%s)", operation, code, status)
                     raise _unavailable(operation, reason) from exc
                 if attempt == attempts:
                     if code == "SlowDown":
-                        raise errors.SlowDown(
+                        raise UpstreamThrottledError(
                             "The upstream storage asks to reduce the request rate."
                         ) from exc
                     self._reachability.lost(reason)
@@ -316,9 +322,10 @@ class UpstreamStore:
 
     # Objects.
 
-    async def head(self, key: str) -> UpstreamObject | None:
+    async def head(self, key: str, locked: bool = False) -> UpstreamObject | None:
+        """What the upstream holds under ``key``; ``locked``: as for _call."""
         try:
-            found = await self._call("head_object", Bucket=self.bucket, Key=key)
+            found = await self._call("head_object", locked=locked, Bucket=self.bucket, Key=key)
         except UpstreamMissingError:
             return None
         headers = {
@@ -395,10 +402,11 @@ class UpstreamStore:
         found = await self._call("put_object", retry=not conditions, **params)
         return str(found["ETag"])
 
-    async def delete(self, storage_key: str) -> None:
-        """Delete an upstream object; a missing one is not an error."""
+    async def delete(self, storage_key: str, locked: bool = False) -> None:
+        """Delete an upstream object; a missing one is not an error. ``locked``: as for
+        _call."""
         with contextlib.suppress(UpstreamMissingError):
-            await self._call("delete_object", Bucket=self.bucket, Key=storage_key)
+            await self._call("delete_object", locked=locked, Bucket=self.bucket, Key=storage_key)
 
     async def copy(
         self,
@@ -675,6 +683,8 @@ class UpstreamWriter:
             return
         if tail:
             await self._send_part(tail, self._tail_md5)
+            # A commit refused by its conditions may be tried again: the part is sent once.
+            self._tail = None
         self.etag = await self._store.complete_upload(
             self.storage_key, self._upload_id, sorted(self._parts), conditions
         )
@@ -693,5 +703,5 @@ class UpstreamWriter:
         if self._upload_id is not None:
             try:
                 await self._store.abort_upload(self.storage_key, self._upload_id)
-            except errors.S3Error:
+            except UpstreamUnavailableError:
                 log.warning("could not abort upstream upload of %s", self.storage_key)

@@ -12,9 +12,10 @@ The path of a variant GET, once the API has found the object and the preset:
    row itself). A short renewed lease, not one long enough for the slowest render: a gateway
    killed mid-render holds its variants up for seconds, not minutes.
 3. The claimant reads the source, renders it in the worker pool, and writes the blob under a
-   new storage key of the source's storage profile. The key enters the garbage log before a
-   byte is written and leaves it in the transaction that marks the row ready, so a crash at
-   any point leaves nothing the janitor cannot find.
+   new storage key of the source's storage profile, staged as every blob is
+   (gateway.objects.staging): the key enters the garbage log before a byte is written and
+   leaves it in the transaction that marks the row ready, so a crash at any point leaves
+   nothing the janitor cannot find.
 
 The service knows nothing of HTTP: the API passes the object and a way to read its bytes, and
 turns the StoredBlob it gets back (where the variant lives, what it answers with) into a
@@ -28,19 +29,18 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-import asyncpg
-
 from gateway.config import LimitsConfig
-from gateway.meta import derivatives, garbage
+from gateway.meta import derivatives
 from gateway.meta.db import DATABASE_ERRORS, DatabaseUnavailableError
 from gateway.meta.derivatives import Derivative, Outcome, StoredBlob
+from gateway.objects.backend import Resources
+from gateway.objects.staging import StagedBlob
 from gateway.s3.errors import S3Error
-from gateway.storage import BlobStore
 from gateway.variants import errors
 from gateway.variants.pool import FilePart, RenderOverloaded, Source
 from gateway.variants.presets import FormatClass, Preset
@@ -134,15 +134,9 @@ def recorded_error(row: Derivative) -> S3Error | None:
 
 
 class VariantService:
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        stores: Mapping[str, BlobStore],
-        renderer: Renderer,
-        policy: VariantPolicy,
-    ) -> None:
-        self._pool = pool
-        self._stores = stores
+    def __init__(self, resources: Resources, renderer: Renderer, policy: VariantPolicy) -> None:
+        self._resources = resources
+        self._pool = resources.pool
         self._renderer = renderer
         self._policy = policy
         self._flights: dict[tuple[uuid.UUID, str], asyncio.Task[StoredBlob]] = {}
@@ -303,41 +297,38 @@ class VariantService:
     async def _store(
         self, source: VariantSource, variant_key: str, attempt: int, rendered: Rendered
     ) -> StoredBlob:
-        profile = source.profile
-        store = self._stores[profile]
-        storage_key = store.new_key()
-        blob = StoredBlob(
-            profile=profile,
-            storage_key=storage_key,
-            size=len(rendered.data),
-            etag='"' + hashlib.md5(rendered.data, usedforsecurity=False).hexdigest() + '"',
-            content_type=rendered.content_type,
-            # Whole seconds, as HTTP dates have them: every answer gives the same Last-Modified.
-            rendered_at=datetime.now(UTC).replace(microsecond=0),
-        )
-        # Listed before the first byte is written; claimed by the row that references it.
-        await garbage.add(self._pool, profile, storage_key)
+        staged = StagedBlob(self._resources, source.profile)
         try:
-            writer = await store.create(storage_key, None)
-            try:
-                await writer.write(rendered.data)
-                await writer.commit()
-            except BaseException:
-                await writer.abort()
-                raise
+            async with staged as blob:
+                await blob.write_all(_one_chunk(rendered.data))
+                stored = StoredBlob(
+                    profile=source.profile,
+                    storage_key=blob.storage_key,
+                    size=await blob.commit(),
+                    etag='"' + hashlib.md5(rendered.data, usedforsecurity=False).hexdigest() + '"',
+                    content_type=rendered.content_type,
+                    # Whole seconds, as HTTP dates have them: every answer gives the same
+                    # Last-Modified.
+                    rendered_at=datetime.now(UTC).replace(microsecond=0),
+                )
+                blob.row_commit_started = True
+                async with self._pool.acquire() as conn:
+                    outcome = await derivatives.mark_ready(
+                        conn,
+                        source.bucket,
+                        source.key,
+                        source.version_id,
+                        variant_key,
+                        attempt,
+                        stored,
+                    )
         except BaseException:
-            await asyncio.shield(self._discard(profile, storage_key))
-            await asyncio.shield(self._release(source.version_id, variant_key, attempt))
+            if not staged.row_commit_started:
+                await asyncio.shield(self._release(source.version_id, variant_key, attempt))
             raise
-        # From here a failure is ambiguous (the commit may have landed): the blob stays listed
-        # and the janitor removes it only if no row claimed it.
-        async with self._pool.acquire() as conn:
-            outcome = await derivatives.mark_ready(
-                conn, source.bucket, source.key, source.version_id, variant_key, attempt, blob
-            )
         if outcome is Outcome.RECORDED:
-            return blob
-        await self._discard(profile, storage_key)
+            return stored
+        await staged.discard()
         if outcome is Outcome.SUPERSEDED:
             # Our lease ran out and another process claimed the row: its result stands.
             row = await derivatives.get(self._pool, source.version_id, variant_key)
@@ -348,10 +339,6 @@ class VariantService:
             "The object changed while its variant was being rendered. Please try again."
         )
 
-    async def _discard(self, profile: str, storage_key: str) -> None:
-        """Delete a blob no row references, and its garbage entry (else the janitor will)."""
-        try:
-            await self._stores[profile].delete(storage_key)
-            await garbage.remove(self._pool, profile, storage_key)
-        except (OSError, *DATABASE_ERRORS):
-            log.warning("could not discard blob %s at once", storage_key, exc_info=True)
+
+async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    yield data

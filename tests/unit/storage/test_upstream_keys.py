@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.config import UpstreamProfile
-from gateway.s3 import errors
+from gateway.errors import KeyNotStorableError
 from gateway.storage.upstream import ObjectAttributes, UpstreamStore
 
 
@@ -23,15 +23,16 @@ def test_keys_map_one_to_one_under_the_bucket_prefix() -> None:
 def test_a_key_too_long_once_prefixed_is_refused() -> None:
     layout = store()
     assert layout.object_key("photos", "k" * 1017) == "photos/" + "k" * 1017
-    with pytest.raises(errors.KeyTooLongError) as excinfo:
+    with pytest.raises(KeyNotStorableError) as excinfo:
         layout.object_key("photos", "k" * 1018)
-    assert excinfo.value.extra["MaxSizeAllowed"] == "1017"
+    assert excinfo.value.max_size == 1017
 
 
 def test_keys_inside_the_variants_prefix_are_refused() -> None:
     layout = store(prefix="")
-    with pytest.raises(errors.InvalidArgument):
+    with pytest.raises(KeyNotStorableError) as excinfo:
         layout.object_key("photos", "_gateway/variants/abc")
+    assert excinfo.value.max_size is None
     assert layout.is_reserved(layout.new_key())
     # With the default prefix no client key can get there: bucket names never start with "_".
     assert not store().is_reserved(store().object_key("photos", "_gateway/variants/abc"))

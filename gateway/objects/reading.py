@@ -1,32 +1,24 @@
-"""An object's bytes: its one blob, or the part blobs of a completed multipart upload in order.
+"""An object's bytes: its one blob, the part blobs of a completed multipart upload in order,
+or the bytes kept in its row.
 
-Reads are planned as segments (a stretch of one blob) and sent with sendfile one after another,
-so a range spanning parts is served without copying through Python.
+Reads are planned as segments (a stretch of one blob), so a range spanning parts is served
+part by part, and a local blob can be sent with sendfile (gateway.api.streaming).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
-from aiohttp import web
 
-from gateway.api.context import SENDFILE_THREADS, STORES, S3Request
-from gateway.api.sendfile import sendfile
 from gateway.meta import objects
 from gateway.meta.objects import Chunk, ObjectRecord
-from gateway.s3 import errors
 from gateway.storage import BlobStore
 
 # A multipart object's row and its chunks are read by separate queries; if the object is
 # replaced in between, the read starts over (a few times, then the client is asked to retry).
 READ_ATTEMPTS = 3
-
-
-def object_changed() -> errors.S3Error:
-    return errors.SlowDown("The object changed while it was being read. Please try again.")
 
 
 @dataclass(frozen=True)
@@ -90,29 +82,24 @@ def chunk_segments(chunk: Chunk) -> list[Segment]:
     return [Segment(chunk.profile, chunk.storage_key, 0, chunk.size)] if chunk.size else []
 
 
-async def read_small(req: S3Request, segments: Sequence[Segment]) -> bytes:
+async def read_small(stores: Mapping[str, BlobStore], segments: Sequence[Segment]) -> bytes:
     """The bytes of a small read in one piece: at once where the store can, else streamed."""
     pieces = []
     for segment in segments:
         data = segment.inline()
         if data is None:
-            store = req.store(segment.profile)
+            store = stores[segment.profile]
             data = store.read_now(segment.storage_key, segment.offset, segment.length)
         if data is None:
-            data = b"".join([chunk async for chunk in read_stored(req.app[STORES], [segment])])
+            data = b"".join([chunk async for chunk in read_stored(stores, [segment])])
         pieces.append(data)
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-
-
-async def read_segments(req: S3Request, segments: Sequence[Segment]) -> AsyncIterator[bytes]:
-    async for data in read_stored(req.app[STORES], segments):
-        yield data
 
 
 async def read_stored(
     stores: Mapping[str, BlobStore], segments: Sequence[Segment]
 ) -> AsyncIterator[bytes]:
-    """The segments' bytes in order, outside any request (variant renders read this way)."""
+    """The segments' bytes in order."""
     for segment in segments:
         inline = segment.inline()
         if inline is not None:
@@ -123,45 +110,3 @@ async def read_stored(
             segment.storage_key, segment.offset, segment.length, segment.etag
         ):
             yield data
-
-
-async def send_segments(
-    req: S3Request, response: web.StreamResponse, segments: Sequence[Segment]
-) -> None:
-    """Prepare ``response`` and send the segments as its body, with sendfile where possible.
-
-    The first blob is opened before the headers go out, so a missing blob is still a clean
-    error response; a later one can only cut the connection short.
-    """
-    loop = asyncio.get_running_loop()
-    transport = req.http.transport
-    for segment in segments:
-        store = req.store(segment.profile)
-        path = None if segment.data is not None else store.local_path(segment.storage_key)
-        if path is None or transport is None:
-            stream = read_stored(req.app[STORES], [segment])
-            # The first bytes arrive before the headers go out: an upstream that fails or
-            # changed is still a clean error response (or a re-read).
-            first = await anext(stream, b"")
-            if not response.prepared:
-                await response.prepare(req.http)
-            await response.write(first)
-            async for data in stream:
-                await response.write(data)
-            continue
-        with await loop.run_in_executor(None, open, path, "rb") as handle:
-            if not response.prepared:
-                await response.prepare(req.http)
-            sent = await sendfile(
-                transport, handle, segment.offset, segment.length, req.app[SENDFILE_THREADS]
-            )
-            if sent is None:
-                async for data in read_stored(req.app[STORES], [segment]):
-                    await response.write(data)
-                continue
-            if sent != segment.length:
-                # A blob shorter than its row says: the promised length can no longer be met.
-                raise OSError(f"blob {segment.storage_key} ended after {sent} bytes")
-    if not response.prepared:
-        await response.prepare(req.http)
-    await response.write_eof()

@@ -1,0 +1,121 @@
+"""Objects of a local profile: each object, part and variant a blob under a generated name,
+listed in the intent log until its row claims it; small objects kept in their rows.
+
+A write's blob is complete and durable before its row is swapped in, so a reader sees the old
+object or the new one, never part of either; a multipart completion copies no bytes (the
+object becomes the ordered list of its part blobs).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from gateway.errors import BucketGoneError, UploadGoneError
+from gateway.meta import objects, uploads
+from gateway.meta.objects import ObjectRecord
+from gateway.meta.uploads import Part, Upload
+from gateway.objects.backend import (
+    Completion,
+    IncomingBody,
+    NewObject,
+    ObjectBackend,
+    WriteTerms,
+    assembled,
+)
+from gateway.objects.staging import StagedBlob
+
+
+class LocalBackend(ObjectBackend):
+    async def put(self, new: NewObject, body: IncomingBody, terms: WriteTerms) -> ObjectRecord:
+        await self.precheck(new, terms)
+        inline_max = self.resources.inline_max_size
+        if inline_max and body.length is not None and body.length <= inline_max:
+            # A small object: its bytes go in its row, one transaction and no blob.
+            data = b"".join([piece async for piece in body])
+            body.digests.update(data)
+            record = self._record(new, body, len(data), body.verify(), inline_data=data)
+            await self._commit(record, terms)
+            return record
+        async with StagedBlob(self.resources, self.profile, body.digests.update) as blob:
+            await blob.write_all(aiter(body))
+            checksums = body.verify()
+            size = await blob.commit()
+            record = self._record(new, body, size, checksums, storage_key=blob.storage_key)
+            blob.row_commit_started = True
+            try:
+                await self._commit(record, terms)
+            except BucketGoneError:
+                blob.row_commit_started = False  # nothing committed: the blob can go at once
+                raise
+        return record
+
+    def _record(
+        self,
+        new: NewObject,
+        body: IncomingBody,
+        size: int,
+        checksums: dict[str, str],
+        storage_key: str | None = None,
+        inline_data: bytes | None = None,
+    ) -> ObjectRecord:
+        metadata = new.metadata.with_checksums(checksums)
+        return NewObject(new.bucket, new.key, new.content_type, metadata).record(
+            self.profile,
+            size,
+            body.digests.etag,
+            storage_key=storage_key,
+            inline_data=inline_data,
+        )
+
+    async def _commit(self, record: ObjectRecord, terms: WriteTerms) -> None:
+        async with self.pool.acquire() as conn:
+            await objects.commit_object(conn, record, terms.check(record.key), eager=terms.eager)
+
+    async def delete(self, bucket: str, key: str) -> None:
+        async with self.pool.acquire() as conn:
+            await objects.delete_object(conn, bucket, key)
+
+    async def upload_part(self, upload: Upload, part_number: int, body: IncomingBody) -> Part:
+        async with StagedBlob(self.resources, self.profile, body.digests.update) as blob:
+            await blob.write_all(aiter(body))
+            checksums = body.verify()
+            size = await blob.commit()
+            part = Part(
+                part_number=part_number,
+                size=size,
+                etag=body.digests.etag,
+                profile=self.profile,
+                storage_key=blob.storage_key,
+                last_modified=datetime.now(UTC),
+                checksums=checksums,
+            )
+            blob.row_commit_started = True
+            async with self.pool.acquire() as conn:
+                try:
+                    await uploads.commit_part(
+                        conn, upload.bucket, upload.key, upload.upload_id, part
+                    )
+                except UploadGoneError:
+                    # Aborted or completed meanwhile: nothing references the blob.
+                    blob.row_commit_started = False
+                    raise
+        return part
+
+    async def complete_upload(self, upload: Upload, completion: Completion) -> ObjectRecord:
+        version_id, now = uuid.uuid4(), datetime.now(UTC)
+
+        def assemble(locked: Upload, parts: list[Part]) -> tuple[ObjectRecord, list[objects.Chunk]]:
+            return assembled(locked, parts, completion, self.profile, version_id, now)
+
+        terms = completion.terms
+        async with self.pool.acquire() as conn:
+            return await uploads.complete_upload(
+                conn,
+                upload.bucket,
+                upload.key,
+                upload.upload_id,
+                assemble,
+                terms.check(upload.key),
+                terms.eager,
+            )
