@@ -37,7 +37,7 @@ from gateway.meta import buckets
 from gateway.meta.buckets import Bucket, RecentBuckets
 from gateway.meta.db import DATABASE_ERRORS, create_pool, migrate, start_embedded_postgres
 from gateway.meta.garbage import KeyReserve
-from gateway.meta.objects import BatchedLookups, ObjectRecord
+from gateway.meta.object_rows import BatchedLookups, ObjectRecord
 from gateway.objects.backend import Resources
 from gateway.objects.profiles import open_backends
 from gateway.objects.sources import variant_source

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from gateway.meta import garbage, objects
+from gateway.meta import garbage, object_rows
 from gateway.meta.garbage import RESERVE_BATCH, KeyReserve
-from gateway.meta.objects import BatchedLookups
+from gateway.meta.object_rows import BatchedLookups
 from tests.conftest import create_database, migrated_pool
 
 PROFILE = "local"
@@ -122,13 +122,13 @@ async def test_lookups_of_one_turn_share_a_query_and_keep_their_order(db, monkey
     ]
     lookups = BatchedLookups(db)
     queries = []
-    real = objects.lookup_many
+    real = object_rows.lookup_many
 
     async def counted(conn, batch):
         queries.append(len(batch))
         return await real(conn, batch)
 
-    monkeypatch.setattr(objects, "lookup_many", counted)
+    monkeypatch.setattr(object_rows, "lookup_many", counted)
     results = await asyncio.gather(*(lookups.lookup(b, k) for b, k in targets))
     assert queries == [len(targets)]
     for (bucket, key), (found, record) in zip(targets[:40], results[:40], strict=True):
@@ -143,7 +143,7 @@ async def test_lookups_of_one_turn_share_a_query_and_keep_their_order(db, monkey
 async def test_a_lone_lookup_is_answered_like_lookup(db) -> None:
     await put_rows(db, ["alone"])
     lookups = BatchedLookups(db)
-    assert await lookups.lookup(BUCKET, "alone") == await objects.lookup(db, BUCKET, "alone")
+    assert await lookups.lookup(BUCKET, "alone") == await object_rows.lookup(db, BUCKET, "alone")
 
 
 async def test_a_write_acknowledged_before_a_lookup_is_seen(db) -> None:
@@ -230,7 +230,7 @@ async def test_an_entry_being_collected_is_never_claimed_nor_renewed(db) -> None
 
     async with db.acquire() as conn:
         assert not await garbage.claim(conn, PROFILE, "part")
-        record = objects.ObjectRecord(
+        record = object_rows.ObjectRecord(
             bucket=BUCKET,
             key="late-claim",
             version_id=uuid.uuid4(),
@@ -242,11 +242,11 @@ async def test_an_entry_being_collected_is_never_claimed_nor_renewed(db) -> None
             last_modified=datetime.now(UTC),
         )
         with pytest.raises(garbage.BlobLostError):
-            await objects.commit_object(conn, record)
+            await object_rows.commit_object(conn, record)
     await garbage.touch(db, PROFILE, "part")
     # Listed until the janitor is done with them, and not taken again within the grace period.
     assert await listed(db) == {"part", "object"}
     assert await garbage.start_collecting(db, 60, 10, [PROFILE]) == []
     await garbage.forget(db, taken)
     assert await listed(db) == set()
-    assert await objects.get_object(db, BUCKET, "late-claim") is None
+    assert await object_rows.get_object(db, BUCKET, "late-claim") is None

@@ -12,7 +12,7 @@ from multidict import CIMultiDictProxy
 
 from gateway.config import CredentialConfig, GatewayConfig
 from gateway.meta.buckets import RecentBuckets
-from gateway.meta.objects import BatchedLookups
+from gateway.meta.object_rows import BatchedLookups
 from gateway.objects.backend import ObjectBackend, Resources
 from gateway.s3 import errors
 from gateway.s3.query import Query

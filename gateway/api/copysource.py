@@ -8,8 +8,8 @@ from urllib.parse import unquote
 from gateway.api import auth
 from gateway.api.context import S3Request
 from gateway.errors import ObjectChangedError
-from gateway.meta import objects
-from gateway.meta.objects import ObjectRecord
+from gateway.meta import object_rows
+from gateway.meta.object_rows import ObjectRecord
 from gateway.objects import reading
 from gateway.objects.reading import Segment
 from gateway.s3 import conditions, errors, names, ranges, versions
@@ -38,7 +38,7 @@ async def copy_source(req: S3Request) -> ObjectRecord:
     headers = req.headers
     source_bucket, source_key, version_id = parse_copy_source(headers["x-amz-copy-source"])
     names.validate_key(source_key)
-    found_bucket, source = await objects.lookup(req.pool, source_bucket, source_key)
+    found_bucket, source = await object_rows.lookup(req.pool, source_bucket, source_key)
     if found_bucket is None:
         raise errors.NoSuchBucket(BucketName=source_bucket)
     auth.require_read(req, found_bucket)

@@ -12,8 +12,8 @@ from aiohttp import web
 from gateway.api import auth
 from gateway.api.common import get_bucket
 from gateway.api.context import S3Request
-from gateway.meta import objects
-from gateway.meta.objects import ListedObject, prefix_upper_bound
+from gateway.meta import object_rows
+from gateway.meta.object_rows import ListedObject, prefix_upper_bound
 from gateway.s3 import errors, names
 from gateway.s3.xml import (
     Listing,
@@ -71,14 +71,14 @@ async def collect_page(
         return page
     if delimiter is None:
         wanted = max_keys + 1
-        rows = await objects.list_objects(pool, bucket, prefix, start, inclusive, wanted)
+        rows = await object_rows.list_objects(pool, bucket, prefix, start, inclusive, wanted)
         page.contents = rows[:max_keys]
         page.is_truncated = len(rows) == wanted
         page.last = page.contents[-1].key if page.contents else None
         return page
     while True:
         wanted = max_keys - page.count + 1
-        rows, stopped = await objects.list_rolled_up(
+        rows, stopped = await object_rows.list_rolled_up(
             pool, bucket, prefix, delimiter, start, inclusive, wanted
         )
         for row in rows:

@@ -28,11 +28,11 @@ from gateway.api.objects import (
 )
 from gateway.meta import uploads
 from gateway.meta.buckets import Bucket
-from gateway.meta.objects import prefix_upper_bound
+from gateway.meta.object_rows import prefix_upper_bound
 from gateway.meta.uploads import ListedUpload, Upload
 from gateway.objects.backend import Completion, ObjectBackend, WriteTerms
-from gateway.s3 import checksums, conditions, errors, multipart, xmlbody
-from gateway.s3.multipart import MAX_LISTED
+from gateway.s3 import checksums, conditions, errors, multipart_rules, xmlbody
+from gateway.s3.multipart_rules import MAX_LISTED
 from gateway.s3.xml import (
     PartEntry,
     PartListing,
@@ -81,7 +81,7 @@ async def create_multipart_upload(req: S3Request) -> web.StreamResponse:
     bucket = await _writable_bucket(req)
     headers = req.headers
     algorithm = headers.get("x-amz-checksum-algorithm")
-    kind = multipart.checksum_type(algorithm, headers.get("x-amz-checksum-type"))
+    kind = multipart_rules.checksum_type(algorithm, headers.get("x-amz-checksum-type"))
     upload = Upload(
         upload_id=uploads.new_upload_id(),
         bucket=bucket.name,
@@ -104,7 +104,7 @@ async def create_multipart_upload(req: S3Request) -> web.StreamResponse:
 
 async def upload_part(req: S3Request) -> web.StreamResponse:
     key = object_key(req)
-    part_number = multipart.parse_part_number(req.query.get("partNumber", ""))
+    part_number = multipart_rules.parse_part_number(req.query.get("partNumber", ""))
     bucket = await _writable_bucket(req)
     # Checked before the body is read, so a part for a missing upload is never transferred.
     upload, backend = await _open_upload(req, bucket, key)
@@ -119,7 +119,7 @@ async def upload_part(req: S3Request) -> web.StreamResponse:
 
 async def upload_part_copy(req: S3Request) -> web.StreamResponse:
     key = object_key(req)
-    part_number = multipart.parse_part_number(req.query.get("partNumber", ""))
+    part_number = multipart_rules.parse_part_number(req.query.get("partNumber", ""))
     bucket = await _writable_bucket(req)
     upload, backend = await _open_upload(req, bucket, key)
     source, segments = await copy_source_segments(req, req.headers.get("x-amz-copy-source-range"))
@@ -179,9 +179,12 @@ async def list_parts(req: S3Request) -> web.StreamResponse:
     upload, _ = await _open_upload(req, bucket, key)
     query = req.query
     max_parts = min(
-        multipart.parse_list_argument(query.get("max-parts"), "max-parts", MAX_LISTED), MAX_LISTED
+        multipart_rules.parse_list_argument(query.get("max-parts"), "max-parts", MAX_LISTED),
+        MAX_LISTED,
     )
-    marker = multipart.parse_list_argument(query.get("part-number-marker"), "part-number-marker", 0)
+    marker = multipart_rules.parse_list_argument(
+        query.get("part-number-marker"), "part-number-marker", 0
+    )
     parts = await uploads.list_parts(req.pool, upload.upload_id, marker, max_parts + 1)
     truncated = len(parts) > max_parts
     parts = parts[:max_parts]
@@ -257,7 +260,7 @@ async def list_multipart_uploads(req: S3Request) -> web.StreamResponse:
     prefix = query.get("prefix", "")
     delimiter = query.get("delimiter") or None
     max_uploads = min(
-        multipart.parse_list_argument(query.get("max-uploads"), "max-uploads", MAX_LISTED),
+        multipart_rules.parse_list_argument(query.get("max-uploads"), "max-uploads", MAX_LISTED),
         MAX_LISTED,
     )
     url_encoded = encoding_url(query.get("encoding-type"))

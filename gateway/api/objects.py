@@ -16,13 +16,22 @@ from gateway.api.context import LOOKUPS, STORES, S3Request
 from gateway.api.middleware import SENT_RESPONSE, s3_error_of
 from gateway.api.streaming import send_segments
 from gateway.errors import ObjectChangedError, StoredObjectChangedError
-from gateway.meta import objects
+from gateway.meta import object_rows
 from gateway.meta.buckets import Bucket
-from gateway.meta.objects import DEFAULT_CONTENT_TYPE, Chunk, ObjectMetadata, ObjectRecord
+from gateway.meta.object_rows import DEFAULT_CONTENT_TYPE, Chunk, ObjectMetadata, ObjectRecord
 from gateway.objects import reading
 from gateway.objects.backend import NewObject, WriteTerms
 from gateway.objects.reading import Segment
-from gateway.s3 import checksums, conditions, errors, multipart, names, ranges, versions, xmlbody
+from gateway.s3 import (
+    checksums,
+    conditions,
+    errors,
+    multipart_rules,
+    names,
+    ranges,
+    versions,
+    xmlbody,
+)
 from gateway.s3.conditions import Conditions, Precondition
 from gateway.s3.query import has_control_characters
 from gateway.s3.xml import DeleteError, copy_object_result, delete_result
@@ -188,7 +197,7 @@ def _requested_part(req: S3Request) -> int | None:
     raw = req.query.get("partNumber")
     if raw is None:
         return None
-    part_number = multipart.parse_part_number(raw)
+    part_number = multipart_rules.parse_part_number(raw)
     if "Range" in req.headers:
         raise errors.InvalidRequest(
             "Cannot specify both Range header and partNumber query parameter"
@@ -207,7 +216,7 @@ async def _part_range(
         if part_number != 1:
             raise errors.InvalidPartNumber(PartNumberRequested=str(part_number))
         return (ranges.ByteRange(0, record.size - 1) if record.size else None), None
-    exists, chunk = await objects.get_chunk(req.pool, record.version_id, part_number)
+    exists, chunk = await object_rows.get_chunk(req.pool, record.version_id, part_number)
     if not exists:
         return None
     if chunk is None:

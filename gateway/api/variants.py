@@ -17,9 +17,9 @@ from gateway.api import objects
 from gateway.api.common import http_date
 from gateway.api.context import BACKENDS, PRESETS, VARIANTS, S3Request
 from gateway.api.objects import ObjectRead
-from gateway.meta import objects as meta_objects
+from gateway.meta import object_rows
 from gateway.meta.derivatives import StoredBlob
-from gateway.meta.objects import ObjectRecord
+from gateway.meta.object_rows import ObjectRecord
 from gateway.objects.reading import Segment
 from gateway.objects.sources import variant_source
 from gateway.s3 import errors, ranges
@@ -55,7 +55,7 @@ async def _answer(req: S3Request, with_body: bool) -> web.StreamResponse:
         refusal = error
     format_class = preset.format_class(req.headers.get("Accept"), catalog.avif) if preset else None
     variant_key = preset.variant_key(format_class) if preset and format_class else None
-    found, record, row = await meta_objects.lookup_variant(req.pool, req.bucket, key, variant_key)
+    found, record, row = await object_rows.lookup_variant(req.pool, req.bucket, key, variant_key)
     _, record = objects.readable(req, key, found, record)
     if preset is None or format_class is None:
         assert refusal is not None

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import asyncpg
 
-from gateway.meta import imports, objects
+from gateway.meta import imports, object_rows
 from gateway.meta.buckets import Bucket
-from gateway.meta.objects import ObjectRecord
+from gateway.meta.object_rows import ObjectRecord
 from gateway.objects.upstream import record_from_upstream
 from gateway.s3 import errors, names
 from gateway.storage.upstream import UpstreamObject, UpstreamStore, has_dot_segment
@@ -79,7 +79,7 @@ async def import_bucket(
             records.append(record_from_upstream(bucket.name, key, bucket.profile, found))
         after = page[-1].key
         async with pool.acquire() as conn, conn.transaction():
-            added = await objects.adopt_objects(conn, records) if records else 0
+            added = await object_rows.adopt_objects(conn, records) if records else 0
             await imports.advance(conn, bucket.name, after, added)
         listed_total += len(page)
         added_total += added

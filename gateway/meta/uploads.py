@@ -19,7 +19,7 @@ import asyncpg
 from gateway.errors import BucketGoneError, UploadGoneError
 from gateway.meta import garbage, rollup
 from gateway.meta.garbage import BlobLostError
-from gateway.meta.objects import (
+from gateway.meta.object_rows import (
     Chunk,
     ObjectMetadata,
     ObjectRecord,

@@ -18,14 +18,14 @@ from typing import Protocol
 import asyncpg
 
 from gateway.errors import ObjectChangedError
-from gateway.meta import objects, uploads
+from gateway.meta import object_rows, uploads
 from gateway.meta.buckets import Bucket
 from gateway.meta.garbage import KeyReserve
-from gateway.meta.objects import Chunk, ObjectMetadata, ObjectRecord
+from gateway.meta.object_rows import Chunk, ObjectMetadata, ObjectRecord
 from gateway.meta.uploads import Part, Upload
 from gateway.objects import reading
 from gateway.objects.reading import Segment
-from gateway.s3 import multipart
+from gateway.s3 import multipart_rules
 from gateway.s3.checksums import BodyDigests
 from gateway.s3.conditions import Conditions, WriteCheck, write_check
 from gateway.s3.xmlbody import CompletedPart
@@ -166,7 +166,7 @@ class ObjectBackend(ABC):
         check = terms.check(new.key)
         if check is None:
             return None
-        current = await objects.get_object(self.pool, new.bucket, new.key)
+        current = await object_rows.get_object(self.pool, new.bucket, new.key)
         check(current.etag if current else None)
         return current
 
@@ -256,10 +256,10 @@ def assembled(
 ) -> tuple[ObjectRecord, list[Chunk]]:
     """The object an upload's ``parts`` make as ``completion`` chooses them, and its chunks."""
     by_number = {part.part_number: part for part in parts}
-    assembly = multipart.assemble(
+    assembly = multipart_rules.assemble(
         completion.requested,
         {
-            part.part_number: multipart.UploadedPart(
+            part.part_number: multipart_rules.UploadedPart(
                 part.part_number, part.etag, part.size, part.checksums
             )
             for part in parts

@@ -12,8 +12,8 @@ import uuid
 from datetime import UTC, datetime
 
 from gateway.errors import BucketGoneError, UploadGoneError
-from gateway.meta import objects, uploads
-from gateway.meta.objects import ObjectRecord
+from gateway.meta import object_rows, uploads
+from gateway.meta.object_rows import ObjectRecord
 from gateway.meta.uploads import Part, Upload
 from gateway.objects.backend import (
     Completion,
@@ -70,11 +70,13 @@ class LocalBackend(ObjectBackend):
 
     async def _commit(self, record: ObjectRecord, terms: WriteTerms) -> None:
         async with self.pool.acquire() as conn:
-            await objects.commit_object(conn, record, terms.check(record.key), eager=terms.eager)
+            await object_rows.commit_object(
+                conn, record, terms.check(record.key), eager=terms.eager
+            )
 
     async def delete(self, bucket: str, key: str) -> None:
         async with self.pool.acquire() as conn:
-            await objects.delete_object(conn, bucket, key)
+            await object_rows.delete_object(conn, bucket, key)
 
     async def upload_part(self, upload: Upload, part_number: int, body: IncomingBody) -> Part:
         async with StagedBlob(self.resources, self.profile, body.digests.update) as blob:
@@ -105,7 +107,9 @@ class LocalBackend(ObjectBackend):
     async def complete_upload(self, upload: Upload, completion: Completion) -> ObjectRecord:
         version_id, now = uuid.uuid4(), datetime.now(UTC)
 
-        def assemble(locked: Upload, parts: list[Part]) -> tuple[ObjectRecord, list[objects.Chunk]]:
+        def assemble(
+            locked: Upload, parts: list[Part]
+        ) -> tuple[ObjectRecord, list[object_rows.Chunk]]:
             return assembled(locked, parts, completion, self.profile, version_id, now)
 
         terms = completion.terms

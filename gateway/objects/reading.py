@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from gateway.meta import objects
-from gateway.meta.objects import Chunk, ObjectRecord
+from gateway.meta import object_rows
+from gateway.meta.object_rows import Chunk, ObjectRecord
 from gateway.storage import BlobStore
 
 # A multipart object's row and its chunks are read by separate queries; if the object is
@@ -74,7 +74,7 @@ async def object_segments(
         return [Segment(record.profile, "", start, length, data=record.inline_data)]
     if record.storage_key is not None:
         return [Segment(record.profile, record.storage_key, start, length, record.storage_etag)]
-    chunks = await objects.get_chunks(conn, record.version_id, start, start + length)
+    chunks = await object_rows.get_chunks(conn, record.version_id, start, start + length)
     return slice_chunks(chunks, start, length)
 
 

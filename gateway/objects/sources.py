@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 
-from gateway.meta.objects import ObjectRecord
+from gateway.meta.object_rows import ObjectRecord
 from gateway.objects.backend import ObjectBackend
 from gateway.objects.reading import Segment, read_stored
 from gateway.variants.pool import FilePart

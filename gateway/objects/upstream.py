@@ -28,9 +28,9 @@ from typing import TypeVar
 import asyncpg
 
 from gateway.errors import KeyNotStorableError, ObjectChangedError, UploadGoneError
-from gateway.meta import objects, uploads
+from gateway.meta import object_rows, uploads
 from gateway.meta.buckets import Bucket
-from gateway.meta.objects import (
+from gateway.meta.object_rows import (
     DEFAULT_CONTENT_TYPE,
     Chunk,
     Expected,
@@ -50,7 +50,7 @@ from gateway.objects.backend import (
 from gateway.objects.reading import Segment
 from gateway.s3 import errors
 from gateway.s3.conditions import Conditions
-from gateway.s3.multipart import MAX_PART_NUMBER
+from gateway.s3.multipart_rules import MAX_PART_NUMBER
 from gateway.storage import hash_off_loop
 from gateway.storage.upstream import (
     ObjectAttributes,
@@ -117,7 +117,7 @@ class UpstreamBackend(ObjectBackend):
     @contextlib.asynccontextmanager
     async def _key_locked(self, bucket: str, key: str) -> AsyncIterator[asyncpg.Connection]:
         async with self._locks, self.pool.acquire() as conn, conn.transaction():
-            await objects.lock_key(conn, bucket, key)
+            await object_rows.lock_key(conn, bucket, key)
             yield conn
 
     async def _if_in_place(
@@ -135,7 +135,7 @@ class UpstreamBackend(ObjectBackend):
 
     async def _commit_confirmed(self, record: ObjectRecord, terms: WriteTerms) -> None:
         async def commit(conn: asyncpg.Connection) -> bool:
-            return await objects.commit_object(
+            return await object_rows.commit_object(
                 conn, record, terms.check(record.key), eager=terms.eager
             )
 
@@ -155,10 +155,10 @@ class UpstreamBackend(ObjectBackend):
             found = await self.upstream.head(upstream_key, locked=True)
             if found is None:
                 return None
-            await objects.adopt_object(
+            await object_rows.adopt_object(
                 conn, record_from_upstream(bucket.name, key, self.profile, found)
             )
-        return await objects.get_object(self.pool, bucket.name, key)
+        return await object_rows.get_object(self.pool, bucket.name, key)
 
     async def reconcile(self, record: ObjectRecord) -> None:
         if record.storage_key is None:
@@ -173,13 +173,13 @@ class UpstreamBackend(ObjectBackend):
         if found is not None:
             current = record_from_upstream(record.bucket, record.key, self.profile, found)
         async with self.pool.acquire() as conn:
-            await objects.replace_version(conn, record, current)
+            await object_rows.replace_version(conn, record, current)
 
     # Objects.
 
     async def put(self, new: NewObject, body: IncomingBody, terms: WriteTerms) -> ObjectRecord:
         upstream_key = self.upstream.object_key(new.bucket, new.key)
-        current = await objects.get_object(self.pool, new.bucket, new.key)
+        current = await object_rows.get_object(self.pool, new.bucket, new.key)
         check = terms.check(new.key)
         if check is not None:
             # Fast refusal; checked again when the row commits.
@@ -207,7 +207,7 @@ class UpstreamBackend(ObjectBackend):
         )
         expected = Expected(current.version_id if current else None)
         async with self.pool.acquire() as conn:
-            if in_place and await objects.commit_object(
+            if in_place and await object_rows.commit_object(
                 conn, record, check, eager=terms.eager, expected=expected
             ):
                 return record
@@ -284,7 +284,7 @@ class UpstreamBackend(ObjectBackend):
         upstream_key = self.upstream.object_key(bucket, key)
         async with self._key_locked(bucket, key) as conn:
             await self.upstream.delete(upstream_key, locked=True)
-            await objects.delete_object(conn, bucket, key)
+            await object_rows.delete_object(conn, bucket, key)
 
     # Multipart uploads: mapped onto the upstream's own, so a completion is native there.
 
@@ -394,7 +394,7 @@ class UpstreamBackend(ObjectBackend):
         # Checked before the upstream completes, and again with the upload locked.
         parts = await uploads.list_parts(self.pool, upload.upload_id, 0, MAX_PART_NUMBER)
         planned, chunks = assembled(upload, parts, completion, self.profile, version_id, now)
-        current = await objects.get_object(self.pool, upload.bucket, upload.key)
+        current = await object_rows.get_object(self.pool, upload.bucket, upload.key)
         if check is not None:
             check(current.etag if current else None)
         try:

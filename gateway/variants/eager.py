@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 import asyncpg
 
-from gateway.meta import jobs, objects
+from gateway.meta import jobs, object_rows
 from gateway.meta.db import DATABASE_ERRORS, DatabaseUnavailableError
 from gateway.meta.jobs import Job
-from gateway.meta.objects import ObjectRecord
+from gateway.meta.object_rows import ObjectRecord
 from gateway.s3.errors import S3Error
 from gateway.variants.errors import RetryLater
 from gateway.variants.presets import PresetCatalog
@@ -103,7 +103,7 @@ class EagerRenderer:
                 log.exception("variant job %s of %s/%s failed", job.preset, job.bucket, job.key)
 
     async def do(self, job: Job) -> None:
-        record = await objects.get_object(self._pool, job.bucket, job.key)
+        record = await object_rows.get_object(self._pool, job.bucket, job.key)
         preset = self._catalog.eager_preset(job.bucket, job.preset)
         if record is None or record.version_id != job.version_id or preset is None:
             # Overwritten or deleted since (its derivatives were retired with it), or the

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.meta.objects import Chunk, ObjectRecord
+from gateway.meta.object_rows import Chunk, ObjectRecord
 from gateway.objects.reading import Segment, object_segments, read_stored, slice_chunks
 
 # Parts of 10, 10 and 5 bytes: the object is 25 bytes long.

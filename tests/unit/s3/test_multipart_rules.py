@@ -17,7 +17,7 @@ from gateway.s3.errors import (
     InvalidRequest,
     S3Error,
 )
-from gateway.s3.multipart import (
+from gateway.s3.multipart_rules import (
     COMPOSITE,
     FULL_OBJECT,
     MIN_PART_SIZE,
