@@ -10,6 +10,7 @@ import pytest
 
 from gateway.s3 import checksums
 from gateway.s3.errors import (
+    BadDigest,
     EntityTooSmall,
     InvalidArgument,
     InvalidPart,
@@ -23,6 +24,7 @@ from gateway.s3.multipart_rules import (
     MIN_PART_SIZE,
     PART_NUMBER_MESSAGE,
     UploadedPart,
+    assemble,
     checksum_type,
     multipart_etag,
     object_checksum,
@@ -210,3 +212,80 @@ def test_full_object_crc32_by_hand() -> None:
 def test_no_checksum_when_a_part_lacks_one() -> None:
     parts = [*uploaded("CRC32")[:2], UploadedPart(3, '"x"', 0)]
     assert object_checksum("CRC32", COMPOSITE, parts) is None
+
+
+def assembled_parts() -> dict[int, UploadedPart]:
+    """Three parts with real MD5 ETags and CRC32 checksums; all but the last full-sized."""
+    datas = [b"a" * MIN_PART_SIZE, b"b" * MIN_PART_SIZE, b"tail"]
+    parts = {}
+    for number, data in enumerate(datas, 1):
+        digest = checksums.new_checksum("CRC32")
+        digest.update(data)
+        etag = f'"{hashlib.md5(data).hexdigest()}"'
+        parts[number] = UploadedPart(number, etag, len(data), {"CRC32": digest.digest_b64()})
+    return parts
+
+
+def request_all(parts: dict[int, UploadedPart], *numbers: int) -> list[CompletedPart]:
+    return [CompletedPart(n, parts[n].etag) for n in numbers]
+
+
+def test_assemble_makes_the_object_of_the_chosen_parts() -> None:
+    parts = assembled_parts()
+    assembly = assemble(request_all(parts, 1, 3), parts, None, None, {})
+    assert [part.part_number for part in assembly.parts] == [1, 3]
+    assert assembly.size == MIN_PART_SIZE + 4
+    assert assembly.etag == multipart_etag([parts[1].etag, parts[3].etag])
+    assert assembly.etag.endswith('-2"')
+    # An upload without a checksum algorithm gives the object none.
+    assert assembly.checksums == {}
+    assert assembly.checksum_type is None
+
+
+@pytest.mark.parametrize("kind", [COMPOSITE, FULL_OBJECT])
+def test_assemble_computes_the_uploads_checksum(kind: str) -> None:
+    parts = assembled_parts()
+    chosen = [parts[1], parts[2], parts[3]]
+    assembly = assemble(request_all(parts, 1, 2, 3), parts, "CRC32", kind, {})
+    assert assembly.checksums == {"CRC32": object_checksum("CRC32", kind, chosen)}
+    assert assembly.checksum_type == kind
+
+
+def test_assemble_accepts_a_declared_checksum_that_matches() -> None:
+    parts = assembled_parts()
+    whole = checksums.new_checksum("CRC32")
+    whole.update(b"a" * MIN_PART_SIZE + b"b" * MIN_PART_SIZE + b"tail")
+    declared = {"CRC32": whole.digest_b64()}
+    assembly = assemble(request_all(parts, 1, 2, 3), parts, "CRC32", FULL_OBJECT, declared)
+    assert assembly.checksums == declared
+
+
+def test_assemble_refuses_a_declared_checksum_that_differs() -> None:
+    parts = assembled_parts()
+    with pytest.raises(BadDigest):
+        assemble(request_all(parts, 1, 2, 3), parts, "CRC32", FULL_OBJECT, {"CRC32": "AAAAAA=="})
+    # A declared checksum of another algorithm than the upload's cannot be checked: ignored,
+    # as S3 does.
+    assembly = assemble(request_all(parts, 1, 3), parts, "CRC32", COMPOSITE, {"SHA256": "x"})
+    assert "SHA256" not in assembly.checksums
+
+
+@pytest.mark.parametrize(
+    ("numbers", "error"),
+    [((2, 1), InvalidPartOrder), ((1, 4), InvalidPart), ((3, 1), InvalidPartOrder)],
+)
+def test_assemble_refuses_what_select_parts_refuses(
+    numbers: tuple[int, ...], error: type[S3Error]
+) -> None:
+    parts = assembled_parts()
+    requested = [CompletedPart(n, parts[n].etag if n in parts else '"x"') for n in numbers]
+    with pytest.raises(error):
+        assemble(requested, parts, None, None, {})
+
+
+def test_assemble_refuses_a_small_part_before_the_last() -> None:
+    parts = assembled_parts()
+    small_first = {1: UploadedPart(1, parts[3].etag, 4), 2: parts[2]}
+    requested = [CompletedPart(1, parts[3].etag), CompletedPart(2, parts[2].etag)]
+    with pytest.raises(EntityTooSmall):
+        assemble(requested, small_first, None, None, {})
