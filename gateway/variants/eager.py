@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import asyncpg
 
+from gateway.errors import GatewayError
 from gateway.meta import jobs, object_rows
 from gateway.meta.db import DATABASE_ERRORS, DatabaseUnavailableError
 from gateway.meta.jobs import Job
@@ -119,7 +120,8 @@ class EagerRenderer:
         for format_class in preset.format_classes(self._catalog.avif):
             try:
                 await self._service.get(source, preset, format_class)
-            except RetryLater:
+            except (RetryLater, GatewayError):
+                # Busy, or its storage is unavailable for now: the job waits, and is kept.
                 await jobs.postpone(self._pool, job, BUSY_RETRY_SECONDS)
                 return
             except S3Error as error:

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from gateway.config import LimitsConfig
+from gateway.errors import GatewayError
 from gateway.meta import derivatives
 from gateway.meta.db import DATABASE_ERRORS, DatabaseUnavailableError
 from gateway.meta.derivatives import Derivative, Outcome, StoredBlob
@@ -184,8 +185,9 @@ class VariantService:
         if task.cancelled():
             return
         error = task.exception()  # retrieved, so a render nobody awaited logs no warning
-        # A database outage is logged once, where it was detected.
-        if error is not None and not isinstance(error, S3Error | DatabaseUnavailableError):
+        # A database or upstream outage is logged once, where it was detected.
+        expected = S3Error | GatewayError | DatabaseUnavailableError
+        if error is not None and not isinstance(error, expected):
             log.error("variant %s of %s failed", flight[1], flight[0], exc_info=error)
 
     async def close(self) -> None:
