@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import zlib
 
@@ -289,3 +290,163 @@ def test_assemble_refuses_a_small_part_before_the_last() -> None:
     requested = [CompletedPart(1, parts[3].etag), CompletedPart(2, parts[2].etag)]
     with pytest.raises(EntityTooSmall):
         assemble(requested, small_first, None, None, {})
+
+
+# The same rules again, with every value worked out here from the part data rather than by
+# the functions assemble calls: three parts numbered 1, 2, 4 (gaps are allowed), all but the
+# last of the minimum size.
+OBJECT_PARTS = {
+    1: bytes(range(256)) * (MIN_PART_SIZE // 256),
+    2: bytes(range(255, -1, -1)) * (MIN_PART_SIZE // 256),
+    4: b"the last part may be short",
+}
+WHOLE = b"".join(OBJECT_PARTS.values())
+
+
+def digest(algorithm: str, data: bytes) -> str:
+    checksum = checksums.new_checksum(algorithm)
+    checksum.update(data)
+    return checksum.digest_b64()
+
+
+def composite(algorithm: str, *numbers: int) -> str:
+    """The COMPOSITE checksum of these parts (all by default): of their binary checksums, -N."""
+    datas = [OBJECT_PARTS[n] for n in numbers or OBJECT_PARTS]
+    raw = b"".join(base64.b64decode(digest(algorithm, data)) for data in datas)
+    return f"{digest(algorithm, raw)}-{len(datas)}"
+
+
+def stored_parts(*algorithms: str) -> dict[int, UploadedPart]:
+    return {
+        number: UploadedPart(
+            number,
+            f'"{hashlib.md5(data).hexdigest()}"',
+            len(data),
+            {algorithm: digest(algorithm, data) for algorithm in algorithms},
+        )
+        for number, data in OBJECT_PARTS.items()
+    }
+
+
+def completion(parts: dict[int, UploadedPart], *numbers: int) -> list[CompletedPart]:
+    return [CompletedPart(number, parts[number].etag) for number in numbers or parts]
+
+
+def test_assemble_etag_and_size_by_hand() -> None:
+    parts = stored_parts()
+    assembly = assemble(completion(parts), parts, None, None, {})
+    assert assembly.parts == [parts[1], parts[2], parts[4]]
+    assert assembly.size == len(WHOLE)
+    md5s = b"".join(hashlib.md5(data).digest() for data in OBJECT_PARTS.values())
+    assert assembly.etag == f'"{hashlib.md5(md5s).hexdigest()}-3"'
+
+
+def test_assemble_one_empty_part() -> None:
+    parts = {1: UploadedPart(1, '"d41d8cd98f00b204e9800998ecf8427e"', 0)}
+    requested = [CompletedPart(1, "d41d8cd98f00b204e9800998ecf8427e")]
+    assembly = assemble(requested, parts, None, None, {})
+    assert assembly.etag == '"59adb24ef3cdbe0297f05b395827453f-1"'
+    assert assembly.size == 0
+
+
+@pytest.mark.parametrize(
+    ("requested", "error"),
+    [
+        (completed(1, 1), InvalidPartOrder),  # a repeat
+        ([CompletedPart(1, '"' + "9" * 32 + '"')], InvalidPart),  # wrong ETag
+        ([CompletedPart(1, UPLOADED[1].etag, {"CRC32": "AAAAAg=="})], InvalidPart),
+        (completed(3, 5), EntityTooSmall),
+        ([CompletedPart(0, '"x"')], InvalidArgument),
+        ([CompletedPart(10001, '"x"')], InvalidArgument),
+    ],
+)
+def test_assemble_refuses_a_bad_part_list(
+    requested: list[CompletedPart], error: type[S3Error]
+) -> None:
+    with pytest.raises(error):
+        assemble(requested, UPLOADED, "CRC32", COMPOSITE, {})
+
+
+def test_assemble_checks_the_part_list_before_declared_checksums() -> None:
+    with pytest.raises(InvalidPartOrder):
+        assemble(completed(2, 1), UPLOADED, "CRC32", COMPOSITE, {"CRC32": "AAAAAA=="})
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C", "SHA1", "SHA256"])
+def test_assemble_composite_checksum_by_hand(algorithm: str) -> None:
+    parts = stored_parts(algorithm)
+    assembly = assemble(completion(parts), parts, algorithm, COMPOSITE, {})
+    assert assembly.checksums == {algorithm: composite(algorithm)}
+    assert assembly.checksum_type == COMPOSITE
+    assembly = assemble(completion(parts, 2, 4), parts, algorithm, COMPOSITE, {})
+    assert assembly.checksums == {algorithm: composite(algorithm, 2, 4)}
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C", "CRC64NVME"])
+def test_assemble_full_object_checksum_by_hand(algorithm: str) -> None:
+    parts = stored_parts(algorithm)
+    assembly = assemble(completion(parts), parts, algorithm, FULL_OBJECT, {})
+    # The CRC of the whole object's bytes, with no "-N".
+    assert assembly.checksums == {algorithm: digest(algorithm, WHOLE)}
+    assert assembly.checksum_type == FULL_OBJECT
+    assembly = assemble(completion(parts, 1, 4), parts, algorithm, FULL_OBJECT, {})
+    assert assembly.checksums == {algorithm: digest(algorithm, OBJECT_PARTS[1] + OBJECT_PARTS[4])}
+
+
+def test_assemble_full_object_crc32_with_zlib() -> None:
+    parts = stored_parts("CRC32")
+    expected = base64.b64encode(zlib.crc32(WHOLE).to_bytes(4, "big")).decode()
+    assembly = assemble(completion(parts), parts, "CRC32", FULL_OBJECT, {})
+    assert assembly.checksums == {"CRC32": expected}
+
+
+def test_assemble_has_no_checksum_when_a_part_lacks_it() -> None:
+    parts = stored_parts("CRC32")
+    parts[2] = dataclasses.replace(parts[2], checksums={})
+    assembly = assemble(completion(parts), parts, "CRC32", COMPOSITE, {})
+    assert assembly.checksums == {}
+    assert assembly.checksum_type is None
+    # Nor is a declared one checked then: there is nothing to compare it with.
+    assert assemble(completion(parts), parts, "CRC32", COMPOSITE, {"CRC32": "x"}).checksums == {}
+
+
+def test_assemble_needs_both_algorithm_and_type() -> None:
+    parts = stored_parts("CRC32")
+    assert assemble(completion(parts), parts, "CRC32", None, {}).checksums == {}
+    assert assemble(completion(parts), parts, None, COMPOSITE, {}).checksum_type is None
+
+
+def test_assemble_ignores_declared_checksums_without_an_upload_checksum() -> None:
+    parts = stored_parts()
+    assert assemble(completion(parts), parts, None, None, {"CRC32": "AAAAAA=="}).checksums == {}
+
+
+def test_assemble_accepts_a_declared_composite_checksum() -> None:
+    parts = stored_parts("SHA256")
+    declared = {"SHA256": composite("SHA256")}
+    assert assemble(completion(parts), parts, "SHA256", COMPOSITE, declared).checksums == declared
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        # The full-object CRC where the upload's checksum is composite, and the reverse.
+        (COMPOSITE, digest("CRC32", WHOLE)),
+        (FULL_OBJECT, composite("CRC32")),
+        # The composite value without its "-N".
+        (COMPOSITE, composite("CRC32").rsplit("-", 1)[0]),
+    ],
+)
+def test_assemble_refuses_the_other_kind_of_checksum(kind: str, value: str) -> None:
+    parts = stored_parts("CRC32")
+    with pytest.raises(BadDigest) as excinfo:
+        assemble(completion(parts), parts, "CRC32", kind, {"CRC32": value})
+    assert excinfo.value.status == 400
+    assert excinfo.value.message == "The CRC32 you specified did not match the calculated checksum."
+
+
+def test_assembly_is_frozen() -> None:
+    parts = stored_parts()
+    assembly = assemble(completion(parts), parts, None, None, {})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        assembly.etag = '"x"'  # type: ignore[misc]
