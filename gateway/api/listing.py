@@ -1,10 +1,11 @@
-"""ListObjects (v1) and ListObjectsV2: prefix, delimiter, pagination, encoding-type."""
+"""ListObjects (v1), ListObjectsV2 and ListMultipartUploads: prefix, delimiter, pagination,
+encoding-type. The paging itself is gateway.api.paging's, the same for all three."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field
+import uuid
 
 import asyncpg
 from aiohttp import web
@@ -12,13 +13,19 @@ from aiohttp import web
 from gateway.api import auth
 from gateway.api.common import get_bucket
 from gateway.api.context import S3Request
-from gateway.meta import object_rows
+from gateway.api.paging import Fetch, Marker, Page, paginate
+from gateway.meta import object_rows, uploads
 from gateway.meta.object_rows import ListedObject, prefix_upper_bound
-from gateway.s3 import errors, names
+from gateway.meta.uploads import ListedUpload
+from gateway.s3 import errors, multipart_rules, names
+from gateway.s3.multipart_rules import MAX_LISTED
 from gateway.s3.xml import (
     Listing,
     ListingEntry,
+    UploadEntry,
+    UploadListing,
     encoding_url,
+    list_multipart_uploads_result,
     list_objects_v1,
     list_objects_v2,
 )
@@ -26,79 +33,34 @@ from gateway.s3.xml import (
 MAX_KEYS = 1000
 
 
-@dataclass
-class Page:
-    contents: list[ListedObject] = field(default_factory=list)
-    common_prefixes: list[str] = field(default_factory=list)
-    is_truncated: bool = False
-    # The last key or common prefix returned: where the next page resumes.
-    last: str | None = None
+def _objects(
+    pool: asyncpg.Pool, bucket: str, prefix: str, delimiter: str | None
+) -> Fetch[str, ListedObject]:
+    """A bucket's objects for the paginator; an object's position is its key."""
 
-    @property
-    def count(self) -> int:
-        return len(self.contents) + len(self.common_prefixes)
-
-
-def common_prefix(key: str, prefix: str, delimiter: str | None) -> str | None:
-    """The CommonPrefix that ``key`` rolls up into, if any."""
-    if not delimiter or not key.startswith(prefix):
-        return None
-    index = key.find(delimiter, len(prefix))
-    return key[: index + len(delimiter)] if index >= 0 else None
-
-
-async def collect_page(
-    pool: asyncpg.Pool,
-    bucket: str,
-    prefix: str,
-    delimiter: str | None,
-    cursor: str | None,
-    max_keys: int,
-) -> Page:
-    """One page of a listing, resuming after ``cursor`` (a key or a common prefix)."""
-    page = Page()
-    start, inclusive = "", True
-    if cursor is not None:
-        start, inclusive = cursor, False
-        rolled_up = common_prefix(cursor, prefix, delimiter)
-        if rolled_up is not None:
-            # Everything under that prefix was returned as one CommonPrefix already.
-            upper = prefix_upper_bound(rolled_up)
-            if upper is None:
-                return page
-            start, inclusive = upper, True
-    if max_keys == 0:
-        return page
-    if delimiter is None:
-        wanted = max_keys + 1
-        rows = await object_rows.list_objects(pool, bucket, prefix, start, inclusive, wanted)
-        page.contents = rows[:max_keys]
-        page.is_truncated = len(rows) == wanted
-        page.last = page.contents[-1].key if page.contents else None
-        return page
-    while True:
-        wanted = max_keys - page.count + 1
-        rows, stopped = await object_rows.list_rolled_up(
-            pool, bucket, prefix, delimiter, start, inclusive, wanted
+    async def fetch(after: str | None, start: str, limit: int) -> tuple[list[ListedObject], bool]:
+        key, inclusive = (start, True) if after is None else (after, False)
+        if delimiter is None:
+            found = await object_rows.list_objects(pool, bucket, prefix, key, inclusive, limit)
+            return found, False
+        return await object_rows.list_rolled_up(
+            pool, bucket, prefix, delimiter, key, inclusive, limit
         )
-        for row in rows:
-            if page.count == max_keys:
-                page.is_truncated = True
-                return page
-            rolled_up = common_prefix(row.key, prefix, delimiter)
-            if rolled_up is None:
-                page.contents.append(row)
-                page.last = row.key
-            else:
-                page.common_prefixes.append(rolled_up)
-                page.last = rolled_up
-        if not stopped or page.last is None:
-            return page
-        # Only past a delimiter of U+10FFFF characters: the walk cannot skip such a prefix.
-        upper = prefix_upper_bound(page.last)
-        if upper is None:
-            return page
-        start, inclusive = upper, True
+
+    return fetch
+
+
+async def _objects_page(
+    req: S3Request, prefix: str, delimiter: str | None, cursor: str | None, max_keys: int
+) -> Page[ListedObject]:
+    """One page of ListObjects(V2), resuming after ``cursor`` (a key or a common prefix)."""
+    assert req.bucket is not None
+    if max_keys == 0:
+        # S3 answers max-keys=0 with an empty page that is not truncated, however full the bucket.
+        return Page()
+    marker = Marker(cursor, cursor) if cursor is not None else None
+    fetch = _objects(req.pool, req.bucket, prefix, delimiter)
+    return await paginate(fetch, prefix, delimiter, marker, max_keys)
 
 
 def _max_keys(req: S3Request) -> int:
@@ -136,7 +98,7 @@ def decode_token(token: str) -> str:
 
 
 def _listing(
-    req: S3Request, page: Page, prefix: str, delimiter: str | None, max_keys: int
+    req: S3Request, page: Page[ListedObject], prefix: str, delimiter: str | None, max_keys: int
 ) -> Listing:
     assert req.bucket is not None
     return Listing(
@@ -145,7 +107,7 @@ def _listing(
         delimiter=delimiter,
         max_keys=max_keys,
         contents=[
-            ListingEntry(row.key, row.last_modified, row.etag, row.size) for row in page.contents
+            ListingEntry(row.key, row.last_modified, row.etag, row.size) for row in page.entries
         ],
         common_prefixes=page.common_prefixes,
         is_truncated=page.is_truncated,
@@ -173,9 +135,8 @@ async def list_objects_v2_handler(req: S3Request) -> web.StreamResponse:
         cursor: str | None = decode_token(token)
     else:
         cursor = start_after or None
-    assert req.bucket is not None
-    page = await collect_page(req.pool, req.bucket, prefix, delimiter, cursor, max_keys)
-    next_token = encode_token(page.last) if page.is_truncated and page.last else None
+    page = await _objects_page(req, prefix, delimiter, cursor, max_keys)
+    next_token = encode_token(page.last_key) if page.is_truncated and page.last_key else None
     body = list_objects_v2(
         _listing(req, page, prefix, delimiter, max_keys),
         continuation_token=token,
@@ -189,9 +150,95 @@ async def list_objects_v2_handler(req: S3Request) -> web.StreamResponse:
 async def list_objects_handler(req: S3Request) -> web.StreamResponse:
     prefix, delimiter, max_keys = await _start(req)
     marker = req.query.get("marker", "")
-    assert req.bucket is not None
-    page = await collect_page(req.pool, req.bucket, prefix, delimiter, marker or None, max_keys)
+    page = await _objects_page(req, prefix, delimiter, marker or None, max_keys)
     # S3 returns NextMarker only with a delimiter; without one clients resume from the last key.
-    next_marker = page.last if page.is_truncated and delimiter else None
+    next_marker = page.last_key if page.is_truncated and delimiter else None
     body = list_objects_v1(_listing(req, page, prefix, delimiter, max_keys), marker, next_marker)
     return web.Response(body=body, content_type="application/xml")
+
+
+# Sorts after every upload id: "the uploads of keys after key-marker" as a (key, id) position.
+_LAST_UPLOAD_ID = uuid.UUID(int=2**128 - 1)
+
+
+def _uploads(
+    pool: asyncpg.Pool, bucket: str, prefix: str, delimiter: str | None
+) -> Fetch[tuple[str, uuid.UUID], ListedUpload]:
+    """A bucket's in-progress uploads for the paginator, by key and then initiation."""
+    upper = prefix_upper_bound(prefix)
+
+    async def fetch(
+        after: tuple[str, uuid.UUID] | None, start: str, limit: int
+    ) -> tuple[list[ListedUpload], bool]:
+        if delimiter is None:
+            found = await uploads.list_uploads(pool, bucket, prefix, upper, after, start, limit)
+            return found, False
+        return await uploads.list_uploads_rolled_up(
+            pool, bucket, prefix, delimiter, after, start, limit
+        )
+
+    return fetch
+
+
+async def list_multipart_uploads(req: S3Request) -> web.StreamResponse:
+    assert req.bucket is not None
+    # In-progress uploads belong to writers, as in gateway.api.multipart.
+    auth.require_write(req, req.bucket)
+    bucket = await get_bucket(req, req.bucket)
+    query = req.query
+    prefix = query.get("prefix", "")
+    delimiter = query.get("delimiter") or None
+    max_uploads = min(
+        multipart_rules.parse_list_argument(query.get("max-uploads"), "max-uploads", MAX_LISTED),
+        MAX_LISTED,
+    )
+    url_encoded = encoding_url(query.get("encoding-type"))
+    key_marker = query.get("key-marker", "")
+    # Without a key-marker S3 ignores upload-id-marker.
+    upload_id_marker = query.get("upload-id-marker", "") if key_marker else ""
+    marker = None
+    if key_marker:
+        marker_id = _LAST_UPLOAD_ID
+        if upload_id_marker:
+            parsed = uploads.parse_upload_id(upload_id_marker)
+            if parsed is None:
+                raise errors.InvalidArgument(
+                    "Invalid uploadId marker",
+                    ArgumentName="upload-id-marker",
+                    ArgumentValue=upload_id_marker,
+                )
+            marker_id = parsed
+        marker = Marker(key_marker, (key_marker, marker_id))
+    fetch = _uploads(req.pool, bucket.name, prefix, delimiter)
+    page = await paginate(fetch, prefix, delimiter, marker, max_uploads)
+    # Where the next page resumes: after the last upload, or after the last common prefix.
+    next_key = next_id = None
+    if isinstance(page.last, str):
+        next_key, next_id = page.last, ""
+    elif page.last is not None:
+        next_key, next_id = page.last.key, str(page.last.upload_id)
+    listing = UploadListing(
+        bucket=bucket.name,
+        prefix=prefix,
+        delimiter=delimiter,
+        key_marker=key_marker,
+        upload_id_marker=upload_id_marker,
+        next_key_marker=next_key,
+        next_upload_id_marker=next_id,
+        max_uploads=max_uploads,
+        is_truncated=page.is_truncated,
+        uploads=[
+            UploadEntry(
+                key=row.key,
+                upload_id=str(row.upload_id),
+                initiated=row.initiated,
+                owner_id=row.owner or req.owner_id,
+                checksum_algorithm=row.checksum_algorithm,
+                checksum_type=row.checksum_type,
+            )
+            for row in page.entries
+        ],
+        common_prefixes=page.common_prefixes,
+        encoding_url=url_encoded,
+    )
+    return web.Response(body=list_multipart_uploads_result(listing), content_type="application/xml")

@@ -1,5 +1,6 @@
 """Multipart uploads: CreateMultipartUpload, UploadPart, UploadPartCopy,
-CompleteMultipartUpload, AbortMultipartUpload, ListParts, ListMultipartUploads.
+CompleteMultipartUpload, AbortMultipartUpload, ListParts (ListMultipartUploads is a listing:
+gateway.api.listing).
 
 How parts are stored and an upload becomes an object is the bucket's backend's
 (gateway.objects); here requests are parsed and answered.
@@ -20,7 +21,6 @@ from gateway.api.body import RequestBody
 from gateway.api.common import get_bucket, read_small_body
 from gateway.api.context import S3Request
 from gateway.api.copysource import copy_source_segments
-from gateway.api.listing import common_prefix
 from gateway.api.objects import (
     content_type_from_headers,
     metadata_from_headers,
@@ -28,29 +28,22 @@ from gateway.api.objects import (
 )
 from gateway.meta import uploads
 from gateway.meta.buckets import Bucket
-from gateway.meta.object_rows import prefix_upper_bound
-from gateway.meta.uploads import ListedUpload, Upload
+from gateway.meta.uploads import Upload
 from gateway.objects.backend import Completion, ObjectBackend, WriteTerms
 from gateway.s3 import checksums, conditions, errors, multipart_rules, xmlbody
 from gateway.s3.multipart_rules import MAX_LISTED
 from gateway.s3.xml import (
     PartEntry,
     PartListing,
-    UploadEntry,
-    UploadListing,
     complete_multipart_upload_result,
     copy_part_result,
-    encoding_url,
     initiate_multipart_upload_result,
-    list_multipart_uploads_result,
     list_parts_result,
 )
 
 # 10,000 parts with ETags and checksums take about 1.5 MiB of XML: a completion body may be
 # that large even when limits.max_xml_body is smaller.
 COMPLETE_BODY_MIN_LIMIT = 4 * 1024**2
-# Sorts after every upload id: "the uploads of keys after key-marker" as a (key, id) cursor.
-_LAST_UPLOAD_ID = uuid.UUID(int=2**128 - 1)
 
 
 async def _writable_bucket(req: S3Request) -> Bucket:
@@ -205,113 +198,3 @@ async def list_parts(req: S3Request) -> web.StreamResponse:
         checksum_type=upload.checksum_type,
     )
     return web.Response(body=list_parts_result(listing), content_type="application/xml")
-
-
-async def _collect_uploads(
-    req: S3Request,
-    bucket: str,
-    prefix: str,
-    delimiter: str | None,
-    after: tuple[str, uuid.UUID] | None,
-    max_uploads: int,
-) -> tuple[list[ListedUpload], list[str], bool]:
-    """One page: (uploads, common prefixes, truncated), resuming after ``after``."""
-    found: list[ListedUpload] = []
-    prefixes: list[str] = []
-    upper = prefix_upper_bound(prefix)
-    start = ""
-    if after is not None:
-        rolled_up = common_prefix(after[0], prefix, delimiter)
-        if rolled_up is not None:
-            # A marker inside a common prefix: that prefix was listed already.
-            past_prefix = prefix_upper_bound(rolled_up)
-            if past_prefix is None:
-                return found, prefixes, False
-            after, start = None, past_prefix
-    if delimiter is None:
-        wanted = max_uploads + 1
-        rows = await uploads.list_uploads(req.pool, bucket, prefix, upper, after, start, wanted)
-        return rows[:max_uploads], prefixes, len(rows) == wanted
-    while True:
-        wanted = max_uploads - len(found) - len(prefixes) + 1
-        rows, stopped = await uploads.list_uploads_rolled_up(
-            req.pool, bucket, prefix, delimiter, after, start, wanted
-        )
-        for row in rows:
-            if len(found) + len(prefixes) == max_uploads:
-                return found, prefixes, True
-            rolled_up = common_prefix(row.key, prefix, delimiter)
-            if rolled_up is None:
-                found.append(row)
-            else:
-                prefixes.append(rolled_up)
-        if not stopped:
-            return found, prefixes, False
-        # Only past a delimiter of U+10FFFF characters: the walk cannot skip such a prefix.
-        next_start = prefix_upper_bound(prefixes[-1])
-        if next_start is None:
-            return found, prefixes, False
-        after, start = None, next_start
-
-
-async def list_multipart_uploads(req: S3Request) -> web.StreamResponse:
-    bucket = await _writable_bucket(req)
-    query = req.query
-    prefix = query.get("prefix", "")
-    delimiter = query.get("delimiter") or None
-    max_uploads = min(
-        multipart_rules.parse_list_argument(query.get("max-uploads"), "max-uploads", MAX_LISTED),
-        MAX_LISTED,
-    )
-    url_encoded = encoding_url(query.get("encoding-type"))
-    key_marker = query.get("key-marker", "")
-    # Without a key-marker S3 ignores upload-id-marker.
-    upload_id_marker = query.get("upload-id-marker", "") if key_marker else ""
-    after = None
-    if key_marker:
-        marker_id = _LAST_UPLOAD_ID
-        if upload_id_marker:
-            parsed = uploads.parse_upload_id(upload_id_marker)
-            if parsed is None:
-                raise errors.InvalidArgument(
-                    "Invalid uploadId marker",
-                    ArgumentName="upload-id-marker",
-                    ArgumentValue=upload_id_marker,
-                )
-            marker_id = parsed
-        after = (key_marker, marker_id)
-    found, prefixes, truncated = await _collect_uploads(
-        req, bucket.name, prefix, delimiter, after, max_uploads
-    )
-    # Where the next page resumes: after the last upload, or after the last common prefix.
-    next_key = next_id = None
-    last_upload = (found[-1].key, str(found[-1].upload_id)) if found else None
-    if prefixes and (last_upload is None or prefixes[-1] > last_upload[0]):
-        next_key, next_id = prefixes[-1], ""
-    elif last_upload is not None:
-        next_key, next_id = last_upload
-    listing = UploadListing(
-        bucket=bucket.name,
-        prefix=prefix,
-        delimiter=delimiter,
-        key_marker=key_marker,
-        upload_id_marker=upload_id_marker,
-        next_key_marker=next_key,
-        next_upload_id_marker=next_id,
-        max_uploads=max_uploads,
-        is_truncated=truncated,
-        uploads=[
-            UploadEntry(
-                key=row.key,
-                upload_id=str(row.upload_id),
-                initiated=row.initiated,
-                owner_id=row.owner or req.owner_id,
-                checksum_algorithm=row.checksum_algorithm,
-                checksum_type=row.checksum_type,
-            )
-            for row in found
-        ],
-        common_prefixes=prefixes,
-        encoding_url=url_encoded,
-    )
-    return web.Response(body=list_multipart_uploads_result(listing), content_type="application/xml")

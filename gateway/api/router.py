@@ -69,7 +69,7 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
             raise errors.InvalidRequest("uploadId and partNumber address an object key.")
         if "uploads" in query:
             if method == "GET":
-                return multipart.list_multipart_uploads
+                return listing.list_multipart_uploads
             raise errors.MethodNotAllowed("GET")
         if method == "GET":
             if "location" in query:
