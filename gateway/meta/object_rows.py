@@ -183,15 +183,7 @@ async def commit_object(
             await _swap(conn, record, eager)
             return True
         async with conn.transaction():
-            # FOR UPDATE cannot lock a row that does not exist yet: two first writes of a key
-            # would both see none, and the later would replace the earlier without retiring its
-            # blobs (and both would pass If-None-Match: *). Serialise writers of the key itself.
-            await lock_key(conn, record.bucket, record.key)
-            current = await conn.fetchrow(
-                "SELECT etag, version_id FROM objects WHERE bucket = $1 AND key = $2 FOR UPDATE",
-                record.bucket,
-                record.key,
-            )
+            current = await _locked_row(conn, record.bucket, record.key)
             if expected is not None and expected.version_id != (current and current["version_id"]):
                 return False
             if check_current is not None:
@@ -234,6 +226,19 @@ async def _swap(conn: asyncpg.Connection, record: ObjectRecord, eager: Sequence[
     )
     if outcome == "lost":
         raise BlobLostError(record.storage_key)
+
+
+async def _locked_row(conn: asyncpg.Connection, bucket: str, key: str) -> asyncpg.Record | None:
+    """The ETag and version id of the key's row, with the key locked until the transaction
+    ends. FOR UPDATE cannot lock a row that does not exist yet: two first writes of a key
+    would both see none, and the later would replace the earlier without retiring its blobs
+    (and both would pass If-None-Match: *). So the writers of the key itself are serialised."""
+    await lock_key(conn, bucket, key)
+    return await conn.fetchrow(
+        "SELECT etag, version_id FROM objects WHERE bucket = $1 AND key = $2 FOR UPDATE",
+        bucket,
+        key,
+    )
 
 
 async def lock_key(conn: asyncpg.Connection, bucket: str, key: str) -> None:
@@ -313,13 +318,8 @@ async def replace_version(
     """Bring the row of an object changed upstream by another tool up to date: ``current``
     (None: it was deleted there) replaces ``stale``, unless the row moved on meanwhile."""
     async with conn.transaction():
-        await lock_key(conn, stale.bucket, stale.key)
-        version = await conn.fetchval(
-            "SELECT version_id FROM objects WHERE bucket = $1 AND key = $2 FOR UPDATE",
-            stale.bucket,
-            stale.key,
-        )
-        if version != stale.version_id:
+        row = await _locked_row(conn, stale.bucket, stale.key)
+        if row is None or row["version_id"] != stale.version_id:
             return
         if current is None:
             await delete_object(conn, stale.bucket, stale.key)
