@@ -31,6 +31,9 @@ import yaml
 
 from gateway.meta.db import create_pool, migrate
 
+# The browser and the second origin of the browser tests (tests/browser.py).
+pytest_plugins = ["tests.browser"]
+
 ROOT_ACCESS_KEY = "GWTESTROOTKEY"
 ROOT_SECRET_KEY = "gateway-test-root-secret"
 READER_ACCESS_KEY = "GWTESTREADER"
