@@ -28,6 +28,7 @@ from gateway.api.context import (
     STORES,
     VARIANTS,
 )
+from gateway.api.cors import add_cors_headers
 from gateway.api.middleware import add_request_id, s3_errors
 from gateway.api.router import dispatch, no_expectation
 from gateway.api.sendfile import sendfile_threads
@@ -236,6 +237,7 @@ def create_app(config: GatewayConfig, root: CredentialConfig | None = None) -> w
     app.cleanup_ctx.append(_variants)
     app.cleanup_ctx.append(_janitor)
     app.on_response_prepare.append(add_request_id)
+    app.on_response_prepare.append(add_cors_headers)
     # [\s\S]: keys may contain newlines, which "." would not match.
     app.router.add_route("*", r"/{path:[\s\S]*}", dispatch, expect_handler=no_expectation)
     return app

@@ -26,6 +26,10 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.s3 import cors
+from gateway.s3.cors import CorsRule
+from gateway.s3.errors import S3Error
+
 DEFAULT_LISTEN = "127.0.0.1:9000"
 DEFAULT_PROFILE = "default"
 
@@ -185,12 +189,47 @@ def _default_profiles() -> dict[str, StorageProfile]:
 ALL_VARIANTS = "*"
 
 
+class CorsRuleConfig(_Strict):
+    """One CORS rule, as PutBucketCors's CORSRule: ``*`` may stand once in an origin or a
+    header name, for any run of characters."""
+
+    allowed_origins: list[str] = Field(min_length=1)
+    allowed_methods: list[str] = Field(min_length=1)
+    allowed_headers: list[str] = Field(default_factory=list)
+    expose_headers: list[str] = Field(default_factory=list)
+    max_age_seconds: int | None = Field(default=None, ge=0)
+
+    def rule(self) -> CorsRule:
+        return CorsRule(
+            allowed_origins=tuple(self.allowed_origins),
+            allowed_methods=tuple(method.upper() for method in self.allowed_methods),
+            allowed_headers=tuple(self.allowed_headers),
+            expose_headers=tuple(self.expose_headers),
+            max_age_seconds=self.max_age_seconds,
+        )
+
+
 class BucketConfig(_Strict):
     profile: str = DEFAULT_PROFILE
     public_read: bool = False
     # Names of the presets GET ?variant= may use on this bucket ("*": all); none by default,
     # so a bucket of backups never spends CPU on renders.
     variants: list[str] = Field(default_factory=list)
+    # CORS rules; set here, they are the bucket's only ones (PutBucketCors is refused).
+    cors: list[CorsRuleConfig] | None = None
+
+    @field_validator("cors")
+    @classmethod
+    def _valid_cors(cls, value: list[CorsRuleConfig] | None) -> list[CorsRuleConfig] | None:
+        if value is not None:
+            try:
+                cors.validate([rule.rule() for rule in value])
+            except S3Error as exc:
+                raise ValueError(exc.message) from None
+        return value
+
+    def cors_rules(self) -> tuple[CorsRule, ...] | None:
+        return None if self.cors is None else tuple(rule.rule() for rule in self.cors)
 
 
 Grant = Literal["read", "write", "read-write"]

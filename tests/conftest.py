@@ -39,6 +39,9 @@ ROOT_SECRET_KEY = "gateway-test-root-secret"
 READER_ACCESS_KEY = "GWTESTREADER"
 READER_SECRET_KEY = "gateway-test-reader-secret"
 PUBLIC_BUCKET = "public-photos"
+# A public bucket whose CORS rules are set in the YAML.
+CORS_BUCKET = "cors-photos"
+CORS_SITE = "https://site.example"
 # Declared in the configuration with an eager preset; no other bucket renders on upload.
 EAGER_BUCKET = "eager-photos"
 # Image variant presets of every test gateway (tests/test_variants.py).
@@ -441,6 +444,20 @@ def write_config(path: Path, data_dir: Path, port: int, dsn: str, **extra: objec
         "buckets": {
             PUBLIC_BUCKET: {"public_read": True, "variants": ["*"]},
             EAGER_BUCKET: {"variants": ["eager", "thumb"]},
+            CORS_BUCKET: {
+                "public_read": True,
+                "variants": ["*"],
+                "cors": [
+                    {
+                        "allowed_origins": [CORS_SITE],
+                        "allowed_methods": ["GET", "HEAD"],
+                        "allowed_headers": ["*"],
+                        "expose_headers": ["ETag", "Content-Length"],
+                        "max_age_seconds": 600,
+                    },
+                    {"allowed_origins": ["*"], "allowed_methods": ["GET"]},
+                ],
+            },
         },
         "variants": VARIANT_PRESETS,
         # Buckets the tests create: every preset but the eager one, so uploads elsewhere in

@@ -15,6 +15,7 @@ async def get_bucket(req: S3Request, name: str) -> Bucket:
     bucket = await buckets.get_bucket(req.pool, name)
     if bucket is None:
         raise errors.NoSuchBucket(BucketName=name)
+    req.found_bucket = bucket
     return bucket
 
 

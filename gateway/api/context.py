@@ -11,7 +11,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from gateway.config import CredentialConfig, GatewayConfig
-from gateway.meta.buckets import RecentBuckets
+from gateway.meta.buckets import Bucket, RecentBuckets
 from gateway.meta.object_rows import BatchedLookups
 from gateway.objects.backend import ObjectBackend, Resources
 from gateway.s3 import errors
@@ -59,6 +59,8 @@ class S3Request:
     signing_key: bytes | None = None
     # Filled in by handlers for logs.
     notes: dict[str, str] = field(default_factory=dict)
+    # The bucket as the request's own lookup found it, for what the answer adds (CORS).
+    found_bucket: Bucket | None = None
 
     @property
     def app(self) -> web.Application:
@@ -100,3 +102,7 @@ class S3Request:
     @property
     def owner_id(self) -> str:
         return self.credential.access_key if self.credential else "anonymous"
+
+
+# The S3 request a web request was resolved to.
+S3_REQUEST = web.RequestKey("s3_request", S3Request)

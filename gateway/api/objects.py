@@ -125,6 +125,7 @@ def readable(
     """
     if bucket is None:
         raise errors.NoSuchBucket(BucketName=req.bucket or "")
+    req.found_bucket = bucket
     auth.require_read(req, bucket)
     versions.check_version_id(req.query.get("versionId"), key)
     if record is None:

@@ -6,9 +6,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.api import buckets, listing, multipart, objects, variants
+from gateway.api import buckets, cors, listing, multipart, objects, variants
 from gateway.api.auth import authenticate
-from gateway.api.context import CONFIG, POOL, S3Request
+from gateway.api.context import CONFIG, POOL, S3_REQUEST, S3Request
 from gateway.meta.db import ping
 from gateway.s3 import errors
 from gateway.s3.query import decode_component, parse_query
@@ -19,7 +19,7 @@ Operation = Callable[[S3Request], Awaitable[web.StreamResponse]]
 # GET/PUT of the bucket or object (which could, say, overwrite an object with an ACL document).
 UNSUPPORTED_SUBRESOURCES = frozenset(
     {
-        "accelerate", "acl", "analytics", "attributes", "cors", "encryption", "intelligent-tiering",
+        "accelerate", "acl", "analytics", "attributes", "encryption", "intelligent-tiering",
         "inventory", "legal-hold", "lifecycle", "logging", "metrics", "notification",
         "object-lock", "ownershipControls", "policy", "policyStatus", "publicAccessBlock",
         "replication", "requestPayment", "restore", "retention", "select", "tagging", "torrent",
@@ -65,6 +65,15 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
             return buckets.list_buckets
         raise errors.MethodNotAllowed("GET")
     if key is None:
+        if "cors" in query:
+            cors_table: dict[str, Operation] = {
+                "GET": cors.get_bucket_cors,
+                "PUT": cors.put_bucket_cors,
+                "DELETE": cors.delete_bucket_cors,
+            }
+            if method in cors_table:
+                return cors_table[method]
+            raise errors.MethodNotAllowed("GET, PUT, DELETE")
         if "uploadId" in query or "partNumber" in query:
             raise errors.InvalidRequest("uploadId and partNumber address an object key.")
         if "uploads" in query:
@@ -87,6 +96,8 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
         if method in table:
             return table[method]
         raise errors.MethodNotAllowed("GET, PUT, DELETE, HEAD, POST")
+    if "cors" in query:
+        raise errors.NotImplemented("CORS rules belong to a bucket, not to an object.")
     if "uploads" in query or "uploadId" in query:
         return _multipart_operation(method, req)
     if "partNumber" in query and method not in ("GET", "HEAD"):
@@ -161,6 +172,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         headers=request.headers,
         virtual_host=virtual_host,
     )
+    request[S3_REQUEST] = req
+    if request.method == "OPTIONS":
+        # A CORS preflight: browsers never sign one.
+        return await cors.preflight(req)
     authenticate(req)
     operation = pick_operation(request.method, bucket, key, req)
     return await operation(req)

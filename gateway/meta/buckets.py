@@ -6,8 +6,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
+
+from gateway.s3.cors import CorsRule
 
 
 @dataclass(frozen=True)
@@ -17,13 +20,41 @@ class Bucket:
     profile: str
     public_read: bool
     owner: str
+    # Rules set by PutBucketCors; None: none.
+    cors: tuple[CorsRule, ...] | None = None
+
+    @classmethod
+    def from_columns(cls, values: dict[str, Any]) -> Bucket:
+        """A bucket from its columns by name (``settings`` holds what the API sets)."""
+        settings = values.pop("settings", None) or {}
+        rules = settings.get("cors")
+        cors = tuple(CorsRule.from_json(rule) for rule in rules) if rules else None
+        return cls(**values, cors=cors)
 
 
-_COLUMNS = "name, created_at, profile, public_read, owner"
+_COLUMNS = "name, created_at, profile, public_read, owner, settings"
 
 
 def _bucket(row: asyncpg.Record) -> Bucket:
-    return Bucket(**dict(row))
+    return Bucket.from_columns(dict(row))
+
+
+async def set_cors(
+    conn: asyncpg.Connection | asyncpg.Pool, name: str, rules: list[CorsRule] | None
+) -> bool:
+    """Replace the bucket's CORS rules (None: delete them); False if there is no bucket."""
+    if rules is None:
+        result = await conn.execute(
+            "UPDATE buckets SET settings = settings - 'cors' WHERE name = $1", name
+        )
+    else:
+        result = await conn.execute(
+            "UPDATE buckets SET settings = jsonb_set(settings, '{cors}', $2::jsonb)"
+            " WHERE name = $1",
+            name,
+            [rule.to_json() for rule in rules],
+        )
+    return bool(result == "UPDATE 1")
 
 
 async def get_bucket(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> Bucket | None:

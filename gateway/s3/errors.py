@@ -112,8 +112,12 @@ OperationAborted = _error(
     "A conflicting conditional operation is currently in progress against this resource.",
 )
 
+BadRequest = _error("BadRequest", 400, "Bad Request")
+
 # 403
 AccessDenied = _error("AccessDenied", 403, "Access Denied")
+# A CORS preflight that no rule allows.
+AccessForbidden = _error("AccessForbidden", 403, "CORSResponse: This CORS request is not allowed.")
 InvalidAccessKeyId = _error(
     "InvalidAccessKeyId",
     403,
@@ -135,6 +139,9 @@ RequestTimeTooSkewed = _error(
 NoSuchBucket = _error("NoSuchBucket", 404, "The specified bucket does not exist")
 NoSuchKey = _error("NoSuchKey", 404, "The specified key does not exist.")
 NoSuchVersion = _error("NoSuchVersion", 404, "The specified version does not exist.")
+NoSuchCORSConfiguration = _error(
+    "NoSuchCORSConfiguration", 404, "The CORS configuration does not exist"
+)
 NoSuchUpload = _error(
     "NoSuchUpload",
     404,

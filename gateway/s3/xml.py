@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from lxml import etree
 
+from gateway.s3.cors import CorsRule
 from gateway.s3.errors import InvalidArgument
 from gateway.s3.xmlbody import ObjectIdentifier
 
@@ -433,4 +434,24 @@ def list_multipart_uploads_result(listing: UploadListing) -> bytes:
         _add(_add(root, "CommonPrefixes"), "Prefix", text(common))
     if encode:
         _add(root, "EncodingType", "url")
+    return _document(root)
+
+
+def cors_configuration(rules: Sequence[CorsRule]) -> bytes:
+    """GetBucketCors: the rules in the order they are matched."""
+    root = _root("CORSConfiguration")
+    for rule in rules:
+        element = _add(root, "CORSRule")
+        if rule.id is not None:
+            _add(element, "ID", rule.id)
+        for tag, values in (
+            ("AllowedHeader", rule.allowed_headers),
+            ("AllowedMethod", rule.allowed_methods),
+            ("AllowedOrigin", rule.allowed_origins),
+            ("ExposeHeader", rule.expose_headers),
+        ):
+            for value in values:
+                _add(element, tag, _exact_text(value))
+        if rule.max_age_seconds is not None:
+            _add(element, "MaxAgeSeconds", rule.max_age_seconds)
     return _document(root)

@@ -1,4 +1,5 @@
-"""Parsing of S3 XML request bodies (DeleteObjects, CreateBucket, CompleteMultipartUpload).
+"""Parsing of S3 XML request bodies (DeleteObjects, CreateBucket, CompleteMultipartUpload,
+PutBucketCors).
 
 Bodies come from untrusted clients: the parser never resolves entities, loads DTDs or touches
 the network, and any DOCTYPE is refused outright (billion laughs, XXE). Every problem is
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from gateway.s3 import cors
+from gateway.s3.cors import CorsRule
 from gateway.s3.errors import MalformedXML
 
 S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -161,3 +164,31 @@ def parse_complete_multipart_upload(body: bytes) -> list[CompletedPart]:
                 checksums[algorithm] = _text(child).strip()
         parts.append(CompletedPart(int(text), _text(etag).strip(), checksums))
     return parts
+
+
+def parse_cors_configuration(body: bytes) -> list[CorsRule]:
+    """The rules of a PutBucketCors body, validated as S3 does (see gateway.s3.cors)."""
+    root = _parse(body, "CORSConfiguration")
+    rules = []
+    for element in _children(root, "CORSRule"):
+        max_age = _one(element, "MaxAgeSeconds")
+        rule_id = _one(element, "ID")
+        age_text = _text(max_age).strip() if max_age is not None else None
+        if age_text is not None and not _INT.fullmatch(age_text):
+            raise MalformedXML()
+        rules.append(
+            CorsRule(
+                allowed_origins=_texts(element, "AllowedOrigin"),
+                allowed_methods=_texts(element, "AllowedMethod"),
+                allowed_headers=_texts(element, "AllowedHeader"),
+                expose_headers=_texts(element, "ExposeHeader"),
+                max_age_seconds=int(age_text) if age_text is not None else None,
+                id=_text(rule_id) if rule_id is not None else None,
+            )
+        )
+    cors.validate(rules)
+    return rules
+
+
+def _texts(parent: etree._Element, name: str) -> tuple[str, ...]:
+    return tuple(_text(child).strip() for child in _children(parent, name))
