@@ -1,8 +1,8 @@
 """What a browser makes of the gateway's answers: Debian's chromium (tests/browser.py) on pages
 of another origin, as a site's pages would be.
 
-The gateway answers no CORS yet: its images display on such a page, but the page's scripts
-cannot read the same URLs. The fetch test pins that down, and changes when CORS lands.
+Images display on such a page whatever the bucket's CORS rules; a page's scripts can read the
+gateway's answers (fetch, canvas readback, uploads) only where a rule allows their origin.
 
 On the local profile only: what reaches the browser is the HTTP layer's, the same for every
 profile (tests/test_variants.py checks variant answers on both).
@@ -16,7 +16,14 @@ import pytest
 from playwright.async_api import ConsoleMessage, Page
 
 from tests.browser import OpenPage, PageServer
-from tests.conftest import LOCAL_ONLY, PUBLIC_BUCKET, VARIANT_PRESETS, GatewayProcess, S3Client
+from tests.conftest import (
+    CORS_BUCKET,
+    LOCAL_ONLY,
+    PUBLIC_BUCKET,
+    VARIANT_PRESETS,
+    GatewayProcess,
+    S3Client,
+)
 from tests.unit.variants import images
 
 pytestmark = LOCAL_ONLY
@@ -75,7 +82,7 @@ async def refused_fetch(page: Page, url: str) -> tuple[str, str]:
     return failure, (await logged.value).text
 
 
-async def test_scripts_of_another_origin_cannot_read_them_without_cors(
+async def test_scripts_of_another_origin_cannot_read_them_without_a_cors_rule(
     page_origin: PageServer, open_page: OpenPage, public_photo: str
 ) -> None:
     page = await open_page(page_origin.publish("/script.html", "<title>script</title>"))
@@ -109,3 +116,104 @@ async def test_srcset_picks_the_variant_by_device_pixel_ratio(
         page = await open_page(url, device_scale_factor=ratio)
         # Only the chosen variant was requested.
         assert await page.evaluate(chosen) == [ratio, src, 50, [src]]
+
+
+@pytest.fixture
+def shared_photo(gateway: GatewayProcess, s3: S3Client) -> str:
+    """The URL of the same JPEG in a public bucket whose YAML rules let any origin GET."""
+    key = f"browser/{uuid.uuid4().hex}.jpg"
+    s3.put_object(
+        Bucket=CORS_BUCKET,
+        Key=key,
+        Body=images.jpeg_with_orientation(1),
+        ContentType="image/jpeg",
+    )
+    return f"{gateway.endpoint}/{CORS_BUCKET}/{key}"
+
+
+async def test_scripts_read_what_a_cors_rule_allows(
+    page_origin: PageServer, open_page: OpenPage, shared_photo: str
+) -> None:
+    page = await open_page(page_origin.publish("/script.html", "<title>script</title>"))
+    read = """async url => {
+        const response = await fetch(url);
+        return [response.status, response.headers.get("content-type"),
+                (await response.arrayBuffer()).byteLength > 0];
+    }"""
+    assert await page.evaluate(read, shared_photo) == [200, "image/jpeg", True]
+    variant = f"{shared_photo}?variant=thumb"
+    assert await page.evaluate(read, variant) == [200, "image/webp", True]
+    # A missing key: the 404 itself is readable, so the page can tell why.
+    status = "async url => (await fetch(url)).status"
+    assert await page.evaluate(status, shared_photo + ".missing") == 404
+
+
+CANVAS = """src => new Promise(resolve => {
+    const image = new Image();
+    image.crossOrigin = "anonymous";
+    image.onload = () => {
+        const canvas = document.createElement("canvas");
+        canvas.width = image.naturalWidth;
+        canvas.height = image.naturalHeight;
+        canvas.getContext("2d").drawImage(image, 0, 0);
+        try {
+            resolve(canvas.toDataURL("image/png").slice(0, 22));
+        } catch (error) {
+            resolve(`${error.name}`);
+        }
+    };
+    image.onerror = () => resolve("error");
+    image.src = src;
+})"""
+
+
+async def test_a_crossorigin_image_can_be_read_back_from_a_canvas(
+    page_origin: PageServer, open_page: OpenPage, shared_photo: str, public_photo: str
+) -> None:
+    page = await open_page(page_origin.publish("/canvas.html", "<title>canvas</title>"))
+    variant = f"{shared_photo}?variant=thumb"
+    assert await page.evaluate(CANVAS, variant) == "data:image/png;base64,"
+    # Without a rule, a crossorigin image does not even load.
+    assert await page.evaluate(CANVAS, f"{public_photo}?variant=thumb") == "error"
+
+
+async def test_a_presigned_put_from_a_page_passes_its_preflight(
+    gateway: GatewayProcess,
+    s3: S3Client,
+    bucket: str,
+    page_origin: PageServer,
+    open_page: OpenPage,
+) -> None:
+    page = await open_page(page_origin.publish("/upload.html", "<title>upload</title>"))
+    origin = page_origin.origin
+    key = "from-the-page.txt"
+    url = s3.generate_presigned_url(
+        "put_object", Params={"Bucket": bucket, "Key": key, "ContentType": "text/plain"}
+    )
+    put = """async url => {
+        try {
+            const response = await fetch(url, {
+                method: "PUT", body: "typed in a browser", headers: {"Content-Type": "text/plain"},
+            });
+            return [response.status, response.headers.get("etag") !== null];
+        } catch (error) {
+            return [`${error.name}: ${error.message}`, false];
+        }
+    }"""
+    # No rule yet: the preflight is refused, and nothing is stored.
+    assert await page.evaluate(put, url) == ["TypeError: Failed to fetch", False]
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+    rules = [
+        {
+            "AllowedOrigins": [origin],
+            "AllowedMethods": ["PUT"],
+            "AllowedHeaders": ["content-type"],
+            "ExposeHeaders": ["ETag"],
+        }
+    ]
+    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": rules})
+    assert await page.evaluate(put, url) == [200, True]
+    stored = s3.get_object(Bucket=bucket, Key=key)
+    assert stored["Body"].read() == b"typed in a browser"
+    assert stored["ContentType"] == "text/plain"
+    s3.delete_object(Bucket=bucket, Key=key)
