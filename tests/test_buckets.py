@@ -7,7 +7,7 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.s3errors import code_of
+from tests.s3errors import code_of, error_of
 
 
 def test_create_list_head_delete(s3) -> None:
@@ -68,3 +68,15 @@ def test_location_constraint_must_match_region(s3) -> None:
     with pytest.raises(ClientError) as excinfo:
         s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     assert code_of(excinfo) == "InvalidLocationConstraint"
+
+
+def test_get_bucket_versioning_says_never_enabled(s3, bucket: str) -> None:
+    answer = s3.get_bucket_versioning(Bucket=bucket)
+    assert "Status" not in answer and "MFADelete" not in answer
+    with pytest.raises(ClientError) as excinfo:
+        s3.get_bucket_versioning(Bucket=f"{bucket}-missing")
+    assert error_of(excinfo) == (404, "NoSuchBucket")
+    # Enabling it is not offered: refused, never ignored.
+    with pytest.raises(ClientError) as excinfo:
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    assert error_of(excinfo) == (501, "NotImplemented")

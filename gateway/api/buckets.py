@@ -1,4 +1,5 @@
-"""Bucket operations: CreateBucket, DeleteBucket, HeadBucket, GetBucketLocation, ListBuckets."""
+"""Bucket operations: CreateBucket, DeleteBucket, HeadBucket, GetBucketLocation,
+GetBucketVersioning, ListBuckets."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from gateway.api.common import get_bucket, read_small_body
 from gateway.api.context import RECENT_BUCKETS, S3Request
 from gateway.meta import buckets
 from gateway.s3 import errors, names, xmlbody
-from gateway.s3.xml import list_all_my_buckets, location_constraint
+from gateway.s3.xml import list_all_my_buckets, location_constraint, versioning_configuration
 
 
 async def list_buckets(req: S3Request) -> web.StreamResponse:
@@ -63,6 +64,16 @@ async def head_bucket(req: S3Request) -> web.StreamResponse:
     bucket = await get_bucket(req, req.bucket)
     auth.require_read(req, bucket)
     return web.Response(headers={"x-amz-bucket-region": req.config.region})
+
+
+async def get_bucket_versioning(req: S3Request) -> web.StreamResponse:
+    """Buckets here are never versioned; tools that ask (rclone before a purge, the AWS
+    console's equivalents) get the answer of a bucket that never was."""
+    assert req.bucket is not None
+    auth.require_signed(req)
+    bucket = await get_bucket(req, req.bucket)
+    auth.require_read(req, bucket)
+    return web.Response(body=versioning_configuration(), content_type="application/xml")
 
 
 async def get_bucket_location(req: S3Request) -> web.StreamResponse:

@@ -55,6 +55,8 @@ def split_target(
 
 def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Request) -> Operation:
     query = req.query
+    if method == "GET" and bucket is not None and key is None and set(query) == {"versioning"}:
+        return buckets.get_bucket_versioning
     unsupported = UNSUPPORTED_SUBRESOURCES.intersection(query)
     if unsupported:
         raise errors.NotImplemented(

@@ -126,6 +126,12 @@ def location_constraint(region: str) -> bytes:
     return _document(root)
 
 
+def versioning_configuration() -> bytes:
+    """GetBucketVersioning of a bucket whose versioning was never enabled: no Status at all
+    (S3's answer, which SDKs and rclone read as "unversioned")."""
+    return _document(_root("VersioningConfiguration"))
+
+
 @dataclass(frozen=True)
 class ListingEntry:
     key: str
