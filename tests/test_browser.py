@@ -44,17 +44,19 @@ FETCH = """async url => {
 FETCH_NO_CORS = "async url => (await fetch(url, {mode: 'no-cors'})).type"
 
 
-@pytest.fixture
-def public_photo(gateway: GatewayProcess, s3: S3Client) -> str:
-    """The URL of a landscape JPEG (800x400) that anyone may read."""
+def put_photo(gateway: GatewayProcess, s3: S3Client, bucket: str) -> str:
+    """The URL of a new landscape JPEG (800x400) in ``bucket``."""
     key = f"browser/{uuid.uuid4().hex}.jpg"
     s3.put_object(
-        Bucket=PUBLIC_BUCKET,
-        Key=key,
-        Body=images.jpeg_with_orientation(1),
-        ContentType="image/jpeg",
+        Bucket=bucket, Key=key, Body=images.jpeg_with_orientation(1), ContentType="image/jpeg"
     )
-    return f"{gateway.endpoint}/{PUBLIC_BUCKET}/{key}"
+    return f"{gateway.endpoint}/{bucket}/{key}"
+
+
+@pytest.fixture
+def public_photo(gateway: GatewayProcess, s3: S3Client) -> str:
+    """A photo anyone may read, in a bucket without CORS rules."""
+    return put_photo(gateway, s3, PUBLIC_BUCKET)
 
 
 async def test_an_object_and_its_variant_display_on_another_origin(
@@ -120,15 +122,8 @@ async def test_srcset_picks_the_variant_by_device_pixel_ratio(
 
 @pytest.fixture
 def shared_photo(gateway: GatewayProcess, s3: S3Client) -> str:
-    """The URL of the same JPEG in a public bucket whose YAML rules let any origin GET."""
-    key = f"browser/{uuid.uuid4().hex}.jpg"
-    s3.put_object(
-        Bucket=CORS_BUCKET,
-        Key=key,
-        Body=images.jpeg_with_orientation(1),
-        ContentType="image/jpeg",
-    )
-    return f"{gateway.endpoint}/{CORS_BUCKET}/{key}"
+    """The same photo in a public bucket whose YAML rules let any origin GET."""
+    return put_photo(gateway, s3, CORS_BUCKET)
 
 
 async def test_scripts_read_what_a_cors_rule_allows(
