@@ -25,6 +25,7 @@ async def recent_bucket(req: S3Request, name: str) -> Bucket:
     bucket = await req.app[RECENT_BUCKETS].get(req.pool, name)
     if bucket is None:
         raise errors.NoSuchBucket(BucketName=name)
+    req.found_bucket = bucket
     return bucket
 
 

@@ -117,7 +117,10 @@ async def add_cors_headers(request: web.Request, response: web.StreamResponse) -
     answer (errors and 304s included, so page scripts can read them)."""
     origin = request.headers.get("Origin")
     req = request.get(S3_REQUEST)
-    if not origin or req is None or req.bucket is None or request.method == "OPTIONS":
+    # An origin that is not ASCII is no browser's, and could not be echoed in a header.
+    if not origin or not origin.isascii() or req is None or req.bucket is None:
+        return
+    if request.method == "OPTIONS":
         return
     bucket = req.found_bucket
     if bucket is None:

@@ -224,12 +224,21 @@ class UpstreamBackend(ObjectBackend):
         """Make the written body visible upstream; True if it replaced exactly the version
         ``current`` describes (so the row can be committed without asking the upstream)."""
         md5 = body.digests.md5.digest()
-        if current is not None and not current.storage_etag:
-            await writer.commit(md5, _client_conditions(cond, current))
+        if current is None or not current.storage_etag or writer.is_multipart:
+            # No version to pin the write to: a new key (a DeleteObject may come between the
+            # upstream write and the row, which "no row" cannot tell), a row from another
+            # layout, or a multipart body (a refused conditional completion would cost the
+            # whole upload): written as asked, then confirmed.
+            try:
+                await writer.commit(md5, _client_conditions(cond, current))
+            except (UpstreamChangedError, UpstreamMissingError):
+                if cond is None:
+                    raise
+                raise _refused(cond) from None
             return False
-        in_place = {"IfNoneMatch": "*"}
-        if current is not None and current.storage_etag and not (cond and cond.if_none_match):
-            in_place = {"IfMatch": current.storage_etag}
+        in_place = {"IfMatch": current.storage_etag}
+        if cond is not None and cond.if_none_match is not None:
+            in_place = {"IfNoneMatch": "*"}
         try:
             await writer.commit(md5, in_place)
             return True

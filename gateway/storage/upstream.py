@@ -284,7 +284,9 @@ class UpstreamStore:
                     # The upstream bucket itself is missing: a misconfiguration or an upstream
                     # that lost it, never a sign that an object was deleted.
                     raise _unavailable(operation, "the upstream bucket does not exist") from exc
-                if status == 412 or code == "PreconditionFailed":
+                # 409 ConditionalRequestConflict: a conditional write raced another write of
+                # the key; like a failed condition, the caller decides what comes next.
+                if status == 412 or code in ("PreconditionFailed", "ConditionalRequestConflict"):
                     raise UpstreamChangedError(params.get("Key", "")) from exc
                 if status == 404 or code in ("NoSuchKey", "NoSuchUpload", "NotFound"):
                     raise UpstreamMissingError(params.get("Key", "")) from exc
@@ -550,7 +552,9 @@ class UpstreamStore:
             },
             **(conditions or {}),
         }
-        found = await self._call("complete_multipart_upload", **params)
+        # A conditional completion is not repeated: had the first attempt landed with its
+        # answer lost, the retry would be refused by the completion itself.
+        found = await self._call("complete_multipart_upload", retry=not conditions, **params)
         return str(found["ETag"])
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
@@ -614,6 +618,11 @@ class UpstreamWriter:
         self._next_part = 1
         self._inflight: set[asyncio.Task[None]] = set()
         self._max_inflight = store.profile.parts_in_flight
+
+    @property
+    def is_multipart(self) -> bool:
+        """Whether the body went out as an upstream multipart upload (it outgrew a part)."""
+        return self._upload_id is not None
 
     async def write(self, data: bytes) -> None:
         if not data:
