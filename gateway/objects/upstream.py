@@ -5,12 +5,13 @@ version (If-Match on the upstream ETag). Whatever another tool does to the upstr
 noticed on the next GET: an unknown key is adopted, a changed or deleted object re-recorded.
 
 Writers of one key may land upstream and commit in different orders; the row must end up
-describing what the upstream holds. A single PutObject is sent on the condition that the
-upstream still holds the version the row describes (If-Match / If-None-Match), and its row is
+describing what the upstream holds. A single PutObject over a recorded version is sent on
+the condition that the upstream still holds it (If-Match on its upstream ETag), and its row is
 committed on the condition that the row is still that version: together, no other write came
-in between, and nothing needs to be asked of the upstream. Any other write (a multipart
-completion, a server-side copy, or a PutObject whose condition failed) is confirmed by a HEAD
-made with the key locked: a single attempt with a short timeout, and at most half the database
+in between, and nothing needs to be asked of the upstream. Any other write (a new key, whose
+"no row" a DeleteObject in between could not change; a multipart body; a completion; a
+server-side copy; a PutObject whose condition failed) is confirmed by a HEAD made with the key
+locked: a single attempt with a short timeout, and at most half the database
 pool's connections wait on such calls at once, so a slow upstream cannot take the connections
 that buckets on other profiles need.
 """
