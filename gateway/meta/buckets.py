@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -20,16 +22,28 @@ class Bucket:
     profile: str
     public_read: bool
     owner: str
-    # Rules set by PutBucketCors; None: none.
-    cors: tuple[CorsRule, ...] | None = None
+    # Rules set by PutBucketCors, as stored; parsed only when a request with an Origin asks
+    # (every lookup of the bucket carries them, the hot GET path included).
+    cors_settings: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_columns(cls, values: dict[str, Any]) -> Bucket:
         """A bucket from its columns by name (``settings`` holds what the API sets)."""
         settings = values.pop("settings", None) or {}
-        rules = settings.get("cors")
-        cors = tuple(CorsRule.from_json(rule) for rule in rules) if rules else None
-        return cls(**values, cors=cors)
+        return cls(**values, cors_settings=settings.get("cors") or None)
+
+    @property
+    def cors(self) -> tuple[CorsRule, ...] | None:
+        """The rules set by PutBucketCors; None: none."""
+        if not self.cors_settings:
+            return None
+        return _parsed_cors(json.dumps(self.cors_settings, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_cors(document: str) -> tuple[CorsRule, ...]:
+    """Rules compiled once per distinct stored configuration."""
+    return tuple(CorsRule.from_json(rule) for rule in json.loads(document))
 
 
 _COLUMNS = "name, created_at, profile, public_read, owner, settings"
