@@ -124,7 +124,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     async with pool.acquire() as conn:
         await migrate(conn)
         for name, bucket in config.buckets.items():
-            await buckets.declare_bucket(conn, name, bucket.profile, bucket.public_read, "config")
+            await buckets.declare_bucket(
+                conn, name, bucket.profile, bucket.public_listing, "config"
+            )
     app[POOL] = pool
     app[LOOKUPS] = BatchedLookups(pool)
     yield

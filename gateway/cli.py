@@ -165,7 +165,7 @@ async def _import(config: GatewayConfig, args: argparse.Namespace) -> int:
             await migrate(conn)
             for name, declared in config.buckets.items():
                 await buckets.declare_bucket(
-                    conn, name, declared.profile, declared.public_read, "config"
+                    conn, name, declared.profile, declared.public_listing, "config"
                 )
         bucket = await buckets.get_bucket(pool, args.bucket)
         if bucket is None:

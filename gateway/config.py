@@ -21,6 +21,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -211,12 +212,25 @@ class CorsRuleConfig(_Strict):
 
 class BucketConfig(_Strict):
     profile: str = DEFAULT_PROFILE
-    public_read: bool = False
+    # true: anyone may list the bucket and read its objects and variants; "objects": anyone may
+    # read objects and variants, but not list them (what most static sites want).
+    public_read: bool | Literal["objects"] = False
     # Names of the presets GET ?variant= may use on this bucket ("*": all); none by default,
     # so a bucket of backups never spends CPU on renders.
     variants: list[str] = Field(default_factory=list)
     # CORS rules; set here, they are the bucket's only ones (PutBucketCors is refused).
     cors: list[CorsRuleConfig] | None = None
+
+    @field_validator("public_read", mode="before")
+    @classmethod
+    def _public_read(cls, value: object) -> bool | str:
+        # One clear message instead of one per member of the union.
+        if isinstance(value, str) and value.strip().lower() == "objects":
+            return "objects"
+        try:
+            return TypeAdapter(bool).validate_python(value)
+        except ValidationError:
+            raise ValueError("must be true, false or objects") from None
 
     @field_validator("cors")
     @classmethod
@@ -227,6 +241,11 @@ class BucketConfig(_Strict):
             except S3Error as exc:
                 raise ValueError(exc.message) from None
         return value
+
+    @property
+    def public_listing(self) -> bool:
+        """Whether anyone may list the bucket (and so read all of it)."""
+        return self.public_read is True
 
     def cors_rules(self) -> tuple[CorsRule, ...] | None:
         return None if self.cors is None else tuple(rule.rule() for rule in self.cors)

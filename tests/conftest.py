@@ -41,6 +41,8 @@ READER_SECRET_KEY = "gateway-test-reader-secret"
 PUBLIC_BUCKET = "public-photos"
 # A public bucket whose CORS rules are set in the YAML.
 CORS_BUCKET = "cors-photos"
+# Anyone may read its objects and variants, but not list it (public_read: objects).
+OBJECTS_BUCKET = "site-objects"
 CORS_SITE = "https://site.example"
 # Declared in the configuration with an eager preset; no other bucket renders on upload.
 EAGER_BUCKET = "eager-photos"
@@ -444,6 +446,7 @@ def write_config(path: Path, data_dir: Path, port: int, dsn: str, **extra: objec
         "buckets": {
             PUBLIC_BUCKET: {"public_read": True, "variants": ["*"]},
             EAGER_BUCKET: {"variants": ["eager", "thumb"]},
+            OBJECTS_BUCKET: {"public_read": "objects", "variants": ["*"]},
             CORS_BUCKET: {
                 "public_read": True,
                 "variants": ["*"],

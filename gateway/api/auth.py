@@ -9,7 +9,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from gateway.api.context import CREDENTIALS, S3Request
 from gateway.config import CredentialConfig
 from gateway.meta.buckets import Bucket
+from gateway.meta.object_rows import ObjectRecord
 from gateway.s3 import errors, sigv2, sigv4
+from gateway.s3.acl import PUBLIC_READ
 
 
 def _credential(req: S3Request, access_key: str) -> CredentialConfig:
@@ -80,11 +82,60 @@ def _authenticate_v2(req: S3Request, view: sigv4.HttpRequestView) -> None:
         req.headers = CIMultiDictProxy(merged)
 
 
-def require_read(req: S3Request, bucket: Bucket) -> None:
-    if req.credential is None:
-        if not bucket.public_read:
-            raise errors.AccessDenied()
-    elif not req.credential.can_read(bucket.name):
+def _anonymous_may_list(bucket: Bucket) -> bool:
+    policy = bucket.policy
+    return bucket.public_read or bucket.acl == PUBLIC_READ or bool(policy and policy.list_bucket)
+
+
+def _anonymous_may_read(req: S3Request, bucket: Bucket, key: str) -> bool:
+    """Whether anyone may read ``key`` whatever the object's own ACL says."""
+    if bucket.public_read:
+        return True
+    configured = req.config.buckets.get(bucket.name)
+    if configured is not None and configured.public_read == "objects":
+        return True
+    policy = bucket.policy
+    return policy is not None and policy.allows_read(key)
+
+
+def require_list(req: S3Request, bucket: Bucket) -> None:
+    """ListObjects, HeadBucket: the bucket's grant, or a public bucket (YAML
+    ``public_read: true``, a public-read bucket ACL, or a policy's ListBucket), which admits
+    everyone, signed or not, as S3's AllUsers does."""
+    if req.credential is not None and req.credential.can_read(bucket.name):
+        return
+    if not _anonymous_may_list(bucket):
+        raise errors.AccessDenied()
+
+
+def require_object_read(
+    req: S3Request, bucket: Bucket, key: str, record: ObjectRecord | None
+) -> None:
+    """GetObject, HeadObject, a variant, a copy source: the bucket's grant, a public bucket or
+    policy, or the object's public-read ACL (which lets in everyone, signed or not, as S3's
+    AllUsers grant does).
+
+    A missing key (``record`` None) is let through, to be answered NoSuchKey, only to those
+    who could have read it or may list the bucket: others learn nothing from a 403.
+    """
+    if req.credential is not None and req.credential.can_read(bucket.name):
+        return
+    if _anonymous_may_read(req, bucket, key):
+        return
+    if record is None:
+        if _anonymous_may_list(bucket):
+            return
+    elif record.metadata.acl == PUBLIC_READ:
+        return
+    raise errors.AccessDenied()
+
+
+def require_location(req: S3Request, bucket: Bucket) -> None:
+    """GetBucketLocation: the bucket's grant, or a policy that allows it to everyone."""
+    if req.credential is not None and req.credential.can_read(bucket.name):
+        return
+    policy = bucket.policy
+    if policy is None or not policy.get_location:
         raise errors.AccessDenied()
 
 

@@ -9,7 +9,8 @@ from gateway.api import auth
 from gateway.api.common import get_bucket, read_small_body
 from gateway.api.context import RECENT_BUCKETS, S3Request
 from gateway.meta import buckets
-from gateway.s3 import errors, names, xmlbody
+from gateway.s3 import acl, errors, names, xmlbody
+from gateway.s3.acl import PRIVATE
 from gateway.s3.xml import list_all_my_buckets, location_constraint, versioning_configuration
 
 
@@ -37,8 +38,11 @@ async def create_bucket(req: S3Request) -> web.StreamResponse:
         )
     config = req.config.buckets.get(req.bucket)
     profile = config.profile if config else req.config.default_profile
-    public_read = config.public_read if config else False
-    created = await buckets.create_bucket(req.pool, req.bucket, profile, public_read, req.owner_id)
+    public_read = config.public_listing if config else False
+    bucket_acl = acl.acl_from_headers(req.headers) or PRIVATE
+    created = await buckets.create_bucket(
+        req.pool, req.bucket, profile, public_read, req.owner_id, bucket_acl
+    )
     if created is None:
         # Every credential of one gateway is one account, as with MinIO's users of one server.
         raise errors.BucketAlreadyOwnedByYou(BucketName=req.bucket)
@@ -62,7 +66,7 @@ async def delete_bucket(req: S3Request) -> web.StreamResponse:
 async def head_bucket(req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     bucket = await get_bucket(req, req.bucket)
-    auth.require_read(req, bucket)
+    auth.require_list(req, bucket)
     return web.Response(headers={"x-amz-bucket-region": req.config.region})
 
 
@@ -72,13 +76,12 @@ async def get_bucket_versioning(req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     auth.require_signed(req)
     bucket = await get_bucket(req, req.bucket)
-    auth.require_read(req, bucket)
+    auth.require_list(req, bucket)
     return web.Response(body=versioning_configuration(), content_type="application/xml")
 
 
 async def get_bucket_location(req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
-    auth.require_signed(req)
     bucket = await get_bucket(req, req.bucket)
-    auth.require_read(req, bucket)
+    auth.require_location(req, bucket)
     return web.Response(body=location_constraint(req.config.region), content_type="application/xml")

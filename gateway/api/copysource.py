@@ -41,7 +41,7 @@ async def copy_source(req: S3Request) -> ObjectRecord:
     found_bucket, source = await object_rows.lookup(req.pool, source_bucket, source_key)
     if found_bucket is None:
         raise errors.NoSuchBucket(BucketName=source_bucket)
-    auth.require_read(req, found_bucket)
+    auth.require_object_read(req, found_bucket, source_key, source)
     # Copying the current object in place of the version named would copy the wrong bytes.
     versions.check_version_id(version_id, source_key, "x-amz-copy-source")
     if source is None:

@@ -49,7 +49,9 @@ async def put_bucket_cors(req: S3Request) -> web.StreamResponse:
     bucket = await get_bucket(req, req.bucket)
     _refuse_if_configured(req, bucket)
     rules = xmlbody.parse_cors_configuration(await read_small_body(req))
-    if not await buckets.set_cors(req.pool, bucket.name, rules):
+    if not await buckets.set_setting(
+        req.pool, bucket.name, "cors", [rule.to_json() for rule in rules]
+    ):
         raise errors.NoSuchBucket(BucketName=bucket.name)
     return web.Response()
 
@@ -69,7 +71,7 @@ async def delete_bucket_cors(req: S3Request) -> web.StreamResponse:
     auth.require_write(req, req.bucket)
     bucket = await get_bucket(req, req.bucket)
     _refuse_if_configured(req, bucket)
-    if not await buckets.set_cors(req.pool, bucket.name, None):
+    if not await buckets.set_setting(req.pool, bucket.name, "cors", None):
         raise errors.NoSuchBucket(BucketName=bucket.name)
     return web.Response(status=204)
 

@@ -119,7 +119,7 @@ def _listing(
 async def _start(req: S3Request) -> tuple[str, str | None, int]:
     assert req.bucket is not None
     bucket = await get_bucket(req, req.bucket)
-    auth.require_read(req, bucket)
+    auth.require_list(req, bucket)
     prefix = req.query.get("prefix", "")
     delimiter = req.query.get("delimiter") or None
     for name in ("prefix", "delimiter", "start-after", "marker"):

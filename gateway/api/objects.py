@@ -23,6 +23,7 @@ from gateway.objects import reading
 from gateway.objects.backend import NewObject, WriteTerms
 from gateway.objects.reading import Segment
 from gateway.s3 import (
+    acl,
     checksums,
     conditions,
     errors,
@@ -32,6 +33,7 @@ from gateway.s3 import (
     versions,
     xmlbody,
 )
+from gateway.s3.acl import PRIVATE
 from gateway.s3.conditions import Conditions, Precondition
 from gateway.s3.query import has_control_characters
 from gateway.s3.xml import DeleteError, copy_object_result, delete_result
@@ -85,7 +87,7 @@ def metadata_from_headers(req: S3Request, headers: Mapping[str, str]) -> ObjectM
             header = ", ".join(codings) or None
         if header is not None:
             stored[name] = header
-    return ObjectMetadata(user=user, headers=stored)
+    return ObjectMetadata(user=user, headers=stored, acl=acl.acl_from_headers(headers) or PRIVATE)
 
 
 def content_type_from_headers(headers: Mapping[str, str]) -> str:
@@ -110,7 +112,9 @@ async def readable_object(req: S3Request) -> tuple[Bucket, ObjectRecord]:
     key = object_key(req)
     bucket, record = await req.app[LOOKUPS].lookup(req.bucket, key)
     if bucket is not None and record is None:
-        auth.require_read(req, bucket)
+        # Adopted objects are private: only who could read them anyway makes the upstream
+        # look.
+        auth.require_object_read(req, bucket, key, None)
         versions.check_version_id(req.query.get("versionId"), key)
         record = await req.backend(bucket.profile).adopt(bucket, key)
     return readable(req, key, bucket, record)
@@ -126,7 +130,7 @@ def readable(
     if bucket is None:
         raise errors.NoSuchBucket(BucketName=req.bucket or "")
     req.found_bucket = bucket
-    auth.require_read(req, bucket)
+    auth.require_object_read(req, bucket, key, record)
     versions.check_version_id(req.query.get("versionId"), key)
     if record is None:
         raise errors.NoSuchKey(Key=key)
@@ -389,7 +393,12 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
                 " without changing the object's metadata, storage class, website redirect"
                 " location or encryption attributes."
             )
-        metadata = ObjectMetadata(user=source.user_metadata, headers=source.headers)
+        # As in S3, the copy does not take the source's ACL: private unless the request says.
+        metadata = ObjectMetadata(
+            user=source.user_metadata,
+            headers=source.headers,
+            acl=acl.acl_from_headers(headers) or PRIVATE,
+        )
         new = NewObject(bucket.name, key, source.content_type, metadata)
     cond = conditions.write_conditions(headers)
     eager = req.eager_presets(bucket.name)

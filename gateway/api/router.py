@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.api import buckets, cors, listing, multipart, objects, variants
+from gateway.api import acl, buckets, cors, listing, multipart, objects, policy, variants
 from gateway.api.auth import authenticate
 from gateway.api.context import CONFIG, POOL, S3_REQUEST, S3Request
 from gateway.meta.db import ping
@@ -19,13 +19,28 @@ Operation = Callable[[S3Request], Awaitable[web.StreamResponse]]
 # GET/PUT of the bucket or object (which could, say, overwrite an object with an ACL document).
 UNSUPPORTED_SUBRESOURCES = frozenset(
     {
-        "accelerate", "acl", "analytics", "attributes", "encryption", "intelligent-tiering",
+        "accelerate", "analytics", "attributes", "encryption", "intelligent-tiering",
         "inventory", "legal-hold", "lifecycle", "logging", "metrics", "notification",
-        "object-lock", "ownershipControls", "policy", "policyStatus", "publicAccessBlock",
+        "object-lock", "ownershipControls", "policyStatus", "publicAccessBlock",
         "replication", "requestPayment", "restore", "retention", "select", "tagging", "torrent",
         "versioning", "versions", "website",
     }
 )  # fmt: skip
+
+# Configuration sub-resources of a bucket, by method.
+BUCKET_SUBRESOURCES: dict[str, dict[str, Operation]] = {
+    "cors": {
+        "GET": cors.get_bucket_cors,
+        "PUT": cors.put_bucket_cors,
+        "DELETE": cors.delete_bucket_cors,
+    },
+    "acl": {"GET": acl.get_bucket_acl, "PUT": acl.put_bucket_acl},
+    "policy": {
+        "GET": policy.get_bucket_policy,
+        "PUT": policy.put_bucket_policy,
+        "DELETE": policy.delete_bucket_policy,
+    },
+}
 
 
 def split_target(
@@ -67,15 +82,11 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
             return buckets.list_buckets
         raise errors.MethodNotAllowed("GET")
     if key is None:
-        if "cors" in query:
-            cors_table: dict[str, Operation] = {
-                "GET": cors.get_bucket_cors,
-                "PUT": cors.put_bucket_cors,
-                "DELETE": cors.delete_bucket_cors,
-            }
-            if method in cors_table:
-                return cors_table[method]
-            raise errors.MethodNotAllowed("GET, PUT, DELETE")
+        for subresource, subresource_table in BUCKET_SUBRESOURCES.items():
+            if subresource in query:
+                if method in subresource_table:
+                    return subresource_table[method]
+                raise errors.MethodNotAllowed(", ".join(subresource_table))
         if "uploadId" in query or "partNumber" in query:
             raise errors.InvalidRequest("uploadId and partNumber address an object key.")
         if "uploads" in query:
@@ -98,8 +109,13 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
         if method in table:
             return table[method]
         raise errors.MethodNotAllowed("GET, PUT, DELETE, HEAD, POST")
-    if "cors" in query:
-        raise errors.NotImplemented("CORS rules belong to a bucket, not to an object.")
+    if "cors" in query or "policy" in query:
+        raise errors.NotImplemented("CORS rules and policies belong to a bucket, not to an object.")
+    if "acl" in query:
+        acl_table: dict[str, Operation] = {"GET": acl.get_object_acl, "PUT": acl.put_object_acl}
+        if method in acl_table:
+            return acl_table[method]
+        raise errors.MethodNotAllowed("GET, PUT")
     if "uploads" in query or "uploadId" in query:
         return _multipart_operation(method, req)
     if "partNumber" in query and method not in ("GET", "HEAD"):

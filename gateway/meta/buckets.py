@@ -12,7 +12,9 @@ from typing import Any
 
 import asyncpg
 
+from gateway.s3.acl import PRIVATE
 from gateway.s3.cors import CorsRule
+from gateway.s3.policy import BucketPolicy, parse_policy
 
 
 @dataclass(frozen=True)
@@ -25,12 +27,28 @@ class Bucket:
     # Rules set by PutBucketCors, as stored; parsed only when a request with an Origin asks
     # (every lookup of the bucket carries them, the hot GET path included).
     cors_settings: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+    # Set by CreateBucket's or PutBucketAcl's ACL: public-read lets anyone list the bucket.
+    acl: str = PRIVATE
+    # The document PutBucketPolicy stored, as sent.
+    policy_document: str | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_columns(cls, values: dict[str, Any]) -> Bucket:
         """A bucket from its columns by name (``settings`` holds what the API sets)."""
         settings = values.pop("settings", None) or {}
-        return cls(**values, cors_settings=settings.get("cors") or None)
+        return cls(
+            **values,
+            cors_settings=settings.get("cors") or None,
+            acl=settings.get("acl", PRIVATE),
+            policy_document=settings.get("policy"),
+        )
+
+    @property
+    def policy(self) -> BucketPolicy | None:
+        """What the stored bucket policy allows anonymous requesters; None: no policy."""
+        if self.policy_document is None:
+            return None
+        return _parsed_policy(self.policy_document, self.name)
 
     @property
     def cors(self) -> tuple[CorsRule, ...] | None:
@@ -46,6 +64,11 @@ def _parsed_cors(document: str) -> tuple[CorsRule, ...]:
     return tuple(CorsRule.from_json(rule) for rule in json.loads(document))
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed_policy(document: str, bucket: str) -> BucketPolicy:
+    return parse_policy(document, bucket)
+
+
 _COLUMNS = "name, created_at, profile, public_read, owner, settings"
 
 
@@ -53,20 +76,22 @@ def _bucket(row: asyncpg.Record) -> Bucket:
     return Bucket.from_columns(dict(row))
 
 
-async def set_cors(
-    conn: asyncpg.Connection | asyncpg.Pool, name: str, rules: list[CorsRule] | None
+async def set_setting(
+    conn: asyncpg.Connection | asyncpg.Pool, name: str, setting: str, value: Any
 ) -> bool:
-    """Replace the bucket's CORS rules (None: delete them); False if there is no bucket."""
-    if rules is None:
+    """Set one of the settings the API changes (None: remove it); False if there is no
+    bucket."""
+    if value is None:
         result = await conn.execute(
-            "UPDATE buckets SET settings = settings - 'cors' WHERE name = $1", name
+            "UPDATE buckets SET settings = settings - $2 WHERE name = $1", name, setting
         )
     else:
         result = await conn.execute(
-            "UPDATE buckets SET settings = jsonb_set(settings, '{cors}', $2::jsonb)"
+            "UPDATE buckets SET settings = jsonb_set(settings, ARRAY[$2], $3::jsonb)"
             " WHERE name = $1",
             name,
-            [rule.to_json() for rule in rules],
+            setting,
+            value,
         )
     return bool(result == "UPDATE 1")
 
@@ -116,16 +141,23 @@ async def list_buckets(conn: asyncpg.Connection | asyncpg.Pool) -> list[Bucket]:
 
 
 async def create_bucket(
-    conn: asyncpg.Connection | asyncpg.Pool, name: str, profile: str, public_read: bool, owner: str
+    conn: asyncpg.Connection | asyncpg.Pool,
+    name: str,
+    profile: str,
+    public_read: bool,
+    owner: str,
+    acl: str = PRIVATE,
 ) -> Bucket | None:
     """Insert the bucket; None if it already exists."""
     row = await conn.fetchrow(
-        f"INSERT INTO buckets (name, profile, public_read, owner) VALUES ($1, $2, $3, $4)"
+        "INSERT INTO buckets (name, profile, public_read, owner, settings)"
+        " VALUES ($1, $2, $3, $4, $5)"
         f" ON CONFLICT (name) DO NOTHING RETURNING {_COLUMNS}",
         name,
         profile,
         public_read,
         owner,
+        {} if acl == PRIVATE else {"acl": acl},
     )
     return _bucket(row) if row else None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -17,6 +18,7 @@ from gateway.meta import derivatives, rollup
 from gateway.meta.buckets import Bucket
 from gateway.meta.db import DatabaseUnavailableError
 from gateway.meta.garbage import BlobLostError
+from gateway.s3.acl import PRIVATE
 
 # S3's Content-Type of an object written without one.
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
@@ -36,6 +38,8 @@ class ObjectMetadata:
     checksums: Mapping[str, str] = field(default_factory=dict)
     # COMPOSITE or FULL_OBJECT, for a multipart object's checksum; None: FULL_OBJECT.
     checksum_type: str | None = None
+    # The object's canned ACL (gateway.s3.acl): public-read lets anyone read it.
+    acl: str = PRIVATE
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any] | None) -> ObjectMetadata:
@@ -45,12 +49,13 @@ class ObjectMetadata:
             headers=value.get("headers", {}),
             checksums=value.get("checksums", {}),
             checksum_type=value.get("checksum_type"),
+            acl=value.get("acl", PRIVATE),
         )
 
     def with_checksums(
         self, checksums: Mapping[str, str], checksum_type: str | None = None
     ) -> ObjectMetadata:
-        return ObjectMetadata(self.user, self.headers, checksums, checksum_type)
+        return dataclasses.replace(self, checksums=checksums, checksum_type=checksum_type)
 
     def to_json(self) -> dict[str, Any]:
         value: dict[str, Any] = {"user": dict(self.user), "headers": dict(self.headers)}
@@ -58,6 +63,8 @@ class ObjectMetadata:
             value["checksums"] = dict(self.checksums)
         if self.checksum_type is not None:
             value["checksum_type"] = self.checksum_type
+        if self.acl != PRIVATE:
+            value["acl"] = self.acl
         return value
 
 
@@ -273,6 +280,26 @@ async def delete_object(conn: asyncpg.Connection, bucket: str, key: str) -> bool
     """Delete the row and list its blobs as garbage (gateway_delete_object); False if there
     was no such object."""
     return bool(await conn.fetchval("SELECT gateway_delete_object($1, $2)", bucket, key))
+
+
+async def set_acl(conn: asyncpg.Connection | asyncpg.Pool, bucket: str, key: str, acl: str) -> bool:
+    """Set the current object's canned ACL; False when there is no object. Its bytes, ETag and
+    Last-Modified stay as they are, as in S3."""
+    if acl == PRIVATE:
+        result = await conn.execute(
+            "UPDATE objects SET metadata = metadata - 'acl' WHERE bucket = $1 AND key = $2",
+            bucket,
+            key,
+        )
+    else:
+        result = await conn.execute(
+            "UPDATE objects SET metadata = jsonb_set(metadata, '{acl}', to_jsonb($3::text))"
+            " WHERE bucket = $1 AND key = $2",
+            bucket,
+            key,
+            acl,
+        )
+    return bool(result == "UPDATE 1")
 
 
 async def adopt_object(conn: asyncpg.Connection | asyncpg.Pool, record: ObjectRecord) -> None:

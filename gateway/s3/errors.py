@@ -49,6 +49,16 @@ InvalidArgument = _error("InvalidArgument", 400, "Invalid Argument")
 InvalidBucketName = _error("InvalidBucketName", 400, "The specified bucket is not valid.")
 InvalidDigest = _error("InvalidDigest", 400, "The Content-MD5 you specified is not valid.")
 InvalidRequest = _error("InvalidRequest", 400, "Invalid Request")
+MalformedACLError = _error(
+    "MalformedACLError",
+    400,
+    "The XML you provided was not well-formed or did not validate against our published schema.",
+)
+UnexpectedContent = _error("UnexpectedContent", 400, "This request does not support content")
+MissingSecurityHeader = _error(
+    "MissingSecurityHeader", 400, "Your request was missing a required header"
+)
+MalformedPolicy = _error("MalformedPolicy", 400, "Policies must be valid JSON.")
 InvalidPart = _error(
     "InvalidPart",
     400,
@@ -142,6 +152,7 @@ NoSuchVersion = _error("NoSuchVersion", 404, "The specified version does not exi
 NoSuchCORSConfiguration = _error(
     "NoSuchCORSConfiguration", 404, "The CORS configuration does not exist"
 )
+NoSuchBucketPolicy = _error("NoSuchBucketPolicy", 404, "The bucket policy does not exist")
 NoSuchUpload = _error(
     "NoSuchUpload",
     404,

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from lxml import etree
 
+from gateway.s3.acl import ALL_USERS
 from gateway.s3.cors import CorsRule
 from gateway.s3.errors import InvalidArgument
 from gateway.s3.xmlbody import ObjectIdentifier
@@ -130,6 +131,30 @@ def versioning_configuration() -> bytes:
     """GetBucketVersioning of a bucket whose versioning was never enabled: no Status at all
     (S3's answer, which SDKs and rclone read as "unversioned")."""
     return _document(_root("VersioningConfiguration"))
+
+
+_XSI = "http://www.w3.org/2001/XMLSchema-instance"
+
+
+def access_control_policy(owner_id: str, public_read: bool) -> bytes:
+    """GetBucketAcl and GetObjectAcl: the owner's FULL_CONTROL, and READ for AllUsers when
+    the bucket or object is public."""
+    root = _root("AccessControlPolicy")
+    _owner(root, "Owner", owner_id)
+    grants = _add(root, "AccessControlList")
+    grant = _add(grants, "Grant")
+    grantee = etree.SubElement(grant, "Grantee", nsmap={"xsi": _XSI})
+    grantee.set(f"{{{_XSI}}}type", "CanonicalUser")
+    _add(grantee, "ID", owner_id)
+    _add(grantee, "DisplayName", owner_id)
+    _add(grant, "Permission", "FULL_CONTROL")
+    if public_read:
+        grant = _add(grants, "Grant")
+        grantee = etree.SubElement(grant, "Grantee", nsmap={"xsi": _XSI})
+        grantee.set(f"{{{_XSI}}}type", "Group")
+        _add(grantee, "URI", ALL_USERS)
+        _add(grant, "Permission", "READ")
+    return _document(root)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Parsing of S3 XML request bodies (DeleteObjects, CreateBucket, CompleteMultipartUpload,
-PutBucketCors).
+PutBucketCors, PutBucketAcl and PutObjectAcl).
 
 Bodies come from untrusted clients: the parser never resolves entities, loads DTDs or touches
 the network, and any DOCTYPE is refused outright (billion laughs, XXE). Every problem is
@@ -16,7 +16,7 @@ from lxml import etree
 
 from gateway.s3 import cors
 from gateway.s3.cors import CorsRule
-from gateway.s3.errors import MalformedXML
+from gateway.s3.errors import MalformedACLError, MalformedXML
 
 S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 
@@ -192,3 +192,44 @@ def parse_cors_configuration(body: bytes) -> list[CorsRule]:
 
 def _texts(parent: etree._Element, name: str) -> tuple[str, ...]:
     return tuple(_text(child).strip() for child in _children(parent, name))
+
+
+_XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
+
+
+@dataclass(frozen=True)
+class Grant:
+    # CanonicalUser, Group or AmazonCustomerByEmail.
+    grantee_type: str
+    # The user's ID, the group's URI, or the email address.
+    grantee: str
+    permission: str
+
+
+def parse_access_control_policy(body: bytes) -> list[Grant]:
+    """The grants of a PutBucketAcl/PutObjectAcl body; MalformedACLError when it does not fit
+    the schema, as S3 answers."""
+    try:
+        root = _parse(body, "AccessControlPolicy")
+        grant_list = _one(root, "AccessControlList")
+        if grant_list is None:
+            raise MalformedXML()
+        grants = []
+        for element in _children(grant_list, "Grant"):
+            grantee = _one(element, "Grantee")
+            permission = _one(element, "Permission")
+            if grantee is None or permission is None:
+                raise MalformedXML()
+            grantee_type = grantee.get(_XSI_TYPE, "")
+            field_name = {
+                "CanonicalUser": "ID",
+                "Group": "URI",
+                "AmazonCustomerByEmail": "EmailAddress",
+            }.get(grantee_type)
+            value = _one(grantee, field_name) if field_name else None
+            if value is None:
+                raise MalformedXML()
+            grants.append(Grant(grantee_type, _text(value).strip(), _text(permission).strip()))
+    except MalformedXML:
+        raise MalformedACLError() from None
+    return grants
