@@ -1,4 +1,4 @@
-"""`gateway serve | migrate | check-config | gc | import`."""
+"""`gateway serve | migrate | check-config | gc | import | presign`."""
 
 from __future__ import annotations
 
@@ -12,12 +12,16 @@ import signal
 import ssl
 import sys
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import uvloop
+from botocore.auth import S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from tqdm import tqdm
 
 from gateway.api import connections
-from gateway.app import create_app, database_url, root_credential
+from gateway.app import ROOT_CREDENTIALS_FILE, create_app, database_url, root_credential
 from gateway.config import ConfigError, CredentialConfig, GatewayConfig, load_config
 from gateway.errors import GatewayError
 from gateway.maintenance.importer import import_bucket
@@ -214,6 +218,56 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# S3's longest presigned URL lifetime (SigV4): seven days.
+MAX_PRESIGN_SECONDS = 7 * 86400
+
+
+def presign(config: GatewayConfig, args: argparse.Namespace) -> int:
+    """Print a SigV4 presigned URL; a variant's name is part of what is signed."""
+    bucket, _, key = args.target.removeprefix("s3://").partition("/")
+    if not bucket or not key:
+        print("presign needs s3://bucket/key", file=sys.stderr)
+        return 2
+    if not 1 <= args.expires <= MAX_PRESIGN_SECONDS:
+        print(f"--expires must be 1 to {MAX_PRESIGN_SECONDS} seconds", file=sys.stderr)
+        return 2
+    if args.access_key:
+        credential = next((c for c in config.credentials if c.access_key == args.access_key), None)
+        if credential is None:
+            print(f"no credential {args.access_key!r} in the configuration", file=sys.stderr)
+            return 2
+    elif (
+        "GATEWAY_ROOT_SECRET_KEY" in os.environ
+        or (config.data_dir / ROOT_CREDENTIALS_FILE).exists()
+    ):
+        credential = root_credential(config.data_dir, os.environ)
+    else:
+        print(
+            "no root credential yet: start the gateway once, set GATEWAY_ROOT_ACCESS_KEY and"
+            " GATEWAY_ROOT_SECRET_KEY, or pass --access-key",
+            file=sys.stderr,
+        )
+        return 2
+    if args.endpoint:
+        endpoint = args.endpoint.rstrip("/")
+    else:
+        host, port = config.host_port
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        scheme = "https" if config.tls else "http"
+        endpoint = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
+    url = f"{endpoint}/{quote(bucket)}/{quote(key, safe='/~')}"
+    if args.variant:
+        url += "?" + urlencode({"variant": args.variant})
+    request = AWSRequest(method=args.method, url=url)
+    signer = S3SigV4QueryAuth(
+        Credentials(credential.access_key, credential.secret_key), "s3", config.region, args.expires
+    )
+    signer.add_auth(request)
+    print(request.url)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway", description="S3-compatible gateway")
     parser.add_argument("--log-level", default=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"))
@@ -256,6 +310,24 @@ def main(argv: list[str] | None = None) -> int:
         help="start from the first key, not from where an interrupted import stopped",
     )
 
+    presign_cmd = commands.add_parser(
+        "presign", help="print a presigned URL for an object or one of its variants"
+    )
+    presign_cmd.add_argument("--config")
+    presign_cmd.add_argument("target", help="s3://bucket/key")
+    presign_cmd.add_argument("--variant", help="a preset name: the URL serves that variant")
+    presign_cmd.add_argument(
+        "--expires", type=int, default=3600, help="seconds the URL stays valid (default 3600)"
+    )
+    presign_cmd.add_argument("--method", choices=("GET", "HEAD", "PUT"), default="GET")
+    presign_cmd.add_argument(
+        "--endpoint",
+        help="the URL clients reach the gateway at (default: its listen address)",
+    )
+    presign_cmd.add_argument(
+        "--access-key", help="sign with this configured credential (default: the root one)"
+    )
+
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -267,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return check_config(args)
     config = _load(args)
+    if args.command == "presign":
+        return presign(config, args)
     try:
         if args.command == "migrate":
             return asyncio.run(_migrate(config))
