@@ -651,7 +651,9 @@ def run_wrk(
     method: str,
     seconds: float,
     args: argparse.Namespace,
+    headers: Iterable[str] = (),
 ) -> dict[str, Any]:
+    """``headers``: extra "Name: value" headers sent with every request."""
     body = SMALL_SIZE if method == "PUT" else 0
     expect = SMALL_SIZE if method == "GET" else -1
     threads = min(args.threads, args.connections)
@@ -662,6 +664,7 @@ def run_wrk(
         f"-d{seconds:g}s",
         "--timeout",
         f"{args.request_timeout:g}s",
+        *(option for header in headers for option in ("-H", header)),
         "-s",
         str(WRK_SCRIPT),
         system.endpoint,

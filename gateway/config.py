@@ -7,6 +7,7 @@ Validation errors name the YAML path of the offending value.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -28,7 +29,7 @@ from pydantic import (
 )
 
 from gateway.s3 import cors
-from gateway.s3.cors import CorsRule
+from gateway.s3.cors import CorsConfiguration, CorsRule
 from gateway.s3.errors import S3Error
 
 DEFAULT_LISTEN = "127.0.0.1:9000"
@@ -247,8 +248,10 @@ class BucketConfig(_Strict):
         """Whether anyone may list the bucket (and so read all of it)."""
         return self.public_read is True
 
-    def cors_rules(self) -> tuple[CorsRule, ...] | None:
-        return None if self.cors is None else tuple(rule.rule() for rule in self.cors)
+    @functools.cached_property
+    def cors_configuration(self) -> CorsConfiguration | None:
+        """The YAML's rules, compiled once."""
+        return None if self.cors is None else CorsConfiguration([rule.rule() for rule in self.cors])
 
 
 Grant = Literal["read", "write", "read-write"]

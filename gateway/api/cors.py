@@ -20,17 +20,17 @@ from gateway.meta import buckets
 from gateway.meta.buckets import Bucket
 from gateway.meta.db import DATABASE_ERRORS, DatabaseUnavailableError
 from gateway.s3 import cors, errors, xmlbody
-from gateway.s3.cors import CorsRule
+from gateway.s3.cors import CorsConfiguration
 from gateway.s3.xml import cors_configuration
 
 log = logging.getLogger(__name__)
 
 
-def bucket_rules(req: S3Request, bucket: Bucket) -> tuple[CorsRule, ...] | None:
+def bucket_rules(req: S3Request, bucket: Bucket) -> CorsConfiguration | None:
     """The CORS rules that apply to ``bucket``; None: none."""
     configured = req.config.buckets.get(bucket.name)
     if configured is not None and configured.cors is not None:
-        return configured.cors_rules()
+        return configured.cors_configuration
     return bucket.cors
 
 
@@ -63,7 +63,7 @@ async def get_bucket_cors(req: S3Request) -> web.StreamResponse:
     rules = bucket_rules(req, bucket)
     if rules is None:
         raise errors.NoSuchCORSConfiguration(BucketName=bucket.name)
-    return web.Response(body=cors_configuration(rules), content_type="application/xml")
+    return web.Response(body=cors_configuration(rules.rules), content_type="application/xml")
 
 
 async def delete_bucket_cors(req: S3Request) -> web.StreamResponse:
@@ -91,10 +91,10 @@ async def preflight(req: S3Request) -> web.StreamResponse:
     if bucket is None:
         raise errors.NoSuchBucket(BucketName=req.bucket)
     rules = bucket_rules(req, bucket)
-    if not rules:
+    if rules is None:
         raise errors.AccessForbidden("CORSResponse: CORS is not enabled for this bucket.")
     requested = cors.requested_headers(req.headers.get("Access-Control-Request-Headers"))
-    rule = cors.find_rule(rules, origin, method, requested)
+    rule = cors.find_rule(rules.rules, origin, method, requested)
     if rule is None:
         raise errors.AccessForbidden(
             "CORSResponse: This CORS request is not allowed. This is usually because the"
@@ -106,12 +106,12 @@ async def preflight(req: S3Request) -> web.StreamResponse:
     return web.Response(headers=cors.preflight_headers(rule, origin, method, requested))
 
 
-def _credentialed(request: web.Request) -> bool:
+def _credentialed(req: S3Request) -> bool:
     """Whether the browser sent credentials: a signature, or cookies."""
-    if "Authorization" in request.headers or "Cookie" in request.headers:
+    headers = req.http.headers
+    if "Authorization" in headers or "Cookie" in headers:
         return True
-    query = request.rel_url.query
-    return "X-Amz-Signature" in query or "Signature" in query
+    return "X-Amz-Signature" in req.query or "Signature" in req.query
 
 
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -135,9 +135,11 @@ async def add_cors_headers(request: web.Request, response: web.StreamResponse) -
         if bucket is None:
             return
     rules = bucket_rules(req, bucket)
-    if not rules:
+    if rules is None:
         return
-    response.headers["Vary"] = cors.merge_vary(response.headers.get("Vary"), cors.VARY)
-    rule = cors.find_rule(rules, origin, request.method)
-    if rule is not None:
-        response.headers.update(cors.response_headers(rule, origin, _credentialed(request)))
+    headers = response.headers
+    vary = headers.get("Vary")
+    headers["Vary"] = cors.merge_vary(vary, cors.VARY) if vary else cors.VARY
+    allowed = rules.actual_headers(origin, request.method, _credentialed(req))
+    if allowed is not None:
+        headers.update(allowed)

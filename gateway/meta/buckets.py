@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from gateway.s3.acl import PRIVATE
-from gateway.s3.cors import CorsRule
+from gateway.s3.cors import CorsConfiguration, CorsRule
 from gateway.s3.policy import BucketPolicy, parse_policy
 
 
@@ -24,24 +24,20 @@ class Bucket:
     profile: str
     public_read: bool
     owner: str
-    # Rules set by PutBucketCors, as stored; parsed only when a request with an Origin asks
-    # (every lookup of the bucket carries them, the hot GET path included).
-    cors_settings: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+    # Rules set by PutBucketCors, as the database's text of their JSON: compiled only when a
+    # request with an Origin asks, once per distinct text (every lookup of the bucket carries
+    # them, the hot GET path included).
+    cors_document: str | None = field(default=None, repr=False, compare=False)
     # Set by CreateBucket's or PutBucketAcl's ACL: public-read lets anyone list the bucket.
     acl: str = PRIVATE
     # The document PutBucketPolicy stored, as sent.
     policy_document: str | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_columns(cls, values: dict[str, Any]) -> Bucket:
-        """A bucket from its columns by name (``settings`` holds what the API sets)."""
-        settings = values.pop("settings", None) or {}
-        return cls(
-            **values,
-            cors_settings=settings.get("cors") or None,
-            acl=settings.get("acl", PRIVATE),
-            policy_document=settings.get("policy"),
-        )
+    def from_columns(cls, values: dict[str, Any], prefix: str = "") -> Bucket:
+        """The bucket ``columns(alias, prefix)`` selected into ``values`` (popped)."""
+        fields = {name: values.pop(prefix + name) for name in (*_FIELDS, *_SETTINGS)}
+        return cls(**{**fields, "acl": fields["acl"] or PRIVATE})
 
     @property
     def policy(self) -> BucketPolicy | None:
@@ -51,17 +47,16 @@ class Bucket:
         return _parsed_policy(self.policy_document, self.name)
 
     @property
-    def cors(self) -> tuple[CorsRule, ...] | None:
+    def cors(self) -> CorsConfiguration | None:
         """The rules set by PutBucketCors; None: none."""
-        if not self.cors_settings:
+        if self.cors_document is None:
             return None
-        return _parsed_cors(json.dumps(self.cors_settings, sort_keys=True))
+        return _parsed_cors(self.cors_document)
 
 
 @functools.lru_cache(maxsize=256)
-def _parsed_cors(document: str) -> tuple[CorsRule, ...]:
-    """Rules compiled once per distinct stored configuration."""
-    return tuple(CorsRule.from_json(rule) for rule in json.loads(document))
+def _parsed_cors(document: str) -> CorsConfiguration:
+    return CorsConfiguration([CorsRule.from_json(rule) for rule in json.loads(document)])
 
 
 @functools.lru_cache(maxsize=256)
@@ -69,7 +64,25 @@ def _parsed_policy(document: str, bucket: str) -> BucketPolicy:
     return parse_policy(document, bucket)
 
 
-_COLUMNS = "name, created_at, profile, public_read, owner, settings"
+_FIELDS = ("name", "created_at", "profile", "public_read", "owner")
+# The settings the API sets, each its own column: a lookup decodes none of them.
+_SETTINGS = {
+    "cors_document": "({table}settings->'cors')::text",
+    "acl": "{table}settings->>'acl'",
+    "policy_document": "{table}settings->>'policy'",
+}
+
+
+def columns(alias: str = "", prefix: str = "") -> str:
+    """The select list of a Bucket; ``alias`` qualifies the table, ``prefix`` renames the
+    columns (to read one from a join whose other tables share column names)."""
+    table = f"{alias}." if alias else ""
+    names = [f"{table}{name} AS {prefix}{name}" for name in _FIELDS]
+    names += [f"{sql.format(table=table)} AS {prefix}{name}" for name, sql in _SETTINGS.items()]
+    return ", ".join(names)
+
+
+_COLUMNS = columns()
 
 
 def _bucket(row: asyncpg.Record) -> Bucket:

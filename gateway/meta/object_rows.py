@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from gateway.errors import BucketGoneError
-from gateway.meta import derivatives, rollup
+from gateway.meta import buckets, derivatives, rollup
 from gateway.meta.buckets import Bucket
 from gateway.meta.db import DatabaseUnavailableError
 from gateway.meta.garbage import BlobLostError
@@ -477,8 +477,7 @@ def prefix_upper_bound(prefix: str) -> str | None:
 
 
 _LOOKUP = (
-    "SELECT b.name AS b_name, b.created_at AS b_created_at, b.profile AS b_profile,"
-    " b.public_read AS b_public_read, b.owner AS b_owner, b.settings AS b_settings,"
+    f"SELECT {buckets.columns('b', 'b_')},"
     " o.bucket, o.key, o.version_id,"
     " o.size, o.etag, o.content_type, o.profile, o.storage_key, o.last_modified, o.metadata,"
     " o.parts_count, o.storage_etag, o.inline_data"
@@ -629,14 +628,5 @@ def _looked_up(
     if row is None:
         return None, None
     values = dict(row)
-    found = Bucket.from_columns(
-        {
-            "name": values.pop("b_name"),
-            "created_at": values.pop("b_created_at"),
-            "profile": values.pop("b_profile"),
-            "public_read": values.pop("b_public_read"),
-            "owner": values.pop("b_owner"),
-            "settings": values.pop("b_settings"),
-        }
-    )
+    found = Bucket.from_columns(values, "b_")
     return found, _record(values) if values["key"] is not None else None

@@ -79,6 +79,34 @@ class CorsRule:
         )
 
 
+class CorsConfiguration:
+    """A bucket's rules, and the answers they gave to the actual requests seen so far: most
+    requests come from the few origins of a bucket's sites, so each answer is worked out once
+    (a configuration is compiled once per distinct stored text, see gateway.meta.buckets)."""
+
+    # Origins are the client's to choose: past this many, the remembered answers start over.
+    MAX_REMEMBERED = 256
+
+    def __init__(self, rules: Sequence[CorsRule]) -> None:
+        self.rules = tuple(rules)
+        self._answers: dict[tuple[str, str, bool], dict[str, str] | None] = {}
+
+    def actual_headers(self, origin: str, method: str, credentialed: bool) -> dict[str, str] | None:
+        """The headers of an actual request's answer (response_headers); None: no rule
+        allows it."""
+        key = (origin, method, credentialed)
+        try:
+            return self._answers[key]
+        except KeyError:
+            pass
+        rule = find_rule(self.rules, origin, method)
+        headers = None if rule is None else response_headers(rule, origin, credentialed)
+        if len(self._answers) >= self.MAX_REMEMBERED:
+            self._answers.clear()
+        self._answers[key] = headers
+        return headers
+
+
 def validate(rules: Sequence[CorsRule]) -> None:
     """Raise the S3 error PutBucketCors answers for rules it refuses."""
     if not rules or len(rules) > MAX_RULES:
