@@ -4,10 +4,11 @@ configured credentials, that a browser or curl can use as they are."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import requests
 
-from tests.conftest import READER_ACCESS_KEY, GatewayProcess, S3Client
+from tests.conftest import READER_ACCESS_KEY, GatewayProcess, S3Client, client
 from tests.unit.variants import images
 
 
@@ -63,3 +64,22 @@ def test_presign_with_a_configured_credential(gateway: GatewayProcess) -> None:
     assert unknown.returncode == 2 and "no credential" in unknown.stderr
     for wrong in (["s3://bucket-only"], ["s3://b/k", "--expires", "0"]):
         assert gateway.command("presign", *wrong).returncode == 2
+
+
+def test_boto3_presigned_variant_as_the_readme_shows(
+    gateway: GatewayProcess, bucket: str, s3: S3Client
+) -> None:
+    s3.put_object(Bucket=bucket, Key="cat.jpg", Body=images.encode(images.marked(), "JPEG"))
+    signer = client(gateway.endpoint, signature_version="s3v4")
+
+    def add_variant(request: Any, **_: Any) -> None:
+        separator = "&" if "?" in request.url else "?"
+        request.url += f"{separator}variant=thumb"
+
+    signer.meta.events.register("before-sign.s3.GetObject", add_variant)
+    url = signer.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "cat.jpg"}, ExpiresIn=3600
+    )
+    response = requests.get(url, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == "image/webp"
