@@ -39,6 +39,8 @@ def start_embedded_postgres(data_dir: Path) -> str:
     """
     import pgserver  # imported lazily: only needed when no DSN is configured
 
+    # A fresh data dir (e.g. GATEWAY_DATA_DIR of a new container) is made here, not refused.
+    data_dir.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(data_dir / "postgres", cleanup_mode="stop")
     return server.get_uri()
 
