@@ -6,6 +6,7 @@ Anonymous requests are plain HTTP: what a browser or curl sends."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -283,3 +284,53 @@ def test_s3cmd_put_public(
     assert anonymous_get(gateway, f"/{bucket}/page.html").status_code == 403
     run("sync", "-P", str(tmp_path) + "/", f"s3://{bucket}/synced/")
     assert anonymous_get(gateway, f"/{bucket}/synced/page.html").status_code == 200
+
+
+def rclone_executable() -> str:
+    path = shutil.which("rclone")
+    if path is None:
+        message = "rclone is not installed (apt-get install rclone, as .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def test_rclone_with_public_read_acl(gateway: GatewayProcess, s3: S3Client, tmp_path: Path) -> None:
+    """rclone's remote with `acl = public-read`: bucket creation, uploads (multipart too),
+    server-side copies and the purge all succeed, and what it uploads is public."""
+    rclone = rclone_executable()
+    config = tmp_path / "rclone.conf"
+    config.write_text(
+        "[gw]\ntype = s3\nprovider = Other\n"
+        f"access_key_id = {ROOT_ACCESS_KEY}\nsecret_access_key = {ROOT_SECRET_KEY}\n"
+        f"endpoint = {gateway.endpoint}\nregion = {REGION}\nacl = public-read\n"
+    )
+    site = tmp_path / "site"
+    (site / "img").mkdir(parents=True)
+    (site / "index.html").write_text("<h1>rclone</h1>")
+    big = os.urandom(12 * 1024 * 1024)
+    (site / "img" / "big.bin").write_bytes(big)
+    # rclone reads a CA bundle named in the environment, which it cannot use for plain HTTP.
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+
+    def run(*args: str) -> None:
+        result = subprocess.run(
+            [rclone, "--config", str(config), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    bucket = f"rclone-{uuid.uuid4().hex[:12]}"
+    run("mkdir", f"gw:{bucket}")
+    run("copy", str(site), f"gw:{bucket}", "--s3-upload-cutoff", "5M", "--s3-chunk-size", "5M")
+    run("copyto", f"gw:{bucket}/index.html", f"gw:{bucket}/copy.html")
+    assert anonymous_get(gateway, f"/{bucket}/index.html").text == "<h1>rclone</h1>"
+    assert anonymous_get(gateway, f"/{bucket}/copy.html").text == "<h1>rclone</h1>"
+    assert anonymous_get(gateway, f"/{bucket}/img/big.bin").content == big
+    assert s3.head_object(Bucket=bucket, Key="img/big.bin")["ETag"].endswith('-3"')
+    run("purge", f"gw:{bucket}")
+    assert bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
