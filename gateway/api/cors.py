@@ -118,11 +118,11 @@ async def add_cors_headers(request: web.Request, response: web.StreamResponse) -
     """on_response_prepare: the CORS headers of an actual request with an Origin, on every
     answer (errors and 304s included, so page scripts can read them)."""
     origin = request.headers.get("Origin")
+    if not origin:
+        return
     req = request.get(S3_REQUEST)
     # An origin that is not ASCII is no browser's, and could not be echoed in a header.
-    if not origin or not origin.isascii() or req is None or req.bucket is None:
-        return
-    if request.method == "OPTIONS":
+    if req is None or req.bucket is None or request.method == "OPTIONS" or not origin.isascii():
         return
     bucket = req.found_bucket
     if bucket is None:
@@ -139,7 +139,8 @@ async def add_cors_headers(request: web.Request, response: web.StreamResponse) -
         return
     headers = response.headers
     vary = headers.get("Vary")
-    headers["Vary"] = cors.merge_vary(vary, cors.VARY) if vary else cors.VARY
+    headers["Vary"] = cors.merge_vary(vary, cors.ACTUAL_VARY) if vary else cors.ACTUAL_VARY
     allowed = rules.actual_headers(origin, request.method, _credentialed(req))
     if allowed is not None:
-        headers.update(allowed)
+        # No handler sets these headers: added without looking for earlier ones.
+        headers.extend(allowed)

@@ -21,6 +21,8 @@ METHODS = ("GET", "PUT", "POST", "DELETE", "HEAD")
 MAX_RULES = 100
 # What every response that a CORS configuration may change varies by.
 VARY = "Origin, Access-Control-Request-Headers, Access-Control-Request-Method"
+# What an actual (non-preflight) answer varies by: the other two are preflight headers.
+ACTUAL_VARY = "Origin"
 
 
 def _pattern(value: str) -> re.Pattern[str]:
@@ -155,7 +157,10 @@ def preflight_headers(
     rule: CorsRule, origin: str, method: str, request_headers: Sequence[str]
 ) -> dict[str, str]:
     """The headers of a 200 answer to a preflight that ``rule`` allows."""
+    # The preflight cannot tell whether the request will carry credentials: it allows both.
     headers = _origin_headers(rule, origin, credentialed=False)
+    if headers["Access-Control-Allow-Origin"] != "*":
+        headers["Access-Control-Allow-Credentials"] = "true"
     headers["Access-Control-Allow-Methods"] = ", ".join(rule.allowed_methods)
     if request_headers:
         headers["Access-Control-Allow-Headers"] = ", ".join(request_headers)
@@ -166,22 +171,24 @@ def preflight_headers(
 
 
 def response_headers(rule: CorsRule, origin: str, credentialed: bool) -> dict[str, str]:
-    """The headers an actual (non-preflight) request that ``rule`` allows gets."""
+    """The headers an actual (non-preflight) request that ``rule`` allows gets: what the
+    browser reads of an actual answer (Fetch standard, "CORS check"). The methods and max age
+    a preflight gets would be ignored here, so they are not sent on every answer, nor is
+    Allow-Credentials to a request that carries none."""
     headers = _origin_headers(rule, origin, credentialed)
-    headers["Access-Control-Allow-Methods"] = ", ".join(rule.allowed_methods)
+    if credentialed:
+        headers["Access-Control-Allow-Credentials"] = "true"
     if rule.expose_headers:
         headers["Access-Control-Expose-Headers"] = ", ".join(rule.expose_headers)
-    if rule.max_age_seconds is not None:
-        headers["Access-Control-Max-Age"] = str(rule.max_age_seconds)
     return headers
 
 
 def _origin_headers(rule: CorsRule, origin: str, credentialed: bool) -> dict[str, str]:
     # "*" only for a rule open to every origin and a request without credentials: a browser
-    # refuses "*" for a credentialed request, so the origin is echoed and credentials allowed.
+    # refuses "*" for a credentialed request, so the origin is echoed.
     if rule.any_origin and not credentialed:
         return {"Access-Control-Allow-Origin": "*"}
-    return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true"}
+    return {"Access-Control-Allow-Origin": origin}
 
 
 def merge_vary(existing: str | None, added: str) -> str:
