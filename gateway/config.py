@@ -28,9 +28,10 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.s3 import cors
+from gateway.s3 import cors, website
 from gateway.s3.cors import CorsConfiguration, CorsRule
 from gateway.s3.errors import S3Error
+from gateway.s3.website import WebsiteConfiguration
 
 DEFAULT_LISTEN = "127.0.0.1:9000"
 DEFAULT_PROFILE = "default"
@@ -211,6 +212,22 @@ class CorsRuleConfig(_Strict):
         )
 
 
+class WebsiteConfig(_Strict):
+    index_document: str = "index.html"
+    error_document: str | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> WebsiteConfig:
+        try:
+            website.validate(self.configuration())
+        except S3Error as exc:
+            raise ValueError(exc.message) from None
+        return self
+
+    def configuration(self) -> WebsiteConfiguration:
+        return WebsiteConfiguration(self.index_document, self.error_document)
+
+
 class BucketConfig(_Strict):
     profile: str = DEFAULT_PROFILE
     # true: anyone may list the bucket and read its objects and variants; "objects": anyone may
@@ -221,6 +238,8 @@ class BucketConfig(_Strict):
     variants: list[str] = Field(default_factory=list)
     # CORS rules; set here, they are the bucket's only ones (PutBucketCors is refused).
     cors: list[CorsRuleConfig] | None = None
+    # Index and error documents on website hosts; set here, PutBucketWebsite is refused.
+    website: WebsiteConfig | None = None
 
     @field_validator("public_read", mode="before")
     @classmethod
@@ -386,6 +405,10 @@ class GatewayConfig(_Strict):
     listen: str = DEFAULT_LISTEN
     region: str = "us-east-1"
     base_domains: list[str] = Field(default_factory=list)
+    # Website hosts: <bucket>.<website domain> serves the bucket as a static site (index and
+    # error documents, HTML errors, anonymous reads of public content), like S3's website
+    # endpoints; the S3 API keeps its own semantics on the other hosts.
+    website_domains: list[str] = Field(default_factory=list)
     data_dir: Path = Path("data")
     database: DatabaseConfig = DatabaseConfig()
     tls: TLSConfig | None = None
@@ -406,7 +429,7 @@ class GatewayConfig(_Strict):
         split_listen(value)
         return value
 
-    @field_validator("base_domains")
+    @field_validator("base_domains", "website_domains")
     @classmethod
     def _lower_domains(cls, value: list[str]) -> list[str]:
         return [domain.lower().strip(".") for domain in value]

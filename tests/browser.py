@@ -29,6 +29,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
+from tests.conftest import WEBSITE_DOMAIN
+
 HTML = "text/html; charset=utf-8"
 # What a missing browser says: skipped on a developer's machine, an error in CI.
 NO_CHROMIUM = "Debian's chromium is not installed (apt-get install chromium, as .ci/run does)"
@@ -100,7 +102,11 @@ async def browser() -> AsyncIterator[Browser]:
     """Headless chromium for the whole session."""
     executable = chromium_executable()
     async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=executable)
+        # Website hosts (<bucket>.<WEBSITE_DOMAIN>) resolve to the gateway, as DNS would.
+        launched = await playwright.chromium.launch(
+            executable_path=executable,
+            args=[f"--host-resolver-rules=MAP *.{WEBSITE_DOMAIN} 127.0.0.1"],
+        )
         try:
             yield launched
         finally:

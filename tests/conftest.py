@@ -43,6 +43,9 @@ PUBLIC_BUCKET = "public-photos"
 CORS_BUCKET = "cors-photos"
 # Anyone may read its objects and variants, but not list it (public_read: objects).
 OBJECTS_BUCKET = "site-objects"
+# Website hosts are <bucket>.<WEBSITE_DOMAIN>; SITE_BUCKET is a static site set in the YAML.
+WEBSITE_DOMAIN = "web.localtest"
+SITE_BUCKET = "www-site"
 CORS_SITE = "https://site.example"
 # Declared in the configuration with an eager preset; no other bucket renders on upload.
 EAGER_BUCKET = "eager-photos"
@@ -441,12 +444,18 @@ def write_config(path: Path, data_dir: Path, port: int, dsn: str, **extra: objec
         "listen": f"127.0.0.1:{port}",
         "region": REGION,
         "base_domains": ["s3.localtest"],
+        "website_domains": [WEBSITE_DOMAIN],
         "data_dir": str(data_dir),
         "database": {"url": dsn},
         "buckets": {
             PUBLIC_BUCKET: {"public_read": True, "variants": ["*"]},
             EAGER_BUCKET: {"variants": ["eager", "thumb"]},
             OBJECTS_BUCKET: {"public_read": "objects", "variants": ["*"]},
+            SITE_BUCKET: {
+                "public_read": "objects",
+                "variants": ["*"],
+                "website": {"index_document": "index.html", "error_document": "404.html"},
+            },
             CORS_BUCKET: {
                 "public_read": True,
                 "variants": ["*"],

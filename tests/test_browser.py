@@ -20,7 +20,9 @@ from tests.conftest import (
     CORS_BUCKET,
     LOCAL_ONLY,
     PUBLIC_BUCKET,
+    SITE_BUCKET,
     VARIANT_PRESETS,
+    WEBSITE_DOMAIN,
     GatewayProcess,
     S3Client,
 )
@@ -212,3 +214,32 @@ async def test_a_presigned_put_from_a_page_passes_its_preflight(
     assert stored["Body"].read() == b"typed in a browser"
     assert stored["ContentType"] == "text/plain"
     s3.delete_object(Bucket=bucket, Key=key)
+
+
+async def test_a_website_host_serves_index_and_error_documents(
+    gateway: GatewayProcess, s3: S3Client, open_page: OpenPage
+) -> None:
+    for key, text in (
+        ("index.html", "<title>Home</title><h1>Welcome</h1>"),
+        ("guide/index.html", "<title>Guide</title><h1>Guide</h1><a href='step.html'>next</a>"),
+        ("guide/step.html", "<title>Step</title><h1>Step one</h1>"),
+        ("404.html", "<title>Lost</title><h1>Nothing here</h1>"),
+    ):
+        s3.put_object(Bucket=SITE_BUCKET, Key=key, Body=text.encode(), ContentType="text/html")
+    site = f"http://{SITE_BUCKET}.{WEBSITE_DOMAIN}:{gateway.port}"
+
+    page = await open_page(f"{site}/")
+    assert await page.title() == "Home"
+    assert await page.text_content("h1") == "Welcome"
+
+    # "/guide" is redirected to "/guide/", where the page's relative link resolves.
+    answer = await page.goto(f"{site}/guide")
+    assert answer is not None and answer.status == 200
+    assert page.url == f"{site}/guide/"
+    await page.click("a")
+    await page.wait_for_load_state()
+    assert await page.text_content("h1") == "Step one"
+
+    missing = await page.goto(f"{site}/no/such/page.html")
+    assert missing is not None and missing.status == 404
+    assert await page.title() == "Lost"

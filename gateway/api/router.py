@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.api import acl, buckets, cors, listing, multipart, objects, policy, variants
+from gateway.api import acl, buckets, cors, listing, multipart, objects, policy, variants, website
 from gateway.api.auth import authenticate
 from gateway.api.context import CONFIG, POOL, S3_REQUEST, S3Request
 from gateway.meta.db import ping
@@ -23,7 +24,7 @@ UNSUPPORTED_SUBRESOURCES = frozenset(
         "inventory", "legal-hold", "lifecycle", "logging", "metrics", "notification",
         "object-lock", "ownershipControls", "policyStatus", "publicAccessBlock",
         "replication", "requestPayment", "restore", "retention", "select", "tagging", "torrent",
-        "versioning", "versions", "website",
+        "versioning", "versions",
     }
 )  # fmt: skip
 
@@ -35,6 +36,11 @@ BUCKET_SUBRESOURCES: dict[str, dict[str, Operation]] = {
         "DELETE": cors.delete_bucket_cors,
     },
     "acl": {"GET": acl.get_bucket_acl, "PUT": acl.put_bucket_acl},
+    "website": {
+        "GET": website.get_bucket_website,
+        "PUT": website.put_bucket_website,
+        "DELETE": website.delete_bucket_website,
+    },
     "policy": {
         "GET": policy.get_bucket_policy,
         "PUT": policy.put_bucket_policy,
@@ -109,8 +115,10 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
         if method in table:
             return table[method]
         raise errors.MethodNotAllowed("GET, PUT, DELETE, HEAD, POST")
-    if "cors" in query or "policy" in query:
-        raise errors.NotImplemented("CORS rules and policies belong to a bucket, not to an object.")
+    if "cors" in query or "policy" in query or "website" in query:
+        raise errors.NotImplemented(
+            "CORS rules, policies and websites belong to a bucket, not to an object."
+        )
     if "acl" in query:
         acl_table: dict[str, Operation] = {"GET": acl.get_object_acl, "PUT": acl.put_object_acl}
         if method in acl_table:
@@ -169,10 +177,44 @@ async def health(request: web.Request) -> web.Response:
     return web.Response(status=503, text="database unreachable\n")
 
 
+def website_bucket(host: str, website_domains: list[str]) -> str | None:
+    """The bucket a website host (``<bucket>.<website domain>``) names; None for other hosts."""
+    hostname = host.rsplit(":", 1)[0].lower() if not host.startswith("[") else ""
+    for domain in website_domains:
+        if hostname.endswith("." + domain):
+            return hostname[: -len(domain) - 1]
+    return None
+
+
+async def serve_website(
+    request: web.Request, bucket: str, raw_path: str, raw_query: str
+) -> web.StreamResponse:
+    """A request on a website host: anonymous whatever it carries, and of its query only
+    ``variant`` counts (a website serves documents, not the S3 API)."""
+    found = parse_query(raw_query)
+    kept = f"variant={quote(found['variant'], safe='')}" if "variant" in found else ""
+    req = S3Request(
+        http=request,
+        bucket=bucket,
+        key=decode_component(raw_path)[1:] or None,
+        raw_path=raw_path,
+        raw_query=kept,
+        query=parse_query(kept),
+        headers=request.headers,
+        virtual_host=True,
+    )
+    request[S3_REQUEST] = req
+    return await website.serve(req)
+
+
 async def dispatch(request: web.Request) -> web.StreamResponse:
     raw_path, _, raw_query = request.raw_path.partition("?")
+    config = request.app[CONFIG]
+    site = website_bucket(request.headers.get("Host", ""), config.website_domains)
+    if site is not None:
+        return await serve_website(request, site, raw_path, raw_query)
     bucket, key, virtual_host = split_target(
-        request.headers.get("Host", ""), raw_path, request.app[CONFIG].base_domains
+        request.headers.get("Host", ""), raw_path, config.base_domains
     )
     # The gateway's own endpoints belong to the bare host; on a bucket's host, the same path is
     # an object key of that bucket.

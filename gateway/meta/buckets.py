@@ -15,6 +15,7 @@ import asyncpg
 from gateway.s3.acl import PRIVATE
 from gateway.s3.cors import CorsConfiguration, CorsRule
 from gateway.s3.policy import BucketPolicy, parse_policy
+from gateway.s3.website import WebsiteConfiguration
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class Bucket:
     acl: str = PRIVATE
     # The document PutBucketPolicy stored, as sent.
     policy_document: str | None = field(default=None, repr=False, compare=False)
+    # What PutBucketWebsite stored, as the database's text of its JSON.
+    website_document: str | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_columns(cls, values: dict[str, Any], prefix: str = "") -> Bucket:
@@ -47,6 +50,13 @@ class Bucket:
         return _parsed_policy(self.policy_document, self.name)
 
     @property
+    def website(self) -> WebsiteConfiguration | None:
+        """The index and error documents PutBucketWebsite set; None: none."""
+        if self.website_document is None:
+            return None
+        return _parsed_website(self.website_document)
+
+    @property
     def cors(self) -> CorsConfiguration | None:
         """The rules set by PutBucketCors; None: none."""
         if self.cors_document is None:
@@ -60,6 +70,11 @@ def _parsed_cors(document: str) -> CorsConfiguration:
 
 
 @functools.lru_cache(maxsize=256)
+def _parsed_website(document: str) -> WebsiteConfiguration:
+    return WebsiteConfiguration.from_json(json.loads(document))
+
+
+@functools.lru_cache(maxsize=256)
 def _parsed_policy(document: str, bucket: str) -> BucketPolicy:
     return parse_policy(document, bucket)
 
@@ -70,6 +85,7 @@ _SETTINGS = {
     "cors_document": "({table}settings->'cors')::text",
     "acl": "{table}settings->>'acl'",
     "policy_document": "{table}settings->>'policy'",
+    "website_document": "({table}settings->'website')::text",
 }
 
 

@@ -152,6 +152,9 @@ NoSuchVersion = _error("NoSuchVersion", 404, "The specified version does not exi
 NoSuchCORSConfiguration = _error(
     "NoSuchCORSConfiguration", 404, "The CORS configuration does not exist"
 )
+NoSuchWebsiteConfiguration = _error(
+    "NoSuchWebsiteConfiguration", 404, "The specified bucket does not have a website configuration"
+)
 NoSuchBucketPolicy = _error("NoSuchBucketPolicy", 404, "The bucket policy does not exist")
 NoSuchUpload = _error(
     "NoSuchUpload",

@@ -14,6 +14,7 @@ from lxml import etree
 from gateway.s3.acl import ALL_USERS
 from gateway.s3.cors import CorsRule
 from gateway.s3.errors import InvalidArgument
+from gateway.s3.website import WebsiteConfiguration
 from gateway.s3.xmlbody import ObjectIdentifier
 
 S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -485,4 +486,13 @@ def cors_configuration(rules: Sequence[CorsRule]) -> bytes:
                 _add(element, tag, _exact_text(value))
         if rule.max_age_seconds is not None:
             _add(element, "MaxAgeSeconds", rule.max_age_seconds)
+    return _document(root)
+
+
+def website_configuration(config: WebsiteConfiguration) -> bytes:
+    """GetBucketWebsite."""
+    root = _root("WebsiteConfiguration")
+    _add(_add(root, "IndexDocument"), "Suffix", _exact_text(config.index_suffix))
+    if config.error_key is not None:
+        _add(_add(root, "ErrorDocument"), "Key", _exact_text(config.error_key))
     return _document(root)

@@ -1,5 +1,5 @@
 """Parsing of S3 XML request bodies (DeleteObjects, CreateBucket, CompleteMultipartUpload,
-PutBucketCors, PutBucketAcl and PutObjectAcl).
+PutBucketCors, PutBucketAcl and PutObjectAcl, PutBucketWebsite).
 
 Bodies come from untrusted clients: the parser never resolves entities, loads DTDs or touches
 the network, and any DOCTYPE is refused outright (billion laughs, XXE). Every problem is
@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from gateway.s3 import cors
+from gateway.s3 import cors, errors, website
 from gateway.s3.cors import CorsRule
 from gateway.s3.errors import MalformedACLError, MalformedXML
+from gateway.s3.website import WebsiteConfiguration
 
 S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 
@@ -233,3 +234,26 @@ def parse_access_control_policy(body: bytes) -> list[Grant]:
     except MalformedXML:
         raise MalformedACLError() from None
     return grants
+
+
+def parse_website_configuration(body: bytes) -> WebsiteConfiguration:
+    """A PutBucketWebsite body: IndexDocument and ErrorDocument; a whole-site redirect or
+    routing rules are refused as not implemented."""
+    root = _parse(body, "WebsiteConfiguration")
+    for unsupported in ("RedirectAllRequestsTo", "RoutingRules"):
+        if _one(root, unsupported) is not None:
+            raise errors.NotImplemented(f"This gateway does not implement website {unsupported}.")
+    index = _one(root, "IndexDocument")
+    suffix = _one(index, "Suffix") if index is not None else None
+    if suffix is None:
+        raise MalformedXML()
+    error = _one(root, "ErrorDocument")
+    error_key = _one(error, "Key") if error is not None else None
+    if error is not None and error_key is None:
+        raise MalformedXML()
+    config = WebsiteConfiguration(
+        index_suffix=_text(suffix).strip(),
+        error_key=_text(error_key).strip() if error_key is not None else None,
+    )
+    website.validate(config)
+    return config
