@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -12,6 +13,7 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import SITE_BUCKET, WEBSITE_DOMAIN, GatewayProcess, S3Client
 from tests.s3errors import error_of
+from tests.test_awscli import AwsCli, cli_env
 from tests.unit.variants import images
 
 WEBSITE = {"IndexDocument": {"Suffix": "index.html"}, "ErrorDocument": {"Key": "404.html"}}
@@ -183,3 +185,11 @@ def test_yaml_website_cannot_be_changed_through_the_api(
     # Anonymous writers get nothing.
     url = f"{gateway.endpoint}/{SITE_BUCKET}?website"
     assert requests.delete(url, timeout=10).status_code == 403
+
+
+def test_aws_s3_website_command(gateway: GatewayProcess, bucket: str, tmp_path: Path) -> None:
+    aws = AwsCli(gateway.endpoint, cli_env(tmp_path), None, True)
+    aws.run("s3", "website", f"s3://{bucket}/", "--index-document", "home.html")
+    assert aws.json("s3api", "get-bucket-website", "--bucket", bucket)["IndexDocument"] == {
+        "Suffix": "home.html"
+    }
