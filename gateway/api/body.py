@@ -64,6 +64,16 @@ def _declared_checksum(headers: Any) -> tuple[str | None, str | None, bool]:
     return None, None, False
 
 
+async def send_continue(req: S3Request) -> None:
+    """Answer ``Expect: 100-continue`` only once the request has been accepted, so a rejected
+    upload is never transmitted."""
+    http = req.http
+    expect = http.headers.get("Expect", "")
+    if http.version == HttpVersion11 and expect.lower() == "100-continue":
+        await http.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        http.writer.output_size = 0
+
+
 class RequestBody:
     """The payload of a write request, decoded as it streams.
 
@@ -119,17 +129,8 @@ class RequestBody:
         self._trailers: dict[str, str] = {}
         self.received = 0
 
-    async def _send_continue(self) -> None:
-        """Answer ``Expect: 100-continue`` only now that the request has been accepted, so a
-        rejected upload is never transmitted."""
-        http = self._req.http
-        expect = http.headers.get("Expect", "")
-        if http.version == HttpVersion11 and expect.lower() == "100-continue":
-            await http.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            http.writer.output_size = 0
-
     async def _raw(self) -> AsyncIterator[bytes]:
-        await self._send_continue()
+        await send_continue(self._req)
         content = self._req.http.content
         idle = self._req.config.limits.body_idle_timeout_seconds
         try:

@@ -7,7 +7,18 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.api import acl, buckets, cors, listing, multipart, objects, policy, variants, website
+from gateway.api import (
+    acl,
+    buckets,
+    cors,
+    listing,
+    multipart,
+    objects,
+    policy,
+    post_object,
+    variants,
+    website,
+)
 from gateway.api.auth import authenticate
 from gateway.api.context import CONFIG, POOL, S3_REQUEST, S3Request
 from gateway.meta.db import ping
@@ -110,8 +121,9 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
             "DELETE": buckets.delete_bucket,
             "HEAD": buckets.head_bucket,
         }
-        if method == "POST" and "delete" in query:
-            return objects.delete_objects
+        if method == "POST":
+            # DeleteObjects, or a browser's form upload (POST Object).
+            return objects.delete_objects if "delete" in query else post_object.post_object
         if method in table:
             return table[method]
         raise errors.MethodNotAllowed("GET, PUT, DELETE, HEAD, POST")

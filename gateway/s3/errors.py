@@ -54,6 +54,21 @@ MalformedACLError = _error(
     400,
     "The XML you provided was not well-formed or did not validate against our published schema.",
 )
+InvalidPolicyDocument = _error(
+    "InvalidPolicyDocument",
+    400,
+    "The content of the form does not meet the conditions specified in the policy document.",
+)
+MalformedPOSTRequest = _error(
+    "MalformedPOSTRequest",
+    400,
+    "The body of your POST request is not well-formed multipart/form-data.",
+)
+MaxPostPreDataLengthExceeded = _error(
+    "MaxPostPreDataLengthExceeded",
+    400,
+    "Your POST request fields preceding the upload file were too large.",
+)
 UnexpectedContent = _error("UnexpectedContent", 400, "This request does not support content")
 MissingSecurityHeader = _error(
     "MissingSecurityHeader", 400, "Your request was missing a required header"

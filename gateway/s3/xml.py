@@ -496,3 +496,13 @@ def website_configuration(config: WebsiteConfiguration) -> bytes:
     if config.error_key is not None:
         _add(_add(root, "ErrorDocument"), "Key", _exact_text(config.error_key))
     return _document(root)
+
+
+def post_response(location: str, bucket: str, key: str, etag: str) -> bytes:
+    """POST Object's answer when the form asks for success_action_status 201."""
+    root = etree.Element("PostResponse")
+    _add(root, "Location", location)
+    _add(root, "Bucket", bucket)
+    _add(root, "Key", _exact_text(key))
+    _add(root, "ETag", etag)
+    return _document(root)

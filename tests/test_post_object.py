@@ -1,0 +1,326 @@
+"""POST Object: browser uploads with a signed policy, as boto3's generate_presigned_post makes
+them (SigV2 by default for a custom endpoint, SigV4 when configured), posted as a browser's
+form would be; every refusal is S3's XML error and stores nothing."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import (
+    LOCAL_ONLY,
+    READER_ACCESS_KEY,
+    READER_SECRET_KEY,
+    ROOT_SECRET_KEY,
+    GatewayProcess,
+    S3Client,
+    client,
+)
+
+MIB = 1024 * 1024
+
+
+def post(
+    presigned: dict[str, Any],
+    data: bytes,
+    filename: str = "photo.jpg",
+    extra: dict[str, str] | None = None,
+) -> requests.Response:
+    """The form a browser posts: the policy's fields, then the file."""
+    fields = {**presigned["fields"], **(extra or {})}
+    return requests.post(
+        presigned["url"], data=fields, files={"file": (filename, data)}, timeout=60
+    )
+
+
+def error_code(response: requests.Response) -> str:
+    return response.text.split("<Code>")[1].split("</Code>")[0]
+
+
+def keys(s3: S3Client, bucket: str) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+@pytest.fixture
+def signer_v4(gateway: GatewayProcess) -> S3Client:
+    return client(gateway.endpoint, signature_version="s3v4")
+
+
+def test_default_boto3_form_uploads_a_file(s3: S3Client, bucket: str) -> None:
+    presigned = s3.generate_presigned_post(bucket, "uploads/${filename}")
+    assert "signature" in presigned["fields"]  # SigV2: boto3's default here
+    response = post(presigned, b"hello from a form", filename="hello.txt")
+    assert response.status_code == 204, response.text
+    assert response.headers["ETag"] == f'"{hashlib.md5(b"hello from a form").hexdigest()}"'
+    assert response.headers["Location"].endswith(f"/{bucket}/uploads/hello.txt")
+    stored = s3.get_object(Bucket=bucket, Key="uploads/hello.txt")
+    assert stored["Body"].read() == b"hello from a form"
+
+
+def test_sigv4_form_with_metadata_acl_and_201(
+    gateway: GatewayProcess, s3: S3Client, signer_v4: S3Client, bucket: str
+) -> None:
+    fields = {
+        "acl": "public-read",
+        "Content-Type": "image/png",
+        "x-amz-meta-owner": "ada",
+        "success_action_status": "201",
+        "Cache-Control": "max-age=60",
+    }
+    conditions: list[Any] = [
+        {"acl": "public-read"},
+        ["starts-with", "$Content-Type", "image/"],
+        ["eq", "$x-amz-meta-owner", "ada"],
+        {"success_action_status": "201"},
+        ["starts-with", "$Cache-Control", ""],
+        ["content-length-range", 1, 1024],
+    ]
+    presigned = signer_v4.generate_presigned_post(
+        bucket, "avatars/ada.png", Fields=fields, Conditions=conditions
+    )
+    assert presigned["fields"]["x-amz-algorithm"] == "AWS4-HMAC-SHA256"
+    response = post(presigned, b"\x89PNG fake")
+    assert response.status_code == 201, response.text
+    assert "<Key>avatars/ada.png</Key>" in response.text
+    assert f"<Bucket>{bucket}</Bucket>" in response.text
+    head = s3.head_object(Bucket=bucket, Key="avatars/ada.png")
+    assert head["ContentType"] == "image/png"
+    assert head["Metadata"] == {"owner": "ada"}
+    assert head["CacheControl"] == "max-age=60"
+    public = requests.get(f"{gateway.endpoint}/{bucket}/avatars/ada.png", timeout=10)
+    assert public.status_code == 200 and public.content == b"\x89PNG fake"
+
+
+def test_success_action_redirect(s3: S3Client, bucket: str) -> None:
+    target = "https://site.example/done?from=form"
+    presigned = s3.generate_presigned_post(
+        bucket,
+        "r.txt",
+        Fields={"success_action_redirect": target},
+        Conditions=[{"success_action_redirect": target}],
+    )
+    fields = presigned["fields"]
+    response = requests.post(
+        presigned["url"],
+        data=fields,
+        files={"file": ("r.txt", b"r")},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert response.status_code == 303
+    location = response.headers["Location"]
+    assert location.startswith(target + "&") and f"bucket={bucket}" in location
+    assert "key=r.txt" in location and "etag=" in location
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("other bucket", (403, "AccessDenied")),
+        ("key outside prefix", (403, "AccessDenied")),
+        ("extra field", (403, "AccessDenied")),
+        ("condition on metadata", (403, "AccessDenied")),
+        ("bad signature", (403, "SignatureDoesNotMatch")),
+        ("unknown key", (403, "InvalidAccessKeyId")),
+        ("too large", (400, "EntityTooLarge")),
+        ("too small", (400, "EntityTooSmall")),
+        ("read-only signer", (403, "AccessDenied")),
+        ("no policy", (403, "AccessDenied")),
+        ("no key", (400, "InvalidArgument")),
+        ("no file", (400, "InvalidArgument")),
+        ("bad policy", (400, "InvalidPolicyDocument")),
+    ],
+)
+def test_refused_forms_store_nothing(
+    gateway: GatewayProcess, s3: S3Client, bucket: str, case: str, expected: tuple[int, str]
+) -> None:
+    signer = s3
+    if case == "unknown key":
+        signer = client(gateway.endpoint, "NOSUCHKEYANYWHERE", "not-a-real-secret")
+    if case == "read-only signer":
+        signer = client(gateway.endpoint, READER_ACCESS_KEY, READER_SECRET_KEY)
+    target_bucket = "some-other-bucket" if case == "other bucket" else bucket
+    presigned = signer.generate_presigned_post(
+        target_bucket,
+        "in/${filename}",
+        Fields={"x-amz-meta-tag": "a"},
+        Conditions=[["content-length-range", 2, 10], {"x-amz-meta-tag": "a"}],
+    )
+    presigned["url"] = f"{gateway.endpoint}/{bucket}"
+    fields = presigned["fields"]
+    data = b"12345"
+    if case == "key outside prefix":
+        fields["key"] = "elsewhere/x.txt"
+    elif case == "extra field":
+        fields["x-amz-meta-unplanned"] = "surprise"
+    elif case == "condition on metadata":
+        fields["x-amz-meta-tag"] = "b"
+    elif case == "bad signature":
+        fields["signature"] = "AAAA" + fields["signature"][4:]
+    elif case == "too large":
+        data = b"x" * 11
+    elif case == "too small":
+        data = b"x"
+    elif case == "no policy":
+        fields = {"key": "in/anonymous.txt"}
+    elif case == "no key":
+        del fields["key"]
+    elif case == "bad policy":
+        # Signed as it should be, but no policy document.
+        fields["policy"] = base64.b64encode(b"not json").decode()
+        digest = hmac.new(ROOT_SECRET_KEY.encode(), fields["policy"].encode(), "sha1").digest()
+        fields["signature"] = base64.b64encode(digest).decode()
+    if case == "no file":
+        response = requests.post(presigned["url"], files={**fields}, timeout=10)
+    else:
+        response = requests.post(
+            presigned["url"], data=fields, files={"file": ("f.txt", data)}, timeout=10
+        )
+    assert (response.status_code, error_code(response)) == expected, response.text
+    assert keys(s3, bucket) == []
+
+
+def test_expired_policy(s3: S3Client, bucket: str) -> None:
+    presigned = s3.generate_presigned_post(bucket, "late.txt", ExpiresIn=1)
+    time.sleep(2)
+    response = post(presigned, b"late")
+    assert (response.status_code, error_code(response)) == (403, "AccessDenied")
+    assert "Policy expired" in response.text
+    assert keys(s3, bucket) == []
+
+
+def test_not_a_form(gateway: GatewayProcess, bucket: str) -> None:
+    response = requests.post(f"{gateway.endpoint}/{bucket}", data=b"x", timeout=10)
+    assert (response.status_code, error_code(response)) == (412, "PreconditionFailed")
+    response = requests.post(
+        f"{gateway.endpoint}/{bucket}",
+        data=b"--x\r\nnot a part at all",
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+        timeout=10,
+    )
+    assert response.status_code == 400
+
+
+def test_truncated_upload_stores_nothing(
+    gateway: GatewayProcess, s3: S3Client, bucket: str
+) -> None:
+    presigned = s3.generate_presigned_post(bucket, "cut.bin")
+    boundary = "----cut" + uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in presigned["fields"].items()
+    ]
+    head = "".join(parts) + (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="cut.bin"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    )
+    body = head.encode() + b"x" * 100_000
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(
+            (
+                f"POST /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                f"Content-Length: {len(body) + 1_000_000}\r\n\r\n"
+            ).encode()
+            + body
+        )
+        sock.shutdown(socket.SHUT_WR)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400") or answer == b""
+    assert keys(s3, bucket) == []
+
+
+def test_form_without_its_closing_boundary_stores_nothing(
+    gateway: GatewayProcess, s3: S3Client, bucket: str
+) -> None:
+    """A whole HTTP body whose form stops inside the file: the file's end is unknown."""
+    presigned = s3.generate_presigned_post(bucket, "open-ended.txt")
+    boundary = "----open" + uuid.uuid4().hex
+    body = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in presigned["fields"].items()
+    ) + (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="f.txt"\r\n\r\n'
+        "the file goes on and then the body just ends"
+    )
+    response = requests.post(
+        presigned["url"],
+        data=body.encode(),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        timeout=10,
+    )
+    assert (response.status_code, error_code(response)) == (400, "IncompleteBody")
+    assert keys(s3, bucket) == []
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@LOCAL_ONLY
+def test_large_file_streams_with_bounded_memory(
+    gateway: GatewayProcess, s3: S3Client, bucket: str
+) -> None:
+    assert gateway.process is not None
+    pid = gateway.process.pid
+    presigned = s3.generate_presigned_post(bucket, "big.bin")
+    boundary = "----big" + uuid.uuid4().hex
+    block = os.urandom(MIB)
+    size = 96 * MIB
+
+    def form() -> Iterator[bytes]:
+        for name, value in presigned["fields"].items():
+            yield (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+            ).encode()
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"'
+            "\r\n\r\n"
+        ).encode()
+        for _ in range(size // MIB):
+            yield block
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    baseline = _rss(pid)
+    peak = baseline
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _rss(pid))
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        response = requests.post(
+            presigned["url"],
+            data=form(),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+            timeout=120,
+        )
+    finally:
+        done.set()
+        sampler.join()
+    assert response.status_code == 204, response.text
+    assert s3.head_object(Bucket=bucket, Key="big.bin")["ContentLength"] == size
+    # Bounded by the reader's chunks and the writer's buffers, not by the file.
+    assert peak - baseline < 32 * MIB, (baseline, peak)
+    got = s3.get_object(Bucket=bucket, Key="big.bin", Range="bytes=0-1048575")["Body"].read()
+    assert got == block
