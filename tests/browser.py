@@ -70,7 +70,8 @@ class PageServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                page = pages.get(self.path)
+                # A page is the same whatever its query (a form's redirect adds one).
+                page = pages.get(self.path.partition("?")[0])
                 if page is None:
                     self.send_error(HTTPStatus.NOT_FOUND)
                     return

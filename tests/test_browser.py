@@ -10,7 +10,9 @@ profile (tests/test_variants.py checks variant answers on both).
 
 from __future__ import annotations
 
+import html
 import uuid
+from typing import Any
 
 import pytest
 from playwright.async_api import ConsoleMessage, Page
@@ -243,3 +245,63 @@ async def test_a_website_host_serves_index_and_error_documents(
     missing = await page.goto(f"{site}/no/such/page.html")
     assert missing is not None and missing.status == 404
     assert await page.title() == "Lost"
+
+
+def upload_form(presigned: dict[str, Any]) -> str:
+    """The S3 docs' HTML form: the policy's fields as hidden inputs, then the file."""
+    inputs = "".join(
+        f'<input type="hidden" name="{html.escape(name)}" value="{html.escape(value)}">'
+        for name, value in presigned["fields"].items()
+    )
+    return (
+        f'<form action="{presigned["url"]}" method="post" enctype="multipart/form-data">'
+        f'{inputs}<input type="file" name="file"><input type="submit" value="Upload"></form>'
+    )
+
+
+async def test_an_html_form_from_generate_presigned_post_uploads_a_file(
+    gateway: GatewayProcess, s3: S3Client, page_origin: PageServer, open_page: OpenPage
+) -> None:
+    done = page_origin.publish("/uploaded.html", "<h1>thanks</h1>")
+    key = f"browser-uploads/{uuid.uuid4().hex}/${{filename}}"
+    presigned = s3.generate_presigned_post(
+        PUBLIC_BUCKET,
+        key,
+        Fields={"success_action_redirect": done, "Content-Type": "text/plain"},
+        Conditions=[
+            {"success_action_redirect": done},
+            ["starts-with", "$Content-Type", "text/"],
+            ["content-length-range", 1, 1000],
+        ],
+    )
+    page = await open_page(page_origin.publish("/upload.html", upload_form(presigned)))
+    await page.set_input_files(
+        "input[type=file]", files=[{"name": "note.txt", "mimeType": "text/plain", "buffer": b"hi!"}]
+    )
+    async with page.expect_navigation(url=f"{done}?*"):
+        await page.click("input[type=submit]")
+    assert await page.text_content("h1") == "thanks"
+    stored_key = key.replace("${filename}", "note.txt")
+    assert f"key={stored_key.replace('/', '%2F')}" in page.url
+    stored = s3.get_object(Bucket=PUBLIC_BUCKET, Key=stored_key)
+    assert stored["Body"].read() == b"hi!" and stored["ContentType"] == "text/plain"
+
+
+async def test_a_form_violating_its_policy_is_refused(
+    gateway: GatewayProcess, s3: S3Client, page_origin: PageServer, open_page: OpenPage
+) -> None:
+    prefix = f"browser-uploads/{uuid.uuid4().hex}/"
+    presigned = s3.generate_presigned_post(
+        PUBLIC_BUCKET, prefix + "${filename}", Conditions=[["content-length-range", 1, 10]]
+    )
+    page = await open_page(page_origin.publish("/upload-small.html", upload_form(presigned)))
+    await page.set_input_files(
+        "input[type=file]",
+        files=[{"name": "big.bin", "mimeType": "application/octet-stream", "buffer": b"x" * 100}],
+    )
+    async with page.expect_navigation() as navigation:
+        await page.click("input[type=submit]")
+    answer = await navigation.value
+    assert answer is not None and answer.status == 400
+    assert "EntityTooLarge" in await page.content()
+    assert "Contents" not in s3.list_objects_v2(Bucket=PUBLIC_BUCKET, Prefix=prefix)
