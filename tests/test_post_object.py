@@ -324,3 +324,19 @@ def test_large_file_streams_with_bounded_memory(
     assert peak - baseline < 32 * MIB, (baseline, peak)
     got = s3.get_object(Bucket=bucket, Key="big.bin", Range="bytes=0-1048575")["Body"].read()
     assert got == block
+
+
+def test_cors_applies_to_form_uploads(s3: S3Client, bucket: str) -> None:
+    origin = "https://forms.example"
+    rule = {"AllowedOrigins": [origin], "AllowedMethods": ["POST"], "ExposeHeaders": ["ETag"]}
+    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [rule]})
+    presigned = s3.generate_presigned_post(bucket, "cors.txt")
+    fields = presigned["fields"]
+    for data, status in ((b"ok", 204), (None, 400)):
+        files = {"file": ("cors.txt", data)} if data is not None else {"not-file": ("x", b"x")}
+        response = requests.post(
+            presigned["url"], data=fields, files=files, headers={"Origin": origin}, timeout=10
+        )
+        assert response.status_code == status
+        assert response.headers["Access-Control-Allow-Origin"] == origin
+        assert response.headers["Access-Control-Expose-Headers"] == "ETag"
