@@ -24,6 +24,7 @@ from gateway.api import connections
 from gateway.app import ROOT_CREDENTIALS_FILE, create_app, database_url, root_credential
 from gateway.config import ConfigError, CredentialConfig, GatewayConfig, load_config
 from gateway.errors import GatewayError
+from gateway.maintenance import folder_import
 from gateway.maintenance.importer import import_bucket
 from gateway.maintenance.janitor import abort_abandoned_uploads, collect_garbage
 from gateway.meta import buckets, imports
@@ -162,6 +163,95 @@ async def _gc(config: GatewayConfig, grace: int) -> int:
     return 0
 
 
+class FolderProgress:
+    """An import's progress bars: the whole (bytes, files, rate, ETA) and one per file being
+    imported. Shown only on a terminal (tqdm's disable=None)."""
+
+    def __init__(self, files: int, size: int, concurrency: int) -> None:
+        self._files = files
+        self._done = 0
+        self._whole = tqdm(
+            total=size, unit="B", unit_scale=True, desc="importing", disable=None, position=0
+        )
+        self._whole.set_postfix(files=f"0/{files}")
+        self._free = list(range(concurrency, 0, -1))
+        self._bars: dict[str, tuple[tqdm, int]] = {}
+
+    def started(self, file: folder_import.LocalFile) -> None:
+        position = self._free.pop()
+        bar = tqdm(
+            total=file.size,
+            unit="B",
+            unit_scale=True,
+            desc=file.key,
+            leave=False,
+            disable=None,
+            position=position,
+        )
+        self._bars[file.key] = (bar, position)
+
+    def read(self, file: folder_import.LocalFile, size: int) -> None:
+        self._bars[file.key][0].update(size)
+        self._whole.update(size)
+
+    def finished(self, file: folder_import.LocalFile, failure: str | None) -> None:
+        bar, position = self._bars.pop(file.key)
+        bar.close()
+        self._free.append(position)
+        self._done += 1
+        self._whole.set_postfix(files=f"{self._done}/{self._files}")
+        if failure is not None:
+            self._whole.write(f"failed: {file.path}: {failure}", file=sys.stderr)
+
+    def close(self) -> None:
+        self._whole.close()
+
+
+async def _import_folder(
+    config: GatewayConfig, args: argparse.Namespace, pool: GatewayPool, bucket: buckets.Bucket
+) -> int:
+    root = Path(args.from_dir)
+    if not await asyncio.to_thread(root.is_dir):
+        print(f"{root}: not a directory", file=sys.stderr)
+        return 2
+    listed: list[folder_import.LocalFile] = []
+    unusable = 0
+    for found in await asyncio.to_thread(lambda: list(folder_import.walk(root, args.prefix))):
+        if isinstance(found, folder_import.LocalFile):
+            listed.append(found)
+        else:
+            unusable += 1
+            print(f"skipped: {found[0]}: {found[1]}", file=sys.stderr)
+    waiting = await folder_import.pending(pool, bucket.name, listed)
+    current = len(listed) - len(waiting)
+    size = sum(file.size for file in waiting)
+    if args.dry_run:
+        for file in waiting:
+            print(f"would import {file.path} as s3://{bucket.name}/{file.key} ({file.size} bytes)")
+        print(f"{len(waiting)} files ({size} bytes) to import, {current} already imported")
+        return 0
+    concurrency = args.concurrency or 4
+    async with opened_backends(config, pool) as backends:
+        backend = backends.get(bucket.profile)
+        if backend is None:
+            print(f"the profile {bucket.profile!r} is not configured", file=sys.stderr)
+            return 1
+        progress = FolderProgress(len(waiting), size, concurrency)
+        try:
+            report = await folder_import.import_folder(
+                backend, bucket, waiting, concurrency, progress
+            )
+        finally:
+            progress.close()
+    failed = len(report.failed)
+    print(
+        f"imported {report.imported} files ({report.imported_bytes} bytes) into"
+        f" s3://{bucket.name}/{args.prefix}; {current} already imported,"
+        f" {failed} failed, {unusable} skipped"
+    )
+    return 1 if failed else 0
+
+
 async def _import(config: GatewayConfig, args: argparse.Namespace) -> int:
     pool = await _pool(config, 2)
     try:
@@ -175,6 +265,8 @@ async def _import(config: GatewayConfig, args: argparse.Namespace) -> int:
         if bucket is None:
             print(f"no bucket {args.bucket!r}: create it first", file=sys.stderr)
             return 1
+        if args.from_dir is not None:
+            return await _import_folder(config, args, pool, bucket)
         async with open_stores(config) as stores:
             store = stores.get(bucket.profile)
             if not isinstance(store, UpstreamStore):
@@ -198,7 +290,9 @@ async def _import(config: GatewayConfig, args: argparse.Namespace) -> int:
                     bar.set_postfix(recorded=recorded, refresh=False)
                     bar.update(listed)
 
-                listed, added = await import_bucket(pool, store, bucket, args.concurrency, progress)
+                listed, added = await import_bucket(
+                    pool, store, bucket, args.concurrency or 16, progress
+                )
     except GatewayError as exc:
         print(f"import failed: {exc}", file=sys.stderr)
         return 1
@@ -297,12 +391,29 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     import_cmd = commands.add_parser(
-        "import", help="record the objects already in a bucket's upstream prefix"
+        "import",
+        help="record the objects already in a bucket's upstream prefix, or (--from-dir) copy"
+        " a local folder into a bucket",
     )
     import_cmd.add_argument("--config")
-    import_cmd.add_argument("bucket", help="a gateway bucket on an upstream profile")
     import_cmd.add_argument(
-        "--concurrency", type=int, default=16, help="HeadObject calls in flight (default 16)"
+        "bucket", help="a gateway bucket (on an upstream profile, without --from-dir)"
+    )
+    import_cmd.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="HeadObject calls in flight (default 16); with --from-dir, files (default 4)",
+    )
+    import_cmd.add_argument(
+        "--from-dir",
+        help="copy this folder's files into the bucket, skipping those already imported",
+    )
+    import_cmd.add_argument(
+        "--prefix", default="", help="with --from-dir: put this before every key"
+    )
+    import_cmd.add_argument(
+        "--dry-run", action="store_true", help="with --from-dir: list what would be imported"
     )
     import_cmd.add_argument(
         "--restart",
