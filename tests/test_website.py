@@ -96,6 +96,41 @@ def test_missing_pages_serve_the_error_document(gateway: GatewayProcess, site: s
     )
 
 
+def test_website_paths_and_queries(gateway: GatewayProcess, site: str) -> None:
+    # Of the query only the variant counts: whatever else a link carries is ignored.
+    assert visit(gateway, site, "/?utm_source=%FF&v=2").text == "<h1>home</h1>"
+    assert visit(gateway, site, "/cat.png?variant=th%75mb&x").headers["Content-Type"] == (
+        "image/webp"
+    )
+    # A path or a variant that cannot be decoded is an HTML error too.
+    for path in ("/bad%FF.html", "/cat.png?variant=%FF"):
+        bad = visit(gateway, site, path)
+        assert bad.status_code == 400 and "InvalidURI" in bad.text, path
+        assert bad.headers["Content-Type"].startswith("text/html")
+        assert "<title>400 Bad Request</title>" in bad.text
+
+
+def test_cors_headers_on_website_hosts(gateway: GatewayProcess, s3: S3Client, bucket: str) -> None:
+    origin = "https://pages.example"
+    s3.put_bucket_cors(
+        Bucket=bucket,
+        CORSConfiguration={"CORSRules": [{"AllowedOrigins": [origin], "AllowedMethods": ["GET"]}]},
+    )
+    s3.put_bucket_website(
+        Bucket=bucket, WebsiteConfiguration={"IndexDocument": {"Suffix": "i.html"}}
+    )
+    s3.put_object(Bucket=bucket, Key="i.html", Body=b"<p>hi</p>", ACL="public-read")
+    # An anonymous reader who may not list the bucket learns nothing of what is missing: 403.
+    for path, status in (("/", 200), ("/missing.html", 403)):
+        answer = visit(gateway, bucket, path, Origin=origin)
+        assert answer.status_code == status, path
+        assert answer.headers["Access-Control-Allow-Origin"] == origin, path
+    assert (
+        "Access-Control-Allow-Origin"
+        not in visit(gateway, bucket, "/", Origin="https://x.example").headers
+    )
+
+
 def test_website_hosts_are_anonymous_and_html(
     gateway: GatewayProcess, s3: S3Client, bucket: str
 ) -> None:

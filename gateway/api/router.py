@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote
 
 from aiohttp import web
 
@@ -23,7 +22,7 @@ from gateway.api.auth import authenticate
 from gateway.api.context import CONFIG, POOL, S3_REQUEST, S3Request
 from gateway.meta.db import ping
 from gateway.s3 import errors
-from gateway.s3.query import decode_component, parse_query
+from gateway.s3.query import EMPTY, decode_component, parse_query
 
 Operation = Callable[[S3Request], Awaitable[web.StreamResponse]]
 
@@ -201,23 +200,19 @@ def website_bucket(host: str, website_domains: list[str]) -> str | None:
 async def serve_website(
     request: web.Request, bucket: str, raw_path: str, raw_query: str
 ) -> web.StreamResponse:
-    """A request on a website host: anonymous whatever it carries, and of its query only
-    ``variant`` counts (a website serves documents, not the S3 API)."""
-    found = parse_query(raw_query)
-    kept = f"variant={quote(found['variant'], safe='')}" if "variant" in found else ""
+    """A request on a website host: anonymous whatever it carries (no signature is read);
+    the path and query are decoded by the website, whose errors are HTML pages."""
     req = S3Request(
         http=request,
         bucket=bucket,
-        key=decode_component(raw_path)[1:] or None,
+        key=None,
         raw_path=raw_path,
-        raw_query=kept,
-        query=parse_query(kept),
+        raw_query=raw_query,
+        query=EMPTY,
         headers=request.headers,
         virtual_host=True,
     )
     request[S3_REQUEST] = req
-    if request.method == "OPTIONS":
-        return await cors.preflight(req)
     return await website.serve(req)
 
 

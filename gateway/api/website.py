@@ -21,7 +21,7 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.api import auth, objects, variants
+from gateway.api import auth, cors, objects, variants
 from gateway.api.common import get_bucket, read_small_body, refuse_if_configured
 from gateway.api.context import LOOKUPS, S3Request
 from gateway.api.middleware import REQUEST_ID
@@ -81,16 +81,30 @@ async def delete_bucket_website(req: S3Request) -> web.StreamResponse:
 
 
 async def serve(req: S3Request) -> web.StreamResponse:
-    """A request on a website host."""
-    if req.http.method not in ("GET", "HEAD"):
-        error = errors.MethodNotAllowed("GET, HEAD")
-        return _error_page(req, error, error.headers())
+    """A request on a website host; OPTIONS is a CORS preflight, as on the API host."""
     try:
+        _locate(req)
+        if req.http.method == "OPTIONS":
+            return await cors.preflight(req)
+        if req.http.method not in ("GET", "HEAD"):
+            raise errors.MethodNotAllowed("GET, HEAD")
         return await _serve(req)
     except errors.S3Error as error:
-        if error.status == 304:
+        # A 304 has no body to render; a preflight's answer is read by the browser, not shown.
+        if error.status == 304 or req.http.method == "OPTIONS":
             raise
         return _error_page(req, error, error.headers())
+
+
+def _locate(req: S3Request) -> None:
+    """The key the path names and, of the query, only ``variant``: a website serves
+    documents, not the S3 API, so other parameters (a cache buster, a campaign tag) are
+    ignored however they are encoded."""
+    req.key = query.decode_component(req.raw_path)[1:] or None
+    req.raw_query = "&".join(
+        piece for piece in req.raw_query.split("&") if piece.partition("=")[0] == "variant"
+    )
+    req.query = query.parse_query(req.raw_query)
 
 
 async def _serve(req: S3Request) -> web.StreamResponse:

@@ -10,21 +10,10 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from gateway.s3.errors import InvalidArgument
-
-_REASONS = {
-    301: "Moved Permanently",
-    302: "Found",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    412: "Precondition Failed",
-    416: "Requested Range Not Satisfiable",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
 
 
 @dataclass(frozen=True)
@@ -72,7 +61,7 @@ def validate(config: WebsiteConfiguration) -> None:
 def error_page(status: int, code: str, message: str, request_id: str, **extra: str) -> str:
     """The HTML page a website endpoint answers an error with (as S3's does: title, code,
     message, request id)."""
-    title = f"{status} {_REASONS.get(status, 'Error')}"
+    title = f"{status} {HTTPStatus(status).phrase}"
     items = [("Code", code), ("Message", message), *extra.items(), ("RequestId", request_id)]
     rows = "".join(f"<li>{html.escape(name)}: {html.escape(value)}</li>" for name, value in items)
     return (
