@@ -24,6 +24,7 @@ from gateway.config import (
     load_config,
     parse_size,
 )
+from gateway.s3.website import WebsiteConfiguration
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config.example.yaml"
@@ -202,6 +203,10 @@ def test_missing_environment_variable_in_a_nested_mapping(tmp_path: Path) -> Non
             "credentials.0.grants",
         ),
         ("storage_profiles: {default: {path: x, bucket: y}}\n", "storage_profiles.default.bucket"),
+        (
+            "buckets: {site: {website: {routing_rules: []}}}\n",
+            "buckets.site.website.routing_rules",
+        ),
     ],
 )
 def test_unknown_keys_are_rejected_by_path(tmp_path: Path, text: str, path: str) -> None:
@@ -216,6 +221,10 @@ def test_unknown_keys_are_rejected_by_path(tmp_path: Path, text: str, path: str)
         ("database: {pool_min_size: 0}\n", "database.pool_min_size"),
         ("limits: {clock_skew_seconds: -5}\n", "limits.clock_skew_seconds"),
         ("base_domains: s3.example.com\n", "base_domains"),
+        ("website_domains: web.example.com\n", "website_domains"),
+        ("buckets: {site: {website: {index_document: a/b.html}}}\n", "buckets.site.website"),
+        ("buckets: {site: {website: {index_document: ''}}}\n", "buckets.site.website"),
+        ("buckets: {site: {website: {error_document: ''}}}\n", "buckets.site.website"),
         ("storage_profiles: {default: {type: s3}}\n", "storage_profiles.default.type"),
         (
             "credentials: [{access_key: abc, secret_key: abcdefgh, buckets: {x: all}}]\n",
@@ -227,6 +236,23 @@ def test_unknown_keys_are_rejected_by_path(tmp_path: Path, text: str, path: str)
 )
 def test_wrong_values_are_rejected_by_path(tmp_path: Path, text: str, path: str) -> None:
     assert load_error(tmp_path, text).startswith(f"{path}: ")
+
+
+def test_website_settings(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+        website_domains: [Web.Example.COM.]
+        buckets:
+          site: {website: {error_document: errors/404.html}}
+          plain: {}
+        """,
+    )
+    assert config.website_domains == ["web.example.com"]
+    website = config.buckets["site"].website
+    assert website is not None
+    assert website.configuration() == WebsiteConfiguration("index.html", "errors/404.html")
+    assert config.buckets["plain"].website is None
 
 
 def test_every_error_is_reported(tmp_path: Path) -> None:
