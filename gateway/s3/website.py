@@ -48,13 +48,15 @@ def validate(config: WebsiteConfiguration) -> None:
     """Raise what PutBucketWebsite answers for a configuration S3 refuses."""
     if not config.index_suffix or "/" in config.index_suffix:
         raise InvalidArgument(
-            "The IndexDocument Suffix is not well formed",
+            "The IndexDocument Suffix is not well formed: it must be a file name, not empty"
+            " and without '/'",
             ArgumentName="IndexDocument",
             ArgumentValue=config.index_suffix,
         )
     if config.error_key is not None and not config.error_key:
         raise InvalidArgument(
-            "The ErrorDocument Key is not well formed", ArgumentName="ErrorDocument"
+            "The ErrorDocument Key is not well formed: it must not be empty",
+            ArgumentName="ErrorDocument",
         )
 
 
