@@ -20,7 +20,7 @@ from gateway.meta import object_rows
 from gateway.meta.buckets import Bucket
 from gateway.meta.object_rows import DEFAULT_CONTENT_TYPE, Chunk, ObjectMetadata, ObjectRecord
 from gateway.objects import reading
-from gateway.objects.backend import NewObject, WriteTerms
+from gateway.objects.backend import IncomingBody, NewObject, WriteTerms
 from gateway.objects.reading import Segment
 from gateway.s3 import (
     acl,
@@ -313,19 +313,28 @@ async def put_object(req: S3Request) -> web.StreamResponse:
     key = object_key(req)
     auth.require_write(req, req.bucket)
     bucket = await recent_bucket(req, req.bucket)
-    headers = req.headers
+    body = RequestBody(req, max_size=req.config.limits.max_object_size)
+    record = await write_object(req, bucket, key, req.headers, body)
+    return web.Response(
+        headers={"ETag": record.etag, **checksums.response_headers(record.checksums)}
+    )
+
+
+async def write_object(
+    req: S3Request, bucket: Bucket, key: str, headers: Mapping[str, str], body: IncomingBody
+) -> ObjectRecord:
+    """Store ``body`` as ``key``: the write of PutObject and of POST Object (whose form fields
+    are its ``headers``). ``headers`` say the object's content type, stored headers,
+    x-amz-meta-* metadata, ACL (x-amz-acl) and any If-Match / If-None-Match."""
     new = NewObject(
         bucket.name, key, content_type_from_headers(headers), metadata_from_headers(req, headers)
     )
     cond = conditions.write_conditions(headers)
-    body = RequestBody(req, max_size=req.config.limits.max_object_size)
     eager = req.eager_presets(bucket.name)
     record = await req.backend(bucket.profile).put(new, body, WriteTerms(cond, eager))
     if eager:
         req.eager_enqueued()
-    return web.Response(
-        headers={"ETag": record.etag, **checksums.response_headers(record.checksums)}
-    )
+    return record
 
 
 async def delete_object(req: S3Request) -> web.StreamResponse:

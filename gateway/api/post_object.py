@@ -26,9 +26,8 @@ from gateway.api import auth
 from gateway.api.body import send_continue
 from gateway.api.common import recent_bucket
 from gateway.api.context import CREDENTIALS, S3Request
-from gateway.api.objects import STORED_HEADERS, content_type_from_headers, metadata_from_headers
+from gateway.api.objects import STORED_HEADERS, write_object
 from gateway.config import CredentialConfig
-from gateway.objects.backend import NewObject, WriteTerms
 from gateway.s3 import checksums, errors, names, post_policy
 from gateway.s3.checksums import BodyDigests
 from gateway.s3.post_policy import PostPolicy
@@ -38,6 +37,10 @@ from gateway.s3.xml import post_response
 MAX_FIELDS_SIZE = 20 * 1024
 _FILE_CHUNK = 256 * 1024
 _SUCCESS_STATUSES = {"200": 200, "201": 201, "204": 204}
+# Fields that make a form a signed one, which then must carry its policy.
+_SIGNATURE_FIELDS = frozenset(
+    {"x-amz-signature", "x-amz-credential", "signature", "awsaccesskeyid"}
+)
 
 
 async def post_object(req: S3Request) -> web.StreamResponse:
@@ -64,22 +67,17 @@ async def post_object(req: S3Request) -> web.StreamResponse:
             " the order of the fields.",
             ArgumentName="key",
         )
-    bucket = await recent_bucket(req, req.bucket)
+    # Authorised before the bucket is looked up, as PutObject is: a form signed by nobody
+    # who may write here learns nothing about the bucket.
     policy = _authorised_policy(req, fields)
-    post_policy.check_fields(policy, fields, bucket.name, datetime.now(UTC))
+    post_policy.check_fields(policy, fields, req.bucket, datetime.now(UTC))
+    bucket = await recent_bucket(req, req.bucket)
     key = fields["key"].replace("${filename}", file_part.filename or "")
     names.validate_key(key)
-    headers = _object_headers(fields)
-    new = NewObject(
-        bucket.name, key, content_type_from_headers(headers), metadata_from_headers(req, headers)
-    )
     limits = req.config.limits
     low, high = policy.size_range() or (0, limits.max_object_size)
     body = FormFile(reader, file_part, fields, low, min(high, limits.max_object_size), idle)
-    eager = req.eager_presets(bucket.name)
-    record = await req.backend(bucket.profile).put(new, body, WriteTerms(eager=eager))
-    if eager:
-        req.eager_enqueued()
+    record = await write_object(req, bucket, key, _object_headers(fields), body)
     return _answer(req, fields, bucket.name, key, record.etag)
 
 
@@ -137,6 +135,12 @@ async def _chunk(part: BodyPartReader, size: int, idle: float) -> bytes:
 def _authorised_policy(req: S3Request, fields: dict[str, str]) -> PostPolicy:
     """The form's policy, once its signature is checked and its signer may write here."""
     if "policy" not in fields:
+        if _SIGNATURE_FIELDS.intersection(fields):
+            raise errors.InvalidArgument(
+                "Bucket POST must contain a field named 'policy'.  If it is specified, please"
+                " check the order of the fields.",
+                ArgumentName="policy",
+            )
         # An unsigned form: an anonymous write, which no bucket here allows.
         raise errors.AccessDenied()
     encoded = fields["policy"]
