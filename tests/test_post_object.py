@@ -16,17 +16,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
+import botocore.config
 import pytest
 import requests
 
 from tests.conftest import (
+    GATEWAY_ENV,
     LOCAL_ONLY,
     READER_ACCESS_KEY,
     READER_SECRET_KEY,
+    REGION,
+    ROOT_ACCESS_KEY,
     ROOT_SECRET_KEY,
     GatewayProcess,
     S3Client,
     client,
+    create_database,
+    run_gateway,
+    unaccounted_blobs,
 )
 
 MIB = 1024 * 1024
@@ -340,3 +348,210 @@ def test_cors_applies_to_form_uploads(s3: S3Client, bucket: str) -> None:
         assert response.status_code == status
         assert response.headers["Access-Control-Allow-Origin"] == origin
         assert response.headers["Access-Control-Expose-Headers"] == "ETag"
+
+
+def encoded_form(
+    fields: dict[str, str], filename: str, data: bytes, after: dict[str, str] | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """A form as a browser encodes it, with ``after``'s fields following the file; (body,
+    headers)."""
+    boundary = "----form" + uuid.uuid4().hex
+
+    def field(name: str, value: str) -> bytes:
+        return (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        ).encode()
+
+    body = b"".join(field(name, value) for name, value in fields.items())
+    body += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"'
+        "\r\nContent-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    body += data + b"\r\n"
+    body += b"".join(field(name, value) for name, value in (after or {}).items())
+    body += f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+@pytest.mark.parametrize(("asked", "status"), [("200", 200), ("204", 204), ("302", 204)])
+def test_success_action_status(s3: S3Client, bucket: str, asked: str, status: int) -> None:
+    """200 and 204 answer an empty body; a value S3 does not know means its default, 204."""
+    presigned = s3.generate_presigned_post(
+        bucket,
+        "status.txt",
+        Fields={"success_action_status": asked},
+        Conditions=[{"success_action_status": asked}],
+    )
+    response = post(presigned, b"status")
+    assert response.status_code == status, response.text
+    assert response.content == b""
+    assert response.headers["ETag"] == f'"{hashlib.md5(b"status").hexdigest()}"'
+    assert s3.get_object(Bucket=bucket, Key="status.txt")["Body"].read() == b"status"
+
+
+def test_virtual_host_style_form(gateway: GatewayProcess, s3: S3Client, bucket: str) -> None:
+    presigned = s3.generate_presigned_post(bucket, "vh/${filename}")
+    host = f"{bucket}.s3.localtest:{gateway.port}"
+    response = requests.post(
+        f"{gateway.endpoint}/",
+        headers={"Host": host},
+        data=presigned["fields"],
+        files={"file": ("v h.txt", b"virtual")},
+        timeout=10,
+    )
+    assert response.status_code == 204, response.text
+    assert response.headers["Location"] == f"http://{host}/vh/v%20h.txt"
+    assert s3.get_object(Bucket=bucket, Key="vh/v h.txt")["Body"].read() == b"virtual"
+
+
+@pytest.mark.parametrize(
+    ("acl", "expected"),
+    [
+        ("private", (204, None)),
+        ("public-read-write", (501, "NotImplemented")),
+        ("no-such-acl", (400, "InvalidArgument")),
+    ],
+)
+def test_acl_field(
+    gateway: GatewayProcess, s3: S3Client, bucket: str, acl: str, expected: tuple[int, str | None]
+) -> None:
+    """private and public-read are honoured; any other ACL is refused, never ignored."""
+    presigned = s3.generate_presigned_post(
+        bucket, "acl.txt", Fields={"acl": acl}, Conditions=[{"acl": acl}]
+    )
+    response = post(presigned, b"acl")
+    status, code = expected
+    assert response.status_code == status, response.text
+    if code is None:
+        anonymous = requests.get(f"{gateway.endpoint}/{bucket}/acl.txt", timeout=10)
+        assert anonymous.status_code == 403
+        assert s3.get_object_acl(Bucket=bucket, Key="acl.txt")["Grants"][0]["Permission"] == (
+            "FULL_CONTROL"
+        )
+    else:
+        assert error_code(response) == code
+        assert keys(s3, bucket) == []
+
+
+def test_checksum_fields_are_verified_and_stored(
+    s3: S3Client, signer_v4: S3Client, bucket: str
+) -> None:
+    data = b"checked bytes"
+    right = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    wrong = base64.b64encode(hashlib.sha256(b"other bytes").digest()).decode()
+    for key, value in (("right.bin", right), ("wrong.bin", wrong)):
+        presigned = signer_v4.generate_presigned_post(
+            bucket,
+            key,
+            Fields={"x-amz-checksum-sha256": value},
+            Conditions=[{"x-amz-checksum-sha256": value}],
+        )
+        response = post(presigned, data)
+        if value == right:
+            assert response.status_code == 204, response.text
+        else:
+            assert (response.status_code, error_code(response)) == (400, "BadDigest")
+    head = s3.head_object(Bucket=bucket, Key="right.bin", ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == right
+    assert keys(s3, bucket) == ["right.bin"]
+
+
+def test_fields_after_the_file_are_ignored(
+    gateway: GatewayProcess, s3: S3Client, bucket: str
+) -> None:
+    """As in S3: neither refused as extra fields nor stored."""
+    presigned = s3.generate_presigned_post(bucket, "late-fields.txt")
+    body, headers = encoded_form(
+        presigned["fields"],
+        "late-fields.txt",
+        b"the file",
+        after={"x-amz-meta-late": "1", "Content-Type": "text/html"},
+    )
+    response = requests.post(presigned["url"], data=body, headers=headers, timeout=10)
+    assert response.status_code == 204, response.text
+    head = s3.head_object(Bucket=bucket, Key="late-fields.txt")
+    assert head["Metadata"] == {} and head["ContentType"] == "binary/octet-stream"
+    assert s3.get_object(Bucket=bucket, Key="late-fields.txt")["Body"].read() == b"the file"
+
+
+def test_fields_before_the_file_are_bounded(s3: S3Client, bucket: str) -> None:
+    presigned = s3.generate_presigned_post(bucket, "padded.txt")
+    response = post(presigned, b"p", extra={"x-ignore-padding": "p" * (21 * 1024)})
+    assert (response.status_code, error_code(response)) == (400, "MaxPostPreDataLengthExceeded")
+    assert keys(s3, bucket) == []
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("bad signature", (403, "SignatureDoesNotMatch")),
+        ("unknown key", (403, "InvalidAccessKeyId")),
+        ("other region", (400, "InvalidArgument")),
+        ("other algorithm", (400, "InvalidArgument")),
+        ("scope and date disagree", (400, "InvalidArgument")),
+        ("no policy", (400, "InvalidArgument")),
+        ("no signature", (400, "InvalidArgument")),
+        ("no such bucket", (404, "NoSuchBucket")),
+    ],
+)
+def test_refused_sigv4_forms_store_nothing(
+    gateway: GatewayProcess, s3: S3Client, bucket: str, case: str, expected: tuple[int, str]
+) -> None:
+    region = "eu-west-1" if case == "other region" else REGION
+    access_key, secret_key = (
+        ("NOSUCHKEYANYWHERE", "not-a-real-secret")
+        if case == "unknown key"
+        else (ROOT_ACCESS_KEY, ROOT_SECRET_KEY)
+    )
+    signer = boto3.client(
+        "s3",
+        endpoint_url=gateway.endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name=region,
+        config=botocore.config.Config(signature_version="s3v4"),
+    )
+    target = f"gone-{uuid.uuid4().hex[:12]}" if case == "no such bucket" else bucket
+    presigned = signer.generate_presigned_post(target, "v4.txt")
+    fields = presigned["fields"]
+    if case == "bad signature":
+        fields["x-amz-signature"] = "0" * 64
+    elif case == "other algorithm":
+        fields["x-amz-algorithm"] = "AWS4-HMAC-SHA1"
+    elif case == "scope and date disagree":
+        fields["x-amz-date"] = "19990101T000000Z"
+    elif case == "no policy":
+        del fields["policy"]
+    elif case == "no signature":
+        del fields["x-amz-signature"]
+    response = post(presigned, b"v4")
+    assert (response.status_code, error_code(response)) == expected, response.text
+    assert keys(s3, bucket) == []
+
+
+def test_size_limits_hold_for_files_stored_as_blobs(tmp_path: Path, pg_server_dsn: str) -> None:
+    """limits.max_object_size and content-length-range, on files too big to live in their row:
+    refused while they stream, and no blob is left that nothing accounts for."""
+    dsn = create_database(pg_server_dsn)
+    limits = {
+        "max_object_size": 256 * 1024,
+        "garbage_grace_seconds": 3600,
+        "body_idle_timeout_seconds": 2,
+    }
+    with run_gateway(tmp_path / "gateway", dsn, {}, GATEWAY_ENV, limits=limits) as gateway:
+        s3 = client(gateway.endpoint)
+        s3.create_bucket(Bucket="limited")
+        unlimited = s3.generate_presigned_post("limited", "big.bin")
+        response = post(unlimited, b"x" * (256 * 1024 + 1))
+        assert (response.status_code, error_code(response)) == (400, "EntityTooLarge")
+        assert "<MaxSizeAllowed>262144</MaxSizeAllowed>" in response.text
+        ranged = s3.generate_presigned_post(
+            "limited", "ranged.bin", Conditions=[["content-length-range", 0, 64 * 1024]]
+        )
+        response = post(ranged, b"x" * (128 * 1024))
+        assert (response.status_code, error_code(response)) == (400, "EntityTooLarge")
+        assert keys(s3, "limited") == []
+        assert unaccounted_blobs(gateway, dsn) == []
+        # At the limit, the same form is stored.
+        assert post(unlimited, b"x" * (256 * 1024)).status_code == 204
+        assert s3.head_object(Bucket="limited", Key="big.bin")["ContentLength"] == 256 * 1024
