@@ -20,6 +20,9 @@ import boto3
 import botocore.config
 import pytest
 import requests
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from tests.conftest import (
     GATEWAY_ENV,
@@ -555,3 +558,28 @@ def test_size_limits_hold_for_files_stored_as_blobs(tmp_path: Path, pg_server_ds
         # At the limit, the same form is stored.
         assert post(unlimited, b"x" * (256 * 1024)).status_code == 204
         assert s3.head_object(Bucket="limited", Key="big.bin")["ContentLength"] == 256 * 1024
+
+
+def test_a_form_is_signed_by_its_policy_not_its_headers(
+    gateway: GatewayProcess, s3: S3Client, bucket: str
+) -> None:
+    """Whatever else a form's request carries (a stray Authorization header, a presigned
+    query), its policy says who signed it."""
+    presigned = s3.generate_presigned_post(bucket, "signed-by-policy.txt")
+    response = requests.post(
+        f"{presigned['url']}?X-Amz-Signature=junk",
+        headers={"Authorization": "AWS4-HMAC-SHA256 Credential=junk"},
+        data=presigned["fields"],
+        files={"file": ("f.txt", b"by policy")},
+        timeout=10,
+    )
+    assert response.status_code == 204, response.text
+    got = s3.get_object(Bucket=bucket, Key="signed-by-policy.txt")["Body"].read()
+    assert got == b"by policy"
+    # Without a policy, even a valid header signature is no licence to write through a form.
+    body, headers = encoded_form({"key": "by-header.txt"}, "f.txt", b"x")
+    signed = AWSRequest("POST", f"{gateway.endpoint}/{bucket}", data=body, headers=headers)
+    S3SigV4Auth(Credentials(ROOT_ACCESS_KEY, ROOT_SECRET_KEY), "s3", REGION).add_auth(signed)
+    response = requests.post(signed.url, data=body, headers=dict(signed.headers), timeout=10)
+    assert (response.status_code, error_code(response)) == (403, "AccessDenied")
+    assert keys(s3, bucket) == ["signed-by-policy.txt"]

@@ -163,6 +163,18 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
     raise errors.MethodNotAllowed("GET, PUT, DELETE, HEAD")
 
 
+def is_post_form(method: str, bucket: str | None, key: str | None, req: S3Request) -> bool:
+    """Whether a request is a browser's form upload (POST Object): it is signed by its policy
+    fields, so what its headers or query carry is no credential, and no refusal either."""
+    return (
+        method == "POST"
+        and bucket is not None
+        and key is None
+        and "delete" not in req.query
+        and req.headers.get("Content-Type", "").lower().startswith("multipart/form-data")
+    )
+
+
 def _multipart_operation(method: str, req: S3Request) -> Operation:
     if "uploads" in req.query:
         if method == "POST":
@@ -245,7 +257,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     if request.method == "OPTIONS":
         # A CORS preflight: browsers never sign one.
         return await cors.preflight(req)
-    authenticate(req)
+    if not is_post_form(request.method, bucket, key, req):
+        authenticate(req)
     operation = pick_operation(request.method, bucket, key, req)
     return await operation(req)
 
