@@ -233,3 +233,30 @@ def test_anonymous_variants_of_a_configured_bucket(gateway: GatewayProcess, s3: 
             assert "Accept" in vary
         anyone = requests.get(base + query, headers={"Origin": "https://else.example"}, timeout=30)
         assert anyone.headers["Access-Control-Allow-Origin"] == "*", query
+
+
+def test_a_rule_change_applies_at_once_to_writes(
+    gateway: GatewayProcess, s3: S3Client, bucket: str
+) -> None:
+    """A write's answer carries the rules of the moment, even right after another write to
+    the bucket (which may let the next write skip looking the bucket up)."""
+    put_url = s3.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "w.txt"})
+    presigned = s3.generate_presigned_post(bucket, "form.txt")
+
+    def write() -> list[requests.Response]:
+        headers = {"Origin": ORIGIN}
+        put = requests.put(put_url, data=b"w", headers=headers, timeout=10)
+        form = requests.post(
+            presigned["url"],
+            data=presigned["fields"],
+            files={"file": ("form.txt", b"f")},
+            headers=headers,
+            timeout=10,
+        )
+        assert (put.status_code, form.status_code) == (200, 204)
+        return [put, form]
+
+    assert all("Access-Control-Allow-Origin" not in r.headers for r in write())
+    rules = [{"AllowedOrigins": [ORIGIN], "AllowedMethods": ["PUT", "POST"]}]
+    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": rules})
+    assert all(r.headers.get("Access-Control-Allow-Origin") == ORIGIN for r in write())

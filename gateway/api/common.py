@@ -36,7 +36,8 @@ async def recent_bucket(req: S3Request, name: str) -> Bucket:
     bucket = await req.app[RECENT_BUCKETS].get(req.pool, name)
     if bucket is None:
         raise errors.NoSuchBucket(BucketName=name)
-    req.found_bucket = bucket
+    # Not req.found_bucket: its CORS rules may be a moment old, and a rule change applies at
+    # once, so the answer's CORS headers come from a lookup of their own.
     return bucket
 
 
