@@ -305,3 +305,55 @@ async def test_a_form_violating_its_policy_is_refused(
     assert answer is not None and answer.status == 400
     assert "EntityTooLarge" in await page.content()
     assert "Contents" not in s3.list_objects_v2(Bucket=PUBLIC_BUCKET, Prefix=prefix)
+
+
+# A page's script posting a presigned form with fetch(): [status, ETag, body], or the error.
+POST_FORM = """async ([url, fields, name, text]) => {
+    const form = new FormData();
+    for (const [field, value] of Object.entries(fields)) {
+        form.append(field, value);
+    }
+    form.append("file", new Blob([text], {type: "text/plain"}), name);
+    try {
+        const response = await fetch(url, {method: "POST", body: form});
+        return [response.status, response.headers.get("etag"), await response.text()];
+    } catch (error) {
+        return [`${error.name}: ${error.message}`, null, ""];
+    }
+}"""
+
+
+async def test_a_script_posting_a_form_reads_the_answer_where_a_cors_rule_allows(
+    s3: S3Client, bucket: str, page_origin: PageServer, open_page: OpenPage
+) -> None:
+    page = await open_page(page_origin.publish("/post-form.html", "<title>post</title>"))
+
+    async def post_form(key: str, text: str, conditions: list[Any]) -> list[Any]:
+        presigned = s3.generate_presigned_post(bucket, key, Conditions=conditions)
+        args = [presigned["url"], presigned["fields"], key, text]
+        answer: list[Any] = await page.evaluate(POST_FORM, args)
+        return answer
+
+    # A form post is a simple request, sent without a preflight: without a rule the page cannot
+    # read the answer, but the policy, not CORS, decides the write, and this form may write.
+    assert await post_form("no-rule.txt", "stored", []) == ["TypeError: Failed to fetch", None, ""]
+    assert s3.get_object(Bucket=bucket, Key="no-rule.txt")["Body"].read() == b"stored"
+    rule = {
+        "AllowedOrigins": [page_origin.origin],
+        "AllowedMethods": ["POST"],
+        "ExposeHeaders": ["ETag"],
+    }
+    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [rule]})
+    status, etag, body = await post_form("with-rule.txt", "readable", [])
+    assert (status, body) == (204, "")
+    assert etag == s3.head_object(Bucket=bucket, Key="with-rule.txt")["ETag"]
+    # The refusal of a form against its policy is readable too, and stores nothing.
+    status, etag, body = await post_form(
+        "too-big.txt", "far too big", [["content-length-range", 1, 3]]
+    )
+    assert (status, etag) == (400, None)
+    assert "<Code>EntityTooLarge</Code>" in body
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == [
+        "no-rule.txt",
+        "with-rule.txt",
+    ]
