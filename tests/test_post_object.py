@@ -26,6 +26,7 @@ from botocore.credentials import Credentials
 
 from tests.conftest import (
     GATEWAY_ENV,
+    LOCAL,
     LOCAL_ONLY,
     READER_ACCESS_KEY,
     READER_SECRET_KEY,
@@ -251,6 +252,9 @@ def test_truncated_upload_stores_nothing(
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 400") or answer == b""
     assert keys(s3, bucket) == []
+    if gateway.profile == LOCAL:
+        # Its blob, written as the file streamed, is in the garbage log, never orphaned.
+        assert unaccounted_blobs(gateway, gateway.dsn) == []
 
 
 def test_form_without_its_closing_boundary_stores_nothing(
