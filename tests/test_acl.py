@@ -9,7 +9,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from tests.conftest import (
     client,
 )
 from tests.rawhttp import sign
+from tests.s3cmd import s3cmd_runner
 from tests.s3errors import error_of
 from tests.test_awscli import AwsCli, cli_env
 from tests.unit.variants import images
@@ -255,34 +255,18 @@ def test_aws_s3_sync_with_public_read(gateway: GatewayProcess, bucket: str, tmp_
 def test_s3cmd_put_public(
     gateway: GatewayProcess, s3: S3Client, bucket: str, tmp_path: Path
 ) -> None:
-    s3cmd = shutil.which("s3cmd", path=str(Path(sys.executable).parent)) or "s3cmd"
-    config = tmp_path / "s3cfg"
-    host = f"127.0.0.1:{gateway.port}"
-    config.write_text(
-        "[default]\n"
-        f"access_key = {ROOT_ACCESS_KEY}\n"
-        f"secret_key = {ROOT_SECRET_KEY}\n"
-        f"host_base = {host}\n"
-        f"host_bucket = {host}\n"
-        f"bucket_location = {REGION}\n"
-        "use_https = False\n"
-    )
-    page = tmp_path / "page.html"
+    run = s3cmd_runner(gateway, tmp_path)
+    site = tmp_path / "site"
+    site.mkdir()
+    page = site / "page.html"
     page.write_text("<p>public</p>")
-
-    def run(*args: str) -> str:
-        result = subprocess.run(
-            [s3cmd, "-c", str(config), *args], capture_output=True, text=True, timeout=120
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result.stdout
 
     output = run("put", "-P", str(page), f"s3://{bucket}/page.html")
     assert "Public URL" in output
     assert anonymous_get(gateway, f"/{bucket}/page.html").text == "<p>public</p>"
     run("setacl", "--acl-private", f"s3://{bucket}/page.html")
     assert anonymous_get(gateway, f"/{bucket}/page.html").status_code == 403
-    run("sync", "-P", str(tmp_path) + "/", f"s3://{bucket}/synced/")
+    run("sync", "-P", f"{site}/", f"s3://{bucket}/synced/")
     assert anonymous_get(gateway, f"/{bucket}/synced/page.html").status_code == 200
 
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
-from tests.conftest import LOCAL, REGION, ROOT_ACCESS_KEY, ROOT_SECRET_KEY, GatewayProcess
+from tests.conftest import LOCAL, GatewayProcess
+from tests.s3cmd import s3cmd_runner
 from tests.test_awscli import AwsCli, cli_env
 
 MIB = 1024 * 1024
@@ -74,28 +72,7 @@ def test_awscli_copies_a_large_file_up_and_back(
 
 
 def test_s3cmd_multipart_put_and_get(gateway: GatewayProcess, s3, tmp_path: Path) -> None:
-    # Installed by the test extra beside this interpreter.
-    s3cmd = shutil.which("s3cmd", path=str(Path(sys.executable).parent)) or "s3cmd"
-    config = tmp_path / "s3cfg"
-    host = f"127.0.0.1:{gateway.port}"
-    config.write_text(
-        "[default]\n"
-        f"access_key = {ROOT_ACCESS_KEY}\n"
-        f"secret_key = {ROOT_SECRET_KEY}\n"
-        f"host_base = {host}\n"
-        f"host_bucket = {host}\n"
-        f"bucket_location = {REGION}\n"
-        "use_https = False\n"
-        "signature_v2 = False\n"
-    )
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [s3cmd, "-c", str(config), *args], capture_output=True, text=True, timeout=300
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result
-
+    run = s3cmd_runner(gateway, tmp_path)
     bucket = f"s3cmd-{uuid.uuid4().hex[:12]}"
     run("mb", f"s3://{bucket}")
     source = tmp_path / "forty.bin"
@@ -106,7 +83,7 @@ def test_s3cmd_multipart_put_and_get(gateway: GatewayProcess, s3, tmp_path: Path
     target = tmp_path / "forty-back.bin"
     run("get", f"s3://{bucket}/dir/forty.bin", str(target))
     assert file_sha256(target) == expected
-    listing = run("ls", "-r", f"s3://{bucket}").stdout
+    listing = run("ls", "-r", f"s3://{bucket}")
     assert f"s3://{bucket}/dir/forty.bin" in listing
     run("del", f"s3://{bucket}/dir/forty.bin")
     run("rb", f"s3://{bucket}")

@@ -79,6 +79,16 @@ def test_missing_pages_serve_the_error_document(gateway: GatewayProcess, site: s
     assert visit(gateway, site, "/nothing-here", "HEAD").status_code == 404
     # Conditions of the request are for the page asked for, not the error document.
     assert visit(gateway, site, "/nothing", **{"If-None-Match": "*"}).status_code == 404
+    # OPTIONS is a CORS preflight, as on the API host (this bucket has no CORS rules).
+    preflight = visit(
+        gateway,
+        site,
+        "/index.html",
+        "OPTIONS",
+        Origin="https://other.example",
+        **{"Access-Control-Request-Method": "GET"},
+    )
+    assert preflight.status_code == 403 and "AccessForbidden" in preflight.text
     refused = visit(gateway, site, "/index.html", "PUT")
     assert refused.status_code == 405 and refused.headers["Allow"] == "GET, HEAD"
     assert "MethodNotAllowed" in refused.text and refused.headers["Content-Type"].startswith(

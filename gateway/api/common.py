@@ -19,6 +19,17 @@ async def get_bucket(req: S3Request, name: str) -> Bucket:
     return bucket
 
 
+def refuse_if_configured(req: S3Request, bucket: Bucket, setting: str, what: str) -> None:
+    """Refuse an API change of a bucket setting that the YAML sets (``buckets.<name>.<setting>``):
+    there the file is the only source, so a deploy never silently undoes it."""
+    configured = req.config.buckets.get(bucket.name)
+    if configured is not None and getattr(configured, setting) is not None:
+        raise errors.InvalidRequest(
+            f"The {what} of bucket {bucket.name} is set in the gateway's configuration file;"
+            " change it there."
+        )
+
+
 async def recent_bucket(req: S3Request, name: str) -> Bucket:
     """The bucket as this process saw it a moment ago: for a write whose row commit checks
     that the bucket still exists (see RecentBuckets)."""

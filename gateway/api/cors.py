@@ -14,7 +14,7 @@ import logging
 from aiohttp import web
 
 from gateway.api import auth
-from gateway.api.common import get_bucket, read_small_body
+from gateway.api.common import get_bucket, read_small_body, refuse_if_configured
 from gateway.api.context import S3_REQUEST, S3Request
 from gateway.meta import buckets
 from gateway.meta.buckets import Bucket
@@ -34,20 +34,11 @@ def bucket_rules(req: S3Request, bucket: Bucket) -> CorsConfiguration | None:
     return bucket.cors
 
 
-def _refuse_if_configured(req: S3Request, bucket: Bucket) -> None:
-    configured = req.config.buckets.get(bucket.name)
-    if configured is not None and configured.cors is not None:
-        raise errors.InvalidRequest(
-            f"The CORS rules of bucket {bucket.name} are set in the gateway's configuration"
-            " file; change them there."
-        )
-
-
 async def put_bucket_cors(req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     auth.require_write(req, req.bucket)
     bucket = await get_bucket(req, req.bucket)
-    _refuse_if_configured(req, bucket)
+    refuse_if_configured(req, bucket, "cors", "CORS configuration")
     rules = xmlbody.parse_cors_configuration(await read_small_body(req))
     if not await buckets.set_setting(
         req.pool, bucket.name, "cors", [rule.to_json() for rule in rules]
@@ -70,7 +61,7 @@ async def delete_bucket_cors(req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     auth.require_write(req, req.bucket)
     bucket = await get_bucket(req, req.bucket)
-    _refuse_if_configured(req, bucket)
+    refuse_if_configured(req, bucket, "cors", "CORS configuration")
     if not await buckets.set_setting(req.pool, bucket.name, "cors", None):
         raise errors.NoSuchBucket(BucketName=bucket.name)
     return web.Response(status=204)

@@ -12,6 +12,7 @@ refusal. Fields after the file are ignored, as S3 does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -82,6 +83,21 @@ async def post_object(req: S3Request) -> web.StreamResponse:
     return _answer(req, fields, bucket.name, key, record.etag)
 
 
+@contextlib.asynccontextmanager
+async def _receiving(idle: float, malformed: type[errors.S3Error]) -> AsyncIterator[None]:
+    """A read of the form: the client's idleness, a cut connection and what aiohttp finds
+    wrong with the multipart body (``malformed``) become the S3 errors they mean."""
+    try:
+        async with asyncio.timeout(idle):
+            yield
+    except TimeoutError:
+        raise errors.RequestTimeout() from None
+    except ClientPayloadError:
+        raise errors.IncompleteBody() from None
+    except (ValueError, HttpProcessingError):
+        raise malformed() from None
+
+
 async def _read_fields(
     reader: MultipartReader, idle: float
 ) -> tuple[dict[str, str], BodyPartReader | None]:
@@ -89,43 +105,33 @@ async def _read_fields(
     the file part, positioned at its first byte; None when the form has no file."""
     fields: dict[str, str] = {}
     size = 0
-    try:
-        while True:
-            async with asyncio.timeout(idle):
-                part = await reader.next()
-            if part is None:
-                return fields, None
-            if not isinstance(part, BodyPartReader) or not part.name:
-                raise errors.MalformedPOSTRequest()
-            name = part.name.lower()
-            if name == "file":
-                return fields, part
-            value = bytearray()
-            while chunk := await _chunk(part, 4096, idle):
-                size += len(chunk)
-                if size > MAX_FIELDS_SIZE:
-                    raise errors.MaxPostPreDataLengthExceeded()
-                value += chunk
+    while True:
+        async with _receiving(idle, errors.MalformedPOSTRequest):
+            part = await reader.next()
+        if part is None:
+            return fields, None
+        if not isinstance(part, BodyPartReader) or not part.name:
+            raise errors.MalformedPOSTRequest()
+        name = part.name.lower()
+        if name == "file":
+            return fields, part
+        value = bytearray()
+        while chunk := await _chunk(part, 4096, idle):
+            size += len(chunk)
+            if size > MAX_FIELDS_SIZE:
+                raise errors.MaxPostPreDataLengthExceeded()
+            value += chunk
+        try:
             fields.setdefault(name, value.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise errors.MalformedPOSTRequest() from None
-    except (ValueError, HttpProcessingError):
-        # aiohttp's words for a body that is not the multipart/form-data it claims.
-        raise errors.MalformedPOSTRequest() from None
-    except TimeoutError:
-        raise errors.RequestTimeout() from None
+        except UnicodeDecodeError:
+            raise errors.MalformedPOSTRequest() from None
 
 
 async def _chunk(part: BodyPartReader, size: int, idle: float) -> bytes:
-    try:
-        async with asyncio.timeout(idle):
-            return await part.read_chunk(size)
-    except TimeoutError:
-        raise errors.RequestTimeout() from None
-    except ClientPayloadError:
-        raise errors.IncompleteBody() from None
-    except (ValueError, HttpProcessingError):
-        raise errors.MalformedPOSTRequest() from None
+    chunk = b""
+    async with _receiving(idle, errors.MalformedPOSTRequest):
+        chunk = await part.read_chunk(size)
+    return chunk
 
 
 def _authorised_policy(req: S3Request, fields: dict[str, str]) -> PostPolicy:
@@ -239,15 +245,8 @@ class FormFile:
             )
         # The file ends at a boundary, not where the body stopped: a form cut short is never
         # stored as if it were whole.
-        try:
-            async with asyncio.timeout(self._idle):
-                await self._reader.next()
-        except TimeoutError:
-            raise errors.RequestTimeout() from None
-        except ClientPayloadError:
-            raise errors.IncompleteBody() from None
-        except (ValueError, HttpProcessingError):
-            raise errors.IncompleteBody() from None
+        async with _receiving(self._idle, errors.IncompleteBody):
+            await self._reader.next()
 
     def verify(self) -> dict[str, str]:
         digests = self.digests

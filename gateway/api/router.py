@@ -216,6 +216,8 @@ async def serve_website(
         virtual_host=True,
     )
     request[S3_REQUEST] = req
+    if request.method == "OPTIONS":
+        return await cors.preflight(req)
     return await website.serve(req)
 
 

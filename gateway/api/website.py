@@ -22,7 +22,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.api import auth, objects, variants
-from gateway.api.common import get_bucket, read_small_body
+from gateway.api.common import get_bucket, read_small_body, refuse_if_configured
 from gateway.api.context import LOOKUPS, S3Request
 from gateway.api.middleware import REQUEST_ID
 from gateway.meta import buckets
@@ -49,20 +49,11 @@ def bucket_website(req: S3Request, bucket: Bucket) -> WebsiteConfiguration | Non
     return bucket.website
 
 
-def _refuse_if_configured(req: S3Request, bucket: Bucket) -> None:
-    configured = req.config.buckets.get(bucket.name)
-    if configured is not None and configured.website is not None:
-        raise errors.InvalidRequest(
-            f"The website configuration of bucket {bucket.name} is set in the gateway's"
-            " configuration file; change it there."
-        )
-
-
 async def put_bucket_website(req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     auth.require_write(req, req.bucket)
     bucket = await get_bucket(req, req.bucket)
-    _refuse_if_configured(req, bucket)
+    refuse_if_configured(req, bucket, "website", "website configuration")
     config = xmlbody.parse_website_configuration(await read_small_body(req))
     if not await buckets.set_setting(req.pool, bucket.name, "website", config.to_json()):
         raise errors.NoSuchBucket(BucketName=bucket.name)
@@ -83,7 +74,7 @@ async def delete_bucket_website(req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     auth.require_write(req, req.bucket)
     bucket = await get_bucket(req, req.bucket)
-    _refuse_if_configured(req, bucket)
+    refuse_if_configured(req, bucket, "website", "website configuration")
     if not await buckets.set_setting(req.pool, bucket.name, "website", None):
         raise errors.NoSuchBucket(BucketName=bucket.name)
     return web.Response(status=204)
