@@ -1,6 +1,6 @@
 -- The gateway's metadata schema. Applied by `gateway migrate` and at start-up under an advisory
 -- lock; every statement is idempotent, and the version applied is recorded in schema_version.
--- schema-version: 8
+-- schema-version: 9
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version    integer PRIMARY KEY,
@@ -262,4 +262,21 @@ $$;
 -- file. Such a row has neither storage_key nor parts_count, so retiring it lists nothing.
 ALTER TABLE objects ADD COLUMN IF NOT EXISTS inline_data bytea;
 
-INSERT INTO schema_version (version) VALUES (3), (4), (5), (6), (7), (8) ON CONFLICT DO NOTHING;
+-- Version 9 (encrypted profiles). The data key of each blob of an encrypted profile, wrapped by
+-- the profile's master key key_id; size is the blob's plaintext size. Recorded once the blob is
+-- durable, before a row claims it, and deleted with the blob (by the janitor, which lists no key
+-- separately), so a key never outlives its blob for long and a blob never loses its key. Rotation
+-- rewrites key_id and wrapped_key, never the blob. A blob without a row here was written before
+-- its profile was encrypted: it is read as it is.
+CREATE TABLE IF NOT EXISTS blob_keys (
+    profile     text NOT NULL,
+    storage_key text NOT NULL,
+    key_id      text NOT NULL,
+    wrapped_key bytea NOT NULL,
+    size        bigint NOT NULL CHECK (size >= 0),
+    PRIMARY KEY (profile, storage_key)
+);
+-- Rotation finds the keys still wrapped by a retired master key.
+CREATE INDEX IF NOT EXISTS blob_keys_by_master ON blob_keys (profile, key_id, storage_key);
+
+INSERT INTO schema_version (version) VALUES (3), (4), (5), (6), (7), (8), (9) ON CONFLICT DO NOTHING;

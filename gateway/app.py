@@ -29,6 +29,7 @@ from gateway.api.context import (
     VARIANTS,
 )
 from gateway.api.cors import add_cors_headers
+from gateway.api.encryption import add_encryption_header
 from gateway.api.middleware import add_request_id, s3_errors
 from gateway.api.router import dispatch, no_expectation
 from gateway.api.sendfile import sendfile_threads
@@ -43,6 +44,7 @@ from gateway.objects.backend import Resources
 from gateway.objects.profiles import open_backends
 from gateway.objects.sources import variant_source
 from gateway.storage.profiles import open_stores
+from gateway.storage.transforms import with_transforms
 from gateway.variants.eager import EagerRenderer
 from gateway.variants.pool import RenderPool
 from gateway.variants.presets import PresetCatalog
@@ -136,12 +138,13 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _backends(app: web.Application) -> AsyncIterator[None]:
     """The storage keys reserved ahead of writes, and the backend of each profile."""
-    new_keys = {name: store.new_key for name, store in app[STORES].items()}
-    reserve = KeyReserve(app[POOL], new_keys, app[CONFIG].limits.garbage_grace_seconds)
     config = app[CONFIG]
+    stores = app[STORES] = with_transforms(config, app[STORES], app[POOL])
+    new_keys = {name: store.new_key for name, store in stores.items()}
+    reserve = KeyReserve(app[POOL], new_keys, config.limits.garbage_grace_seconds)
     resources = Resources(
         pool=app[POOL],
-        stores=app[STORES],
+        stores=stores,
         reserve=reserve,
         garbage_grace_seconds=config.limits.garbage_grace_seconds,
         inline_max_size=config.limits.inline_max_size,
@@ -240,6 +243,7 @@ def create_app(config: GatewayConfig, root: CredentialConfig | None = None) -> w
     app.cleanup_ctx.append(_janitor)
     app.on_response_prepare.append(add_request_id)
     app.on_response_prepare.append(add_cors_headers)
+    app.on_response_prepare.append(add_encryption_header)
     # [\s\S]: keys may contain newlines, which "." would not match.
     app.router.add_route("*", r"/{path:[\s\S]*}", dispatch, expect_handler=no_expectation)
     return app

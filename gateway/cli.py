@@ -22,7 +22,13 @@ from tqdm import tqdm
 
 from gateway.api import connections
 from gateway.app import ROOT_CREDENTIALS_FILE, create_app, database_url, root_credential
-from gateway.config import ConfigError, CredentialConfig, GatewayConfig, load_config
+from gateway.config import (
+    ConfigError,
+    CredentialConfig,
+    GatewayConfig,
+    literal_secrets,
+    load_config,
+)
 from gateway.errors import GatewayError
 from gateway.maintenance import folder_import
 from gateway.maintenance.importer import import_bucket
@@ -40,11 +46,15 @@ def _config_path(args: argparse.Namespace) -> Path | None:
 
 
 def _load(args: argparse.Namespace) -> GatewayConfig:
+    path = _config_path(args)
     try:
-        return load_config(_config_path(args))
+        config = load_config(path)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    for where in literal_secrets(path) if path else ():
+        print(f"warning: {where}: {LITERAL_KEY_WARNING}", file=sys.stderr)
+    return config
 
 
 def _ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
@@ -302,12 +312,17 @@ async def _import(config: GatewayConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+LITERAL_KEY_WARNING = "the key is written in the file; give it as ${VARIABLE} instead"
+
+
 def check_config(args: argparse.Namespace) -> int:
     try:
         load_config(Path(args.file))
     except ConfigError as exc:
         print(f"{args.file}: {exc}", file=sys.stderr)
         return 1
+    for where in literal_secrets(Path(args.file)):
+        print(f"{args.file}: warning: {where}: {LITERAL_KEY_WARNING}", file=sys.stderr)
     print(f"{args.file}: ok")
     return 0
 

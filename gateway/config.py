@@ -7,6 +7,8 @@ Validation errors name the YAML path of the offending value.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import os
 import re
@@ -91,10 +93,49 @@ class DatabaseConfig(_Strict):
         return self
 
 
+# A master key of an encrypted profile: 32 bytes.
+MASTER_KEY_SIZE = 32
+_KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def parse_master_key(value: object) -> bytes:
+    """A 32-byte key given as 64 hex digits or as base64; the message never shows the value."""
+    text = str(value).strip()
+    if re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        return bytes.fromhex(text)
+    try:
+        key = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != MASTER_KEY_SIZE:
+        raise ValueError(f"a key must be {MASTER_KEY_SIZE} bytes, as 64 hex digits or base64")
+    return key
+
+
+class EncryptionConfig(_Strict):
+    """Encryption at rest: every blob gets its own data key, wrapped by ``active_key``."""
+
+    active_key: str
+    # Key id -> master key; the keys that wrapped older data keys stay until `gateway rekey`.
+    keys: dict[str, Annotated[bytes, BeforeValidator(parse_master_key)]] = Field(
+        min_length=1, repr=False
+    )
+
+    @model_validator(mode="after")
+    def _check_active(self) -> EncryptionConfig:
+        for key_id in self.keys:
+            if not _KEY_ID.match(key_id):
+                raise ValueError(f"keys: {key_id!r} is not a key id (1-64 letters, digits, _.-)")
+        if self.active_key not in self.keys:
+            raise ValueError(f"active_key: {self.active_key!r} is not among the keys")
+        return self
+
+
 class LocalProfile(_Strict):
     type: Literal["local"] = "local"
     # Relative paths are resolved against the data directory.
     path: Path = Path("blobs")
+    encryption: EncryptionConfig | None = None
 
 
 # An upstream key prefix names its gateway bucket with this placeholder.
@@ -140,6 +181,9 @@ class UpstreamProfile(_Strict):
     parts_in_flight: int = Field(default=3, ge=1, le=16)
     # Connections to the upstream this gateway process may keep open.
     max_connections: int = Field(default=64, ge=1)
+    # Set: objects are stored encrypted under generated keys (under variants_prefix), no
+    # longer 1:1; objects already there in plaintext stay readable and adoptable.
+    encryption: EncryptionConfig | None = None
 
     @field_validator("access_key", "secret_key", "endpoint_url")
     @classmethod
@@ -565,6 +609,24 @@ def _format_error(error: ValidationError) -> str:
         location = ".".join(parts)
         lines.append(f"{location}: {message}" if location else message)
     return "; ".join(lines)
+
+
+def literal_secrets(path: Path) -> list[str]:
+    """Where the file gives an encryption key literally instead of as a ``${VAR}`` reference
+    (a key in a file travels with every copy and backup of it)."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    profiles = raw.get("storage_profiles") if isinstance(raw, dict) else None
+    found = []
+    for name, profile in (profiles or {}).items() if isinstance(profiles, dict) else ():
+        encryption = profile.get("encryption") if isinstance(profile, dict) else None
+        keys = encryption.get("keys") if isinstance(encryption, dict) else None
+        for key_id, value in (keys or {}).items() if isinstance(keys, dict) else ():
+            if not (isinstance(value, str) and _ENV_REF.search(value)):
+                found.append(f"storage_profiles.{name}.encryption.keys.{key_id}")
+    return found
 
 
 def load_config(path: Path | None = None, environ: dict[str, str] | None = None) -> GatewayConfig:

@@ -61,3 +61,8 @@ class KeyNotStorableError(GatewayError):
         self.message = message
         # Set when the key is too long: the largest size (in bytes) a key may have there.
         self.max_size = max_size
+
+
+class StoredDataCorruptError(GatewayError):
+    """Stored bytes failed their integrity check (an encrypted blob that does not open): the
+    read stops rather than yield bytes the gateway did not write."""

@@ -16,6 +16,7 @@ async def get_bucket(req: S3Request, name: str) -> Bucket:
     if bucket is None:
         raise errors.NoSuchBucket(BucketName=name)
     req.found_bucket = bucket
+    req.profile = bucket.profile
     return bucket
 
 
@@ -38,6 +39,7 @@ async def recent_bucket(req: S3Request, name: str) -> Bucket:
         raise errors.NoSuchBucket(BucketName=name)
     # Not req.found_bucket: its CORS rules may be a moment old, and a rule change applies at
     # once, so the answer's CORS headers come from a lookup of their own.
+    req.profile = bucket.profile
     return bucket
 
 

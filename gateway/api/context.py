@@ -61,6 +61,8 @@ class S3Request:
     notes: dict[str, str] = field(default_factory=dict)
     # The bucket as the request's own lookup found it, for what the answer adds (CORS).
     found_bucket: Bucket | None = None
+    # The storage profile of the bucket the request reached, for what the answer adds (SSE).
+    profile: str | None = None
 
     @property
     def app(self) -> web.Application:

@@ -93,6 +93,9 @@ def s3_error_of(exc: Exception) -> errors.S3Error | None:
             return errors.NoSuchBucket(BucketName=bucket)
         case gateway_errors.UploadGoneError(upload_id=upload_id):
             return errors.NoSuchUpload(UploadId=upload_id) if upload_id else errors.NoSuchUpload()
+        case gateway_errors.StoredDataCorruptError():
+            # Logged where it was detected, with the blob's name; the client learns no more.
+            return errors.InternalError("The stored object failed its integrity check.")
         case gateway_errors.ObjectChangedError():
             return errors.SlowDown("The object changed while it was being read. Please try again.")
         case gateway_errors.UpstreamThrottledError():

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.api import auth
+from gateway.api import auth, encryption
 from gateway.api.body import RequestBody
 from gateway.api.common import get_bucket, read_small_body
 from gateway.api.context import S3Request
@@ -73,6 +73,7 @@ async def create_multipart_upload(req: S3Request) -> web.StreamResponse:
     key = object_key(req)
     bucket = await _writable_bucket(req)
     headers = req.headers
+    encryption.check_requested(req, bucket, headers)
     algorithm = headers.get("x-amz-checksum-algorithm")
     kind = multipart_rules.checksum_type(algorithm, headers.get("x-amz-checksum-type"))
     upload = Upload(

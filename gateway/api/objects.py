@@ -9,7 +9,7 @@ from datetime import datetime
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.api import auth, copysource
+from gateway.api import auth, copysource, encryption
 from gateway.api.body import RequestBody
 from gateway.api.common import get_bucket, http_date, read_small_body, recent_bucket
 from gateway.api.context import LOOKUPS, STORES, S3Request
@@ -130,6 +130,7 @@ def readable(
     if bucket is None:
         raise errors.NoSuchBucket(BucketName=req.bucket or "")
     req.found_bucket = bucket
+    req.profile = bucket.profile
     auth.require_object_read(req, bucket, key, record)
     versions.check_version_id(req.query.get("versionId"), key)
     if record is None:
@@ -326,6 +327,7 @@ async def write_object(
     """Store ``body`` as ``key``: the write of PutObject and of POST Object (whose form fields
     are its ``headers``). ``headers`` say the object's content type, stored headers,
     x-amz-meta-* metadata, ACL (x-amz-acl) and any If-Match / If-None-Match."""
+    encryption.check_requested(req, bucket, headers)
     new = NewObject(
         bucket.name, key, content_type_from_headers(headers), metadata_from_headers(req, headers)
     )
@@ -380,6 +382,7 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
     headers = req.headers
     auth.require_write(req, req.bucket)
     bucket = await get_bucket(req, req.bucket)
+    encryption.check_requested(req, bucket, headers)
     source, segments = await copysource.copy_source_segments(req, None)
     directive = headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):

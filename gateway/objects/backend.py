@@ -158,6 +158,8 @@ class ObjectBackend(ABC):
         self.resources = resources
         self.pool = resources.pool
         self.store = resources.stores[profile]
+        # Objects up to this size are kept in their rows (0: never).
+        self.inline_max_size = resources.inline_max_size
 
     async def precheck(self, new: NewObject, terms: WriteTerms) -> ObjectRecord | None:
         """The object a conditional write replaces, checked before any byte moves so that a

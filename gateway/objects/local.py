@@ -29,7 +29,7 @@ from gateway.objects.staging import StagedBlob
 class LocalBackend(ObjectBackend):
     async def put(self, new: NewObject, body: IncomingBody, terms: WriteTerms) -> ObjectRecord:
         await self.precheck(new, terms)
-        inline_max = self.resources.inline_max_size
+        inline_max = self.inline_max_size
         if inline_max and body.length is not None and body.length <= inline_max:
             # A small object: its bytes go in its row, one transaction and no blob.
             data = b"".join([piece async for piece in body])

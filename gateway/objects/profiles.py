@@ -13,7 +13,10 @@ from gateway.meta.garbage import KeyReserve
 from gateway.objects.backend import ObjectBackend, Resources
 from gateway.objects.local import LocalBackend
 from gateway.objects.upstream import UpstreamBackend
+from gateway.objects.upstream_blobs import UpstreamBlobBackend
 from gateway.storage.profiles import open_stores
+from gateway.storage.sealed import SealedStore
+from gateway.storage.transforms import is_encrypted, with_transforms
 from gateway.storage.upstream import UpstreamStore
 
 
@@ -24,10 +27,18 @@ def open_backends(config: GatewayConfig, resources: Resources) -> dict[str, Obje
     locks = asyncio.Semaphore(max(1, config.database.pool_max_size // 2))
     backends: dict[str, ObjectBackend] = {}
     for name, store in resources.stores.items():
-        if isinstance(store, UpstreamStore):
-            backends[name] = UpstreamBackend(name, resources, store, locks)
+        backend: ObjectBackend
+        location = store.inner if isinstance(store, SealedStore) else store
+        if not isinstance(location, UpstreamStore):
+            backend = LocalBackend(name, resources)
+        elif store is location:
+            backend = UpstreamBackend(name, resources, location, locks)
         else:
-            backends[name] = LocalBackend(name, resources)
+            backend = UpstreamBlobBackend(name, resources, location, locks)
+        if is_encrypted(config, name):
+            # Kept out of rows, where they would sit in plaintext.
+            backend.inline_max_size = 0
+        backends[name] = backend
     return backends
 
 
@@ -36,7 +47,8 @@ async def opened_backends(
     config: GatewayConfig, pool: asyncpg.Pool
 ) -> AsyncIterator[dict[str, ObjectBackend]]:
     """The backends with their stores opened, outside a server (``gateway gc``)."""
-    async with open_stores(config) as stores:
+    async with open_stores(config) as locations:
+        stores = with_transforms(config, locations, pool)
         grace = config.limits.garbage_grace_seconds
         new_keys = {name: store.new_key for name, store in stores.items()}
         resources = Resources(

@@ -1,0 +1,31 @@
+"""The transforms a profile applies to its blobs (encryption), wrapped around its location's
+store once the database is open: handlers and backends see plaintext blobs either way."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import asyncpg
+
+from gateway.config import GatewayConfig
+from gateway.storage import BlobStore
+from gateway.storage.sealed import SealedStore
+from gateway.storage.sealing import KeyRing
+
+
+def with_transforms(
+    config: GatewayConfig, stores: Mapping[str, BlobStore], pool: asyncpg.Pool
+) -> dict[str, BlobStore]:
+    """Each profile's store with its configured transforms around it."""
+    wrapped: dict[str, BlobStore] = {}
+    for name, store in stores.items():
+        encryption = config.storage_profiles[name].encryption
+        if encryption is not None:
+            keyring = KeyRing(encryption.keys, encryption.active_key)
+            store = SealedStore(pool, name, keyring, store)
+        wrapped[name] = store
+    return wrapped
+
+
+def is_encrypted(config: GatewayConfig, profile: str) -> bool:
+    return config.storage_profiles[profile].encryption is not None

@@ -1,0 +1,441 @@
+"""Encrypted storage profiles, driven through a live gateway with boto3 and aws-cli.
+
+One gateway serves a bucket per profile: a plain local one, an encrypted local one and an
+encrypted upstream one (moto). Behaviour must be the same on every bucket; on the encrypted
+ones, storage holds no plaintext and altered bytes never reach a client.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import botocore.exceptions
+import pytest
+import requests
+from PIL import Image
+
+from tests.conftest import (
+    GATEWAY_ENV,
+    REGION,
+    ROOT_ACCESS_KEY,
+    ROOT_SECRET_KEY,
+    UPSTREAM_ACCESS_KEY,
+    UPSTREAM_SECRET_KEY,
+    GatewayProcess,
+    MotoServer,
+    S3Client,
+    client,
+    create_database,
+    db_fetch,
+    run_gateway,
+)
+from tests.s3errors import error_of
+
+PLAIN = "plain-local"
+SEALED = "sealed-local"
+SEALED_UPSTREAM = "sealed-upstream"
+BUCKETS = {PLAIN: "tf-plain", SEALED: "tf-sealed", SEALED_UPSTREAM: "tf-sealed-up"}
+ENCRYPTED = [SEALED, SEALED_UPSTREAM]
+UPSTREAM_PREFIX = "sealed-tests/"
+UPSTREAM_BLOBS = "_sealed-tests/blobs/"
+KEY_1 = os.urandom(32)
+KEY_2 = os.urandom(32)
+ENV = {
+    **GATEWAY_ENV,
+    "UPSTREAM_ACCESS_KEY": UPSTREAM_ACCESS_KEY,
+    "UPSTREAM_SECRET_KEY": UPSTREAM_SECRET_KEY,
+    "TF_KEY_1": base64.b64encode(KEY_1).decode(),
+    "TF_KEY_2": KEY_2.hex(),
+}
+# A run of bytes no test object has by chance: found in storage, it is a leak.
+MARKER = b"PLAINTEXT-MARKER-7f3a9c-"
+# What the gateway logs of a blob that does not open (the traceback of a body cut short, too).
+FAILED_CHECK = pytest.mark.gateway_log(r"failed its integrity check", r"failed mid-body")
+
+
+def encryption(active: str = "k1", keys: tuple[str, ...] = ("k1",)) -> dict[str, object]:
+    refs = {"k1": "${TF_KEY_1}", "k2": "${TF_KEY_2}"}
+    return {"active_key": active, "keys": {key: refs[key] for key in keys}}
+
+
+def storage(moto: MotoServer, **sealed: object) -> dict[str, object]:
+    sealed_encryption = sealed or encryption()
+    return {
+        "storage_profiles": {
+            "default": {"type": "local", "path": "blobs"},
+            PLAIN: {"type": "local", "path": "plain"},
+            SEALED: {"type": "local", "path": "sealed", "encryption": sealed_encryption},
+            SEALED_UPSTREAM: {
+                "type": "upstream",
+                "endpoint_url": moto.endpoint,
+                "region": REGION,
+                "bucket": moto.bucket,
+                "prefix": UPSTREAM_PREFIX + "{bucket}/",
+                "variants_prefix": UPSTREAM_BLOBS,
+                "addressing_style": "path",
+                "access_key": "${UPSTREAM_ACCESS_KEY}",
+                "secret_key": "${UPSTREAM_SECRET_KEY}",
+                "encryption": sealed_encryption,
+            },
+        },
+        "buckets": {
+            name: {"profile": profile, "variants": ["*"]} for profile, name in BUCKETS.items()
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def sealed_gateway(
+    tmp_root: Path, pg_server_dsn: str, moto_server: MotoServer
+) -> Iterator[GatewayProcess]:
+    dsn = create_database(pg_server_dsn)
+    with run_gateway(tmp_root / "transforms", dsn, storage(moto_server), ENV) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def s3(sealed_gateway: GatewayProcess) -> S3Client:
+    return client(sealed_gateway.endpoint)
+
+
+@pytest.fixture(params=list(BUCKETS))
+def profile(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def bucket(profile: str) -> str:
+    return BUCKETS[profile]
+
+
+def body_of(size: int, seed: str) -> bytes:
+    """``size`` bytes, the marker at the start of every 4 KiB, the rest varied."""
+    block = MARKER + hashlib.sha256(seed.encode()).digest() * 128
+    return (block[:4096] * (size // 4096 + 1))[:size]
+
+
+def new_key() -> str:
+    return f"obj-{uuid.uuid4().hex[:12]}"
+
+
+SIZES = [0, 1, 65535, 65536, 65537, 3 * 1024 * 1024 + 17]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_round_trip_with_plaintext_size_and_etag(
+    s3: S3Client, profile: str, bucket: str, size: int
+) -> None:
+    key, data = new_key(), body_of(size, str(size))
+    put = s3.put_object(Bucket=bucket, Key=key, Body=data)
+    md5 = f'"{hashlib.md5(data).hexdigest()}"'
+    assert put["ETag"] == md5
+    head = s3.head_object(Bucket=bucket, Key=key)
+    assert head["ContentLength"] == size
+    assert head["ETag"] == md5
+    got = s3.get_object(Bucket=bucket, Key=key)
+    assert got["Body"].read() == data
+    expected = "AES256" if profile in ENCRYPTED else None
+    assert put.get("ServerSideEncryption") == expected
+    assert head.get("ServerSideEncryption") == expected
+    assert got.get("ServerSideEncryption") == expected
+
+
+RANGES = [
+    (0, 0),
+    (0, 65535),
+    (65535, 65536),
+    (65536, 65536 * 2 - 1),
+    (100, 300_000),
+    (1_000_000, 3 * 1024 * 1024 + 16),
+    (3 * 1024 * 1024, 3 * 1024 * 1024 + 16),
+]
+
+
+def test_ranges_cross_segment_boundaries(s3: S3Client, bucket: str) -> None:
+    key, data = new_key(), body_of(3 * 1024 * 1024 + 17, "ranges")
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+    for first, last in RANGES:
+        got = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={first}-{last}")
+        assert got["Body"].read() == data[first : last + 1], (first, last)
+        assert got["ContentRange"] == f"bytes {first}-{last}/{len(data)}"
+    suffix = s3.get_object(Bucket=bucket, Key=key, Range="bytes=-70000")
+    assert suffix["Body"].read() == data[-70000:]
+
+
+def test_conditional_reads(s3: S3Client, bucket: str) -> None:
+    key, data = new_key(), body_of(70_000, "conditional")
+    etag = s3.put_object(Bucket=bucket, Key=key, Body=data)["ETag"]
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        s3.get_object(Bucket=bucket, Key=key, IfNoneMatch=etag)
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 304
+    assert s3.get_object(Bucket=bucket, Key=key, IfMatch=etag)["Body"].read() == data
+
+
+def test_checksums_are_of_the_plaintext(s3: S3Client, bucket: str) -> None:
+    key, data = new_key(), body_of(200_000, "checksum")
+    s3.put_object(Bucket=bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256")
+    head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def test_multipart_and_part_copy(s3: S3Client, bucket: str) -> None:
+    key, source_key = new_key(), new_key()
+    first, second = body_of(5 * 1024 * 1024, "part-1"), body_of(5 * 1024 * 1024 + 3, "part-2")
+    source = body_of(300_000, "copied-part")
+    s3.put_object(Bucket=bucket, Key=source_key, Body=source)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    etag1 = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=first)
+    etag2 = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=2, Body=second)
+    etag3 = s3.upload_part_copy(
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload,
+        PartNumber=3,
+        CopySource={"Bucket": bucket, "Key": source_key},
+        CopySourceRange="bytes=1000-200999",
+    )["CopyPartResult"]
+    parts = [
+        {"PartNumber": 1, "ETag": etag1["ETag"]},
+        {"PartNumber": 2, "ETag": etag2["ETag"]},
+        {"PartNumber": 3, "ETag": etag3["ETag"]},
+    ]
+    done = s3.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+    assert done["ETag"].endswith('-3"')
+    whole = first + second + source[1000:201000]
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == whole
+    boundary = len(first)
+    got = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={boundary - 10}-{boundary + 9}")
+    assert got["Body"].read() == whole[boundary - 10 : boundary + 10]
+
+
+@pytest.mark.parametrize("source_profile", list(BUCKETS))
+def test_copy_object_between_profiles(s3: S3Client, bucket: str, source_profile: str) -> None:
+    source_key, key = new_key(), new_key()
+    data = body_of(150_000, "copy")
+    s3.put_object(Bucket=BUCKETS[source_profile], Key=source_key, Body=data)
+    copied = s3.copy_object(
+        Bucket=bucket, Key=key, CopySource={"Bucket": BUCKETS[source_profile], "Key": source_key}
+    )
+    assert copied["CopyObjectResult"]["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+
+
+def test_variants_render_from_plaintext(s3: S3Client, bucket: str) -> None:
+    image = io.BytesIO()
+    Image.new("RGB", (300, 200), (200, 30, 30)).save(image, "PNG")
+    key = new_key() + ".png"
+    s3.put_object(Bucket=bucket, Key=key, Body=image.getvalue(), ContentType="image/png")
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key})
+    answer = requests.get(url + "&variant=small", timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert Image.open(io.BytesIO(answer.content)).size == (100, 67)
+    again = requests.get(url + "&variant=small", timeout=30)
+    assert again.content == answer.content
+
+
+def test_sse_requests(s3: S3Client, profile: str, bucket: str) -> None:
+    key = new_key()
+    if profile in ENCRYPTED:
+        put = s3.put_object(Bucket=bucket, Key=key, Body=b"x", ServerSideEncryption="AES256")
+        assert put["ServerSideEncryption"] == "AES256"
+    else:
+        with pytest.raises(botocore.exceptions.ClientError) as caught:
+            s3.put_object(Bucket=bucket, Key=key, Body=b"x", ServerSideEncryption="AES256")
+        assert error_of(caught) == (400, "InvalidArgument")
+        with pytest.raises(botocore.exceptions.ClientError) as caught:
+            s3.head_object(Bucket=bucket, Key=key)
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        s3.put_object(Bucket=bucket, Key=new_key(), Body=b"x", ServerSideEncryption="aws:kms")
+    assert error_of(caught) == (501, "NotImplemented")
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        s3.create_multipart_upload(Bucket=bucket, Key=new_key(), ServerSideEncryption="AES512")
+    assert error_of(caught) == (400, "InvalidArgument")
+
+
+def test_aws_cli_sse(sealed_gateway: GatewayProcess, tmp_path: Path) -> None:
+    source = tmp_path / "file.bin"
+    data = body_of(9 * 1024 * 1024, "awscli")
+    source.write_bytes(data)
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": ROOT_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": ROOT_SECRET_KEY,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+    }
+    target = f"s3://{BUCKETS[SEALED]}/awscli.bin"
+
+    def aws(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["aws", "--endpoint-url", sealed_gateway.endpoint, "s3", *arguments],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    copied = aws("cp", "--sse", "AES256", str(source), target)
+    assert copied.returncode == 0, copied.stderr
+    back = tmp_path / "back.bin"
+    fetched = aws("cp", target, str(back))
+    assert fetched.returncode == 0, fetched.stderr
+    assert back.read_bytes() == data
+    refused = aws("cp", "--sse", "AES256", str(source), f"s3://{BUCKETS[PLAIN]}/awscli.bin")
+    assert refused.returncode != 0
+    assert "InvalidArgument" in refused.stderr
+
+
+def stored_files(gateway: GatewayProcess, profile: str) -> list[Path]:
+    root = gateway.data_dir / profile.split("-")[0]
+    return [path for path in root.rglob("*") if path.is_file()]
+
+
+def test_storage_holds_no_plaintext(
+    s3: S3Client, sealed_gateway: GatewayProcess, moto_server: MotoServer
+) -> None:
+    for profile in [*ENCRYPTED, PLAIN]:
+        bucket = BUCKETS[profile]
+        s3.put_object(Bucket=bucket, Key=new_key(), Body=body_of(200_000, "leak"))
+        s3.put_object(Bucket=bucket, Key=new_key(), Body=MARKER + b"small")
+    leaks = [path for path in stored_files(sealed_gateway, SEALED) if MARKER in path.read_bytes()]
+    assert stored_files(sealed_gateway, SEALED) and not leaks
+    # The control: the same objects on the plain profile are found by the same search.
+    plain = stored_files(sealed_gateway, PLAIN)
+    assert any(MARKER in path.read_bytes() for path in plain)
+    upstream = moto_server.client()
+    listed = upstream.list_objects_v2(Bucket=moto_server.bucket, Prefix=UPSTREAM_BLOBS)
+    keys = [entry["Key"] for entry in listed.get("Contents", [])]
+    assert keys
+    for key in keys:
+        assert MARKER not in upstream.get_object(Bucket=moto_server.bucket, Key=key)["Body"].read()
+    rows = db_fetch(
+        sealed_gateway.dsn,
+        "SELECT count(*) AS n FROM objects WHERE bucket = ANY($1) AND inline_data IS NOT NULL",
+        [BUCKETS[profile] for profile in ENCRYPTED],
+    )
+    assert rows[0]["n"] == 0
+
+
+def blob_of(gateway: GatewayProcess, bucket: str, key: str) -> str:
+    rows = db_fetch(
+        gateway.dsn, "SELECT storage_key FROM objects WHERE bucket = $1 AND key = $2", bucket, key
+    )
+    return str(rows[0]["storage_key"])
+
+
+def tamper_local(gateway: GatewayProcess, storage_key: str, offset: int) -> None:
+    path = gateway.data_dir / "sealed" / storage_key[:2] / storage_key
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@FAILED_CHECK
+def test_tampered_byte_fails_the_read(s3: S3Client, sealed_gateway: GatewayProcess) -> None:
+    bucket = BUCKETS[SEALED]
+    key, data = new_key(), body_of(2 * 1024 * 1024, "tamper")
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+    storage_key = blob_of(sealed_gateway, bucket, key)
+    tamper_local(sealed_gateway, storage_key, 10)
+    # Before the first byte: an S3 error, nothing of the object.
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        s3.get_object(Bucket=bucket, Key=key)
+    assert error_of(caught) == (500, "InternalError")
+    # A range that does not touch the altered segment still reads.
+    far = s3.get_object(Bucket=bucket, Key=key, Range="bytes=1000000-1000099")
+    assert far["Body"].read() == data[1000000:1000100]
+
+
+@FAILED_CHECK
+def test_tampered_byte_late_in_the_body_cuts_the_connection(
+    s3: S3Client, sealed_gateway: GatewayProcess
+) -> None:
+    bucket = BUCKETS[SEALED]
+    key, data = new_key(), body_of(3 * 1024 * 1024, "tamper-late")
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+    tamper_local(sealed_gateway, blob_of(sealed_gateway, bucket, key), 2_500_000)
+    got = s3.get_object(Bucket=bucket, Key=key)
+    with pytest.raises(botocore.exceptions.BotoCoreError):
+        received = got["Body"].read()
+        # Whatever arrived is a prefix of the object, never altered bytes.
+        assert data.startswith(received)
+        raise AssertionError("the body was complete")
+
+
+@FAILED_CHECK
+def test_segments_swapped_or_cut_do_not_open(s3: S3Client, sealed_gateway: GatewayProcess) -> None:
+    bucket = BUCKETS[SEALED]
+    key, data = new_key(), body_of(300_000, "swap")
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+    storage_key = blob_of(sealed_gateway, bucket, key)
+    path = sealed_gateway.data_dir / "sealed" / storage_key[:2] / storage_key
+    stored = path.read_bytes()
+    segment = 65536 + 16
+    path.write_bytes(stored[segment : 2 * segment] + stored[:segment] + stored[2 * segment :])
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-99")
+    assert error_of(caught) == (500, "InternalError")
+    # Another object's blob under this one's name: its own key does not open it.
+    other = new_key()
+    s3.put_object(Bucket=bucket, Key=other, Body=data)
+    path.write_bytes(
+        (sealed_gateway.data_dir / "sealed" / blob_of(sealed_gateway, bucket, other)[:2])
+        .joinpath(blob_of(sealed_gateway, bucket, other))
+        .read_bytes()
+    )
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        s3.get_object(Bucket=bucket, Key=key)
+    assert error_of(caught) == (500, "InternalError")
+    assert s3.get_object(Bucket=bucket, Key=other)["Body"].read() == data
+
+
+@FAILED_CHECK
+def test_tampered_upstream_blob_fails_the_read(
+    s3: S3Client, sealed_gateway: GatewayProcess, moto_server: MotoServer
+) -> None:
+    bucket = BUCKETS[SEALED_UPSTREAM]
+    key, data = new_key(), body_of(100_000, "tamper-upstream")
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+    storage_key = blob_of(sealed_gateway, bucket, key)
+    upstream = moto_server.client()
+    stored = bytearray(
+        upstream.get_object(Bucket=moto_server.bucket, Key=storage_key)["Body"].read()
+    )
+    stored[5] ^= 0x80
+    upstream.put_object(Bucket=moto_server.bucket, Key=storage_key, Body=bytes(stored))
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        s3.get_object(Bucket=bucket, Key=key)
+    assert error_of(caught) == (500, "InternalError")
+
+
+def test_plaintext_objects_already_upstream_are_adopted(
+    s3: S3Client, moto_server: MotoServer
+) -> None:
+    bucket = BUCKETS[SEALED_UPSTREAM]
+    upstream = moto_server.client()
+    key = new_key()
+    in_place = f"{UPSTREAM_PREFIX}{bucket}/{key}"
+    upstream.put_object(Bucket=moto_server.bucket, Key=in_place, Body=b"written by another tool")
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"written by another tool"
+    # Overwritten through the gateway: stored encrypted, and the plaintext copy is gone.
+    s3.put_object(Bucket=bucket, Key=key, Body=MARKER + b"new")
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == MARKER + b"new"
+    with pytest.raises(botocore.exceptions.ClientError):
+        upstream.head_object(Bucket=moto_server.bucket, Key=in_place)
+    # Deleted through the gateway: it does not come back by adoption.
+    upstream.put_object(Bucket=moto_server.bucket, Key=in_place + "2", Body=b"other")
+    assert s3.get_object(Bucket=bucket, Key=key + "2")["Body"].read() == b"other"
+    s3.delete_object(Bucket=bucket, Key=key + "2")
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        s3.get_object(Bucket=bucket, Key=key + "2")
+    assert error_of(caught) == (404, "NoSuchKey")
