@@ -1,4 +1,4 @@
-"""`gateway serve | migrate | check-config | gc | import | presign`."""
+"""`gateway serve | migrate | check-config | gc | import | rekey | presign`."""
 
 from __future__ import annotations
 
@@ -30,13 +30,14 @@ from gateway.config import (
     load_config,
 )
 from gateway.errors import GatewayError
-from gateway.maintenance import folder_import
+from gateway.maintenance import folder_import, rekey
 from gateway.maintenance.importer import import_bucket
 from gateway.maintenance.janitor import abort_abandoned_uploads, collect_garbage
-from gateway.meta import buckets, imports
+from gateway.meta import blob_keys, buckets, imports, plaintext
 from gateway.meta.db import DatabaseUnavailableError, GatewayPool, create_pool, migrate
 from gateway.objects.profiles import opened_backends
 from gateway.storage.profiles import open_stores
+from gateway.storage.sealed import SealedStore
 from gateway.storage.upstream import UpstreamStore
 
 
@@ -170,6 +171,53 @@ async def _gc(config: GatewayConfig, grace: int) -> int:
         await pool.close()
     print(f"aborted {aborted} abandoned uploads")
     print(f"removed {removed} blobs")
+    return 0
+
+
+async def _rekey(config: GatewayConfig, args: argparse.Namespace) -> int:
+    profile = config.storage_profiles.get(args.profile)
+    if profile is None or profile.encryption is None:
+        print(f"{args.profile!r} is not an encrypted storage profile", file=sys.stderr)
+        return 2
+    pool = await _pool(config, 2)
+    report = rekey.RekeyReport()
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        async with opened_backends(config, pool) as backends:
+            backend = backends[args.profile]
+            store = backend.store
+            assert isinstance(store, SealedStore)
+            active = store.keyring.active
+            total = await blob_keys.count_wrapped_by_others(pool, args.profile, active)
+            # disable=None: no bar when the output is not a terminal (logs, CI).
+            with tqdm(
+                total=total, desc=f"rewrapping under {active}", unit=" keys", disable=None
+            ) as bar:
+                await rekey.rewrap_all(pool, store, bar.update, report)
+            if args.encrypt_existing:
+                size = await plaintext.plain_bytes(pool, args.profile)
+                with tqdm(
+                    total=size, desc="encrypting", unit="B", unit_scale=True, disable=None
+                ) as bar:
+                    await rekey.encrypt_existing(
+                        backend.resources, args.profile, bar.update, report
+                    )
+    finally:
+        await pool.close()
+    print(f"rewrapped {report.rewrapped} data keys under {active}")
+    if args.encrypt_existing:
+        print(
+            f"encrypted {report.encrypted} blobs; {report.skipped} changed meanwhile;"
+            f" {report.variants_dropped} stored variants dropped (they render again)"
+        )
+    if report.unreadable:
+        print(
+            f"{report.unreadable} data keys are wrapped by master keys that are not configured;"
+            " add those keys and run again",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -436,6 +484,19 @@ def main(argv: list[str] | None = None) -> int:
         help="start from the first key, not from where an interrupted import stopped",
     )
 
+    rekey_cmd = commands.add_parser(
+        "rekey",
+        help="rewrap an encrypted profile's data keys under its active key (then older keys"
+        " can leave the configuration)",
+    )
+    rekey_cmd.add_argument("--config")
+    rekey_cmd.add_argument("profile", help="an encrypted storage profile")
+    rekey_cmd.add_argument(
+        "--encrypt-existing",
+        action="store_true",
+        help="also encrypt what the profile stored before it was encrypted",
+    )
+
     presign_cmd = commands.add_parser(
         "presign", help="print a presigned URL for an object or one of its variants"
     )
@@ -472,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_migrate(config))
         if args.command == "import":
             return asyncio.run(_import(config, args))
+        if args.command == "rekey":
+            return asyncio.run(_rekey(config, args))
         grace = config.limits.garbage_grace_seconds if args.grace is None else args.grace
         return asyncio.run(_gc(config, grace))
     except DatabaseUnavailableError as exc:

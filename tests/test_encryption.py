@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import botocore.exceptions
 import pytest
 import requests
+import yaml
 from PIL import Image
 
 from tests.conftest import (
@@ -439,3 +441,118 @@ def test_plaintext_objects_already_upstream_are_adopted(
     with pytest.raises(botocore.exceptions.ClientError) as caught:
         s3.get_object(Bucket=bucket, Key=key + "2")
     assert error_of(caught) == (404, "NoSuchKey")
+
+
+def vault_storage(**encryption_config: object) -> dict[str, object]:
+    vault: dict[str, object] = {"type": "local", "path": "vault"}
+    if encryption_config:
+        vault["encryption"] = encryption_config
+    return {
+        "storage_profiles": {"default": {"type": "local", "path": "blobs"}, "vault": vault},
+        "buckets": {"vault-bucket": {"profile": "vault", "variants": ["*"]}},
+    }
+
+
+def test_rotation_and_encrypting_what_was_stored_before(tmp_path: Path, pg_server_dsn: str) -> None:
+    """Plaintext objects from before encryption stay readable; `gateway rekey` rewraps under
+    the new key and encrypts them; then the old key can go."""
+    bucket = "vault-bucket"
+    dsn = create_database(pg_server_dsn)
+    objects: dict[str, bytes] = {
+        "inline": MARKER + b"small",
+        "single": body_of(300_000, "before"),
+        "multi": body_of(5 * 1024 * 1024, "multi-1") + body_of(70_000, "multi-2"),
+    }
+    with run_gateway(tmp_path / "vault", dsn, vault_storage(), ENV) as plain:
+        s3 = client(plain.endpoint)
+        s3.put_object(Bucket=bucket, Key="inline", Body=objects["inline"])
+        s3.put_object(Bucket=bucket, Key="single", Body=objects["single"])
+        upload = s3.create_multipart_upload(Bucket=bucket, Key="multi")["UploadId"]
+        parts = []
+        for number, piece in enumerate(
+            [objects["multi"][: 5 * 1024 * 1024], objects["multi"][5 * 1024 * 1024 :]], 1
+        ):
+            etag = s3.upload_part(
+                Bucket=bucket, Key="multi", UploadId=upload, PartNumber=number, Body=piece
+            )["ETag"]
+            parts.append({"PartNumber": number, "ETag": etag})
+        s3.complete_multipart_upload(
+            Bucket=bucket, Key="multi", UploadId=upload, MultipartUpload={"Parts": parts}
+        )
+    first = plain.sibling(tmp_path / "k1.yaml", **vault_storage(**encryption("k1", ("k1",))))
+    with first.running():
+        s3 = client(first.endpoint)
+        for key, data in objects.items():
+            assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+        objects["sealed-k1"] = body_of(200_000, "k1")
+        s3.put_object(Bucket=bucket, Key="sealed-k1", Body=objects["sealed-k1"])
+    rotated = plain.sibling(tmp_path / "k2.yaml", **vault_storage(**encryption("k2", ("k1", "k2"))))
+    done = rotated.command("rekey", "vault", "--encrypt-existing")
+    assert done.returncode == 0, done.stderr
+    assert "rewrapped 1 data keys under k2" in done.stdout
+    assert "encrypted 4 blobs" in done.stdout
+    keys = db_fetch(dsn, "SELECT DISTINCT key_id FROM blob_keys WHERE profile = 'vault'")
+    assert [row["key_id"] for row in keys] == ["k2"]
+    again = rotated.command("rekey", "vault", "--encrypt-existing")
+    assert "rewrapped 0 data keys" in again.stdout and "encrypted 0 blobs" in again.stdout
+    collected = rotated.command("gc", "--grace", "0")
+    assert collected.returncode == 0, collected.stderr
+    files = [path for path in (plain.data_dir / "vault").rglob("*") if path.is_file()]
+    assert files and not [path for path in files if MARKER in path.read_bytes()]
+    inline = db_fetch(dsn, "SELECT count(*) AS n FROM objects WHERE inline_data IS NOT NULL")
+    assert inline[0]["n"] == 0
+    # The old key is gone from the configuration: everything still reads.
+    last = plain.sibling(tmp_path / "only-k2.yaml", **vault_storage(**encryption("k2", ("k2",))))
+    with last.running():
+        s3 = client(last.endpoint)
+        for key, data in objects.items():
+            assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+        got = s3.get_object(Bucket=bucket, Key="multi", Range="bytes=5242870-5242890")
+        assert got["Body"].read() == objects["multi"][5242870:5242891]
+
+
+def test_check_config_on_encryption(tmp_path: Path) -> None:
+    def check(encryption_config: dict[str, object]) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "gateway.yaml"
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "storage_profiles": {
+                        "default": {"type": "local", "encryption": encryption_config}
+                    }
+                }
+            )
+        )
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", "check-config", str(path)],
+            env={**os.environ, **ENV},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    short = base64.b64encode(b"x" * 16).decode()
+    wrong_length = check({"active_key": "k1", "keys": {"k1": "${SHORT_KEY}"}} | {})
+    assert wrong_length.returncode == 1
+    assert "SHORT_KEY" in wrong_length.stderr  # not set: named, never shown
+    os.environ["SHORT_KEY"] = short
+    try:
+        wrong_length = check({"active_key": "k1", "keys": {"k1": "${SHORT_KEY}"}})
+    finally:
+        del os.environ["SHORT_KEY"]
+    assert wrong_length.returncode == 1
+    assert (
+        "storage_profiles.default.encryption.keys.k1: a key must be 32 bytes" in wrong_length.stderr
+    )
+    assert short not in wrong_length.stderr + wrong_length.stdout
+    unknown_active = check({"active_key": "k9", "keys": {"k1": "${TF_KEY_1}"}})
+    assert unknown_active.returncode == 1
+    assert "active_key: 'k9' is not among the keys" in unknown_active.stderr
+    literal = KEY_1.hex()
+    written = check({"active_key": "k1", "keys": {"k1": literal}})
+    assert written.returncode == 0
+    assert "warning: storage_profiles.default.encryption.keys.k1" in written.stderr
+    assert literal not in written.stderr + written.stdout
+    good = check({"active_key": "k1", "keys": {"k1": "${TF_KEY_1}"}})
+    assert good.returncode == 0 and "warning" not in good.stderr
+    assert ENV["TF_KEY_1"] not in good.stderr + good.stdout
