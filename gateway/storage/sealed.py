@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 SEAL_BATCH = 1024 * 1024
 # Batches of one blob being hashed and sealed while more arrive (memory stays bounded).
 BATCHES_IN_FLIGHT = 4
+# Stored bytes a read opens at a time (in a thread).
+OPEN_BATCH = 1024 * 1024
+# Opened batches a read keeps ready ahead of the one being sent.
+READ_AHEAD = 4
 # Stored bytes opened on the loop up to this much; more go to a thread.
 INLINE_OPEN_MAX = 256 * 1024
 # Unwrapped data keys kept per process: a blob's key never changes (rotation rewraps it), so
@@ -111,7 +115,51 @@ class SealedStore:
             return
         if length == 0:
             return
-        sealer, size = entry
+        # Stored bytes are read and opened a few batches ahead while earlier plaintext is
+        # being sent, so reading, opening and sending overlap.
+        ahead: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(READ_AHEAD)
+        producer = asyncio.create_task(
+            self._open_ahead(ahead, storage_key, start, length, etag, *entry)
+        )
+        try:
+            while (item := await ahead.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if not producer.done():
+                producer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await producer
+
+    async def _open_ahead(
+        self,
+        ahead: asyncio.Queue[bytes | BaseException | None],
+        storage_key: str,
+        start: int,
+        length: int,
+        etag: str | None,
+        sealer: Sealer,
+        size: int,
+    ) -> None:
+        try:
+            async for piece in self._opened(storage_key, start, length, etag, sealer, size):
+                await ahead.put(piece)
+        except Exception as exc:  # handed to the reader, which raises it
+            await ahead.put(exc)
+            return
+        await ahead.put(None)
+
+    async def _opened(
+        self,
+        storage_key: str,
+        start: int,
+        length: int,
+        etag: str | None,
+        sealer: Sealer,
+        size: int,
+    ) -> AsyncIterator[bytes]:
+        """Plaintext bytes [start, start + length), opened a batch of segments at a time."""
         span = sealed_span(start, length, size)
         last = segment_count(size) - 1
         index, skip, remaining = span.first_segment, span.skip, length
@@ -119,11 +167,13 @@ class SealedStore:
         async for data in self.inner.read(storage_key, span.offset, span.length, etag):
             buffered += data
             whole = len(buffered) - len(buffered) % SEALED_SEGMENT_SIZE
-            if whole == 0:
+            if whole < min(OPEN_BATCH, span.length):
                 continue
-            sealed = bytes(buffered[:whole])
-            del buffered[:whole]
-            plaintext = await self._open(sealer, index, sealed, last, storage_key)
+            # A new buffer for the rest: the batch is opened in place, without a copy.
+            sealed, buffered = buffered, bytearray(buffered[whole:])
+            plaintext = await self._open(
+                sealer, index, memoryview(sealed)[:whole], last, storage_key
+            )
             index += whole // SEALED_SEGMENT_SIZE
             piece = plaintext[skip : skip + remaining]
             skip = 0
@@ -132,7 +182,7 @@ class SealedStore:
                 yield piece
         if buffered or remaining:
             # Only the last segment may be short; anything else was cut or altered.
-            plaintext = await self._open(sealer, index, bytes(buffered), last, storage_key)
+            plaintext = await self._open(sealer, index, memoryview(buffered), last, storage_key)
             piece = plaintext[skip : skip + remaining]
             remaining -= len(piece)
             if remaining:
@@ -140,7 +190,7 @@ class SealedStore:
             yield piece
 
     async def _open(
-        self, sealer: Sealer, first: int, sealed: bytes, last: int, storage_key: str
+        self, sealer: Sealer, first: int, sealed: memoryview, last: int, storage_key: str
     ) -> bytes:
         def open_all() -> bytes:
             pieces = []

@@ -130,7 +130,7 @@ class Sealer:
         nonce, associated = self._nonce_and_data(index, last)
         return self._aead.encrypt(nonce, plaintext, associated)
 
-    def open(self, index: int, sealed: bytes, last: bool) -> bytes:
+    def open(self, index: int, sealed: bytes | memoryview, last: bool) -> bytes:
         nonce, associated = self._nonce_and_data(index, last)
         try:
             plaintext = self._aead.decrypt(nonce, sealed, associated)
