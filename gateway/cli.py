@@ -187,7 +187,7 @@ async def _rekey(config: GatewayConfig, args: argparse.Namespace) -> int:
         async with opened_backends(config, pool) as backends:
             backend = backends[args.profile]
             store = backend.store
-            assert isinstance(store, SealedStore)
+            assert isinstance(store, SealedStore) and store.keyring is not None
             active = store.keyring.active
             total = await blob_keys.count_wrapped_by_others(pool, args.profile, active)
             # disable=None: no bar when the output is not a terminal (logs, CI).

@@ -447,6 +447,9 @@ class VariantPresetConfig(_Strict):
 
 class GatewayConfig(_Strict):
     listen: str = DEFAULT_LISTEN
+    # A client's own encryption key (SSE-C) travels in request headers: refused over plain HTTP
+    # unless this is set (e.g. behind a proxy that terminates TLS on the same host).
+    allow_sse_c_over_http: bool = False
     region: str = "us-east-1"
     base_domains: list[str] = Field(default_factory=list)
     # Website hosts: <bucket>.<website domain> serves the bucket as a static site (index and

@@ -556,3 +556,160 @@ def test_check_config_on_encryption(tmp_path: Path) -> None:
     good = check({"active_key": "k1", "keys": {"k1": "${TF_KEY_1}"}})
     assert good.returncode == 0 and "warning" not in good.stderr
     assert ENV["TF_KEY_1"] not in good.stderr + good.stdout
+
+
+@pytest.fixture(scope="module")
+def s3_https(sealed_gateway: GatewayProcess, certificate: tuple[Path, Path]) -> Iterator[S3Client]:
+    """boto3 over HTTPS to a second process over the same database and storage: SSE-C keys
+    travel only over TLS."""
+    cert, key = certificate
+    process = sealed_gateway.sibling(
+        sealed_gateway.config_path.with_name("gateway-tls.yaml"),
+        tls={"certificate": str(cert), "private_key": str(key)},
+    )
+    with process.running():
+        yield client(process.endpoint, verify=str(cert))
+
+
+CUSTOMER_KEY = os.urandom(32)
+OTHER_KEY = os.urandom(32)
+
+
+def sse_c(key: bytes = CUSTOMER_KEY) -> dict[str, str]:
+    # boto3 base64-encodes the key and adds its MD5 itself.
+    return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}  # type: ignore[dict-item]
+
+
+def test_sse_c_round_trip(
+    s3_https: S3Client, sealed_gateway: GatewayProcess, profile: str, bucket: str
+) -> None:
+    key, data = new_key(), body_of(200_000, "sse-c")
+    put = s3_https.put_object(Bucket=bucket, Key=key, Body=data, **sse_c())
+    key_md5 = base64.b64encode(hashlib.md5(CUSTOMER_KEY).digest()).decode()
+    assert put["SSECustomerAlgorithm"] == "AES256"
+    assert put["SSECustomerKeyMD5"] == key_md5
+    got = s3_https.get_object(Bucket=bucket, Key=key, **sse_c())
+    assert got["Body"].read() == data
+    assert got["SSECustomerKeyMD5"] == key_md5
+    ranged = s3_https.get_object(Bucket=bucket, Key=key, Range="bytes=65000-70000", **sse_c())
+    assert ranged["Body"].read() == data[65000:70001]
+    assert s3_https.head_object(Bucket=bucket, Key=key, **sse_c())["ContentLength"] == len(data)
+    for call in (s3_https.get_object, s3_https.head_object):
+        with pytest.raises(botocore.exceptions.ClientError) as caught:
+            call(Bucket=bucket, Key=key)
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        with pytest.raises(botocore.exceptions.ClientError) as caught:
+            call(Bucket=bucket, Key=key, **sse_c(OTHER_KEY))
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    # Nothing of the key is stored; only a salted MAC.
+    rows = db_fetch(
+        sealed_gateway.dsn,
+        "SELECT metadata::text AS m FROM objects WHERE bucket = $1 AND key = $2",
+        bucket,
+        key,
+    )
+    stored = rows[0]["m"]
+    assert base64.b64encode(CUSTOMER_KEY).decode() not in stored and key_md5 not in stored
+    # Even on a plain profile, the bytes on disk are sealed.
+    if profile != SEALED_UPSTREAM:
+        path = sealed_gateway.data_dir / profile.split("-")[0]
+        storage_key = blob_of(sealed_gateway, bucket, key)
+        assert MARKER not in (path / storage_key[:2] / storage_key).read_bytes()
+
+
+def test_sse_c_multipart_and_copies(s3_https: S3Client, bucket: str) -> None:
+    key = new_key()
+    first, second = body_of(5 * 1024 * 1024, "c-1"), body_of(100_000, "c-2")
+    upload = s3_https.create_multipart_upload(Bucket=bucket, Key=key, **sse_c())["UploadId"]
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        s3_https.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=first)
+    assert error_of(caught)[0] == 400
+    parts = []
+    for number, piece in enumerate([first, second], 1):
+        etag = s3_https.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, Body=piece, **sse_c()
+        )["ETag"]
+        parts.append({"PartNumber": number, "ETag": etag})
+    s3_https.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+    assert s3_https.get_object(Bucket=bucket, Key=key, **sse_c())["Body"].read() == first + second
+    # Copied out: the source needs its key; the copy is sealed with another (or none).
+    plain_copy, other_copy = new_key(), new_key()
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        s3_https.copy_object(
+            Bucket=bucket, Key=plain_copy, CopySource={"Bucket": bucket, "Key": key}
+        )
+    assert error_of(caught)[0] == 400
+    s3_https.copy_object(
+        Bucket=bucket,
+        Key=plain_copy,
+        CopySource={"Bucket": bucket, "Key": key},
+        CopySourceSSECustomerAlgorithm="AES256",
+        CopySourceSSECustomerKey=CUSTOMER_KEY,  # type: ignore[arg-type]
+    )
+    assert s3_https.get_object(Bucket=bucket, Key=plain_copy)["Body"].read() == first + second
+    s3_https.copy_object(
+        Bucket=bucket,
+        Key=other_copy,
+        CopySource={"Bucket": bucket, "Key": plain_copy},
+        **sse_c(OTHER_KEY),
+    )
+    got = s3_https.get_object(Bucket=bucket, Key=other_copy, **sse_c(OTHER_KEY))
+    assert got["Body"].read() == first + second
+    # No variant renders from an object only its owner's key opens.
+    image_key = new_key() + ".png"
+    image = io.BytesIO()
+    Image.new("RGB", (50, 50)).save(image, "PNG")
+    s3_https.put_object(Bucket=bucket, Key=image_key, Body=image.getvalue(), **sse_c())
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        s3_https.get_object(Bucket=bucket, Key=image_key + "?variant=small", **sse_c())
+    assert error_of(caught)[0] in (400, 404)
+
+
+def test_sse_c_needs_https(s3: S3Client) -> None:
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        s3.put_object(Bucket=BUCKETS[SEALED], Key=new_key(), Body=b"x", **sse_c())
+    assert error_of(caught) == (400, "InvalidRequest")
+
+
+def test_aws_cli_sse_c(
+    s3_https: S3Client,
+    sealed_gateway: GatewayProcess,
+    tmp_path: Path,
+    certificate: tuple[Path, Path],
+) -> None:
+    endpoint = s3_https.meta.endpoint_url
+    source = tmp_path / "file.bin"
+    data = body_of(7 * 1024 * 1024, "awscli-sse-c")
+    source.write_bytes(data)
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": ROOT_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": ROOT_SECRET_KEY,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_CA_BUNDLE": str(certificate[0]),
+    }
+    key_file = tmp_path / "key.bin"
+    key_file.write_bytes(CUSTOMER_KEY)
+    target = f"s3://{BUCKETS[SEALED]}/awscli-sse-c.bin"
+    sse = ["--sse-c", "AES256", "--sse-c-key", f"fileb://{key_file}"]
+
+    def aws(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["aws", "--endpoint-url", endpoint, "s3", *arguments],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    copied = aws("cp", *sse, str(source), target)
+    assert copied.returncode == 0, copied.stderr
+    back = tmp_path / "back.bin"
+    fetched = aws("cp", *sse, target, str(back))
+    assert fetched.returncode == 0, fetched.stderr
+    assert back.read_bytes() == data
+    refused = aws("cp", target, str(tmp_path / "refused.bin"))
+    assert refused.returncode != 0

@@ -63,6 +63,8 @@ class S3Request:
     found_bucket: Bucket | None = None
     # The storage profile of the bucket the request reached, for what the answer adds (SSE).
     profile: str | None = None
+    # The MD5 of the client's own key (SSE-C) the object read or written is sealed with.
+    customer_key_md5: str | None = None
 
     @property
     def app(self) -> web.Application:

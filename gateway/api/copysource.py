@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote
 
-from gateway.api import auth
+from gateway.api import auth, encryption
 from gateway.api.context import S3Request
 from gateway.errors import ObjectChangedError
 from gateway.meta import object_rows
@@ -51,6 +51,7 @@ async def copy_source(req: S3Request) -> ObjectRecord:
         source.etag,
         source.last_modified,
     )
+    encryption.for_read(req, source, encryption.COPY_SOURCE_CUSTOMER_PREFIX)
     return source
 
 

@@ -11,6 +11,7 @@ In-progress uploads belong to writers: every operation here needs a write grant 
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import quote
 
@@ -74,6 +75,7 @@ async def create_multipart_upload(req: S3Request) -> web.StreamResponse:
     bucket = await _writable_bucket(req)
     headers = req.headers
     encryption.check_requested(req, bucket, headers)
+    sealed_with = encryption.for_write(req, bucket, req.backend(bucket.profile))
     algorithm = headers.get("x-amz-checksum-algorithm")
     kind = multipart_rules.checksum_type(algorithm, headers.get("x-amz-checksum-type"))
     upload = Upload(
@@ -82,7 +84,7 @@ async def create_multipart_upload(req: S3Request) -> web.StreamResponse:
         key=key,
         initiated=datetime.now(UTC),
         content_type=content_type_from_headers(headers),
-        metadata=metadata_from_headers(req, headers),
+        metadata=replace(metadata_from_headers(req, headers), customer_key=sealed_with),
         checksum_algorithm=algorithm.strip().upper() if algorithm else None,
         checksum_type=kind,
         owner=req.owner_id,
@@ -102,6 +104,7 @@ async def upload_part(req: S3Request) -> web.StreamResponse:
     bucket = await _writable_bucket(req)
     # Checked before the body is read, so a part for a missing upload is never transferred.
     upload, backend = await _open_upload(req, bucket, key)
+    encryption.for_part(req, upload.metadata)
     body = RequestBody(
         req,
         max_size=req.config.limits.max_object_size,
@@ -116,6 +119,7 @@ async def upload_part_copy(req: S3Request) -> web.StreamResponse:
     part_number = multipart_rules.parse_part_number(req.query.get("partNumber", ""))
     bucket = await _writable_bucket(req)
     upload, backend = await _open_upload(req, bucket, key)
+    encryption.for_part(req, upload.metadata)
     source, segments = await copy_source_segments(req, req.headers.get("x-amz-copy-source-range"))
     part = await backend.upload_part_copy(upload, part_number, source, segments)
     body = copy_part_result(part.etag, part.last_modified, part.checksums)
@@ -141,7 +145,8 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
     )
     cond = conditions.write_conditions(req.headers)
     upload, backend = await _open_upload(req, bucket, key)
-    eager = req.eager_presets(bucket.name)
+    # Variants of an object only its owner's key opens are never rendered.
+    eager = req.eager_presets(bucket.name) if upload.metadata.customer_key is None else ()
     completion = Completion(requested, _declared_object_checksums(req), WriteTerms(cond, eager))
     record = await backend.complete_upload(upload, completion)
     if eager:

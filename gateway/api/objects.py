@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from aiohttp import web
@@ -135,6 +135,11 @@ def readable(
     versions.check_version_id(req.query.get("versionId"), key)
     if record is None:
         raise errors.NoSuchKey(Key=key)
+    encryption.for_read(req, record)
+    if record.metadata.customer_key is not None and "variant" in req.query:
+        raise errors.InvalidRequest(
+            "Variants are not available for objects encrypted with customer-provided keys."
+        )
     return bucket, record
 
 
@@ -328,12 +333,14 @@ async def write_object(
     are its ``headers``). ``headers`` say the object's content type, stored headers,
     x-amz-meta-* metadata, ACL (x-amz-acl) and any If-Match / If-None-Match."""
     encryption.check_requested(req, bucket, headers)
-    new = NewObject(
-        bucket.name, key, content_type_from_headers(headers), metadata_from_headers(req, headers)
-    )
+    backend = req.backend(bucket.profile)
+    sealed_with = encryption.for_write(req, bucket, backend)
+    metadata = replace(metadata_from_headers(req, headers), customer_key=sealed_with)
+    new = NewObject(bucket.name, key, content_type_from_headers(headers), metadata)
     cond = conditions.write_conditions(headers)
-    eager = req.eager_presets(bucket.name)
-    record = await req.backend(bucket.profile).put(new, body, WriteTerms(cond, eager))
+    # Variants of an object only its owner's key opens are never rendered.
+    eager = req.eager_presets(bucket.name) if sealed_with is None else ()
+    record = await backend.put(new, body, WriteTerms(cond, eager))
     if eager:
         req.eager_enqueued()
     return record
@@ -383,6 +390,8 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
     auth.require_write(req, req.bucket)
     bucket = await get_bucket(req, req.bucket)
     encryption.check_requested(req, bucket, headers)
+    backend = req.backend(bucket.profile)
+    sealed_with = encryption.for_write(req, bucket, backend)
     source, segments = await copysource.copy_source_segments(req, None)
     directive = headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
@@ -392,14 +401,10 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
             ArgumentValue=directive,
         )
     if directive == "REPLACE":
-        new = NewObject(
-            bucket.name,
-            key,
-            content_type_from_headers(headers),
-            metadata_from_headers(req, headers),
-        )
+        metadata = metadata_from_headers(req, headers)
+        new = NewObject(bucket.name, key, content_type_from_headers(headers), metadata)
     else:
-        if (source.bucket, source.key) == (bucket.name, key):
+        if (source.bucket, source.key) == (bucket.name, key) and not sealed_with:
             raise errors.InvalidRequest(
                 "This copy request is illegal because it is trying to copy an object to itself"
                 " without changing the object's metadata, storage class, website redirect"
@@ -412,9 +417,9 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
             acl=acl.acl_from_headers(headers) or PRIVATE,
         )
         new = NewObject(bucket.name, key, source.content_type, metadata)
+    new = replace(new, metadata=replace(new.metadata, customer_key=sealed_with))
     cond = conditions.write_conditions(headers)
-    eager = req.eager_presets(bucket.name)
-    backend = req.backend(bucket.profile)
+    eager = req.eager_presets(bucket.name) if sealed_with is None else ()
     record = await backend.copy(new, source, segments, WriteTerms(cond, eager))
     if eager:
         req.eager_enqueued()

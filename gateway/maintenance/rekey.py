@@ -45,6 +45,7 @@ async def rewrap_all(
 ) -> None:
     """Rewrap every data key of ``store``'s profile not wrapped by the active master key."""
     keyring, after = store.keyring, ""
+    assert keyring is not None
     while True:
         found = await blob_keys.wrapped_by_others(pool, store.profile, keyring.active, after, BATCH)
         if not found:

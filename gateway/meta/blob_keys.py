@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from gateway.storage.customer_keys import CUSTOMER_KEY_ID
+
 
 @dataclass(frozen=True)
 class BlobKey:
@@ -51,15 +53,17 @@ async def forget(conn: asyncpg.Connection | asyncpg.Pool, profile: str, storage_
 async def wrapped_by_others(
     conn: asyncpg.Connection | asyncpg.Pool, profile: str, active: str, after: str, limit: int
 ) -> list[BlobKey]:
-    """Up to ``limit`` keys not wrapped by ``active``, in storage-key order after ``after``."""
+    """Up to ``limit`` keys not wrapped by ``active`` (nor by a client's own key, which only
+    that client can rewrap), in storage-key order after ``after``."""
     rows = await conn.fetch(
         "SELECT storage_key, key_id, wrapped_key, size FROM blob_keys"
-        " WHERE profile = $1 AND key_id <> $2 AND storage_key > $3"
+        " WHERE profile = $1 AND key_id <> $2 AND key_id <> $5 AND storage_key > $3"
         " ORDER BY storage_key LIMIT $4",
         profile,
         active,
         after,
         limit,
+        CUSTOMER_KEY_ID,
     )
     return [BlobKey(r["storage_key"], r["key_id"], r["wrapped_key"], r["size"]) for r in rows]
 
@@ -69,7 +73,10 @@ async def count_wrapped_by_others(
 ) -> int:
     return int(
         await conn.fetchval(
-            "SELECT count(*) FROM blob_keys WHERE profile = $1 AND key_id <> $2", profile, active
+            "SELECT count(*) FROM blob_keys WHERE profile = $1 AND key_id <> $2 AND key_id <> $3",
+            profile,
+            active,
+            CUSTOMER_KEY_ID,
         )
     )
 

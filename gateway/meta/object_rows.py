@@ -40,6 +40,9 @@ class ObjectMetadata:
     checksum_type: str | None = None
     # The object's canned ACL (gateway.s3.acl): public-read lets anyone read it.
     acl: str = PRIVATE
+    # Sealed with a client's own key (SSE-C): a salt and the key's HMAC under it, to check the
+    # key a read brings (the key itself is never stored).
+    customer_key: Mapping[str, str] | None = None
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any] | None) -> ObjectMetadata:
@@ -50,6 +53,7 @@ class ObjectMetadata:
             checksums=value.get("checksums", {}),
             checksum_type=value.get("checksum_type"),
             acl=value.get("acl", PRIVATE),
+            customer_key=value.get("sse_c"),
         )
 
     def with_checksums(
@@ -65,6 +69,8 @@ class ObjectMetadata:
             value["checksum_type"] = self.checksum_type
         if self.acl != PRIVATE:
             value["acl"] = self.acl
+        if self.customer_key is not None:
+            value["sse_c"] = dict(self.customer_key)
         return value
 
 

@@ -152,6 +152,9 @@ class ObjectBackend(ABC):
     # commit finds a bucket deleted meanwhile and leaves nothing behind. Not where bytes land
     # in place before the row commits (upstream): a write there looks the bucket up afresh.
     trusts_recent_buckets = True
+    # Whether a write may be sealed with a client's own key (SSE-C): only where the gateway
+    # writes blobs through the profile's store.
+    seals_customer_keys = True
 
     def __init__(self, profile: str, resources: Resources) -> None:
         self.profile = profile

@@ -24,12 +24,14 @@ from gateway.objects.backend import (
     assembled,
 )
 from gateway.objects.staging import StagedBlob
+from gateway.storage import customer_keys
 
 
 class LocalBackend(ObjectBackend):
     async def put(self, new: NewObject, body: IncomingBody, terms: WriteTerms) -> ObjectRecord:
         await self.precheck(new, terms)
-        inline_max = self.inline_max_size
+        # An object sealed with a client's key is never kept in its row, in plaintext.
+        inline_max = 0 if customer_keys.current().write else self.inline_max_size
         if inline_max and body.length is not None and body.length <= inline_max:
             # A small object: its bytes go in its row, one transaction and no blob.
             data = b"".join([piece async for piece in body])

@@ -105,6 +105,7 @@ async def _hashed(chunks: AsyncIterator[bytes], body: IncomingBody) -> AsyncIter
 
 class UpstreamBackend(ObjectBackend):
     trusts_recent_buckets = False
+    seals_customer_keys = False
 
     def __init__(
         self, profile: str, resources: Resources, store: UpstreamStore, locks: asyncio.Semaphore

@@ -25,6 +25,8 @@ from gateway.storage.upstream import UpstreamStore
 
 
 class UpstreamBlobBackend(LocalBackend):
+    seals_customer_keys = True
+
     def __init__(
         self,
         profile: str,

@@ -11,18 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import NoReturn
 
 import asyncpg
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from gateway.errors import StoredDataCorruptError
 from gateway.meta import blob_keys
 from gateway.meta.blob_keys import BlobKey
-from gateway.storage import INLINE_HASH_MAX, BlobStore, BlobWriter
+from gateway.storage import INLINE_HASH_MAX, BlobStore, BlobWriter, customer_keys
+from gateway.storage.customer_keys import CUSTOMER_KEY_ID
 from gateway.storage.sealing import (
+    KEY_SIZE,
     SEALED_SEGMENT_SIZE,
     KeyRing,
     SealBroken,
@@ -57,11 +62,11 @@ def _identity(storage_key: str) -> bytes:
 class SealedStore:
     """An encrypted profile's blobs: ``inner`` holds only ciphertext."""
 
-    encrypted = True
-
     def __init__(
-        self, pool: asyncpg.Pool, profile: str, keyring: KeyRing, inner: BlobStore
+        self, pool: asyncpg.Pool, profile: str, keyring: KeyRing | None, inner: BlobStore
     ) -> None:
+        """``keyring`` None: a plain profile, where only objects written with a client's own
+        key (SSE-C) are sealed and everything else passes through untouched."""
         self.pool = pool
         self.profile = profile
         self.keyring = keyring
@@ -73,15 +78,30 @@ class SealedStore:
 
     async def create(
         self, storage_key: str, on_data: Callable[[bytes], None] | None = None
-    ) -> SealedWriter:
-        data_key, wrapped = self.keyring.new_data_key()
+    ) -> BlobWriter:
+        customer = customer_keys.current().write
+        if customer is not None:
+            data_key = os.urandom(KEY_SIZE)
+            wrapped = WrappedKey(CUSTOMER_KEY_ID, aes_key_wrap(customer, data_key))
+        elif self.keyring is not None:
+            data_key, wrapped = self.keyring.new_data_key()
+        else:
+            return await self.inner.create(storage_key, on_data)
         inner = await self.inner.create(storage_key, None)
         return SealedWriter(self, inner, Sealer(data_key, _identity(storage_key)), wrapped, on_data)
 
+    def _passes_through(self) -> bool:
+        """Whether this request's reads need no key lookup: a plain profile, no client key."""
+        return self.keyring is None and customer_keys.current().read is None
+
     def read_now(self, storage_key: str, start: int, length: int) -> bytes | None:
+        if self._passes_through():
+            return self.inner.read_now(storage_key, start, length)
         return None
 
-    def local_path(self, storage_key: str) -> None:
+    def local_path(self, storage_key: str) -> Path | None:
+        if self._passes_through():
+            return self.inner.local_path(storage_key)
         # Never a plain file to send as it is: every byte is opened on its way out.
         return None
 
@@ -94,8 +114,14 @@ class SealedStore:
         found = await blob_keys.get(self.pool, self.profile, storage_key)
         if found is None:
             return None
+        wrapped = WrappedKey(found.key_id, found.wrapped_key)
         try:
-            data_key = self.keyring.unwrap(WrappedKey(found.key_id, found.wrapped_key))
+            if found.key_id == CUSTOMER_KEY_ID:
+                # Never cached: the client's key opens it for this request only.
+                return Sealer(self._customer_unwrap(wrapped), _identity(storage_key)), found.size
+            if self.keyring is None:
+                raise SealBroken("the profile has no master keys")
+            data_key = self.keyring.unwrap(wrapped)
         except SealBroken as exc:
             log.error("blob %s of profile %s: %s", storage_key, self.profile, exc)
             raise StoredDataCorruptError(storage_key) from None
@@ -105,10 +131,19 @@ class SealedStore:
             self._keys.popitem(last=False)
         return entry
 
+    def _customer_unwrap(self, wrapped: WrappedKey) -> bytes:
+        customer = customer_keys.current().read
+        if customer is None:
+            raise SealBroken("sealed with a client's key, and the request has none")
+        try:
+            return aes_key_unwrap(customer, wrapped.wrapped)
+        except InvalidUnwrap:
+            raise SealBroken("the client's key does not unwrap the data key") from None
+
     async def read(
         self, storage_key: str, start: int, length: int, etag: str | None = None
     ) -> AsyncIterator[bytes]:
-        entry = await self.sealer(storage_key)
+        entry = None if self._passes_through() else await self.sealer(storage_key)
         if entry is None:
             async for data in self.inner.read(storage_key, start, length, etag):
                 yield data

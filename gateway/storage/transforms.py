@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import asyncpg
 
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, LocalProfile
 from gateway.storage import BlobStore
 from gateway.storage.sealed import SealedStore
 from gateway.storage.sealing import KeyRing
@@ -19,10 +19,14 @@ def with_transforms(
     """Each profile's store with its configured transforms around it."""
     wrapped: dict[str, BlobStore] = {}
     for name, store in stores.items():
-        encryption = config.storage_profiles[name].encryption
+        profile = config.storage_profiles[name]
+        encryption = profile.encryption
         if encryption is not None:
             keyring = KeyRing(encryption.keys, encryption.active_key)
             store = SealedStore(pool, name, keyring, store)
+        elif isinstance(profile, LocalProfile):
+            # Plain, but objects written with a client's own key (SSE-C) are sealed with it.
+            store = SealedStore(pool, name, None, store)
         wrapped[name] = store
     return wrapped
 

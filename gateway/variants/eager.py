@@ -106,9 +106,15 @@ class EagerRenderer:
     async def do(self, job: Job) -> None:
         record = await object_rows.get_object(self._pool, job.bucket, job.key)
         preset = self._catalog.eager_preset(job.bucket, job.preset)
-        if record is None or record.version_id != job.version_id or preset is None:
-            # Overwritten or deleted since (its derivatives were retired with it), or the
-            # preset is no longer eager there.
+        sealed_by_client = record is not None and record.metadata.customer_key is not None
+        if (
+            record is None
+            or record.version_id != job.version_id
+            or preset is None
+            or sealed_by_client
+        ):
+            # Overwritten or deleted since (its derivatives were retired with it), the
+            # preset is no longer eager there, or only its owner's key opens it (SSE-C).
             await jobs.finish(self._pool, job)
             return
         if job.attempts > MAX_ATTEMPTS:
