@@ -713,3 +713,18 @@ def test_aws_cli_sse_c(
     assert back.read_bytes() == data
     refused = aws("cp", target, str(tmp_path / "refused.bin"))
     assert refused.returncode != 0
+
+
+def test_no_key_reaches_the_log(sealed_gateway: GatewayProcess, s3: S3Client) -> None:
+    """Run last in the module: by now every path above has logged what it logs."""
+    s3.put_object(Bucket=BUCKETS[SEALED], Key=new_key(), Body=b"x")
+    assert sealed_gateway.log_path is not None
+    text = sealed_gateway.log_path.read_text()
+    secrets = [
+        ENV["TF_KEY_1"],
+        ENV["TF_KEY_2"],
+        KEY_1.hex(),
+        base64.b64encode(CUSTOMER_KEY).decode(),
+        base64.b64encode(OTHER_KEY).decode(),
+    ]
+    assert not [secret for secret in secrets if secret in text]
