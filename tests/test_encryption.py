@@ -716,7 +716,8 @@ def test_aws_cli_sse_c(
 
 
 def test_no_key_reaches_the_log(sealed_gateway: GatewayProcess, s3: S3Client) -> None:
-    """Run last in the module: by now every path above has logged what it logs."""
+    """Whatever the tests that ran before logged (errors of tampered blobs, SSE-C refusals,
+    the startup), no key is in it."""
     s3.put_object(Bucket=BUCKETS[SEALED], Key=new_key(), Body=b"x")
     assert sealed_gateway.log_path is not None
     text = sealed_gateway.log_path.read_text()
@@ -728,3 +729,34 @@ def test_no_key_reaches_the_log(sealed_gateway: GatewayProcess, s3: S3Client) ->
         base64.b64encode(OTHER_KEY).decode(),
     ]
     assert not [secret for secret in secrets if secret in text]
+
+
+def test_import_records_plaintext_already_upstream(
+    s3: S3Client, sealed_gateway: GatewayProcess, moto_server: MotoServer
+) -> None:
+    """`gateway import` on an encrypted upstream profile records the plaintext objects in
+    place; they read as they are and are encrypted by `rekey --encrypt-existing`."""
+    bucket = BUCKETS[SEALED_UPSTREAM]
+    upstream = moto_server.client()
+    found = {f"imported/{index}.txt": f"imported {index}".encode() for index in range(5)}
+    for key, data in found.items():
+        upstream.put_object(
+            Bucket=moto_server.bucket, Key=f"{UPSTREAM_PREFIX}{bucket}/{key}", Body=data
+        )
+    done = sealed_gateway.command("import", bucket)
+    assert done.returncode == 0, done.stderr
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="imported/")
+    assert [entry["Key"] for entry in listed["Contents"]] == sorted(found)
+    for key, data in found.items():
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+    sealed = sealed_gateway.command("rekey", SEALED_UPSTREAM, "--encrypt-existing")
+    assert sealed.returncode == 0, sealed.stderr
+    for key, data in found.items():
+        assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+    rows = db_fetch(
+        sealed_gateway.dsn,
+        "SELECT count(*) AS n FROM objects WHERE bucket = $1 AND key LIKE 'imported/%'"
+        " AND storage_etag IS NULL",
+        bucket,
+    )
+    assert rows[0]["n"] == len(found)
