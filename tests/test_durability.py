@@ -25,6 +25,7 @@ import asyncpg
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
+from gateway.storage.sealing import sealed_size
 from tests.conftest import (
     GATEWAY_ENV,
     REPO,
@@ -60,22 +61,39 @@ class Gateway:
     process: GatewayProcess
     config_path: Path
     dsn: str
+    encrypted: bool = False
 
     @property
     def blobs(self) -> Path:
         return self.process.data_dir / "blobs"
 
 
+# The default profile encrypted, for the crash test on encrypted storage.
+ENCRYPTED_STORAGE = {
+    "storage_profiles": {
+        "default": {
+            "type": "local",
+            "path": "blobs",
+            "encryption": {"active_key": "k1", "keys": {"k1": "${DURABILITY_KEY}"}},
+        }
+    }
+}
+ENV = {**GATEWAY_ENV, "DURABILITY_KEY": os.urandom(32).hex()}
+
+
 @pytest.fixture
-def crash_gateway(pg_server_dsn: str, tmp_path: Path) -> Iterator[Gateway]:
+def crash_gateway(
+    pg_server_dsn: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Gateway]:
+    encrypted = getattr(request, "param", "plain") == "encrypted"
     dsn = create_database(pg_server_dsn)
     port = free_port()
     config_path = tmp_path / "gateway.yaml"
     data_dir = tmp_path / "data"
-    write_config(config_path, data_dir, port, dsn)
-    process = GatewayProcess(config_path, data_dir, port, env=GATEWAY_ENV)
+    write_config(config_path, data_dir, port, dsn, **(ENCRYPTED_STORAGE if encrypted else {}))
+    process = GatewayProcess(config_path, data_dir, port, env=ENV)
     process.start()
-    yield Gateway(process, config_path, dsn)
+    yield Gateway(process, config_path, dsn, encrypted)
     process.stop()
 
 
@@ -160,6 +178,14 @@ async def fetch_state(dsn: str) -> tuple[dict[str, tuple[str | None, int]], set[
     )
 
 
+async def fetch_key_names(dsn: str) -> set[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return {row["storage_key"] for row in await conn.fetch("SELECT storage_key FROM blob_keys")}
+    finally:
+        await conn.close()
+
+
 def blob_files(root: Path) -> dict[str, Path]:
     """Every file under the blob root, by its path relative to the root."""
     found = {}
@@ -195,6 +221,7 @@ def listed_keys(s3) -> list[str]:
     ]
 
 
+@pytest.mark.parametrize("crash_gateway", ["plain", "encrypted"], indirect=True)
 def test_sigkill_during_uploads(crash_gateway: Gateway) -> None:
     gateway = crash_gateway
     client(gateway.process.endpoint).create_bucket(Bucket=BUCKET)
@@ -248,7 +275,8 @@ def test_sigkill_during_uploads(crash_gateway: Gateway) -> None:
             continue  # kept in its row, checked byte for byte below
         name = f"{storage_key[:2]}/{storage_key}"
         assert name in files, f"{key}: row points at a missing blob"
-        assert files[name].stat().st_size == size
+        stored_size = sealed_size(size) if gateway.encrypted else size
+        assert files[name].stat().st_size == stored_size
         assert storage_key not in garbage, f"{key}: live blob listed as garbage"
     # Every file, finished or not, is accounted for: nothing a crash leaves is ever orphaned.
     referenced = {storage_key for storage_key, _ in objects.values()}
@@ -260,7 +288,7 @@ def test_sigkill_during_uploads(crash_gateway: Gateway) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "gateway", *gc],
         cwd=REPO,
-        env={**os.environ, **GATEWAY_ENV},
+        env={**os.environ, **ENV},
         capture_output=True,
         text=True,
         timeout=120,
@@ -275,6 +303,10 @@ def test_sigkill_during_uploads(crash_gateway: Gateway) -> None:
     assert sorted(files_after) == sorted(f"{k[:2]}/{k}" for k, _ in objects.values() if k)
     assert not any(name in files_after for name in leftovers)
     assert read_all(s3, listed) == stored
+    if gateway.encrypted:
+        # Every blob has its data key, and no key outlives its blob.
+        keys = asyncio.run(fetch_key_names(gateway.dsn))
+        assert keys == {storage_key_of(name) for name in files_after}
 
     # The restarted gateway still takes writes.
     s3.put_object(Bucket=BUCKET, Key="after-restart", Body=b"alive")
@@ -328,7 +360,7 @@ def test_a_gc_killed_mid_run_leaves_every_blob_listed(crash_gateway: Gateway) ->
     gc = subprocess.Popen(
         gc_command(crash_gateway),
         cwd=REPO,
-        env={**os.environ, **GATEWAY_ENV},
+        env={**os.environ, **ENV},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -353,7 +385,7 @@ def test_a_gc_killed_mid_run_leaves_every_blob_listed(crash_gateway: Gateway) ->
     result = subprocess.run(
         gc_command(crash_gateway),
         cwd=REPO,
-        env={**os.environ, **GATEWAY_ENV},
+        env={**os.environ, **ENV},
         capture_output=True,
         text=True,
         timeout=300,

@@ -44,12 +44,6 @@ async def get(
     return BlobKey(storage_key, row["key_id"], row["wrapped_key"], row["size"])
 
 
-async def forget(conn: asyncpg.Connection | asyncpg.Pool, profile: str, storage_key: str) -> None:
-    await conn.execute(
-        "DELETE FROM blob_keys WHERE profile = $1 AND storage_key = $2", profile, storage_key
-    )
-
-
 async def wrapped_by_others(
     conn: asyncpg.Connection | asyncpg.Pool, profile: str, active: str, after: str, limit: int
 ) -> list[BlobKey]:

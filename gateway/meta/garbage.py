@@ -71,12 +71,14 @@ async def start_collecting(
 async def forget(
     conn: asyncpg.Connection | asyncpg.Pool, entries: Sequence[tuple[str, str]]
 ) -> None:
-    """Remove the entries of blobs the janitor has deleted."""
+    """Remove the entries of blobs the janitor has deleted, and their data keys (blob_keys)."""
     if not entries:
         return
     await conn.execute(
-        "DELETE FROM garbage WHERE collecting AND (profile, storage_key) IN"
-        " (SELECT * FROM unnest($1::text[], $2::text[]))",
+        "WITH gone AS (DELETE FROM garbage WHERE collecting AND (profile, storage_key) IN"
+        " (SELECT * FROM unnest($1::text[], $2::text[])) RETURNING profile, storage_key)"
+        " DELETE FROM blob_keys k USING gone"
+        " WHERE k.profile = gone.profile AND k.storage_key = gone.storage_key",
         [profile for profile, _ in entries],
         [storage_key for _, storage_key in entries],
     )
@@ -94,8 +96,12 @@ async def touch(conn: asyncpg.Connection | asyncpg.Pool, profile: str, storage_k
 
 
 async def remove(conn: asyncpg.Connection | asyncpg.Pool, profile: str, storage_key: str) -> None:
+    """Unlist a blob deleted at once (never claimed), and its data key."""
     await conn.execute(
-        "DELETE FROM garbage WHERE profile = $1 AND storage_key = $2", profile, storage_key
+        "WITH gone AS (DELETE FROM garbage WHERE profile = $1 AND storage_key = $2)"
+        " DELETE FROM blob_keys WHERE profile = $1 AND storage_key = $2",
+        profile,
+        storage_key,
     )
 
 

@@ -252,10 +252,9 @@ class SealedStore:
         raise StoredDataCorruptError(storage_key)
 
     async def delete(self, storage_key: str) -> None:
-        # The blob first: a crash in between leaves a key whose blob is gone (the janitor
-        # deletes both again), never a blob without its key.
+        # The data key goes with the blob's log entry (garbage.forget, garbage.remove), after
+        # the blob: a crash in between leaves a key whose blob is gone, never the reverse.
         await self.inner.delete(storage_key)
-        await blob_keys.forget(self.pool, self.profile, storage_key)
         self._keys.pop(storage_key, None)
 
 
