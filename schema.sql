@@ -264,8 +264,8 @@ ALTER TABLE objects ADD COLUMN IF NOT EXISTS inline_data bytea;
 
 -- Version 9 (encrypted profiles). The data key of each blob of an encrypted profile, wrapped by
 -- the profile's master key key_id; size is the blob's plaintext size. Recorded once the blob is
--- durable, before a row claims it, and deleted with the blob (by the janitor, which lists no key
--- separately), so a key never outlives its blob for long and a blob never loses its key. Rotation
+-- durable, before a row claims it, and deleted with the blob's intent-log entry once the blob is
+-- gone, so a key never outlives its blob for long and a blob never loses its key. Rotation
 -- rewrites key_id and wrapped_key, never the blob. A blob without a row here was written before
 -- its profile was encrypted: it is read as it is.
 CREATE TABLE IF NOT EXISTS blob_keys (

@@ -2,7 +2,8 @@
 
 Postgres is GATEWAY_TEST_DSN when set, else an embedded server (pgserver) for the session.
 The `gateway` fixture runs each test using it once per storage profile: "local" (blobs on
-disk) and "upstream" (bytes in a bucket of a moto server, run as a real HTTP upstream).
+disk), "upstream" (bytes in a bucket of a moto server, run as a real HTTP upstream) and
+"sealed" (blobs on disk through every storage transform).
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ REPO = Path(__file__).resolve().parent.parent
 # Storage profiles of the gateways under test.
 LOCAL = "local"
 UPSTREAM = "upstream"
-PROFILES = [LOCAL, UPSTREAM]
+# A local profile with every storage transform: blobs encrypted (and chunked).
+SEALED = "sealed"
+PROFILES = [LOCAL, UPSTREAM, SEALED]
 UPSTREAM_BUCKET = "gateway-upstream"
 UPSTREAM_VARIANTS_PREFIX = "_gateway/variants/"
 # moto takes any pair.
@@ -332,7 +335,7 @@ class GatewayProcess:
 
     @property
     def profile(self) -> str:
-        """The storage profile of buckets made by CreateBucket: LOCAL or UPSTREAM."""
+        """The storage profile of buckets made by CreateBucket: LOCAL, UPSTREAM or SEALED."""
         return str(self.storage.get("default_profile", LOCAL))
 
     def start(self, timeout: float = 60) -> None:
@@ -515,6 +518,22 @@ def upstream_storage(moto: MotoServer) -> dict[str, object]:
     }
 
 
+def sealed_storage() -> dict[str, object]:
+    """write_config keywords that keep every bucket in an encrypted local profile, its blobs
+    under "blobs" as the built-in profile's are."""
+    return {
+        "storage_profiles": {
+            "default": {"type": "local", "path": "default-blobs"},
+            SEALED: {
+                "type": "local",
+                "path": "blobs",
+                "encryption": {"active_key": "k1", "keys": {"k1": "${SEALED_TEST_KEY}"}},
+            },
+        },
+        "default_profile": SEALED,
+    }
+
+
 def upstream_key(bucket: str, key: str) -> str:
     """Where object ``key`` of gateway bucket ``bucket`` lives in the upstream bucket."""
     return f"{bucket}/{key}"
@@ -534,6 +553,7 @@ GATEWAY_ENV = {
     "GATEWAY_TEST_READER_SECRET": READER_SECRET_KEY,
     "GATEWAY_LOG_LEVEL": "INFO",
 }
+SEALED_ENV = {**GATEWAY_ENV, "SEALED_TEST_KEY": "6" * 64}
 # The upstream gateway reads moto's credentials from its environment, as an operator would.
 UPSTREAM_ENV = {
     **GATEWAY_ENV,
@@ -597,6 +617,14 @@ def local_dsn(pg_server_dsn: str) -> str:
 def local_gateway(tmp_root: Path, local_dsn: str) -> Iterator[GatewayProcess]:
     """The gateway with the built-in local profile: blobs under its data directory."""
     with run_gateway(tmp_root / LOCAL, local_dsn, {}, GATEWAY_ENV) as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+def sealed_gateway(tmp_root: Path, pg_server_dsn: str) -> Iterator[GatewayProcess]:
+    """The gateway whose buckets are on an encrypted local profile (see sealed_storage)."""
+    dsn = create_database(pg_server_dsn)
+    with run_gateway(tmp_root / SEALED, dsn, sealed_storage(), SEALED_ENV) as process:
         yield process
 
 

@@ -94,7 +94,7 @@ def storage(moto: MotoServer, **sealed: object) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def sealed_gateway(
+def transforms_gateway(
     tmp_root: Path, pg_server_dsn: str, moto_server: MotoServer
 ) -> Iterator[GatewayProcess]:
     dsn = create_database(pg_server_dsn)
@@ -103,8 +103,8 @@ def sealed_gateway(
 
 
 @pytest.fixture(scope="module")
-def s3(sealed_gateway: GatewayProcess) -> S3Client:
-    return client(sealed_gateway.endpoint)
+def s3(transforms_gateway: GatewayProcess) -> S3Client:
+    return client(transforms_gateway.endpoint)
 
 
 @pytest.fixture(params=list(BUCKETS))
@@ -264,7 +264,7 @@ def test_sse_requests(s3: S3Client, profile: str, bucket: str) -> None:
     assert error_of(caught) == (400, "InvalidArgument")
 
 
-def test_aws_cli_sse(sealed_gateway: GatewayProcess, tmp_path: Path) -> None:
+def test_aws_cli_sse(transforms_gateway: GatewayProcess, tmp_path: Path) -> None:
     source = tmp_path / "file.bin"
     data = body_of(9 * 1024 * 1024, "awscli")
     source.write_bytes(data)
@@ -279,7 +279,7 @@ def test_aws_cli_sse(sealed_gateway: GatewayProcess, tmp_path: Path) -> None:
 
     def aws(*arguments: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["aws", "--endpoint-url", sealed_gateway.endpoint, "s3", *arguments],
+            ["aws", "--endpoint-url", transforms_gateway.endpoint, "s3", *arguments],
             env=env,
             capture_output=True,
             text=True,
@@ -303,16 +303,18 @@ def stored_files(gateway: GatewayProcess, profile: str) -> list[Path]:
 
 
 def test_storage_holds_no_plaintext(
-    s3: S3Client, sealed_gateway: GatewayProcess, moto_server: MotoServer
+    s3: S3Client, transforms_gateway: GatewayProcess, moto_server: MotoServer
 ) -> None:
     for profile in [*ENCRYPTED, PLAIN]:
         bucket = BUCKETS[profile]
         s3.put_object(Bucket=bucket, Key=new_key(), Body=body_of(200_000, "leak"))
         s3.put_object(Bucket=bucket, Key=new_key(), Body=MARKER + b"small")
-    leaks = [path for path in stored_files(sealed_gateway, SEALED) if MARKER in path.read_bytes()]
-    assert stored_files(sealed_gateway, SEALED) and not leaks
+    leaks = [
+        path for path in stored_files(transforms_gateway, SEALED) if MARKER in path.read_bytes()
+    ]
+    assert stored_files(transforms_gateway, SEALED) and not leaks
     # The control: the same objects on the plain profile are found by the same search.
-    plain = stored_files(sealed_gateway, PLAIN)
+    plain = stored_files(transforms_gateway, PLAIN)
     assert any(MARKER in path.read_bytes() for path in plain)
     upstream = moto_server.client()
     listed = upstream.list_objects_v2(Bucket=moto_server.bucket, Prefix=UPSTREAM_BLOBS)
@@ -321,7 +323,7 @@ def test_storage_holds_no_plaintext(
     for key in keys:
         assert MARKER not in upstream.get_object(Bucket=moto_server.bucket, Key=key)["Body"].read()
     rows = db_fetch(
-        sealed_gateway.dsn,
+        transforms_gateway.dsn,
         "SELECT count(*) AS n FROM objects WHERE bucket = ANY($1) AND inline_data IS NOT NULL",
         [BUCKETS[profile] for profile in ENCRYPTED],
     )
@@ -343,12 +345,12 @@ def tamper_local(gateway: GatewayProcess, storage_key: str, offset: int) -> None
 
 
 @FAILED_CHECK
-def test_tampered_byte_fails_the_read(s3: S3Client, sealed_gateway: GatewayProcess) -> None:
+def test_tampered_byte_fails_the_read(s3: S3Client, transforms_gateway: GatewayProcess) -> None:
     bucket = BUCKETS[SEALED]
     key, data = new_key(), body_of(2 * 1024 * 1024, "tamper")
     s3.put_object(Bucket=bucket, Key=key, Body=data)
-    storage_key = blob_of(sealed_gateway, bucket, key)
-    tamper_local(sealed_gateway, storage_key, 10)
+    storage_key = blob_of(transforms_gateway, bucket, key)
+    tamper_local(transforms_gateway, storage_key, 10)
     # Before the first byte: an S3 error, nothing of the object.
     with pytest.raises(botocore.exceptions.ClientError) as caught:
         s3.get_object(Bucket=bucket, Key=key)
@@ -360,12 +362,12 @@ def test_tampered_byte_fails_the_read(s3: S3Client, sealed_gateway: GatewayProce
 
 @FAILED_CHECK
 def test_tampered_byte_late_in_the_body_cuts_the_connection(
-    s3: S3Client, sealed_gateway: GatewayProcess
+    s3: S3Client, transforms_gateway: GatewayProcess
 ) -> None:
     bucket = BUCKETS[SEALED]
     key, data = new_key(), body_of(3 * 1024 * 1024, "tamper-late")
     s3.put_object(Bucket=bucket, Key=key, Body=data)
-    tamper_local(sealed_gateway, blob_of(sealed_gateway, bucket, key), 2_500_000)
+    tamper_local(transforms_gateway, blob_of(transforms_gateway, bucket, key), 2_500_000)
     got = s3.get_object(Bucket=bucket, Key=key)
     with pytest.raises(botocore.exceptions.BotoCoreError):
         received = got["Body"].read()
@@ -375,12 +377,14 @@ def test_tampered_byte_late_in_the_body_cuts_the_connection(
 
 
 @FAILED_CHECK
-def test_segments_swapped_or_cut_do_not_open(s3: S3Client, sealed_gateway: GatewayProcess) -> None:
+def test_segments_swapped_or_cut_do_not_open(
+    s3: S3Client, transforms_gateway: GatewayProcess
+) -> None:
     bucket = BUCKETS[SEALED]
     key, data = new_key(), body_of(300_000, "swap")
     s3.put_object(Bucket=bucket, Key=key, Body=data)
-    storage_key = blob_of(sealed_gateway, bucket, key)
-    path = sealed_gateway.data_dir / "sealed" / storage_key[:2] / storage_key
+    storage_key = blob_of(transforms_gateway, bucket, key)
+    path = transforms_gateway.data_dir / "sealed" / storage_key[:2] / storage_key
     stored = path.read_bytes()
     segment = 65536 + 16
     path.write_bytes(stored[segment : 2 * segment] + stored[:segment] + stored[2 * segment :])
@@ -391,8 +395,8 @@ def test_segments_swapped_or_cut_do_not_open(s3: S3Client, sealed_gateway: Gatew
     other = new_key()
     s3.put_object(Bucket=bucket, Key=other, Body=data)
     path.write_bytes(
-        (sealed_gateway.data_dir / "sealed" / blob_of(sealed_gateway, bucket, other)[:2])
-        .joinpath(blob_of(sealed_gateway, bucket, other))
+        (transforms_gateway.data_dir / "sealed" / blob_of(transforms_gateway, bucket, other)[:2])
+        .joinpath(blob_of(transforms_gateway, bucket, other))
         .read_bytes()
     )
     with pytest.raises(botocore.exceptions.ClientError) as caught:
@@ -403,12 +407,12 @@ def test_segments_swapped_or_cut_do_not_open(s3: S3Client, sealed_gateway: Gatew
 
 @FAILED_CHECK
 def test_tampered_upstream_blob_fails_the_read(
-    s3: S3Client, sealed_gateway: GatewayProcess, moto_server: MotoServer
+    s3: S3Client, transforms_gateway: GatewayProcess, moto_server: MotoServer
 ) -> None:
     bucket = BUCKETS[SEALED_UPSTREAM]
     key, data = new_key(), body_of(100_000, "tamper-upstream")
     s3.put_object(Bucket=bucket, Key=key, Body=data)
-    storage_key = blob_of(sealed_gateway, bucket, key)
+    storage_key = blob_of(transforms_gateway, bucket, key)
     upstream = moto_server.client()
     stored = bytearray(
         upstream.get_object(Bucket=moto_server.bucket, Key=storage_key)["Body"].read()
@@ -559,12 +563,14 @@ def test_check_config_on_encryption(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def s3_https(sealed_gateway: GatewayProcess, certificate: tuple[Path, Path]) -> Iterator[S3Client]:
+def s3_https(
+    transforms_gateway: GatewayProcess, certificate: tuple[Path, Path]
+) -> Iterator[S3Client]:
     """boto3 over HTTPS to a second process over the same database and storage: SSE-C keys
     travel only over TLS."""
     cert, key = certificate
-    process = sealed_gateway.sibling(
-        sealed_gateway.config_path.with_name("gateway-tls.yaml"),
+    process = transforms_gateway.sibling(
+        transforms_gateway.config_path.with_name("gateway-tls.yaml"),
         tls={"certificate": str(cert), "private_key": str(key)},
     )
     with process.running():
@@ -581,7 +587,7 @@ def sse_c(key: bytes = CUSTOMER_KEY) -> dict[str, str]:
 
 
 def test_sse_c_round_trip(
-    s3_https: S3Client, sealed_gateway: GatewayProcess, profile: str, bucket: str
+    s3_https: S3Client, transforms_gateway: GatewayProcess, profile: str, bucket: str
 ) -> None:
     key, data = new_key(), body_of(200_000, "sse-c")
     put = s3_https.put_object(Bucket=bucket, Key=key, Body=data, **sse_c())
@@ -603,7 +609,7 @@ def test_sse_c_round_trip(
         assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
     # Nothing of the key is stored; only a salted MAC.
     rows = db_fetch(
-        sealed_gateway.dsn,
+        transforms_gateway.dsn,
         "SELECT metadata::text AS m FROM objects WHERE bucket = $1 AND key = $2",
         bucket,
         key,
@@ -612,8 +618,8 @@ def test_sse_c_round_trip(
     assert base64.b64encode(CUSTOMER_KEY).decode() not in stored and key_md5 not in stored
     # Even on a plain profile, the bytes on disk are sealed.
     if profile != SEALED_UPSTREAM:
-        path = sealed_gateway.data_dir / profile.split("-")[0]
-        storage_key = blob_of(sealed_gateway, bucket, key)
+        path = transforms_gateway.data_dir / profile.split("-")[0]
+        storage_key = blob_of(transforms_gateway, bucket, key)
         assert MARKER not in (path / storage_key[:2] / storage_key).read_bytes()
 
 
@@ -675,7 +681,7 @@ def test_sse_c_needs_https(s3: S3Client) -> None:
 
 def test_aws_cli_sse_c(
     s3_https: S3Client,
-    sealed_gateway: GatewayProcess,
+    transforms_gateway: GatewayProcess,
     tmp_path: Path,
     certificate: tuple[Path, Path],
 ) -> None:
@@ -715,12 +721,12 @@ def test_aws_cli_sse_c(
     assert refused.returncode != 0
 
 
-def test_no_key_reaches_the_log(sealed_gateway: GatewayProcess, s3: S3Client) -> None:
+def test_no_key_reaches_the_log(transforms_gateway: GatewayProcess, s3: S3Client) -> None:
     """Whatever the tests that ran before logged (errors of tampered blobs, SSE-C refusals,
     the startup), no key is in it."""
     s3.put_object(Bucket=BUCKETS[SEALED], Key=new_key(), Body=b"x")
-    assert sealed_gateway.log_path is not None
-    text = sealed_gateway.log_path.read_text()
+    assert transforms_gateway.log_path is not None
+    text = transforms_gateway.log_path.read_text()
     secrets = [
         ENV["TF_KEY_1"],
         ENV["TF_KEY_2"],
@@ -732,7 +738,7 @@ def test_no_key_reaches_the_log(sealed_gateway: GatewayProcess, s3: S3Client) ->
 
 
 def test_import_records_plaintext_already_upstream(
-    s3: S3Client, sealed_gateway: GatewayProcess, moto_server: MotoServer
+    s3: S3Client, transforms_gateway: GatewayProcess, moto_server: MotoServer
 ) -> None:
     """`gateway import` on an encrypted upstream profile records the plaintext objects in
     place; they read as they are and are encrypted by `rekey --encrypt-existing`."""
@@ -743,18 +749,18 @@ def test_import_records_plaintext_already_upstream(
         upstream.put_object(
             Bucket=moto_server.bucket, Key=f"{UPSTREAM_PREFIX}{bucket}/{key}", Body=data
         )
-    done = sealed_gateway.command("import", bucket)
+    done = transforms_gateway.command("import", bucket)
     assert done.returncode == 0, done.stderr
     listed = s3.list_objects_v2(Bucket=bucket, Prefix="imported/")
     assert [entry["Key"] for entry in listed["Contents"]] == sorted(found)
     for key, data in found.items():
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data
-    sealed = sealed_gateway.command("rekey", SEALED_UPSTREAM, "--encrypt-existing")
+    sealed = transforms_gateway.command("rekey", SEALED_UPSTREAM, "--encrypt-existing")
     assert sealed.returncode == 0, sealed.stderr
     for key, data in found.items():
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data
     rows = db_fetch(
-        sealed_gateway.dsn,
+        transforms_gateway.dsn,
         "SELECT count(*) AS n FROM objects WHERE bucket = $1 AND key LIKE 'imported/%'"
         " AND storage_etag IS NULL",
         bucket,
