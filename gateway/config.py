@@ -91,10 +91,21 @@ class DatabaseConfig(_Strict):
         return self
 
 
+class ChunkingConfig(_Strict):
+    """Blobs of a profile kept as fixed-size chunks, each a blob of its own, optionally shared
+    between blobs with the same bytes (gateway.storage.chunked)."""
+
+    # Memory holds a few chunks per write in progress.
+    chunk_size: Size = Field(default=8 * 1024**2, ge=64 * 1024, le=512 * 1024**2)
+    # An identical chunk is stored once, found by a keyed hash of its bytes.
+    dedup: bool = False
+
+
 class LocalProfile(_Strict):
     type: Literal["local"] = "local"
     # Relative paths are resolved against the data directory.
     path: Path = Path("blobs")
+    chunking: ChunkingConfig | None = None
 
 
 # An upstream key prefix names its gateway bucket with this placeholder.
@@ -140,6 +151,7 @@ class UpstreamProfile(_Strict):
     parts_in_flight: int = Field(default=3, ge=1, le=16)
     # Connections to the upstream this gateway process may keep open.
     max_connections: int = Field(default=64, ge=1)
+    chunking: ChunkingConfig | None = None
 
     @field_validator("access_key", "secret_key", "endpoint_url")
     @classmethod
