@@ -279,4 +279,54 @@ CREATE TABLE IF NOT EXISTS blob_keys (
 -- Rotation finds the keys still wrapped by a retired master key.
 CREATE INDEX IF NOT EXISTS blob_keys_by_master ON blob_keys (profile, key_id, storage_key);
 
+-- Version 9 (chunked profiles). A chunked profile keeps each blob as fixed-size chunks, every
+-- chunk a blob of the store it wraps (gateway.storage.chunked). The header row, written as the
+-- blob commits, tells a chunked blob (an empty one too) from a blob written before its profile
+-- was chunked, which has none and is read and deleted as it is.
+CREATE TABLE IF NOT EXISTS chunked_blobs (
+    profile  text NOT NULL,
+    blob_key text NOT NULL,
+    size     bigint NOT NULL CHECK (size >= 0),
+    PRIMARY KEY (profile, blob_key)
+);
+-- A blob's chunks in order, recorded one by one as they are stored (each claiming its chunk's
+-- garbage entry), so deleting the blob finds every chunk of a write cut short. A chunk with a
+-- chunk_hash is shared through chunk_blobs; one without is this row's alone. start_offset
+-- finds the chunks of a Range read by index.
+CREATE TABLE IF NOT EXISTS blob_chunks (
+    profile      text NOT NULL,
+    blob_key     text NOT NULL,
+    seq          integer NOT NULL CHECK (seq >= 0),
+    start_offset bigint NOT NULL CHECK (start_offset >= 0),
+    size         bigint NOT NULL CHECK (size > 0),
+    chunk_key    text NOT NULL,
+    chunk_hash   bytea,
+    PRIMARY KEY (profile, blob_key, seq)
+);
+CREATE INDEX IF NOT EXISTS blob_chunks_by_offset ON blob_chunks (profile, blob_key, start_offset);
+-- Deduplicated chunks by a keyed hash of their bytes, with the number of blob_chunks rows that
+-- use each. A row is inserted unstored, with its key listed in garbage, before its chunk is
+-- written; the write marks it stored in the transaction that claims the entry. Its key is
+-- listed again when refs drop to zero, as the row is deleted. An unstored row left by a crash
+-- goes when the janitor collects its key (found through the partial index).
+CREATE TABLE IF NOT EXISTS chunk_blobs (
+    profile     text NOT NULL,
+    chunk_hash  bytea NOT NULL,
+    storage_key text NOT NULL,
+    size        bigint NOT NULL CHECK (size > 0),
+    refs        bigint NOT NULL DEFAULT 0 CHECK (refs >= 0),
+    stored      boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (profile, chunk_hash)
+);
+CREATE INDEX IF NOT EXISTS chunk_blobs_unstored ON chunk_blobs (profile, storage_key)
+    WHERE NOT stored;
+-- Secrets a profile generates at first use, shared by every gateway: the key of its chunk
+-- hashes (purpose 'chunk-hash'), so chunk names reveal nothing of their bytes.
+CREATE TABLE IF NOT EXISTS profile_secrets (
+    profile text NOT NULL,
+    purpose text NOT NULL,
+    secret  bytea NOT NULL,
+    PRIMARY KEY (profile, purpose)
+);
+
 INSERT INTO schema_version (version) VALUES (3), (4), (5), (6), (7), (8), (9) ON CONFLICT DO NOTHING;

@@ -131,11 +131,22 @@ class EncryptionConfig(_Strict):
         return self
 
 
+class ChunkingConfig(_Strict):
+    """Blobs of a profile kept as fixed-size chunks, each a blob of its own, optionally shared
+    between blobs with the same bytes (gateway.storage.chunked)."""
+
+    # Memory holds a few chunks per write in progress.
+    chunk_size: Size = Field(default=8 * 1024**2, ge=64 * 1024, le=512 * 1024**2)
+    # An identical chunk is stored once, found by a keyed hash of its bytes.
+    dedup: bool = False
+
+
 class LocalProfile(_Strict):
     type: Literal["local"] = "local"
     # Relative paths are resolved against the data directory.
     path: Path = Path("blobs")
     encryption: EncryptionConfig | None = None
+    chunking: ChunkingConfig | None = None
 
 
 # An upstream key prefix names its gateway bucket with this placeholder.
@@ -184,6 +195,7 @@ class UpstreamProfile(_Strict):
     # Set: objects are stored encrypted under generated keys (under variants_prefix), no
     # longer 1:1; objects already there in plaintext stay readable and adoptable.
     encryption: EncryptionConfig | None = None
+    chunking: ChunkingConfig | None = None
 
     @field_validator("access_key", "secret_key", "endpoint_url")
     @classmethod

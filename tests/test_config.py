@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from gateway.app import ROOT_CREDENTIALS_FILE, root_credential
 from gateway.config import (
     DEFAULT_LISTEN,
+    ChunkingConfig,
     ConfigError,
     GatewayConfig,
     LocalProfile,
@@ -589,3 +590,28 @@ def test_bad_upstream_settings_name_their_path(tmp_path: Path, line: str, path: 
     text = UPSTREAM.replace("    part_size: 16MiB\n", line)
     message = load_error(tmp_path, text, {"KEY_ID": "k", "SECRET": "s"})
     assert message.startswith(f"{path}:"), message
+
+
+def test_chunking_settings(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+        storage_profiles:
+          default: {chunking: {chunk_size: 64KiB, dedup: true}}
+          plain: {path: plain}
+        """,
+    )
+    default = config.storage_profiles["default"]
+    assert default.chunking is not None
+    assert (default.chunking.chunk_size, default.chunking.dedup) == (64 * 1024, True)
+    assert config.storage_profiles["plain"].chunking is None
+    upstream = load(tmp_path, UPSTREAM + "    chunking: {}\n", {"KEY_ID": "k", "SECRET": "s"})
+    assert upstream.storage_profiles["media"].chunking == ChunkingConfig()
+
+
+@pytest.mark.parametrize("size", ["32KiB", "1GiB", "lots"])
+def test_chunk_size_out_of_range_names_its_path(tmp_path: Path, size: str) -> None:
+    message = load_error(
+        tmp_path, f"storage_profiles: {{default: {{chunking: {{chunk_size: {size}}}}}}}"
+    )
+    assert message.startswith("storage_profiles.default.chunking.chunk_size:"), message
