@@ -1,4 +1,4 @@
-"""`gateway serve | migrate | check-config | gc | import | rekey | presign`."""
+"""`gateway serve | migrate | check-config | gc | import | rekey | stats | presign`."""
 
 from __future__ import annotations
 
@@ -33,9 +33,10 @@ from gateway.errors import GatewayError
 from gateway.maintenance import folder_import, rekey
 from gateway.maintenance.importer import import_bucket
 from gateway.maintenance.janitor import abort_abandoned_uploads, collect_garbage
-from gateway.meta import blob_keys, buckets, imports, plaintext
+from gateway.meta import blob_keys, buckets, imports, plaintext, usage
 from gateway.meta.db import DatabaseUnavailableError, GatewayPool, create_pool, migrate
 from gateway.objects.profiles import opened_backends
+from gateway.storage.chunked import ChunkedStore
 from gateway.storage.profiles import open_stores
 from gateway.storage.sealed import SealedStore
 from gateway.storage.upstream import UpstreamStore
@@ -187,6 +188,8 @@ async def _rekey(config: GatewayConfig, args: argparse.Namespace) -> int:
         async with opened_backends(config, pool) as backends:
             backend = backends[args.profile]
             store = backend.store
+            while isinstance(store, ChunkedStore):
+                store = store.inner
             assert isinstance(store, SealedStore) and store.keyring is not None
             active = store.keyring.active
             total = await blob_keys.count_wrapped_by_others(pool, args.profile, active)
@@ -218,6 +221,45 @@ async def _rekey(config: GatewayConfig, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    return 0
+
+
+async def _stats(config: GatewayConfig) -> int:
+    pool = await _pool(config, 1)
+    rows = []
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        for name, profile in config.storage_profiles.items():
+            found = await usage.profile_usage(pool, name, profile.chunking is not None)
+            transforms = [
+                *(["encrypted"] if profile.encryption else []),
+                *(
+                    [f"chunked{' (dedup)' if profile.chunking.dedup else ''}"]
+                    if profile.chunking
+                    else []
+                ),
+            ]
+            ratio = found.stored_bytes / found.logical_bytes if found.logical_bytes else 1.0
+            rows.append(
+                [
+                    name,
+                    profile.type,
+                    ", ".join(transforms) or "-",
+                    f"{found.objects:,}",
+                    f"{found.object_bytes:,}",
+                    f"{found.logical_bytes:,}",
+                    f"{found.stored_bytes:,}",
+                    f"{ratio:.3f}",
+                ]
+            )
+    finally:
+        await pool.close()
+    header = ["profile", "type", "transforms", "objects", "object bytes", "blob bytes"]
+    header += ["stored bytes", "stored / blob"]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     return 0
 
 
@@ -497,6 +539,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also encrypt what the profile stored before it was encrypted",
     )
 
+    stats_cmd = commands.add_parser(
+        "stats",
+        help="objects and bytes per storage profile: what clients stored, and what storage"
+        " holds for it (less with dedup)",
+    )
+    stats_cmd.add_argument("--config")
+
     presign_cmd = commands.add_parser(
         "presign", help="print a presigned URL for an object or one of its variants"
     )
@@ -535,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_import(config, args))
         if args.command == "rekey":
             return asyncio.run(_rekey(config, args))
+        if args.command == "stats":
+            return asyncio.run(_stats(config))
         grace = config.limits.garbage_grace_seconds if args.grace is None else args.grace
         return asyncio.run(_gc(config, grace))
     except DatabaseUnavailableError as exc:

@@ -1,5 +1,6 @@
 """What an encrypted profile still stores in plaintext: blobs written before it was encrypted
-(their storage keys have no row in blob_keys) and objects kept in their rows."""
+(their storage keys, or those of their chunks, have no row in blob_keys) and objects kept in
+their rows."""
 
 from __future__ import annotations
 
@@ -8,17 +9,25 @@ from dataclasses import dataclass
 
 import asyncpg
 
-_NO_KEY = (
-    "NOT EXISTS (SELECT 1 FROM blob_keys k WHERE k.profile = t.profile"
-    " AND k.storage_key = t.storage_key)"
+# A blob stored in plaintext: one without a data key, or a chunked one (whose own key names no
+# stored bytes) with a chunk that has none.
+_PLAIN = (
+    "(NOT EXISTS (SELECT 1 FROM chunked_blobs c"
+    " WHERE c.profile = t.profile AND c.blob_key = t.storage_key)"
+    " AND NOT EXISTS (SELECT 1 FROM blob_keys k"
+    " WHERE k.profile = t.profile AND k.storage_key = t.storage_key))"
+    " OR EXISTS (SELECT 1 FROM blob_chunks b"
+    " WHERE b.profile = t.profile AND b.blob_key = t.storage_key"
+    " AND NOT EXISTS (SELECT 1 FROM blob_keys k"
+    " WHERE k.profile = b.profile AND k.storage_key = b.chunk_key))"
 )
-# Objects whose bytes are one plaintext blob or their row (an upstream multipart object kept in
-# place is one upstream object too: its chunk rows then only describe its parts).
+# Objects whose bytes are one blob or their row (an upstream multipart object kept in place is
+# one upstream object too: its chunk rows then only describe its parts).
 _PLAIN_OBJECTS = (
-    f"t.profile = $1 AND (t.inline_data IS NOT NULL OR (t.storage_key IS NOT NULL AND {_NO_KEY}))"
+    f"t.profile = $1 AND (t.inline_data IS NOT NULL OR (t.storage_key IS NOT NULL AND ({_PLAIN})))"
 )
 # Parts of multipart objects, each its own generated blob.
-_PLAIN_CHUNKS = f"t.profile = $1 AND t.storage_etag IS NULL AND {_NO_KEY}"
+_PLAIN_CHUNKS = f"t.profile = $1 AND t.storage_etag IS NULL AND ({_PLAIN})"
 
 
 @dataclass(frozen=True)
@@ -133,7 +142,7 @@ async def drop_plain_variants(pool: asyncpg.Pool, profile: str) -> int:
     in the intent log; how many."""
     result = await pool.execute(
         "WITH gone AS (DELETE FROM derivatives t WHERE t.profile = $1"
-        f" AND t.storage_key IS NOT NULL AND {_NO_KEY} RETURNING t.profile, t.storage_key)"
+        f" AND t.storage_key IS NOT NULL AND ({_PLAIN}) RETURNING t.profile, t.storage_key)"
         " INSERT INTO garbage (profile, storage_key) SELECT profile, storage_key FROM gone"
         " ON CONFLICT DO NOTHING",
         profile,

@@ -15,8 +15,7 @@ from gateway.objects.local import LocalBackend
 from gateway.objects.upstream import UpstreamBackend
 from gateway.objects.upstream_blobs import UpstreamBlobBackend
 from gateway.storage.profiles import open_stores
-from gateway.storage.sealed import SealedStore
-from gateway.storage.transforms import is_encrypted, with_transforms
+from gateway.storage.transforms import is_encrypted, location_of, with_transforms
 from gateway.storage.upstream import UpstreamStore
 
 
@@ -28,7 +27,7 @@ def open_backends(config: GatewayConfig, resources: Resources) -> dict[str, Obje
     backends: dict[str, ObjectBackend] = {}
     for name, store in resources.stores.items():
         backend: ObjectBackend
-        location = store.inner if isinstance(store, SealedStore) else store
+        location = location_of(store)
         if not isinstance(location, UpstreamStore):
             backend = LocalBackend(name, resources)
         elif store is location:

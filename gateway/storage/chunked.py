@@ -29,7 +29,7 @@ import asyncpg
 from gateway.config import ChunkingConfig
 from gateway.meta import chunks, garbage
 from gateway.meta.chunks import ChunkPlace, Placement
-from gateway.storage import BlobStore, hash_off_loop
+from gateway.storage import BlobStore, customer_keys, hash_off_loop
 
 # The profile secret that keys chunk hashes.
 HASH_KEY_PURPOSE = "chunk-hash"
@@ -58,7 +58,9 @@ class ChunkedStore:
     async def create(
         self, storage_key: str, on_data: Callable[[bytes], None] | None = None
     ) -> ChunkedWriter:
-        hash_key = await self._chunk_hash_key() if self.dedup else None
+        # A chunk sealed with a client's own key (SSE-C) opens for that key only: never shared.
+        shared = self.dedup and customer_keys.current().write is None
+        hash_key = await self._chunk_hash_key() if shared else None
         return ChunkedWriter(self, storage_key, on_data, hash_key)
 
     async def _chunk_hash_key(self) -> bytes:

@@ -1,5 +1,5 @@
-"""The transforms a profile applies to its blobs (encryption), wrapped around its location's
-store once the database is open: handlers and backends see plaintext blobs either way."""
+"""The transforms a profile applies to its blobs (encryption, chunking), wrapped around its
+location's store once the database is open: handlers and backends see plain blobs either way."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import asyncpg
 
 from gateway.config import GatewayConfig, LocalProfile
 from gateway.storage import BlobStore
+from gateway.storage.chunked import ChunkedStore, chunked
 from gateway.storage.sealed import SealedStore
 from gateway.storage.sealing import KeyRing
 
@@ -24,11 +25,22 @@ def with_transforms(
         if encryption is not None:
             keyring = KeyRing(encryption.keys, encryption.active_key)
             store = SealedStore(pool, name, keyring, store)
-        elif isinstance(profile, LocalProfile):
+        elif isinstance(profile, LocalProfile) or profile.chunking is not None:
             # Plain, but objects written with a client's own key (SSE-C) are sealed with it.
             store = SealedStore(pool, name, None, store)
+        if profile.chunking is not None:
+            # Outermost: each chunk is sealed on its own, so a range read opens only the
+            # chunks (and within them the segments) it touches.
+            store = chunked(pool, name, store, profile.chunking)
         wrapped[name] = store
     return wrapped
+
+
+def location_of(store: BlobStore) -> BlobStore:
+    """The store of the profile's location under its transforms."""
+    while isinstance(store, SealedStore | ChunkedStore):
+        store = store.inner
+    return store
 
 
 def is_encrypted(config: GatewayConfig, profile: str) -> bool:

@@ -1,8 +1,10 @@
-"""Encrypted storage profiles, driven through a live gateway with boto3 and aws-cli.
+"""Storage transforms (encryption, chunking with dedup), driven through a live gateway with
+boto3 and aws-cli.
 
-One gateway serves a bucket per profile: a plain local one, an encrypted local one and an
-encrypted upstream one (moto). Behaviour must be the same on every bucket; on the encrypted
-ones, storage holds no plaintext and altered bytes never reach a client.
+One gateway serves a bucket per profile: local plain, encrypted, chunked, and encrypted +
+chunked (dedup); upstream (moto) encrypted, and encrypted + chunked (dedup). Behaviour must be
+the same on every bucket; on the encrypted ones, storage holds no plaintext and altered bytes
+never reach a client; identical chunks are stored once.
 """
 
 from __future__ import annotations
@@ -43,10 +45,31 @@ from tests.s3errors import error_of
 PLAIN = "plain-local"
 SEALED = "sealed-local"
 SEALED_UPSTREAM = "sealed-upstream"
-BUCKETS = {PLAIN: "tf-plain", SEALED: "tf-sealed", SEALED_UPSTREAM: "tf-sealed-up"}
-ENCRYPTED = [SEALED, SEALED_UPSTREAM]
+CHUNKED = "chunked-local"
+SEALED_CHUNKED = "sealed-chunked-local"
+SEALED_CHUNKED_UPSTREAM = "sealed-chunked-upstream"
+BUCKETS = {
+    PLAIN: "tf-plain",
+    SEALED: "tf-sealed",
+    SEALED_UPSTREAM: "tf-sealed-up",
+    CHUNKED: "tf-chunked",
+    SEALED_CHUNKED: "tf-sealed-chunked",
+    SEALED_CHUNKED_UPSTREAM: "tf-sealed-chunked-up",
+}
+ENCRYPTED = [SEALED, SEALED_UPSTREAM, SEALED_CHUNKED, SEALED_CHUNKED_UPSTREAM]
+UPSTREAM_PROFILES = [SEALED_UPSTREAM, SEALED_CHUNKED_UPSTREAM]
+# Where each local profile keeps its blobs, under the data directory.
+LOCAL_PATHS = {
+    PLAIN: "plain",
+    SEALED: "sealed",
+    CHUNKED: "chunked",
+    SEALED_CHUNKED: "sealed-chunked",
+}
+# Small chunks, so that a few hundred KiB make several.
+CHUNK_SIZE = 64 * 1024
 UPSTREAM_PREFIX = "sealed-tests/"
 UPSTREAM_BLOBS = "_sealed-tests/blobs/"
+UPSTREAM_CHUNKED_BLOBS = "_sealed-chunked-tests/blobs/"
 KEY_1 = os.urandom(32)
 KEY_2 = os.urandom(32)
 ENV = {
@@ -67,25 +90,36 @@ def encryption(active: str = "k1", keys: tuple[str, ...] = ("k1",)) -> dict[str,
     return {"active_key": active, "keys": {key: refs[key] for key in keys}}
 
 
-def storage(moto: MotoServer, **sealed: object) -> dict[str, object]:
-    sealed_encryption = sealed or encryption()
+def upstream_profile(moto: MotoServer, blobs: str, **transforms: object) -> dict[str, object]:
+    return {
+        "type": "upstream",
+        "endpoint_url": moto.endpoint,
+        "region": REGION,
+        "bucket": moto.bucket,
+        "prefix": UPSTREAM_PREFIX + "{bucket}/",
+        "variants_prefix": blobs,
+        "addressing_style": "path",
+        "access_key": "${UPSTREAM_ACCESS_KEY}",
+        "secret_key": "${UPSTREAM_SECRET_KEY}",
+        **transforms,
+    }
+
+
+def storage(moto: MotoServer) -> dict[str, object]:
+    sealed = encryption()
+    chunking = {"chunk_size": CHUNK_SIZE, "dedup": True}
+    local = {profile: {"type": "local", "path": path} for profile, path in LOCAL_PATHS.items()}
+    local[SEALED]["encryption"] = sealed
+    local[CHUNKED]["chunking"] = {"chunk_size": CHUNK_SIZE}
+    local[SEALED_CHUNKED] |= {"encryption": sealed, "chunking": chunking}
     return {
         "storage_profiles": {
             "default": {"type": "local", "path": "blobs"},
-            PLAIN: {"type": "local", "path": "plain"},
-            SEALED: {"type": "local", "path": "sealed", "encryption": sealed_encryption},
-            SEALED_UPSTREAM: {
-                "type": "upstream",
-                "endpoint_url": moto.endpoint,
-                "region": REGION,
-                "bucket": moto.bucket,
-                "prefix": UPSTREAM_PREFIX + "{bucket}/",
-                "variants_prefix": UPSTREAM_BLOBS,
-                "addressing_style": "path",
-                "access_key": "${UPSTREAM_ACCESS_KEY}",
-                "secret_key": "${UPSTREAM_SECRET_KEY}",
-                "encryption": sealed_encryption,
-            },
+            **local,
+            SEALED_UPSTREAM: upstream_profile(moto, UPSTREAM_BLOBS, encryption=sealed),
+            SEALED_CHUNKED_UPSTREAM: upstream_profile(
+                moto, UPSTREAM_CHUNKED_BLOBS, encryption=sealed, chunking=chunking
+            ),
         },
         "buckets": {
             name: {"profile": profile, "variants": ["*"]} for profile, name in BUCKETS.items()
@@ -298,30 +332,32 @@ def test_aws_cli_sse(transforms_gateway: GatewayProcess, tmp_path: Path) -> None
 
 
 def stored_files(gateway: GatewayProcess, profile: str) -> list[Path]:
-    root = gateway.data_dir / profile.split("-")[0]
+    root = gateway.data_dir / LOCAL_PATHS[profile]
     return [path for path in root.rglob("*") if path.is_file()]
 
 
 def test_storage_holds_no_plaintext(
     s3: S3Client, transforms_gateway: GatewayProcess, moto_server: MotoServer
 ) -> None:
-    for profile in [*ENCRYPTED, PLAIN]:
+    for profile in [*ENCRYPTED, PLAIN, CHUNKED]:
         bucket = BUCKETS[profile]
         s3.put_object(Bucket=bucket, Key=new_key(), Body=body_of(200_000, "leak"))
         s3.put_object(Bucket=bucket, Key=new_key(), Body=MARKER + b"small")
-    leaks = [
-        path for path in stored_files(transforms_gateway, SEALED) if MARKER in path.read_bytes()
-    ]
-    assert stored_files(transforms_gateway, SEALED) and not leaks
-    # The control: the same objects on the plain profile are found by the same search.
-    plain = stored_files(transforms_gateway, PLAIN)
-    assert any(MARKER in path.read_bytes() for path in plain)
+    for profile in [SEALED, SEALED_CHUNKED]:
+        files = stored_files(transforms_gateway, profile)
+        assert files and not [path for path in files if MARKER in path.read_bytes()], profile
+    # The control: the same objects on the unencrypted profiles are found by the same search.
+    for profile in [PLAIN, CHUNKED]:
+        files = stored_files(transforms_gateway, profile)
+        assert any(MARKER in path.read_bytes() for path in files), profile
     upstream = moto_server.client()
-    listed = upstream.list_objects_v2(Bucket=moto_server.bucket, Prefix=UPSTREAM_BLOBS)
-    keys = [entry["Key"] for entry in listed.get("Contents", [])]
-    assert keys
-    for key in keys:
-        assert MARKER not in upstream.get_object(Bucket=moto_server.bucket, Key=key)["Body"].read()
+    for prefix in (UPSTREAM_BLOBS, UPSTREAM_CHUNKED_BLOBS):
+        listed = upstream.list_objects_v2(Bucket=moto_server.bucket, Prefix=prefix)
+        keys = [entry["Key"] for entry in listed.get("Contents", [])]
+        assert keys
+        for key in keys:
+            stored = upstream.get_object(Bucket=moto_server.bucket, Key=key)["Body"].read()
+            assert MARKER not in stored
     rows = db_fetch(
         transforms_gateway.dsn,
         "SELECT count(*) AS n FROM objects WHERE bucket = ANY($1) AND inline_data IS NOT NULL",
@@ -330,11 +366,79 @@ def test_storage_holds_no_plaintext(
     assert rows[0]["n"] == 0
 
 
+@pytest.mark.parametrize("profile", [CHUNKED, SEALED_CHUNKED])
+def test_chunks_are_separate_blobs_and_dedup_stores_them_once(
+    s3: S3Client, transforms_gateway: GatewayProcess, profile: str
+) -> None:
+    bucket = BUCKETS[profile]
+    data = os.urandom(5 * CHUNK_SIZE + 100)
+    first = new_key()
+    s3.put_object(Bucket=bucket, Key=first, Body=data)
+    chunks = db_fetch(
+        transforms_gateway.dsn,
+        "SELECT chunk_key, size FROM blob_chunks WHERE blob_key = $1 ORDER BY seq",
+        blob_of(transforms_gateway, bucket, first),
+    )
+    assert [row["size"] for row in chunks] == [CHUNK_SIZE] * 5 + [100]
+    before = len(stored_files(transforms_gateway, profile))
+    copies = [new_key() for _ in range(3)]
+    for key in copies:
+        s3.put_object(Bucket=bucket, Key=key, Body=data)
+    s3.copy_object(Bucket=bucket, Key=new_key(), CopySource={"Bucket": bucket, "Key": first})
+    added = len(stored_files(transforms_gateway, profile)) - before
+    # Without dedup every copy is stored again; with it, nothing is.
+    assert added == (0 if profile == SEALED_CHUNKED else 4 * 6)
+    for key in copies:
+        got = s3.get_object(
+            Bucket=bucket, Key=key, Range=f"bytes={CHUNK_SIZE - 5}-{CHUNK_SIZE + 4}"
+        )
+        assert got["Body"].read() == data[CHUNK_SIZE - 5 : CHUNK_SIZE + 5]
+    stats = transforms_gateway.command("stats")
+    assert stats.returncode == 0, stats.stderr
+    assert profile in stats.stdout
+
+
+@FAILED_CHECK
+def test_a_tampered_chunk_fails_the_read(s3: S3Client, transforms_gateway: GatewayProcess) -> None:
+    bucket = BUCKETS[SEALED_CHUNKED]
+    key, data = new_key(), os.urandom(3 * CHUNK_SIZE)
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+    (chunk,) = db_fetch(
+        transforms_gateway.dsn,
+        "SELECT chunk_key FROM blob_chunks WHERE blob_key = $1 AND seq = 1",
+        blob_of(transforms_gateway, bucket, key),
+    )
+    path = transforms_gateway.data_dir / LOCAL_PATHS[SEALED_CHUNKED]
+    file = path / chunk["chunk_key"][:2] / chunk["chunk_key"]
+    stored = bytearray(file.read_bytes())
+    stored[100] ^= 0x04
+    file.write_bytes(bytes(stored))
+    # The chunks before it still read; a read that touches it fails.
+    assert s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-999")["Body"].read() == data[:1000]
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={CHUNK_SIZE}-{CHUNK_SIZE + 9}")
+    assert error_of(caught) == (500, "InternalError")
+
+
 def blob_of(gateway: GatewayProcess, bucket: str, key: str) -> str:
     rows = db_fetch(
         gateway.dsn, "SELECT storage_key FROM objects WHERE bucket = $1 AND key = $2", bucket, key
     )
     return str(rows[0]["storage_key"])
+
+
+def files_of(gateway: GatewayProcess, profile: str, bucket: str, key: str) -> list[Path]:
+    """The files holding an object of a local profile: its blob, or its blob's chunks."""
+    storage_key = blob_of(gateway, bucket, key)
+    rows = db_fetch(
+        gateway.dsn,
+        "SELECT chunk_key FROM blob_chunks WHERE profile = $1 AND blob_key = $2",
+        profile,
+        storage_key,
+    )
+    names = [row["chunk_key"] for row in rows] or [storage_key]
+    root = gateway.data_dir / LOCAL_PATHS[profile]
+    return [root / name[:2] / name for name in names]
 
 
 def tamper_local(gateway: GatewayProcess, storage_key: str, offset: int) -> None:
@@ -617,10 +721,9 @@ def test_sse_c_round_trip(
     stored = rows[0]["m"]
     assert base64.b64encode(CUSTOMER_KEY).decode() not in stored and key_md5 not in stored
     # Even on a plain profile, the bytes on disk are sealed.
-    if profile != SEALED_UPSTREAM:
-        path = transforms_gateway.data_dir / profile.split("-")[0]
-        storage_key = blob_of(transforms_gateway, bucket, key)
-        assert MARKER not in (path / storage_key[:2] / storage_key).read_bytes()
+    if profile not in UPSTREAM_PROFILES:
+        files = files_of(transforms_gateway, profile, bucket, key)
+        assert files and not [path for path in files if MARKER in path.read_bytes()]
 
 
 def test_sse_c_multipart_and_copies(s3_https: S3Client, bucket: str) -> None:
