@@ -71,7 +71,7 @@ REPO = Path(__file__).resolve().parent.parent
 # Storage profiles of the gateways under test.
 LOCAL = "local"
 UPSTREAM = "upstream"
-# A local profile with every storage transform: blobs encrypted (and chunked).
+# A local profile with every storage transform: blobs encrypted and chunked, with dedup.
 SEALED = "sealed"
 PROFILES = [LOCAL, UPSTREAM, SEALED]
 UPSTREAM_BUCKET = "gateway-upstream"
@@ -178,11 +178,24 @@ def unaccounted_blobs(gateway: GatewayProcess, dsn: str) -> list[str]:
         " UNION SELECT storage_key FROM object_chunks"
         " UNION SELECT storage_key FROM upload_parts"
         " UNION SELECT storage_key FROM derivatives WHERE storage_key IS NOT NULL"
-        " UNION SELECT storage_key FROM garbage",
+        " UNION SELECT storage_key FROM garbage"
+        # The chunks of a chunked profile's blobs: a blob's own key names no file there.
+        " UNION SELECT chunk_key FROM blob_chunks"
+        " UNION SELECT storage_key FROM chunk_blobs",
     )
     known = {row["storage_key"] for row in rows}
     files = [path for path in (gateway.data_dir / "blobs").rglob("*") if path.is_file()]
     return [path.name for path in files if path.name.removesuffix(".tmp") not in known]
+
+
+def blob_files(gateway: GatewayProcess, storage_key: str) -> list[Path]:
+    """The files holding a blob of a local profile: its own, or on a chunked profile (whose
+    blob keys name no file) its chunks'."""
+    rows = db_fetch(
+        gateway.dsn, "SELECT chunk_key FROM blob_chunks WHERE blob_key = $1", storage_key
+    )
+    names = [row["chunk_key"] for row in rows] or [storage_key]
+    return [gateway.data_dir / "blobs" / name[:2] / name for name in names]
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
@@ -519,8 +532,8 @@ def upstream_storage(moto: MotoServer) -> dict[str, object]:
 
 
 def sealed_storage() -> dict[str, object]:
-    """write_config keywords that keep every bucket in an encrypted local profile, its blobs
-    under "blobs" as the built-in profile's are."""
+    """write_config keywords that keep every bucket in an encrypted, chunked (dedup) local
+    profile, its blobs under "blobs" as the built-in profile's are."""
     return {
         "storage_profiles": {
             "default": {"type": "local", "path": "default-blobs"},
@@ -528,6 +541,8 @@ def sealed_storage() -> dict[str, object]:
                 "type": "local",
                 "path": "blobs",
                 "encryption": {"active_key": "k1", "keys": {"k1": "${SEALED_TEST_KEY}"}},
+                # Small chunks, so that most objects of the suite span several.
+                "chunking": {"chunk_size": "256KiB", "dedup": True},
             },
         },
         "default_profile": SEALED,

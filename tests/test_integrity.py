@@ -18,6 +18,7 @@ from tests.conftest import (
     LOCAL_ONLY,
     UPSTREAM,
     UPSTREAM_BUCKET,
+    blob_files,
     client,
     db_fetch,
     unaccounted_blobs,
@@ -133,7 +134,7 @@ def test_racing_first_writes_leave_one_winner_and_no_orphan(
         assert unaccounted_blobs(gateway, gateway_dsn) == []
         if size > INLINE_MAX:
             for row in rows:
-                assert blob_path(gateway, row["storage_key"]).exists()
+                assert all(path.exists() for path in blob_files(gateway, row["storage_key"]))
     else:
         # Nothing but the winners upstream, each the version its row records.
         upstream = request.getfixturevalue("upstream_s3")
