@@ -78,6 +78,24 @@ ENCRYPTED_STORAGE = {
         }
     }
 }
+# The same, chunked with dedup: small chunks, so every body spans several.
+DEDUP_CHUNK = 64 * 1024
+DEDUP_STORAGE = {
+    "storage_profiles": {
+        "default": {
+            **ENCRYPTED_STORAGE["storage_profiles"]["default"],
+            "chunking": {"chunk_size": DEDUP_CHUNK, "dedup": True},
+        }
+    }
+}
+# What the dedup crash test writes: few distinct bodies, so that writers race on identical
+# chunks (the first two share their first chunks; the last is a single chunk).
+DEDUP_BODIES = [
+    bytes(range(256)) * 1200,
+    bytes(range(256)) * 1000 + os.urandom(5000),
+    os.urandom(5 * DEDUP_CHUNK + 7),
+    os.urandom(DEDUP_CHUNK // 2),
+]
 ENV = {**GATEWAY_ENV, "DURABILITY_KEY": os.urandom(32).hex()}
 
 
@@ -85,12 +103,14 @@ ENV = {**GATEWAY_ENV, "DURABILITY_KEY": os.urandom(32).hex()}
 def crash_gateway(
     pg_server_dsn: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Gateway]:
-    encrypted = getattr(request, "param", "plain") == "encrypted"
+    kind = getattr(request, "param", "plain")
+    storage = {"plain": {}, "encrypted": ENCRYPTED_STORAGE, "dedup": DEDUP_STORAGE}[kind]
+    encrypted = kind != "plain"
     dsn = create_database(pg_server_dsn)
     port = free_port()
     config_path = tmp_path / "gateway.yaml"
     data_dir = tmp_path / "data"
-    write_config(config_path, data_dir, port, dsn, **(ENCRYPTED_STORAGE if encrypted else {}))
+    write_config(config_path, data_dir, port, dsn, **storage)
     process = GatewayProcess(config_path, data_dir, port, env=ENV)
     process.start()
     yield Gateway(process, config_path, dsn, encrypted)
@@ -98,8 +118,13 @@ def crash_gateway(
 
 
 def upload_until_stopped(
-    endpoint: str, thread: int, stop: threading.Event, attempts: list[Attempt]
+    endpoint: str,
+    thread: int,
+    stop: threading.Event,
+    attempts: list[Attempt],
+    bodies: list[bytes] | None = None,
 ) -> None:
+    """PUTs until ``stop``: random bodies of SIZES, or one of ``bodies`` each time."""
     # No retries: a retried PUT after the kill would only slow the test down, and a retry that
     # landed would blur which attempt was acknowledged.
     s3 = client(
@@ -113,7 +138,7 @@ def upload_until_stopped(
     while not stop.is_set():
         key = rng.choice(HOT_KEYS) if rng.random() < 0.25 else f"t{thread}/{sequence:05d}"
         sequence += 1
-        body = os.urandom(rng.choice(SIZES))
+        body = rng.choice(bodies) if bodies else os.urandom(rng.choice(SIZES))
         attempt = Attempt(key, len(body), hashlib.sha256(body).hexdigest(), time.monotonic())
         attempts.append(attempt)
         try:
@@ -124,14 +149,16 @@ def upload_until_stopped(
             attempt.acked = time.monotonic()
 
 
-def run_load_then_kill(gateway: Gateway) -> tuple[list[Attempt], float]:
+def run_load_then_kill(
+    gateway: Gateway, bodies: list[bytes] | None = None
+) -> tuple[list[Attempt], float]:
     """Every attempted PUT, and the monotonic time of the kill."""
     stop = threading.Event()
     per_thread: list[list[Attempt]] = [[] for _ in range(THREADS)]
     threads = [
         threading.Thread(
             target=upload_until_stopped,
-            args=(gateway.process.endpoint, index, stop, per_thread[index]),
+            args=(gateway.process.endpoint, index, stop, per_thread[index], bodies),
             daemon=True,
         )
         for index in range(THREADS)
@@ -311,6 +338,89 @@ def test_sigkill_during_uploads(crash_gateway: Gateway) -> None:
     # The restarted gateway still takes writes.
     s3.put_object(Bucket=BUCKET, Key="after-restart", Body=b"alive")
     assert s3.get_object(Bucket=BUCKET, Key="after-restart")["Body"].read() == b"alive"
+
+
+@pytest.mark.parametrize("crash_gateway", ["dedup"], indirect=True)
+def test_sigkill_during_uploads_of_identical_chunks(crash_gateway: Gateway) -> None:
+    """Writers racing on identical chunks of a dedup profile, killed mid-way: every
+    acknowledged object reads back whole, every chunk file is referenced or listed, reference
+    counts match the references, and gc leaves exactly the live objects' chunks."""
+    gateway = crash_gateway
+    client(gateway.process.endpoint).create_bucket(Bucket=BUCKET)
+    attempts, killed_at = run_load_then_kill(gateway, DEDUP_BODIES)
+    acked = {a.key for a in attempts if a.acked is not None}
+    assert len(acked) >= THREADS
+    assert [a for a in attempts if a.acked is None and a.started < killed_at], "nothing cut"
+    gateway.process.start()
+    s3 = client(gateway.process.endpoint, retries={"total_max_attempts": 1})
+    listed = listed_keys(s3)
+    assert acked <= set(listed)
+    digests = {(len(body), hashlib.sha256(body).hexdigest()) for body in DEDUP_BODIES}
+    stored = read_all(s3, listed)
+    assert set(stored.values()) <= digests
+    state = asyncio.run(fetch_chunk_state(gateway.dsn))
+    files = {storage_key_of(name) for name in blob_files(gateway.blobs)}
+    assert not files - state.known, "chunk files neither referenced nor listed in garbage"
+    assert state.refs == state.references
+    for _ in range(2):
+        # The first pass releases dead blobs, listing their unshared chunks; the second
+        # deletes those.
+        result = subprocess.run(
+            gc_command(gateway),
+            cwd=REPO,
+            env={**os.environ, **ENV},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+    after = asyncio.run(fetch_chunk_state(gateway.dsn))
+    assert after.garbage == set()
+    assert after.refs == after.references
+    files_after = {storage_key_of(name) for name in blob_files(gateway.blobs)}
+    assert files_after == after.live_chunks
+    assert read_all(s3, listed) == stored
+
+
+@dataclass
+class ChunkState:
+    # Every storage key a row references or the garbage log lists.
+    known: set[str]
+    garbage: set[str]
+    # The chunks of the blobs of live objects.
+    live_chunks: set[str]
+    # chunk hash -> refs as recorded, and as counted from blob_chunks.
+    refs: dict[bytes, int]
+    references: dict[bytes, int]
+
+
+async def fetch_chunk_state(dsn: str) -> ChunkState:
+    conn = await asyncpg.connect(dsn)
+    try:
+        known = await conn.fetch(
+            "SELECT chunk_key AS k FROM blob_chunks UNION SELECT storage_key FROM chunk_blobs"
+            " UNION SELECT storage_key FROM garbage"
+        )
+        garbage = await conn.fetch("SELECT storage_key FROM garbage")
+        live = await conn.fetch(
+            "SELECT c.chunk_key FROM objects o JOIN blob_chunks c ON c.blob_key = o.storage_key"
+            " WHERE o.bucket = $1",
+            BUCKET,
+        )
+        refs = await conn.fetch("SELECT chunk_hash, refs FROM chunk_blobs")
+        references = await conn.fetch(
+            "SELECT chunk_hash, count(*) AS n FROM blob_chunks WHERE chunk_hash IS NOT NULL"
+            " GROUP BY chunk_hash"
+        )
+    finally:
+        await conn.close()
+    return ChunkState(
+        {row["k"] for row in known},
+        {row["storage_key"] for row in garbage},
+        {row["chunk_key"] for row in live},
+        {row["chunk_hash"]: row["refs"] for row in refs if row["refs"]},
+        {row["chunk_hash"]: row["n"] for row in references},
+    )
 
 
 # Enough garbage that `gateway gc` runs for a while, in many batches.
