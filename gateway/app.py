@@ -44,7 +44,7 @@ from gateway.objects.backend import Resources
 from gateway.objects.profiles import open_backends
 from gateway.objects.sources import variant_source
 from gateway.storage.profiles import open_stores
-from gateway.storage.transforms import with_transforms
+from gateway.storage.transforms import check_transforms_kept, with_transforms
 from gateway.variants.eager import EagerRenderer
 from gateway.variants.pool import RenderPool
 from gateway.variants.presets import PresetCatalog
@@ -139,6 +139,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 async def _backends(app: web.Application) -> AsyncIterator[None]:
     """The storage keys reserved ahead of writes, and the backend of each profile."""
     config = app[CONFIG]
+    await check_transforms_kept(config, app[POOL])
     stores = app[STORES] = with_transforms(config, app[STORES], app[POOL])
     new_keys = {name: store.new_key for name, store in stores.items()}
     reserve = KeyReserve(app[POOL], new_keys, config.limits.garbage_grace_seconds)

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import uvloop
+from aiohttp import web
 from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -70,6 +71,17 @@ def _ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
 def _run_worker(config: GatewayConfig, root: CredentialConfig, reuse_port: bool) -> None:
     host, port = config.host_port
     app = create_app(config, root)
+    try:
+        _serve_app(app, config, host, port, reuse_port)
+    except ConfigError as exc:
+        # Found against the database at startup (a transform removed from a profile).
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _serve_app(
+    app: web.Application, config: GatewayConfig, host: str, port: int, reuse_port: bool
+) -> None:
     # uvloop: a fraction of asyncio's cost per request (gateway.api.sendfile keeps large
     # downloads on sendfile).
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -592,3 +604,6 @@ def main(argv: list[str] | None = None) -> int:
         # Nothing was done that a later run would not do again; a traceback would add nothing.
         print(f"database unavailable: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2

@@ -869,3 +869,32 @@ def test_import_records_plaintext_already_upstream(
         bucket,
     )
     assert rows[0]["n"] == len(found)
+
+
+def test_a_transform_cannot_be_removed_from_a_profile_that_uses_it(
+    tmp_path: Path, pg_server_dsn: str
+) -> None:
+    transforms = {"encryption": encryption(), "chunking": {"chunk_size": CHUNK_SIZE}}
+
+    def with_transforms(*names: str) -> dict[str, object]:
+        config = vault_storage()
+        profiles = config["storage_profiles"]
+        assert isinstance(profiles, dict)
+        profiles["vault"] |= {name: transforms[name] for name in names}
+        return config
+
+    dsn = create_database(pg_server_dsn)
+    with run_gateway(tmp_path / "vault", dsn, with_transforms(*transforms), ENV) as gateway:
+        client(gateway.endpoint).put_object(Bucket="vault-bucket", Key="k", Body=b"x" * 200_000)
+    for removed, message in (("encryption", "encrypted"), ("chunking", "stored in chunks")):
+        kept = [name for name in transforms if name != removed]
+        refused = gateway.sibling(tmp_path / f"no-{removed}.yaml", **with_transforms(*kept))
+        started = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(refused.config_path)],
+            env={**os.environ, **ENV},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert started.returncode == 2, started.stderr
+        assert f"storage_profiles.vault: its blobs are {message}" in started.stderr

@@ -44,6 +44,17 @@ async def get(
     return BlobKey(storage_key, row["key_id"], row["wrapped_key"], row["size"])
 
 
+async def has_master_keyed(conn: asyncpg.Connection | asyncpg.Pool, profile: str) -> bool:
+    """Whether some blob of ``profile`` has a data key wrapped by a master key."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM blob_keys WHERE profile = $1 AND key_id <> $2)",
+            profile,
+            CUSTOMER_KEY_ID,
+        )
+    )
+
+
 async def wrapped_by_others(
     conn: asyncpg.Connection | asyncpg.Pool, profile: str, active: str, after: str, limit: int
 ) -> list[BlobKey]:

@@ -278,6 +278,14 @@ async def chunk_map(
     return rows[0]["blob_size"], places
 
 
+async def has_chunked_blobs(conn: asyncpg.Connection | asyncpg.Pool, profile: str) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM chunked_blobs WHERE profile = $1)", profile
+        )
+    )
+
+
 async def chunk_stats(conn: asyncpg.Connection | asyncpg.Pool, profile: str) -> tuple[int, int]:
     """The bytes a chunked profile's blobs hold, and the bytes its chunks take in storage
     (less, where chunks are shared)."""

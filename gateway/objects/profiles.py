@@ -15,7 +15,12 @@ from gateway.objects.local import LocalBackend
 from gateway.objects.upstream import UpstreamBackend
 from gateway.objects.upstream_blobs import UpstreamBlobBackend
 from gateway.storage.profiles import open_stores
-from gateway.storage.transforms import is_encrypted, location_of, with_transforms
+from gateway.storage.transforms import (
+    check_transforms_kept,
+    is_encrypted,
+    location_of,
+    with_transforms,
+)
 from gateway.storage.upstream import UpstreamStore
 
 
@@ -46,6 +51,7 @@ async def opened_backends(
     config: GatewayConfig, pool: asyncpg.Pool
 ) -> AsyncIterator[dict[str, ObjectBackend]]:
     """The backends with their stores opened, outside a server (``gateway gc``)."""
+    await check_transforms_kept(config, pool)
     async with open_stores(config) as locations:
         stores = with_transforms(config, locations, pool)
         grace = config.limits.garbage_grace_seconds

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 
 import asyncpg
 
-from gateway.config import GatewayConfig, LocalProfile
+from gateway.config import ConfigError, GatewayConfig, LocalProfile
+from gateway.meta import blob_keys, chunks
 from gateway.storage import BlobStore
 from gateway.storage.chunked import ChunkedStore, chunked
 from gateway.storage.sealed import SealedStore
@@ -41,6 +42,22 @@ def location_of(store: BlobStore) -> BlobStore:
     while isinstance(store, SealedStore | ChunkedStore):
         store = store.inner
     return store
+
+
+async def check_transforms_kept(config: GatewayConfig, pool: asyncpg.Pool) -> None:
+    """ConfigError if a profile lost a transform its stored blobs need: chunked blobs cannot
+    be read without their chunk map, sealed ones without the profile's keys."""
+    for name, profile in config.storage_profiles.items():
+        if profile.chunking is None and await chunks.has_chunked_blobs(pool, name):
+            raise ConfigError(
+                f"storage_profiles.{name}: its blobs are stored in chunks; chunking cannot be"
+                " removed from a profile that holds any"
+            )
+        if profile.encryption is None and await blob_keys.has_master_keyed(pool, name):
+            raise ConfigError(
+                f"storage_profiles.{name}: its blobs are encrypted; encryption cannot be"
+                " removed from a profile that holds any"
+            )
 
 
 def is_encrypted(config: GatewayConfig, profile: str) -> bool:
