@@ -365,14 +365,7 @@ def test_sigkill_during_uploads_of_identical_chunks(crash_gateway: Gateway) -> N
     for _ in range(2):
         # The first pass releases dead blobs, listing their unshared chunks; the second
         # deletes those.
-        result = subprocess.run(
-            gc_command(gateway),
-            cwd=REPO,
-            env={**os.environ, **ENV},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = gateway.process.command("gc", "--grace", "0")
         assert result.returncode == 0, result.stderr
     after = asyncio.run(fetch_chunk_state(gateway.dsn))
     assert after.garbage == set()

@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import botocore.exceptions
@@ -298,27 +298,37 @@ def test_sse_requests(s3: S3Client, profile: str, bucket: str) -> None:
     assert error_of(caught) == (400, "InvalidArgument")
 
 
-def test_aws_cli_sse(transforms_gateway: GatewayProcess, tmp_path: Path) -> None:
-    source = tmp_path / "file.bin"
-    data = body_of(9 * 1024 * 1024, "awscli")
-    source.write_bytes(data)
+def aws_cli(
+    endpoint: str, directory: Path, ca_bundle: Path | None = None
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`aws s3 ...` against ``endpoint`` with the root credential and no other configuration."""
     env = {
         **os.environ,
         "AWS_ACCESS_KEY_ID": ROOT_ACCESS_KEY,
         "AWS_SECRET_ACCESS_KEY": ROOT_SECRET_KEY,
         "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_CONFIG_FILE": str(directory / "none"),
+        **({"AWS_CA_BUNDLE": str(ca_bundle)} if ca_bundle else {}),
     }
-    target = f"s3://{BUCKETS[SEALED]}/awscli.bin"
 
     def aws(*arguments: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["aws", "--endpoint-url", transforms_gateway.endpoint, "s3", *arguments],
+            ["aws", "--endpoint-url", endpoint, "s3", *arguments],
             env=env,
             capture_output=True,
             text=True,
             timeout=120,
         )
+
+    return aws
+
+
+def test_aws_cli_sse(transforms_gateway: GatewayProcess, tmp_path: Path) -> None:
+    source = tmp_path / "file.bin"
+    data = body_of(9 * 1024 * 1024, "awscli")
+    source.write_bytes(data)
+    target = f"s3://{BUCKETS[SEALED]}/awscli.bin"
+    aws = aws_cli(transforms_gateway.endpoint, tmp_path)
 
     copied = aws("cp", "--sse", "AES256", str(source), target)
     assert copied.returncode == 0, copied.stderr
@@ -788,31 +798,14 @@ def test_aws_cli_sse_c(
     tmp_path: Path,
     certificate: tuple[Path, Path],
 ) -> None:
-    endpoint = s3_https.meta.endpoint_url
     source = tmp_path / "file.bin"
     data = body_of(7 * 1024 * 1024, "awscli-sse-c")
     source.write_bytes(data)
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": ROOT_ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": ROOT_SECRET_KEY,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": str(tmp_path / "none"),
-        "AWS_CA_BUNDLE": str(certificate[0]),
-    }
+    aws = aws_cli(s3_https.meta.endpoint_url, tmp_path, certificate[0])
     key_file = tmp_path / "key.bin"
     key_file.write_bytes(CUSTOMER_KEY)
     target = f"s3://{BUCKETS[SEALED]}/awscli-sse-c.bin"
     sse = ["--sse-c", "AES256", "--sse-c-key", f"fileb://{key_file}"]
-
-    def aws(*arguments: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["aws", "--endpoint-url", endpoint, "s3", *arguments],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
 
     copied = aws("cp", *sse, str(source), target)
     assert copied.returncode == 0, copied.stderr

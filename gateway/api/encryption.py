@@ -154,22 +154,16 @@ def for_write(req: S3Request, bucket: Bucket, backend: ObjectBackend) -> dict[st
 def for_read(req: S3Request, record: ObjectRecord, prefix: str = CUSTOMER_PREFIX) -> None:
     """Check the key a read of ``record`` brings against the one it was sealed with, as S3
     does (400 without one, 403 with another), and set it for the read."""
-    key = customer_key(req, prefix)
-    expected = record.metadata.customer_key
-    if expected is None:
-        if key is not None:
-            raise errors.InvalidRequest(
-                "The encryption parameters are not applicable to this object."
-            )
-        return
+    key = _matching_key(
+        req,
+        record.metadata.customer_key,
+        prefix,
+        "The encryption parameters are not applicable to this object.",
+        "The object was stored using a form of Server Side Encryption. The correct"
+        " parameters must be provided to retrieve the object.",
+    )
     if key is None:
-        raise errors.InvalidRequest(
-            "The object was stored using a form of Server Side Encryption. The correct"
-            " parameters must be provided to retrieve the object."
-        )
-    salt = base64.b64decode(expected["salt"])
-    if not hmac.compare_digest(_mac(salt, key), expected["mac"]):
-        raise errors.AccessDenied("Access Denied")
+        return
     customer_keys.use(read=key)
     if prefix == CUSTOMER_PREFIX:
         req.customer_key_md5 = _md5_b64(key)
@@ -178,21 +172,37 @@ def for_read(req: S3Request, record: ObjectRecord, prefix: str = CUSTOMER_PREFIX
 def for_part(req: S3Request, upload_metadata: ObjectMetadata) -> None:
     """A part of an upload begun with a client's key must bring the same key (set for its
     write); one begun without must bring none."""
-    expected = upload_metadata.customer_key
-    key = customer_key(req)
+    key = _matching_key(
+        req,
+        upload_metadata.customer_key,
+        CUSTOMER_PREFIX,
+        "The multipart upload was not initiated with customer-provided encryption.",
+        "The multipart upload was initiated with customer-provided encryption: every part"
+        " must carry the same key.",
+    )
+    if key is None:
+        return
+    customer_keys.use(write=key)
+    req.customer_key_md5 = _md5_b64(key)
+
+
+def _matching_key(
+    req: S3Request,
+    expected: Mapping[str, str] | None,
+    prefix: str,
+    not_applicable: str,
+    missing: str,
+) -> bytes | None:
+    """The request's key if it matches ``expected`` (a salt and MAC); None when neither has
+    one; else the S3 error (400 for a key too many or too few, 403 for another key)."""
+    key = customer_key(req, prefix)
     if expected is None:
         if key is not None:
-            raise errors.InvalidRequest(
-                "The multipart upload was not initiated with customer-provided encryption."
-            )
-        return
+            raise errors.InvalidRequest(not_applicable)
+        return None
     if key is None:
-        raise errors.InvalidRequest(
-            "The multipart upload was initiated with customer-provided encryption: every part"
-            " must carry the same key."
-        )
+        raise errors.InvalidRequest(missing)
     salt = base64.b64decode(expected["salt"])
     if not hmac.compare_digest(_mac(salt, key), expected["mac"]):
         raise errors.AccessDenied("Access Denied")
-    customer_keys.use(write=key)
-    req.customer_key_md5 = _md5_b64(key)
+    return key
