@@ -891,3 +891,47 @@ def test_a_transform_cannot_be_removed_from_a_profile_that_uses_it(
         )
         assert started.returncode == 2, started.stderr
         assert f"storage_profiles.vault: its blobs are {message}" in started.stderr
+
+
+def test_sse_c_in_a_post_form(
+    s3_https: S3Client, transforms_gateway: GatewayProcess, certificate: tuple[Path, Path]
+) -> None:
+    bucket, key = BUCKETS[SEALED], new_key()
+    sse_fields = {
+        "x-amz-server-side-encryption-customer-algorithm": "AES256",
+        "x-amz-server-side-encryption-customer-key": base64.b64encode(CUSTOMER_KEY).decode(),
+        "x-amz-server-side-encryption-customer-key-MD5": base64.b64encode(
+            hashlib.md5(CUSTOMER_KEY).digest()
+        ).decode(),
+    }
+    presigned = s3_https.generate_presigned_post(
+        bucket,
+        key,
+        Fields=sse_fields,
+        Conditions=[{name: value} for name, value in sse_fields.items()],
+    )
+    answer = requests.post(
+        presigned["url"],
+        data=presigned["fields"],
+        files={"file": ("f.bin", MARKER + b"form")},
+        timeout=60,
+        verify=str(certificate[0]),
+    )
+    assert answer.status_code == 204, answer.text
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        s3_https.get_object(Bucket=bucket, Key=key)
+    assert error_of(caught)[0] == 400
+    assert s3_https.get_object(Bucket=bucket, Key=key, **sse_c())["Body"].read() == MARKER + b"form"
+
+
+def test_sse_s3_in_a_post_form(s3: S3Client) -> None:
+    fields = {"x-amz-server-side-encryption": "AES256"}
+    for profile, expected in ((SEALED, 204), (PLAIN, 400)):
+        # A new conditions list each time: boto3 adds the bucket's and key's to it.
+        presigned = s3.generate_presigned_post(
+            BUCKETS[profile], new_key(), Fields=fields, Conditions=[dict(fields)]
+        )
+        answer = requests.post(
+            presigned["url"], data=presigned["fields"], files={"file": b"x"}, timeout=60
+        )
+        assert answer.status_code == expected, answer.text

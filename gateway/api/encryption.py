@@ -73,10 +73,12 @@ CUSTOMER_PREFIX = "x-amz-server-side-encryption-customer-"
 COPY_SOURCE_CUSTOMER_PREFIX = "x-amz-copy-source-server-side-encryption-customer-"
 
 
-def customer_key(req: S3Request, prefix: str = CUSTOMER_PREFIX) -> bytes | None:
+def customer_key(
+    req: S3Request, prefix: str = CUSTOMER_PREFIX, headers: Mapping[str, str] | None = None
+) -> bytes | None:
     """The client's own key (SSE-C) the request carries under ``prefix``, checked as S3 does;
     None without one."""
-    headers = req.headers
+    headers = req.headers if headers is None else headers
     algorithm = headers.get(prefix + "algorithm")
     key_text = headers.get(prefix + "key")
     key_md5 = headers.get(prefix + "key-MD5")
@@ -130,12 +132,19 @@ def key_record(key: bytes) -> dict[str, str]:
     return {"salt": base64.b64encode(salt).decode(), "mac": _mac(salt, key)}
 
 
-def for_write(req: S3Request, bucket: Bucket, backend: ObjectBackend) -> dict[str, str] | None:
-    """The request's SSE-C key, set for the write; the record to store with the object."""
-    key = customer_key(req)
+def for_write(
+    req: S3Request,
+    bucket: Bucket,
+    backend: ObjectBackend,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, str] | None:
+    """The SSE-C key of the request (or of ``headers``: a POST form's fields), set for the
+    write; the record to store with the object."""
+    headers = req.headers if headers is None else headers
+    key = customer_key(req, headers=headers)
     if key is None:
         return None
-    if req.headers.get(SSE_HEADER) is not None:
+    if headers.get(SSE_HEADER) is not None:
         raise errors.InvalidArgument(
             "Server Side Encryption with Customer provided key is incompatible with the"
             " encryption method specified.",

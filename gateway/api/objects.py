@@ -334,7 +334,7 @@ async def write_object(
     x-amz-meta-* metadata, ACL (x-amz-acl) and any If-Match / If-None-Match."""
     encryption.check_requested(req, bucket, headers)
     backend = req.backend(bucket.profile)
-    sealed_with = encryption.for_write(req, bucket, backend)
+    sealed_with = encryption.for_write(req, bucket, backend, headers)
     metadata = replace(metadata_from_headers(req, headers), customer_key=sealed_with)
     new = NewObject(bucket.name, key, content_type_from_headers(headers), metadata)
     cond = conditions.write_conditions(headers)

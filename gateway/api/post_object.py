@@ -202,8 +202,9 @@ def _object_headers(fields: dict[str, str]) -> CIMultiDict[str]:
     """The form's fields that a PutObject would send as headers."""
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in fields.items():
+        # x-amz-server-side-encryption*: SSE-S3 and SSE-C, checked as on a PutObject.
         if name in ("content-type", *STORED_HEADERS) or name.startswith(
-            ("x-amz-meta-", "x-amz-checksum-")
+            ("x-amz-meta-", "x-amz-checksum-", "x-amz-server-side-encryption")
         ):
             headers[name] = value
     if "acl" in fields:
