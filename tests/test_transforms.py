@@ -394,10 +394,22 @@ def test_chunks_are_separate_blobs_and_dedup_stores_them_once(
     copies = [new_key() for _ in range(3)]
     for key in copies:
         s3.put_object(Bucket=bucket, Key=key, Body=data)
-    s3.copy_object(Bucket=bucket, Key=new_key(), CopySource={"Bucket": bucket, "Key": first})
+    copy = new_key()
+    copied = s3.copy_object(Bucket=bucket, Key=copy, CopySource={"Bucket": bucket, "Key": first})
+    assert copied["CopyObjectResult"]["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
     added = len(stored_files(transforms_gateway, profile)) - before
     # Without dedup every copy is stored again; with it, nothing is.
     assert added == (0 if profile == SEALED_CHUNKED else 4 * 6)
+    if profile == SEALED_CHUNKED:
+        # The copy is new references to the same chunks: no byte was read or written.
+        copied_chunks = db_fetch(
+            transforms_gateway.dsn,
+            "SELECT chunk_key, size FROM blob_chunks WHERE blob_key = $1 ORDER BY seq",
+            blob_of(transforms_gateway, bucket, copy),
+        )
+        assert copied_chunks == chunks
+    s3.delete_object(Bucket=bucket, Key=first)
+    assert s3.get_object(Bucket=bucket, Key=copy)["Body"].read() == data
     for key in copies:
         got = s3.get_object(
             Bucket=bucket, Key=key, Range=f"bytes={CHUNK_SIZE - 5}-{CHUNK_SIZE + 4}"

@@ -178,6 +178,61 @@ async def finish_blob(pool: asyncpg.Pool, profile: str, blob_key: str, size: int
         )
 
 
+async def clone_blob(pool: asyncpg.Pool, profile: str, source_key: str, blob_key: str) -> bool:
+    """Make ``blob_key`` (listed in garbage, as a blob being written) a complete blob of the
+    same shared chunks as the complete blob ``source_key``, writing no chunk; False if the
+    source is not such a blob or has a chunk of its own (not shared)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await _hold_blob_entry(conn, profile, blob_key)
+        # Share-locked: the source cannot be released until its chunks have this reference
+        # too (a release locks this row before the chunks, as here, so they cannot deadlock).
+        size = await conn.fetchval(
+            "SELECT size FROM chunked_blobs WHERE profile = $1 AND blob_key = $2 FOR SHARE",
+            profile,
+            source_key,
+        )
+        if size is None:
+            return False
+        hashes = await conn.fetch(
+            "SELECT chunk_hash FROM blob_chunks WHERE profile = $1 AND blob_key = $2",
+            profile,
+            source_key,
+        )
+        if any(row["chunk_hash"] is None for row in hashes):
+            return False
+        uses = Counter(row["chunk_hash"] for row in hashes)
+        await conn.execute(
+            "SELECT 1 FROM chunk_blobs WHERE profile = $1 AND chunk_hash = ANY($2::bytea[])"
+            " ORDER BY chunk_hash FOR UPDATE",
+            profile,
+            list(uses),
+        )
+        await conn.execute(
+            "UPDATE chunk_blobs SET refs = refs + used.count"
+            " FROM unnest($2::bytea[], $3::bigint[]) AS used (chunk_hash, count)"
+            " WHERE chunk_blobs.profile = $1 AND chunk_blobs.chunk_hash = used.chunk_hash",
+            profile,
+            list(uses),
+            list(uses.values()),
+        )
+        await conn.execute(
+            "INSERT INTO blob_chunks"
+            " (profile, blob_key, seq, start_offset, size, chunk_key, chunk_hash)"
+            " SELECT profile, $3, seq, start_offset, size, chunk_key, chunk_hash"
+            " FROM blob_chunks WHERE profile = $1 AND blob_key = $2",
+            profile,
+            source_key,
+            blob_key,
+        )
+        await conn.execute(
+            "INSERT INTO chunked_blobs (profile, blob_key, size) VALUES ($1, $2, $3)",
+            profile,
+            blob_key,
+            size,
+        )
+    return True
+
+
 async def release_blob(pool: asyncpg.Pool, profile: str, blob_key: str) -> bool:
     """Drop a chunked blob, complete or not, in one transaction: its rows go, and the chunks
     no row uses any more enter the garbage log. False if ``blob_key`` has no chunk map (a blob

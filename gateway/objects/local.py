@@ -9,6 +9,7 @@ object becomes the ordered list of its part blobs).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from gateway.errors import BucketGoneError, UploadGoneError
@@ -23,8 +24,10 @@ from gateway.objects.backend import (
     WriteTerms,
     assembled,
 )
+from gateway.objects.reading import Segment
 from gateway.objects.staging import StagedBlob
 from gateway.storage import customer_keys
+from gateway.storage.chunked import ChunkedStore
 
 
 class LocalBackend(ObjectBackend):
@@ -50,6 +53,54 @@ class LocalBackend(ObjectBackend):
             except BucketGoneError:
                 blob.row_commit_started = False  # nothing committed: the blob can go at once
                 raise
+        return record
+
+    async def copy(
+        self,
+        new: NewObject,
+        source: ObjectRecord,
+        segments: Sequence[Segment],
+        terms: WriteTerms,
+    ) -> ObjectRecord:
+        shared = await self._copy_shared(new, source, segments, terms)
+        if shared is not None:
+            return shared
+        return await super().copy(new, source, segments, terms)
+
+    async def _copy_shared(
+        self,
+        new: NewObject,
+        source: ObjectRecord,
+        segments: Sequence[Segment],
+        terms: WriteTerms,
+    ) -> ObjectRecord | None:
+        """A whole single-part object of this profile copied as new references to its shared
+        chunks (dedup), writing no byte; None where that cannot be done."""
+        store = self.store
+        whole = len(segments) == 1 and segments[0].length == source.size == sum(
+            segment.length for segment in segments
+        )
+        if not (
+            isinstance(store, ChunkedStore)
+            and source.profile == self.profile
+            and source.storage_key is not None
+            and source.parts_count is None
+            and source.metadata.customer_key is None
+            and customer_keys.current().write is None
+            and whole
+        ):
+            return None
+        await self.precheck(new, terms)
+        storage_key = await self.resources.reserve.take(self.profile)
+        # Unused, the key stays listed and the janitor clears it.
+        if not await store.clone(source.storage_key, storage_key):
+            return None
+        # The same bytes: the source's MD5 ETag and checksums hold for the copy.
+        metadata = new.metadata.with_checksums(source.checksums)
+        record = NewObject(new.bucket, new.key, new.content_type, metadata).record(
+            self.profile, source.size, source.etag, storage_key=storage_key
+        )
+        await self._commit(record, terms)
         return record
 
     def _record(

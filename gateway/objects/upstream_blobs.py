@@ -12,6 +12,7 @@ back through adoption.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from gateway.errors import KeyNotStorableError
 from gateway.meta import object_rows
@@ -20,6 +21,7 @@ from gateway.meta.object_rows import ObjectRecord
 from gateway.meta.uploads import Upload
 from gateway.objects.backend import Completion, IncomingBody, NewObject, Resources, WriteTerms
 from gateway.objects.local import LocalBackend
+from gateway.objects.reading import Segment
 from gateway.objects.upstream import UpstreamBackend
 from gateway.storage.upstream import UpstreamStore
 
@@ -50,6 +52,20 @@ class UpstreamBlobBackend(LocalBackend):
         replaced = await object_rows.get_object(self.pool, new.bucket, new.key)
         record = await super().put(new, body, terms)
         await self._drop_in_place(replaced)
+        return record
+
+    async def _copy_shared(
+        self,
+        new: NewObject,
+        source: ObjectRecord,
+        segments: Sequence[Segment],
+        terms: WriteTerms,
+    ) -> ObjectRecord | None:
+        # A copy through the bytes goes through put, which drops the plaintext itself.
+        replaced = await object_rows.get_object(self.pool, new.bucket, new.key)
+        record = await super()._copy_shared(new, source, segments, terms)
+        if record is not None:
+            await self._drop_in_place(replaced)
         return record
 
     async def complete_upload(self, upload: Upload, completion: Completion) -> ObjectRecord:

@@ -118,6 +118,13 @@ class ChunkedStore:
     def local_path(self, storage_key: str) -> Path | None:
         return self._plain_file(storage_key)
 
+    async def clone(self, source_key: str, storage_key: str) -> bool:
+        """Make ``storage_key`` (listed in garbage) a blob of the same bytes as ``source_key``
+        without writing any: only where every chunk of the source is shared (dedup)."""
+        if not self.dedup:
+            return False
+        return await chunks.clone_blob(self.pool, self.profile, source_key, storage_key)
+
     async def delete(self, storage_key: str) -> None:
         """Release a chunked blob (its chunks are deleted a grace period later, once no blob
         uses them); any other key is a blob of the wrapped store: a chunk the janitor
