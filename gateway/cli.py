@@ -271,7 +271,8 @@ async def _stats(config: GatewayConfig) -> int:
     header += ["stored bytes", "stored / blob"]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print(line.rstrip())
     return 0
 
 

@@ -14,7 +14,8 @@ class ProfileUsage:
     objects: int
     # What clients see: the sizes of the objects.
     object_bytes: int
-    # Every blob's bytes: objects, parts of uploads in progress and stored variants.
+    # Every blob's bytes: objects, parts of uploads in progress and stored variants (and, on a
+    # chunked profile, blobs released but not yet collected).
     logical_bytes: int
     # What storage holds for them: less where chunks are shared (dedup); encryption adds its
     # tags (16 bytes per 64 KiB), not counted here.
