@@ -11,6 +11,7 @@ import os
 import signal
 import ssl
 import sys
+from importlib.metadata import version
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -103,7 +104,8 @@ def serve(args: argparse.Namespace) -> int:
     host, port = config.host_port
     scheme = "https" if config.tls else "http"
     workers = args.workers or int(os.environ.get("GATEWAY_WORKERS", "1"))
-    print(f"gateway listening on {scheme}://{host}:{port} ({workers} workers)", flush=True)
+    count = f"{workers} worker{'s' if workers != 1 else ''}"
+    print(f"gateway listening on {scheme}://{host}:{port} ({count})", flush=True)
     if workers <= 1:
         _run_worker(config, root, args.reuse_port)
         return 0
@@ -482,6 +484,7 @@ def presign(config: GatewayConfig, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway", description="S3-compatible gateway")
+    parser.add_argument("--version", action="version", version=f"gateway {version('gateway')}")
     parser.add_argument("--log-level", default=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"))
     commands = parser.add_subparsers(dest="command", required=True)
 

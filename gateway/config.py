@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.s3 import cors, website
+from gateway.s3 import cors, names, website
 from gateway.s3.cors import CorsConfiguration, CorsRule
 from gateway.s3.errors import S3Error
 from gateway.s3.website import WebsiteConfiguration
@@ -520,6 +520,14 @@ class GatewayConfig(_Strict):
                 )
             self._check_preset_list(f"buckets.{name}.variants", bucket.variants)
         self._check_preset_list("default_bucket_variants", self.default_bucket_variants)
+        for name in self.buckets:
+            try:
+                names.validate_bucket_name(name)
+            except S3Error:
+                raise ValueError(
+                    f"buckets.{name}: not a valid bucket name (3-63 lowercase letters, digits,"
+                    " '.' and '-', starting and ending with a letter or digit)"
+                ) from None
         self._check_shared_prefixes()
         seen: set[str] = set()
         for index, credential in enumerate(self.credentials):
@@ -595,7 +603,10 @@ def interpolate(node: Any, path: str = "", environ: Mapping[str, str] | None = N
             return default
         return value
 
-    return _ENV_REF.sub(substitute, node)
+    substituted = _ENV_REF.sub(substitute, node)
+    if "${" in _ENV_REF.sub("", node):
+        raise ConfigError(f"{path}: '${{' begins no ${{VAR}} or ${{VAR:-default}} reference")
+    return substituted
 
 
 def _apply_environment(raw: dict[str, Any], environ: dict[str, str]) -> None:
@@ -626,6 +637,29 @@ def _format_error(error: ValidationError) -> str:
     return "; ".join(lines)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load, but a key given twice in one mapping is an error (not: the last one wins)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """One line: file, line and column (1-based), and what is wrong there."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    return f"{where}: invalid YAML: {problem}"
+
+
 def literal_secrets(path: Path) -> list[str]:
     """Where the file gives an encryption key literally instead of as a ``${VAR}`` reference
     (a key in a file travels with every copy and backup of it)."""
@@ -650,11 +684,11 @@ def load_config(path: Path | None = None, environ: dict[str, str] | None = None)
     raw: Any = {}
     if path is not None:
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = yaml.load(path.read_text(encoding="utf-8"), _StrictLoader) or {}
         except OSError as exc:
             raise ConfigError(f"{path}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+            raise ConfigError(_yaml_error(path, exc)) from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         # The same environment as the GATEWAY_* overrides, so callers can pass their own.

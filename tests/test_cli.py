@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ import requests
 from tests.conftest import (
     GATEWAY_ENV,
     REPO,
+    GatewayProcess,
     _spawn,
     _wait_until,
     client,
@@ -190,3 +192,20 @@ def test_migrate_applies_the_schema_once_and_keeps_data(pg_server_dsn: str, tmp_
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == first.stdout.strip()
     assert db_fetch(dsn, "SELECT name FROM buckets WHERE name = 'kept'")
+
+
+def test_version() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "gateway", "--version"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0
+    assert shown.stdout.strip() == f"gateway {importlib.metadata.version('gateway')}"
+
+
+def test_startup_line_counts_workers(local_gateway: GatewayProcess) -> None:
+    assert local_gateway.log_path is not None
+    assert "(1 worker)" in local_gateway.log_path.read_text()

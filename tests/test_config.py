@@ -561,7 +561,7 @@ def test_empty_upstream_credentials_mean_the_aws_chain(tmp_path: Path) -> None:
     [
         ("default_profile: media\n", "default_profile"),
         (
-            "buckets: {a: {profile: media}, b: {profile: media}}\n",
+            "buckets: {alpha: {profile: media}, beta: {profile: media}}\n",
             "storage_profiles.media.prefix",
         ),
     ],
@@ -572,7 +572,7 @@ def test_a_prefix_without_bucket_holds_one_bucket(tmp_path: Path, extra: str, pa
     assert message.startswith(f"{path}:")
     # One bucket on it is fine.
     single = UPSTREAM.replace("    part_size: 16MiB\n", '    prefix: ""\n')
-    load(tmp_path, single + "buckets: {a: {profile: media}}\n", {"KEY_ID": "k", "SECRET": "s"})
+    load(tmp_path, single + "buckets: {alpha: {profile: media}}\n", {"KEY_ID": "k", "SECRET": "s"})
 
 
 @pytest.mark.parametrize(
@@ -615,3 +615,27 @@ def test_chunk_size_out_of_range_names_its_path(tmp_path: Path, size: str) -> No
         tmp_path, f"storage_profiles: {{default: {{chunking: {{chunk_size: {size}}}}}}}"
     )
     assert message.startswith("storage_profiles.default.chunking.chunk_size:"), message
+
+
+def test_yaml_errors_name_file_line_and_column_once(tmp_path: Path) -> None:
+    message = load_error(tmp_path, "listen: 127.0.0.1:9000\nbuckets:\n  a: [unclosed\n")
+    path = str(tmp_path / "gateway.yaml")
+    assert message == f"{path}:4:1: invalid YAML: expected ',' or ']', but got '<stream end>'"
+
+
+def test_duplicate_yaml_keys_are_errors(tmp_path: Path) -> None:
+    message = load_error(tmp_path, "region: eu-west-1\nlisten: 127.0.0.1:9000\nregion: us-east-1\n")
+    assert message.endswith(":3:1: invalid YAML: duplicate key 'region'")
+    nested = load_error(tmp_path, "buckets:\n  photos: {}\n  photos: {}\n")
+    assert nested.endswith(":3:3: invalid YAML: duplicate key 'photos'")
+
+
+def test_unterminated_environment_reference_names_the_path(tmp_path: Path) -> None:
+    message = load_error(tmp_path, "database:\n  url: postgresql://u:${PASSWORD@db/gateway\n")
+    assert message == "database.url: '${' begins no ${VAR} or ${VAR:-default} reference"
+
+
+@pytest.mark.parametrize("name", ["Photos", "ab", "my_bucket", "-photos", "photos..old"])
+def test_invalid_bucket_names_in_buckets_are_errors(tmp_path: Path, name: str) -> None:
+    message = load_error(tmp_path, f"buckets:\n  '{name}': {{}}\n")
+    assert f"buckets.{name}: not a valid bucket name" in message
