@@ -9,6 +9,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import socket
 import ssl
 import sys
 from importlib.metadata import version
@@ -104,12 +105,37 @@ def serve(args: argparse.Namespace) -> int:
     host, port = config.host_port
     scheme = "https" if config.tls else "http"
     workers = args.workers or int(os.environ.get("GATEWAY_WORKERS", "1"))
+    # Workers share the port with SO_REUSEPORT, which would also let them share it with
+    # another gateway already there (the kernel splitting traffic between two configurations):
+    # only --reuse-port asks for that.
+    taken = None if args.reuse_port else _address_taken(host, port)
+    if taken is not None:
+        print(f"gateway: cannot listen on {host}:{port}: {taken}", file=sys.stderr)
+        return 1
     count = f"{workers} worker{'s' if workers != 1 else ''}"
     print(f"gateway listening on {scheme}://{host}:{port} ({count})", flush=True)
     if workers <= 1:
         _run_worker(config, root, args.reuse_port)
         return 0
     return _serve_workers(config, root, workers)
+
+
+def _address_taken(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on by this gateway alone; None if it can."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return str(exc.strerror)
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            # As the server binds: a port left in TIME_WAIT is free, a listening one is not,
+            # whether or not its owner set SO_REUSEPORT.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                return str(exc.strerror)
+    return None
 
 
 def _serve_workers(config: GatewayConfig, root: CredentialConfig, workers: int) -> int:

@@ -209,3 +209,27 @@ def test_version() -> None:
 def test_startup_line_counts_workers(local_gateway: GatewayProcess) -> None:
     assert local_gateway.log_path is not None
     assert "(1 worker)" in local_gateway.log_path.read_text()
+
+
+def test_a_second_gateway_on_a_taken_address_refuses_to_start(
+    local_gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    second = local_gateway.sibling(tmp_path / "second.yaml")
+    config = second.config_path.read_text().replace(
+        f"127.0.0.1:{second.port}", f"127.0.0.1:{local_gateway.port}"
+    )
+    second.config_path.write_text(config)
+    for workers in ("1", "2"):
+        started = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(second.config_path)],
+            cwd=REPO,
+            env={**os.environ, **local_gateway.env, "GATEWAY_WORKERS": workers},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert started.returncode == 1
+        assert started.stderr.strip() == (
+            f"gateway: cannot listen on 127.0.0.1:{local_gateway.port}: Address already in use"
+        )
+        assert "listening" not in started.stdout
