@@ -20,6 +20,7 @@ from tests.conftest import (
     REPO,
     GatewayProcess,
     _spawn,
+    _terminate,
     _wait_until,
     client,
     create_database,
@@ -233,3 +234,25 @@ def test_a_second_gateway_on_a_taken_address_refuses_to_start(
             f"gateway: cannot listen on 127.0.0.1:{local_gateway.port}: Address already in use"
         )
         assert "listening" not in started.stdout
+
+
+def test_serve_makes_a_missing_data_dir_for_its_embedded_postgres(tmp_path: Path) -> None:
+    data = tmp_path / "not" / "yet" / "data"
+    port = free_port()
+    env = {
+        **GATEWAY_ENV,
+        "GATEWAY_DATA_DIR": str(data),
+        "GATEWAY_LISTEN": f"127.0.0.1:{port}",
+        "GATEWAY_DATABASE_URL": "",
+        "GATEWAY_CONFIG": "",
+    }
+    log = tmp_path / "gateway.log"
+    process = _spawn([sys.executable, "-m", "gateway", "serve"], log, env)
+    try:
+        health = f"http://127.0.0.1:{port}/_gateway/health"
+        _wait_until(process, log, lambda: requests.get(health, timeout=2).ok, 180)
+        assert (data / "postgres").is_dir()
+    finally:
+        _terminate(process)
+    # Stopped with the gateway, not left behind.
+    assert wait_for(lambda: not (data / "postgres" / "postmaster.pid").exists(), 30)
