@@ -1,6 +1,6 @@
 -- The gateway's metadata schema. Applied by `gateway migrate` and at start-up under an advisory
 -- lock; every statement is idempotent, and the version applied is recorded in schema_version.
--- schema-version: 9
+-- schema-version: 10
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version    integer PRIMARY KEY,
@@ -329,4 +329,13 @@ CREATE TABLE IF NOT EXISTS profile_secrets (
     PRIMARY KEY (profile, purpose)
 );
 
-INSERT INTO schema_version (version) VALUES (3), (4), (5), (6), (7), (8), (9) ON CONFLICT DO NOTHING;
+-- Version 10. The node (gateway.meta.nodes) each local profile's directory is on: a local
+-- profile is served by one node only.
+CREATE TABLE IF NOT EXISTS local_profiles (
+    profile    text PRIMARY KEY,
+    node_id    uuid NOT NULL,
+    claimed_at timestamptz NOT NULL DEFAULT now()
+);
+
+INSERT INTO schema_version (version) VALUES (3), (4), (5), (6), (7), (8), (9), (10)
+    ON CONFLICT DO NOTHING;

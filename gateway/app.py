@@ -11,6 +11,7 @@ import secrets
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
+import asyncpg
 from aiohttp import web
 
 from gateway.api.context import (
@@ -33,12 +34,13 @@ from gateway.api.encryption import add_encryption_header
 from gateway.api.middleware import add_request_id, s3_errors
 from gateway.api.router import dispatch, no_expectation
 from gateway.api.sendfile import sendfile_threads
-from gateway.config import CredentialConfig, GatewayConfig
+from gateway.config import ConfigError, CredentialConfig, GatewayConfig, LocalProfile
 from gateway.maintenance.janitor import run_janitor
-from gateway.meta import buckets
+from gateway.meta import buckets, nodes
 from gateway.meta.buckets import Bucket, RecentBuckets
 from gateway.meta.db import DATABASE_ERRORS, create_pool, migrate, start_embedded_postgres
 from gateway.meta.garbage import KeyReserve
+from gateway.meta.nodes import NODE_ID_FILE, node_id
 from gateway.meta.object_rows import BatchedLookups, ObjectRecord
 from gateway.objects.backend import Resources
 from gateway.objects.profiles import open_backends
@@ -140,6 +142,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     """The storage keys reserved ahead of writes, and the backend of each profile."""
     config = app[CONFIG]
     await check_transforms_kept(config, app[POOL])
+    await _claim_local_profiles(config, app[POOL])
     stores = app[STORES] = with_transforms(config, app[STORES], app[POOL])
     new_keys = {name: store.new_key for name, store in stores.items()}
     reserve = KeyReserve(app[POOL], new_keys, config.limits.garbage_grace_seconds)
@@ -164,6 +167,21 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
         await reserve.release()
     except DATABASE_ERRORS:
         log.warning("could not unlist the unused reserved storage keys; the janitor will")
+
+
+async def _claim_local_profiles(config: GatewayConfig, pool: asyncpg.Pool) -> None:
+    """ConfigError if another node sharing the database serves a local profile of this one."""
+    profiles = config.storage_profiles
+    local = [name for name, profile in profiles.items() if isinstance(profile, LocalProfile)]
+    held = await nodes.claim_local_profiles(pool, node_id(config.data_dir), local)
+    if held:
+        name, holder = min(held.items())
+        raise ConfigError(
+            f"storage_profiles.{name}: this local profile is served by another gateway node"
+            f" ({holder}) sharing the database; a local directory is one node's alone, so"
+            " nodes share only upstream profiles. (If this is that node with its data"
+            f" directory restored, put {holder} back in {config.data_dir / NODE_ID_FILE}.)"
+        )
 
 
 async def _variants(app: web.Application) -> AsyncIterator[None]:
