@@ -447,14 +447,18 @@ LITERAL_KEY_WARNING = "the key is written in the file; give it as ${VARIABLE} in
 
 
 def check_config(args: argparse.Namespace) -> int:
+    path = Path(args.file) if args.file else _config_path(args)
+    if path is None:
+        print("check-config needs a file (or --config, or $GATEWAY_CONFIG)", file=sys.stderr)
+        return 2
     try:
-        load_config(Path(args.file))
+        load_config(path)
     except ConfigError as exc:
-        print(f"{args.file}: {exc}", file=sys.stderr)
+        print(f"{path}: {exc}", file=sys.stderr)
         return 1
-    for where in literal_secrets(Path(args.file)):
-        print(f"{args.file}: warning: {where}: {LITERAL_KEY_WARNING}", file=sys.stderr)
-    print(f"{args.file}: ok")
+    for where in literal_secrets(path):
+        print(f"{path}: warning: {where}: {LITERAL_KEY_WARNING}", file=sys.stderr)
+    print(f"{path}: ok")
     return 0
 
 
@@ -530,7 +534,9 @@ def main(argv: list[str] | None = None) -> int:
     migrate_cmd = commands.add_parser("migrate", help="apply schema.sql to the database")
     migrate_cmd.add_argument("--config")
     check_cmd = commands.add_parser("check-config", help="validate a configuration file")
-    check_cmd.add_argument("file")
+    # The file as every other command takes it (--config, $GATEWAY_CONFIG) or positionally.
+    check_cmd.add_argument("file", nargs="?")
+    check_cmd.add_argument("--config")
     gc_cmd = commands.add_parser("gc", help="delete blobs listed in the garbage log")
     gc_cmd.add_argument("--config")
     gc_cmd.add_argument(

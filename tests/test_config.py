@@ -436,7 +436,11 @@ def test_example_tls_block_is_valid_when_uncommented(tmp_path: Path) -> None:
     assert config.tls.certificate.name == "fullchain.pem"
 
 
-def check_config(path: Path, extra_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def check_config(
+    path: Path, extra_env: dict[str, str], arguments: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`gateway check-config` of ``path`` (``arguments``: how it is given; positional by
+    default)."""
     # The child sees no GATEWAY_* settings of whoever runs the tests.
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update(extra_env)
@@ -444,7 +448,13 @@ def check_config(path: Path, extra_env: dict[str, str]) -> subprocess.CompletedP
         if name not in extra_env:
             env.pop(name, None)
     return subprocess.run(
-        [sys.executable, "-m", "gateway", "check-config", str(path)],
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "check-config",
+            *([str(path)] if arguments is None else arguments),
+        ],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -457,6 +467,17 @@ def test_check_config_accepts_the_example() -> None:
     result = check_config(EXAMPLE, EXAMPLE_ENV)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"{EXAMPLE}: ok"
+
+
+def test_check_config_takes_the_file_as_the_other_commands_do() -> None:
+    by_option = check_config(EXAMPLE, EXAMPLE_ENV, ["--config", str(EXAMPLE)])
+    by_environment = check_config(EXAMPLE, {**EXAMPLE_ENV, "GATEWAY_CONFIG": str(EXAMPLE)}, [])
+    for result in (by_option, by_environment):
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == f"{EXAMPLE}: ok"
+    neither = check_config(EXAMPLE, {}, [])
+    assert neither.returncode == 2
+    assert "check-config needs a file" in neither.stderr
 
 
 def test_check_config_needs_the_example_secrets() -> None:
