@@ -83,8 +83,12 @@ def _run_worker(
     reuse_port: bool,
     config_path: Path | None,
     dsn: str | None = None,
+    log_level: int | None = None,
 ) -> None:
-    """Serve ``config``, on the database ``dsn`` when given (that the parent started)."""
+    """Serve ``config``, on the database ``dsn`` when given (that the parent started);
+    ``log_level``: in a spawned worker, which does not inherit the parent's logging."""
+    if log_level is not None:
+        _configure_logging(log_level)
     # Until its loop handles SIGHUP (a reload), a worker must not die of one.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     host, port = config.host_port
@@ -203,7 +207,9 @@ def _serve_workers(
         # Not daemonic: a daemonic process may not start children, and each worker starts its
         # own render processes. They are stopped and joined below in any case.
         context.Process(
-            target=_run_worker, args=(config, root, True, config_path, dsn), daemon=False
+            target=_run_worker,
+            args=(config, root, True, config_path, dsn, logging.getLogger().level),
+            daemon=False,
         )
         for _ in range(workers)
     ]
@@ -614,6 +620,12 @@ def presign(config: GatewayConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_logging(level: int | str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The embedded Postgres narrates every start at INFO.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway", description="S3-compatible gateway")
     parser.add_argument("--version", action="version", version=f"gateway {version('gateway')}")
@@ -719,11 +731,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # The embedded Postgres narrates every start at INFO.
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    _configure_logging(args.log_level.upper())
     if args.command == "serve":
         return serve(args)
     if args.command == "check-config":
