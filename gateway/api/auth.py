@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.api.context import CREDENTIALS, S3Request
+from gateway.api.context import S3Request
 from gateway.config import CredentialConfig
 from gateway.meta.buckets import Bucket
 from gateway.meta.object_rows import ObjectRecord
@@ -15,7 +15,7 @@ from gateway.s3.acl import PUBLIC_READ
 
 
 def _credential(req: S3Request, access_key: str) -> CredentialConfig:
-    credential = req.http.app[CREDENTIALS].get(access_key)
+    credential = req.snapshot.credentials.get(access_key)
     if credential is None:
         raise errors.InvalidAccessKeyId(AWSAccessKeyId=access_key)
     return credential

@@ -25,7 +25,7 @@ from multidict import CIMultiDict
 from gateway.api import auth
 from gateway.api.body import send_continue
 from gateway.api.common import recent_bucket
-from gateway.api.context import CREDENTIALS, S3Request
+from gateway.api.context import S3Request
 from gateway.api.objects import STORED_HEADERS, write_object
 from gateway.config import CredentialConfig
 from gateway.s3 import checksums, errors, names, post_policy
@@ -192,7 +192,7 @@ def _verify_v4(req: S3Request, fields: dict[str, str], encoded: str) -> Credenti
 
 
 def _credential(req: S3Request, access_key: str) -> CredentialConfig:
-    credential = req.http.app[CREDENTIALS].get(access_key)
+    credential = req.snapshot.credentials.get(access_key)
     if credential is None:
         raise errors.InvalidAccessKeyId(AWSAccessKeyId=access_key)
     return credential
