@@ -7,9 +7,10 @@ import hmac
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from unittest import mock
 from urllib.parse import urlsplit
 
-from botocore.auth import S3SigV4Auth, SigV4Auth
+from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
@@ -39,6 +40,19 @@ def sign_s3(method: str, url: str) -> dict[str, str]:
     request = AWSRequest(method=method, url=url)
     S3SigV4Auth(Credentials(ROOT_ACCESS_KEY, ROOT_SECRET_KEY), "s3", REGION).add_auth(request)
     return dict(request.headers)
+
+
+def presign(method: str, url: str, expires: int, when: datetime) -> str:
+    """A SigV4 presigned URL signed at ``when`` (aware) for ``expires`` seconds, by botocore's
+    Python signer: boto3 may presign with the AWS CRT, which refuses an X-Amz-Expires below 1."""
+    request = AWSRequest(method=method, url=url)
+    signer = S3SigV4QueryAuth(
+        Credentials(ROOT_ACCESS_KEY, ROOT_SECRET_KEY), "s3", REGION, expires=expires
+    )
+    naive_utc = when.astimezone(UTC).replace(tzinfo=None)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=naive_utc):
+        signer.add_auth(request)
+    return str(request.url)
 
 
 def signing_key(secret_key: str, date: str) -> bytes:

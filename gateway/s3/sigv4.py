@@ -239,13 +239,14 @@ def _parse_query_auth(req: HttpRequestView, params: Mapping[str, str]) -> AuthRe
     if not _INTEGER.fullmatch(params["X-Amz-Expires"]):
         raise error("X-Amz-Expires should be a number")
     expires = int(params["X-Amz-Expires"])
+    # S3's words and order. Zero is well-formed: a URL valid for no time, which check_time
+    # answers 403 "Request has expired" as S3 does.
     if expires < 0:
         raise error("X-Amz-Expires must be non-negative")
-    if expires == 0:
-        raise error("X-Amz-Expires must be at least 1")
     if expires > MAX_PRESIGNED_EXPIRES:
         raise error(
-            f"X-Amz-Expires must be less than a week (in seconds) that is {MAX_PRESIGNED_EXPIRES}"
+            "X-Amz-Expires must be less than a week (in seconds); that is, the given "
+            f"X-Amz-Expires must be less than {MAX_PRESIGNED_EXPIRES} seconds"
         )
 
     # A presigned URL does not know the body; a client may still send the header and sign it.

@@ -471,10 +471,10 @@ PRESIGN_BASE = {
         ({"X-Amz-Credential": None}, "requires the X-Amz-Algorithm"),
         (
             {"X-Amz-Expires": "604801"},
-            "X-Amz-Expires must be less than a week (in seconds) that is 604800",
+            "X-Amz-Expires must be less than a week (in seconds); that is, the given "
+            "X-Amz-Expires must be less than 604800 seconds",
         ),
-        ({"X-Amz-Expires": "-1"}, "non-negative"),
-        ({"X-Amz-Expires": "0"}, "at least 1"),
+        ({"X-Amz-Expires": "-1"}, "X-Amz-Expires must be non-negative"),
         ({"X-Amz-Expires": "soon"}, "should be a number"),
         ({"X-Amz-Expires": "\u0663"}, "should be a number"),  # ARABIC-INDIC DIGIT THREE
         ({"X-Amz-Date": "2013-05-24T00:00:00Z"}, "ISO8601"),
@@ -521,3 +521,14 @@ def test_presigned_time_window() -> None:
         check_time(auth, now - timedelta(minutes=16))
     with pytest.raises(errors.AccessDenied):
         check_time(auth, now + timedelta(seconds=601))
+
+
+def test_presigned_for_no_time_is_expired() -> None:
+    """X-Amz-Expires=0 parses (S3 does not call it malformed) and has expired on arrival."""
+    now = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    auth = verified(botocore_signed("GET", f"{ENDPOINT}/b/k", presign_expires=0, when=now))
+    assert auth.expires == 0
+    with pytest.raises(errors.AccessDenied) as caught:
+        check_time(auth, now + timedelta(milliseconds=1))
+    assert caught.value.message == "Request has expired"
+    assert caught.value.extra["X-Amz-Expires"] == "0"
