@@ -12,6 +12,7 @@ from multidict import CIMultiDictProxy
 
 from gateway.config import CredentialConfig, GatewayConfig
 from gateway.meta.buckets import Bucket, RecentBuckets
+from gateway.meta.key_directory import KeyDirectory
 from gateway.meta.object_rows import BatchedLookups
 from gateway.objects.backend import ObjectBackend, Resources
 from gateway.s3 import errors
@@ -31,6 +32,8 @@ BACKENDS = web.AppKey("backends", Mapping[str, ObjectBackend])
 RESOURCES = web.AppKey("resources", Resources)
 RECENT_BUCKETS = web.AppKey("recent_buckets", RecentBuckets)
 CREDENTIALS = web.AppKey("credentials", dict[str, CredentialConfig])
+# The access keys of the database (`gateway keys`), after CREDENTIALS.
+KEY_DIRECTORY = web.AppKey("key_directory", KeyDirectory)
 PRESETS = web.AppKey("presets", PresetCatalog)
 RENDER_POOL = web.AppKey("render_pool", RenderPool)
 VARIANTS = web.AppKey("variants", VariantService)
