@@ -3,18 +3,24 @@ sharing one database, one of them with two worker processes; boto3 signs with th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import botocore.exceptions
 import pytest
 import requests
 
+from gateway.config import AccessKeysConfig, DatabaseConfig
+from gateway.meta import access_keys
+from gateway.meta.key_directory import DirectoryStale, KeyDirectory
 from tests.conftest import (
     GATEWAY_ENV,
     GATEWAY_LOGS,
@@ -26,6 +32,8 @@ from tests.conftest import (
     client,
     create_database,
     db_fetch,
+    free_port,
+    migrated_pool,
     run_gateway,
     wait_for,
 )
@@ -222,3 +230,51 @@ def test_secrets_are_sealed_and_never_listed_or_logged(
         assert secret not in listing and secret not in text
         assert secret.encode() not in stored
     assert ROOT_ACCESS_KEY not in listing
+
+
+@pytest.fixture
+def fresh_dsn(pg_server_dsn: str) -> str:
+    return create_database(pg_server_dsn)
+
+
+async def test_without_notifications_the_copy_is_reloaded_and_never_used_stale(
+    fresh_dsn: str,
+) -> None:
+    """A directory whose listening connection cannot be made (a port nobody listens on) sees
+    changes by its timer; once the database is gone too, it refuses to answer."""
+    async with migrated_pool(fresh_dsn, "unused", "default", 2) as pool:
+        directory = KeyDirectory(
+            pool,
+            f"postgresql://127.0.0.1:{free_port()}/nothing",
+            AccessKeysConfig(cache_seconds=0.3),
+            DatabaseConfig(connect_timeout_seconds=1),
+        )
+        await directory.reload()
+        task = asyncio.create_task(directory.run())
+        try:
+            async with pool.acquire() as conn:
+                sealing = await access_keys.sealing_keys(conn, None)
+                key, secret = await access_keys.create(conn, sealing, None, {"*": "read"}, None)
+            assert await until(lambda: directory.get(key.access_key) is not None)
+            credential = directory.get(key.access_key)
+            assert credential is not None and credential.secret_key == secret
+            assert not credential.root and not credential.can_write("photos")
+            async with pool.acquire() as conn:
+                assert await access_keys.revoke(conn, key.access_key)
+            assert await until(lambda: directory.get(key.access_key) is None)
+        finally:
+            await pool.close()
+        with pytest.raises(DirectoryStale):
+            await until(lambda: directory.get("GKANY") == "never", 3)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def until(condition: Callable[[], bool], seconds: float = 3) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return condition()
