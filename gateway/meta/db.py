@@ -119,7 +119,8 @@ class _Connection(asyncpg.Connection):
 
     The reset (unlock session advisory locks, CLOSE ALL, UNLISTEN, RESET ALL) costs one more
     round trip per query; the gateway never leaves session state behind (its locks are
-    transaction-scoped, it never LISTENs or SETs), and open transactions are still rolled back.
+    transaction-scoped; pooled connections never LISTEN or SET), and open transactions are
+    still rolled back.
     """
 
     # Set by the pool that opened the connection.
