@@ -17,12 +17,11 @@ from aiohttp import web
 from gateway.api.context import (
     BACKENDS,
     CONFIG,
-    CREDENTIALS,
     EAGER,
     KEY_DIRECTORY,
+    LIVE,
     LOOKUPS,
     POOL,
-    PRESETS,
     RECENT_BUCKETS,
     RENDER_POOL,
     RESOURCES,
@@ -36,6 +35,7 @@ from gateway.api.middleware import add_request_id, s3_errors
 from gateway.api.router import dispatch, no_expectation
 from gateway.api.sendfile import sendfile_threads
 from gateway.config import ConfigError, CredentialConfig, GatewayConfig, LocalProfile
+from gateway.live import LiveConfig
 from gateway.maintenance.janitor import run_janitor
 from gateway.meta import buckets, nodes
 from gateway.meta.buckets import Bucket, RecentBuckets
@@ -51,7 +51,6 @@ from gateway.storage.profiles import open_stores
 from gateway.storage.transforms import check_transforms_kept, with_transforms
 from gateway.variants.eager import EagerRenderer
 from gateway.variants.pool import RenderPool
-from gateway.variants.presets import PresetCatalog
 from gateway.variants.service import VariantPolicy, VariantService, VariantSource
 
 log = logging.getLogger(__name__)
@@ -65,6 +64,8 @@ CLIENT_MAX_SIZE = 1024**2
 READ_BUFFER = 1024**2
 # How long a PutObject may trust this process's last lookup of its bucket (see RecentBuckets).
 RECENT_BUCKET_SECONDS = 1.0
+# Set to have the configuration reloaded (request_reload).
+RELOAD_WANTED = web.AppKey("reload_wanted", asyncio.Event)
 
 
 def root_credential(data_dir: Path, environ: Mapping[str, str]) -> CredentialConfig:
@@ -130,10 +131,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     )
     async with pool.acquire() as conn:
         await migrate(conn)
-        for name, bucket in config.buckets.items():
-            await buckets.declare_bucket(
-                conn, name, bucket.profile, bucket.public_listing, "config"
-            )
+        await declare_buckets(conn, config)
     app[POOL] = pool
     app[LOOKUPS] = BatchedLookups(pool)
     directory = KeyDirectory(pool, dsn, config.access_keys, database)
@@ -146,6 +144,12 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         await keys_task
     # A request stuck on a hung database must not hold up the exit.
     await pool.close_within(database.acquire_timeout_seconds)
+
+
+async def declare_buckets(conn: asyncpg.Connection, config: GatewayConfig) -> None:
+    """Record the buckets the configuration declares, as it declares them (the file wins)."""
+    for name, bucket in config.buckets.items():
+        await buckets.declare_bucket(conn, name, bucket.profile, bucket.public_listing, "config")
 
 
 async def _backends(app: web.Application) -> AsyncIterator[None]:
@@ -197,9 +201,9 @@ async def _claim_local_profiles(config: GatewayConfig, pool: asyncpg.Pool) -> No
 async def _variants(app: web.Application) -> AsyncIterator[None]:
     """The render pool, the variant service, and the eager renderer when some preset is
     eager."""
-    config, catalog = app[CONFIG], app[PRESETS]
+    config, live = app[CONFIG], app[LIVE]
     render_pool = RenderPool.from_limits(config.limits)
-    if len(catalog):
+    if len(live.current.presets):
         # Workers start now, so no request waits for a process to spawn; a gateway without
         # presets never starts one.
         await render_pool.start()
@@ -208,28 +212,27 @@ async def _variants(app: web.Application) -> AsyncIterator[None]:
     service = VariantService(app[RESOURCES], render_pool, policy)
     app[RENDER_POOL] = render_pool
     app[VARIANTS] = service
-    task = None
-    if catalog.any_eager:
 
-        def source_for(record: ObjectRecord) -> VariantSource:
-            return variant_source(backends, record)
+    def source_for(record: ObjectRecord) -> VariantSource:
+        return variant_source(backends, record)
 
-        eager = EagerRenderer(
-            app[POOL],
-            service,
-            catalog,
-            source_for,
-            concurrency=render_pool.workers,
-            # An auto preset renders up to three formats in one job.
-            lease_seconds=3 * policy.render_seconds,
-        )
-        app[EAGER] = eager
-        task = asyncio.create_task(eager.run())
+    # Started whatever the presets: it idles until some preset is eager, which a reload may
+    # make so.
+    eager = EagerRenderer(
+        app[POOL],
+        service,
+        lambda: live.current.presets,
+        source_for,
+        concurrency=render_pool.workers,
+        # An auto preset renders up to three formats in one job.
+        lease_seconds=3 * policy.render_seconds,
+    )
+    app[EAGER] = eager
+    task = asyncio.create_task(eager.run())
     yield
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
     await service.close()
     await render_pool.close()
 
@@ -252,24 +255,88 @@ async def _janitor(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-def create_app(config: GatewayConfig, root: CredentialConfig | None = None) -> web.Application:
+async def reload_config(app: web.Application) -> bool:
+    """Read the configuration file again and apply what can change live; False when it was
+    refused (invalid, or its buckets could not be recorded), the running one kept."""
+    live = app[LIVE]
+    try:
+        snapshot, pending = await asyncio.to_thread(live.load)
+    except ConfigError as exc:
+        log.warning("configuration not reloaded, the running one is kept: %s", exc)
+        return False
+    try:
+        async with app[POOL].acquire() as conn:
+            # Before any request can name a bucket the file now declares.
+            await declare_buckets(conn, snapshot.config)
+    except DATABASE_ERRORS:
+        log.warning(
+            "configuration not reloaded, the running one is kept: its buckets could not be"
+            " recorded (database unavailable); reload again later"
+        )
+        return False
+    live.swap(snapshot)
+    app[EAGER].wake()
+    source = live.path or "the environment"
+    if pending:
+        log.warning(
+            "configuration reloaded from %s, except what needs a restart to change: %s",
+            source,
+            ", ".join(pending),
+        )
+    else:
+        log.info("configuration reloaded from %s", source)
+    return True
+
+
+def request_reload(app: web.Application) -> None:
+    """Have the configuration reloaded (SIGHUP): one reload runs at a time, and requests
+    made during one are served by one more."""
+    app[RELOAD_WANTED].set()
+
+
+async def _reloader(app: web.Application) -> AsyncIterator[None]:
+    wanted = app[RELOAD_WANTED]
+
+    async def run() -> None:
+        while True:
+            await wanted.wait()
+            wanted.clear()
+            try:
+                await reload_config(app)
+            except Exception:
+                # The running configuration stays; the next SIGHUP tries again.
+                log.exception("configuration reload failed")
+
+    task = asyncio.create_task(run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def create_app(
+    config: GatewayConfig,
+    root: CredentialConfig | None = None,
+    config_path: Path | None = None,
+    loaded: GatewayConfig | None = None,
+) -> web.Application:
+    """The gateway serving ``config``; ``config_path`` is the file a reload reads again,
+    ``loaded`` what it said at start when ``config`` differs (see LiveConfig)."""
     app = web.Application(
         middlewares=[s3_errors],
         client_max_size=CLIENT_MAX_SIZE,
         handler_args={"read_bufsize": READ_BUFFER},
     )
     app[CONFIG] = config
-    app[PRESETS] = PresetCatalog.from_config(config)
-    credentials = {credential.access_key: credential for credential in config.credentials}
-    if root is not None:
-        credentials[root.access_key] = root
-    app[CREDENTIALS] = credentials
+    app[LIVE] = LiveConfig(config, root, config_path, loaded)
+    app[RELOAD_WANTED] = asyncio.Event()
     app.cleanup_ctx.append(_sendfile_threads)
     app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_backends)
     app.cleanup_ctx.append(_variants)
     app.cleanup_ctx.append(_janitor)
+    app.cleanup_ctx.append(_reloader)
     app.on_response_prepare.append(add_request_id)
     app.on_response_prepare.append(add_cors_headers)
     app.on_response_prepare.append(add_encryption_header)

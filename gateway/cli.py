@@ -1,9 +1,11 @@
-"""`gateway serve | migrate | check-config | gc | import | rekey | stats | presign | keys`."""
+"""`gateway serve | reload | migrate | check-config | gc | import | rekey | stats | presign |
+keys`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -25,7 +27,13 @@ from tqdm import tqdm
 
 from gateway import cli_keys
 from gateway.api import connections
-from gateway.app import ROOT_CREDENTIALS_FILE, create_app, database_url, root_credential
+from gateway.app import (
+    ROOT_CREDENTIALS_FILE,
+    create_app,
+    database_url,
+    request_reload,
+    root_credential,
+)
 from gateway.config import (
     ConfigError,
     CredentialConfig,
@@ -71,9 +79,27 @@ def _ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
     return context
 
 
-def _run_worker(config: GatewayConfig, root: CredentialConfig, reuse_port: bool) -> None:
+def _run_worker(
+    config: GatewayConfig,
+    root: CredentialConfig,
+    reuse_port: bool,
+    config_path: Path | None,
+    dsn: str | None = None,
+    log_level: int | None = None,
+) -> None:
+    """Serve ``config``, on the database ``dsn`` when given (that the parent started);
+    ``log_level``: in a spawned worker, which does not inherit the parent's logging."""
+    if log_level is not None:
+        _configure_logging(log_level)
+    # Until its loop handles SIGHUP (a reload), a worker must not die of one.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     host, port = config.host_port
-    app = create_app(config, root)
+    running = config
+    if dsn is not None:
+        running = config.model_copy(
+            update={"database": config.database.model_copy(update={"url": dsn})}
+        )
+    app = create_app(running, root, config_path, loaded=config)
     try:
         _serve_app(app, config, host, port, reuse_port)
     except ConfigError as exc:
@@ -85,6 +111,7 @@ def _run_worker(config: GatewayConfig, root: CredentialConfig, reuse_port: bool)
 def _serve_app(
     app: web.Application, config: GatewayConfig, host: str, port: int, reuse_port: bool
 ) -> None:
+    """Serve until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
     # uvloop: a fraction of asyncio's cost per request (gateway.api.sendfile keeps large
     # downloads on sendfile).
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -96,6 +123,7 @@ def _serve_app(
                 limits=config.limits,
                 ssl_context=_ssl_context(config),
                 reuse_port=reuse_port,
+                on_hangup=lambda: request_reload(app),
             )
         )
 
@@ -113,12 +141,39 @@ def serve(args: argparse.Namespace) -> int:
     if taken is not None:
         print(f"gateway: cannot listen on {host}:{port}: {taken}", file=sys.stderr)
         return 1
-    count = f"{workers} worker{'s' if workers != 1 else ''}"
-    print(f"gateway listening on {scheme}://{host}:{port} ({count})", flush=True)
-    if workers <= 1:
-        _run_worker(config, root, args.reuse_port)
-        return 0
-    return _serve_workers(config, root, workers)
+    # A SIGHUP (`gateway reload`) arriving before the server handles it is not fatal.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    pid_file = _write_pid_file(config.data_dir)
+    try:
+        count = f"{workers} worker{'s' if workers != 1 else ''}"
+        print(f"gateway listening on {scheme}://{host}:{port} ({count})", flush=True)
+        if workers <= 1:
+            _run_worker(config, root, args.reuse_port, _config_path(args))
+            return 0
+        return _serve_workers(config, root, workers, _config_path(args))
+    finally:
+        _remove_pid_file(pid_file)
+
+
+PID_FILE = "gateway.pid"
+
+
+def _write_pid_file(data_dir: Path) -> Path:
+    """data_dir/gateway.pid, for `gateway reload`. One left by a gateway that did not exit
+    cleanly is replaced: it names no running gateway."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / PID_FILE
+    path.write_text(f"{os.getpid()}\n")
+    return path
+
+
+def _remove_pid_file(path: Path) -> None:
+    # Only our own: another gateway may have started on the same data directory since.
+    try:
+        if path.read_text().strip() == str(os.getpid()):
+            path.unlink()
+    except OSError:
+        pass
 
 
 def _address_taken(host: str, port: int) -> str | None:
@@ -139,19 +194,25 @@ def _address_taken(host: str, port: int) -> str | None:
     return None
 
 
-def _serve_workers(config: GatewayConfig, root: CredentialConfig, workers: int) -> int:
+def _serve_workers(
+    config: GatewayConfig, root: CredentialConfig, workers: int, config_path: Path | None
+) -> int:
     """Run ``workers`` processes sharing the port (SO_REUSEPORT) and one database.
 
     Gateway processes are stateless, so the kernel may hand any connection to any of them. The
-    embedded Postgres, when used, is started here once and shared.
+    embedded Postgres, when used, is started here once and shared. A SIGHUP is passed on to
+    every worker, and each reloads the configuration file itself.
     """
     dsn = asyncio.run(database_url(config))
-    shared = config.model_copy(update={"database": config.database.model_copy(update={"url": dsn})})
     context = multiprocessing.get_context("spawn")
     processes = [
         # Not daemonic: a daemonic process may not start children, and each worker starts its
         # own render processes. They are stopped and joined below in any case.
-        context.Process(target=_run_worker, args=(shared, root, True), daemon=False)
+        context.Process(
+            target=_run_worker,
+            args=(config, root, True, config_path, dsn, logging.getLogger().level),
+            daemon=False,
+        )
         for _ in range(workers)
     ]
     for process in processes:
@@ -165,8 +226,15 @@ def _serve_workers(config: GatewayConfig, root: CredentialConfig, workers: int) 
         for process in processes:
             process.terminate()
 
+    def hangup(signum: int, frame: object) -> None:
+        for process in processes:
+            if process.pid is not None and process.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, hangup)
     multiprocessing.connection.wait([process.sentinel for process in processes])
     # One worker ending on its own degrades the service: stop all and exit non-zero, so a
     # supervisor restarts the whole gateway.
@@ -452,6 +520,51 @@ async def _import(config: GatewayConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def reload(config: GatewayConfig) -> int:
+    """Signal the gateway serving ``config`` (found by its pid file) to reload the file."""
+    path = config.data_dir / PID_FILE
+    try:
+        pid = int(path.read_text().strip())
+    except FileNotFoundError:
+        print(f"no gateway is running: there is no {path}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    if not _is_gateway(pid):
+        print(
+            f"no gateway is running: {path} names process {pid}, which is not a running gateway"
+            " (a stale pid file)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        print(f"cannot signal the gateway (pid {pid}): {exc.strerror}", file=sys.stderr)
+        return 1
+    print(
+        f"sent SIGHUP to the gateway (pid {pid}): it reloads the configuration and logs the outcome"
+    )
+    return 0
+
+
+def _is_gateway(pid: int) -> bool:
+    """Whether ``pid`` runs: where /proc tells, a gateway (a pid file outlives its process,
+    and its number may be another program's by now, which SIGHUP could end)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return b"gateway" in command
+
+
 LITERAL_KEY_WARNING = "the key is written in the file; give it as ${VARIABLE} instead"
 
 
@@ -519,6 +632,12 @@ def presign(config: GatewayConfig, args: argparse.Namespace) -> int:
     signer.add_auth(request)
     print(request.url)
     return 0
+
+
+def _configure_logging(level: int | str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The embedded Postgres narrates every start at INFO.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -596,6 +715,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also encrypt what the profile stored before it was encrypted",
     )
 
+    reload_cmd = commands.add_parser(
+        "reload",
+        help="have the running gateway read its configuration file again (as SIGHUP does)",
+    )
+    reload_cmd.add_argument("--config")
+
     stats_cmd = commands.add_parser(
         "stats",
         help="objects and bytes per storage profile: what clients stored, and what storage"
@@ -624,11 +749,7 @@ def main(argv: list[str] | None = None) -> int:
     cli_keys.add_commands(commands)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # The embedded Postgres narrates every start at INFO.
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    _configure_logging(args.log_level.upper())
     if args.command == "serve":
         return serve(args)
     if args.command == "check-config":
@@ -636,6 +757,8 @@ def main(argv: list[str] | None = None) -> int:
     config = _load(args)
     if args.command == "presign":
         return presign(config, args)
+    if args.command == "reload":
+        return reload(config)
     try:
         if args.command == "migrate":
             return asyncio.run(_migrate(config))

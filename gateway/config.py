@@ -547,6 +547,12 @@ class GatewayConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_references(self) -> GatewayConfig:
+        self._resolve_references()
+        return self
+
+    def _resolve_references(self) -> None:
+        """Fill in each bucket's default profile, and check what names what. Raises
+        ValueError."""
         for name, bucket in self.buckets.items():
             # A bucket that names no profile follows default_profile, not the literal "default".
             if "profile" not in bucket.model_fields_set:
@@ -576,7 +582,6 @@ class GatewayConfig(_Strict):
                     f"credentials.{index}.access_key: duplicate {credential.access_key!r}"
                 )
             seen.add(credential.access_key)
-        return self
 
     def _check_shared_prefixes(self) -> None:
         """A prefix without {bucket} can hold one bucket: two would see each other's keys."""
@@ -600,6 +605,16 @@ class GatewayConfig(_Strict):
         for index, preset in enumerate(names):
             if preset != ALL_VARIANTS and preset not in self.variants:
                 raise ValueError(f"{path}.{index}: unknown variant preset {preset!r}")
+
+    def with_settings(self, settings: Mapping[str, object]) -> GatewayConfig:
+        """This configuration with ``settings`` replaced, its cross-references checked again.
+        Raises ConfigError."""
+        config = self.model_copy(update=dict(settings))
+        try:
+            config._resolve_references()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return config
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -88,20 +88,26 @@ def send_raw(
         sock.sendall(head + body)
         if close_write:
             sock.shutdown(socket.SHUT_WR)
-        data = b""
-        while True:
-            try:
-                piece = sock.recv(65536)
-            except TimeoutError:
+        return receive(sock)
+
+
+def receive(sock: socket.socket) -> RawResponse:
+    """Read one response: until its Content-Length is in, the connection ends, or a read
+    times out."""
+    data = b""
+    while True:
+        try:
+            piece = sock.recv(65536)
+        except TimeoutError:
+            break
+        if not piece:
+            break
+        data += piece
+        if b"\r\n\r\n" in data:
+            header_part, _, rest = data.partition(b"\r\n\r\n")
+            length = _content_length(header_part)
+            if length is not None and len(rest) >= length:
                 break
-            if not piece:
-                break
-            data += piece
-            if b"\r\n\r\n" in data:
-                header_part, _, rest = data.partition(b"\r\n\r\n")
-                length = _content_length(header_part)
-                if length is not None and len(rest) >= length:
-                    break
     header_part, _, rest = data.partition(b"\r\n\r\n")
     lines = header_part.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])

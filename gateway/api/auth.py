@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.api.context import CREDENTIALS, KEY_DIRECTORY, S3Request
+from gateway.api.context import KEY_DIRECTORY, S3Request
 from gateway.config import CredentialConfig
 from gateway.meta.buckets import Bucket
 from gateway.meta.key_directory import DirectoryStale
@@ -19,11 +19,10 @@ def credential_of(req: S3Request, access_key: str) -> CredentialConfig:
     """The credential an access key names: the YAML's (and root's) first, then the
     database's (`gateway keys`); unknown, revoked and expired keys alike are
     InvalidAccessKeyId."""
-    app = req.http.app
-    credential = app[CREDENTIALS].get(access_key)
+    credential = req.snapshot.credentials.get(access_key)
     if credential is None:
         try:
-            credential = app[KEY_DIRECTORY].get(access_key)
+            credential = req.http.app[KEY_DIRECTORY].get(access_key)
         except DirectoryStale:
             raise errors.ServiceUnavailable(
                 "The access keys cannot be confirmed right now; try again shortly."

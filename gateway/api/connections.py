@@ -18,6 +18,7 @@ import logging
 import resource
 import signal
 import ssl
+from collections.abc import Callable
 from typing import Any, cast
 
 from aiohttp import web
@@ -316,12 +317,16 @@ async def serve(
     limits: LimitsConfig,
     ssl_context: ssl.SSLContext | None = None,
     reuse_port: bool = False,
+    on_hangup: Callable[[], None] | None = None,
 ) -> None:
-    """Serve ``app`` until SIGTERM or SIGINT, then shut down as aiohttp's run_app does."""
+    """Serve ``app`` until SIGTERM or SIGINT, then shut down as aiohttp's run_app does;
+    ``on_hangup`` is called on each SIGHUP."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if on_hangup is not None:
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
     runner = GatewayRunner(app, limits, connection_limit(limits.max_connections))
     await runner.setup()
     try:

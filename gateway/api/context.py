@@ -11,6 +11,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from gateway.config import CredentialConfig, GatewayConfig
+from gateway.live import LiveConfig, Snapshot
 from gateway.meta.buckets import Bucket, RecentBuckets
 from gateway.meta.key_directory import KeyDirectory
 from gateway.meta.object_rows import BatchedLookups
@@ -21,23 +22,22 @@ from gateway.s3.sigv4 import AuthRequest
 from gateway.storage import BlobStore
 from gateway.variants.eager import EagerRenderer
 from gateway.variants.pool import RenderPool
-from gateway.variants.presets import PresetCatalog
 from gateway.variants.service import VariantService
 
+# The configuration the process started with: what cannot change without a restart is read
+# here. Requests read the live one, through S3Request.config.
 CONFIG = web.AppKey("config", GatewayConfig)
+LIVE = web.AppKey("live", LiveConfig)
 POOL = web.AppKey("pool", asyncpg.Pool)
 LOOKUPS = web.AppKey("lookups", BatchedLookups)
 STORES = web.AppKey("stores", Mapping[str, BlobStore])
 BACKENDS = web.AppKey("backends", Mapping[str, ObjectBackend])
 RESOURCES = web.AppKey("resources", Resources)
 RECENT_BUCKETS = web.AppKey("recent_buckets", RecentBuckets)
-CREDENTIALS = web.AppKey("credentials", dict[str, CredentialConfig])
-# The access keys of the database (`gateway keys`), after CREDENTIALS.
+# The access keys of the database (`gateway keys`), after the YAML's credentials.
 KEY_DIRECTORY = web.AppKey("key_directory", KeyDirectory)
-PRESETS = web.AppKey("presets", PresetCatalog)
 RENDER_POOL = web.AppKey("render_pool", RenderPool)
 VARIANTS = web.AppKey("variants", VariantService)
-# Only when some preset is eager.
 EAGER = web.AppKey("eager", EagerRenderer)
 SENDFILE_THREADS = web.AppKey("sendfile_threads", Executor)
 
@@ -47,6 +47,8 @@ class S3Request:
     """An HTTP request resolved to S3 terms: bucket, key, sub-resources, who is asking."""
 
     http: web.Request
+    # The configuration as it was when the request arrived, kept to its end.
+    snapshot: Snapshot
     bucket: str | None
     key: str | None
     raw_path: str
@@ -75,7 +77,7 @@ class S3Request:
 
     @property
     def config(self) -> GatewayConfig:
-        return self.http.app[CONFIG]
+        return self.snapshot.config
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -91,7 +93,7 @@ class S3Request:
 
     def eager_presets(self, bucket: str) -> list[str]:
         """The presets to render as soon as an object of ``bucket`` is written."""
-        return [preset.name for preset in self.http.app[PRESETS].eager(bucket)]
+        return [preset.name for preset in self.snapshot.presets.eager(bucket)]
 
     def eager_enqueued(self) -> None:
         """Jobs were committed: this process's eager renderer starts on them at once (the

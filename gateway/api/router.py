@@ -19,7 +19,8 @@ from gateway.api import (
     website,
 )
 from gateway.api.auth import authenticate
-from gateway.api.context import CONFIG, POOL, S3_REQUEST, S3Request
+from gateway.api.context import LIVE, POOL, S3_REQUEST, S3Request
+from gateway.live import Snapshot
 from gateway.meta.db import ping
 from gateway.s3 import errors
 from gateway.s3.query import EMPTY, decode_component, parse_query
@@ -210,12 +211,13 @@ def website_bucket(host: str, website_domains: list[str]) -> str | None:
 
 
 async def serve_website(
-    request: web.Request, bucket: str, raw_path: str, raw_query: str
+    request: web.Request, snapshot: Snapshot, bucket: str, raw_path: str, raw_query: str
 ) -> web.StreamResponse:
     """A request on a website host: anonymous whatever it carries (no signature is read);
     the path and query are decoded by the website, whose errors are HTML pages."""
     req = S3Request(
         http=request,
+        snapshot=snapshot,
         bucket=bucket,
         key=None,
         raw_path=raw_path,
@@ -230,10 +232,12 @@ async def serve_website(
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     raw_path, _, raw_query = request.raw_path.partition("?")
-    config = request.app[CONFIG]
+    # Taken once: the request keeps this configuration to its end, whatever a reload does.
+    snapshot = request.app[LIVE].current
+    config = snapshot.config
     site = website_bucket(request.headers.get("Host", ""), config.website_domains)
     if site is not None:
-        return await serve_website(request, site, raw_path, raw_query)
+        return await serve_website(request, snapshot, site, raw_path, raw_query)
     bucket, key, virtual_host = split_target(
         request.headers.get("Host", ""), raw_path, config.base_domains
     )
@@ -245,6 +249,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         raise errors.NoSuchKey()
     req = S3Request(
         http=request,
+        snapshot=snapshot,
         bucket=bucket,
         key=key,
         raw_path=raw_path,

@@ -15,7 +15,7 @@ from multidict import CIMultiDict
 
 from gateway.api import objects
 from gateway.api.common import http_date
-from gateway.api.context import BACKENDS, PRESETS, VARIANTS, S3Request
+from gateway.api.context import BACKENDS, VARIANTS, S3Request
 from gateway.api.objects import ObjectRead
 from gateway.meta import object_rows
 from gateway.meta.derivatives import StoredBlob
@@ -44,7 +44,7 @@ async def _answer(req: S3Request, with_body: bool) -> web.StreamResponse:
         raise errors.InvalidRequest("A variant has no parts: do not combine partNumber with it.")
     assert req.bucket is not None
     key = objects.object_key(req)
-    catalog = req.app[PRESETS]
+    catalog = req.snapshot.presets
     # The preset is known before the object is looked up, so the derivative comes in the same
     # query; an unknown preset is still answered after NoSuchBucket, AccessDenied, NoSuchKey.
     preset: Preset | None = None

@@ -43,7 +43,7 @@ class EagerRenderer:
         self,
         pool: asyncpg.Pool,
         service: VariantService,
-        catalog: PresetCatalog,
+        catalog: Callable[[], PresetCatalog],
         source_for: Callable[[ObjectRecord], VariantSource],
         *,
         concurrency: int,
@@ -52,6 +52,7 @@ class EagerRenderer:
     ) -> None:
         self._pool = pool
         self._service = service
+        # The presets of the configuration current now: a reload may change them.
         self._catalog = catalog
         self._source_for = source_for
         # As many jobs at once as there are render workers: eager work never queues ahead of
@@ -72,6 +73,10 @@ class EagerRenderer:
         while True:
             # Cleared before looking, so a wake arriving while we look is not lost.
             self._wake.clear()
+            if not self._catalog().any_eager:
+                # Nothing to render until a reload adds an eager preset (it wakes us).
+                await self._wake.wait()
+                continue
             try:
                 job = await jobs.take(self._pool, self._lease)
             except DatabaseUnavailableError:
@@ -105,7 +110,9 @@ class EagerRenderer:
 
     async def do(self, job: Job) -> None:
         record = await object_rows.get_object(self._pool, job.bucket, job.key)
-        preset = self._catalog.eager_preset(job.bucket, job.preset)
+        # The configuration current now: a job outlives a reload.
+        catalog = self._catalog()
+        preset = catalog.eager_preset(job.bucket, job.preset)
         sealed_by_client = record is not None and record.metadata.customer_key is not None
         if (
             record is None
@@ -123,7 +130,7 @@ class EagerRenderer:
             return
         source = self._source_for(record)
         # "auto" presets: every format class a GET may ask for.
-        for format_class in preset.format_classes(self._catalog.avif):
+        for format_class in preset.format_classes(catalog.avif):
             try:
                 await self._service.get(source, preset, format_class)
             except (RetryLater, GatewayError):
