@@ -1,6 +1,6 @@
 -- The gateway's metadata schema. Applied by `gateway migrate` and at start-up under an advisory
 -- lock; every statement is idempotent, and the version applied is recorded in schema_version.
--- schema-version: 10
+-- schema-version: 11
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version    integer PRIMARY KEY,
@@ -337,5 +337,27 @@ CREATE TABLE IF NOT EXISTS local_profiles (
     claimed_at timestamptz NOT NULL DEFAULT now()
 );
 
-INSERT INTO schema_version (version) VALUES (3), (4), (5), (6), (7), (8), (9), (10)
+-- Version 11. Access keys made by `gateway keys create` (gateway.meta.access_keys), beside the
+-- YAML's credentials. S3 signatures need the secret itself, so it is kept sealed (AES-256-GCM,
+-- bound to its access key), not hashed; sealed_with names the key that sealed it: 'config'
+-- (access_keys.encryption_key) or 'database' (the 'access-keys' row of gateway_secrets).
+-- grants: bucket (or "*") -> read | write | read-write. A revoked key keeps its row, for the
+-- record; create and revoke NOTIFY gateway_keys, so every gateway reloads its copy at once.
+CREATE TABLE IF NOT EXISTS access_keys (
+    access_key  text PRIMARY KEY,
+    name        text,
+    secret      bytea NOT NULL,
+    sealed_with text NOT NULL CHECK (sealed_with IN ('config', 'database')),
+    grants      jsonb NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz,
+    revoked_at  timestamptz
+);
+-- Secrets the gateway generates once for itself, by purpose.
+CREATE TABLE IF NOT EXISTS gateway_secrets (
+    purpose text PRIMARY KEY,
+    secret  bytea NOT NULL
+);
+
+INSERT INTO schema_version (version) VALUES (3), (4), (5), (6), (7), (8), (9), (10), (11)
     ON CONFLICT DO NOTHING;

@@ -18,6 +18,7 @@ from gateway.api.context import (
     BACKENDS,
     CONFIG,
     EAGER,
+    KEY_DIRECTORY,
     LIVE,
     LOOKUPS,
     POOL,
@@ -40,6 +41,7 @@ from gateway.meta import buckets, nodes
 from gateway.meta.buckets import Bucket, RecentBuckets
 from gateway.meta.db import DATABASE_ERRORS, create_pool, migrate, start_embedded_postgres
 from gateway.meta.garbage import KeyReserve
+from gateway.meta.key_directory import KeyDirectory
 from gateway.meta.nodes import NODE_ID_FILE, node_id
 from gateway.meta.object_rows import BatchedLookups, ObjectRecord
 from gateway.objects.backend import Resources
@@ -118,8 +120,9 @@ async def _sendfile_threads(app: web.Application) -> AsyncIterator[None]:
 async def _database(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     database = config.database
+    dsn = await database_url(config)
     pool = await create_pool(
-        await database_url(config),
+        dsn,
         database.pool_min_size,
         database.pool_max_size,
         connect_timeout=database.connect_timeout_seconds,
@@ -131,7 +134,14 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         await declare_buckets(conn, config)
     app[POOL] = pool
     app[LOOKUPS] = BatchedLookups(pool)
+    directory = KeyDirectory(pool, dsn, config.access_keys, database)
+    await directory.reload()
+    app[KEY_DIRECTORY] = directory
+    keys_task = asyncio.create_task(directory.run())
     yield
+    keys_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await keys_task
     # A request stuck on a hung database must not hold up the exit.
     await pool.close_within(database.acquire_timeout_seconds)
 

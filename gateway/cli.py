@@ -1,4 +1,5 @@
-"""`gateway serve | reload | migrate | check-config | gc | import | rekey | stats | presign`."""
+"""`gateway serve | reload | migrate | check-config | gc | import | rekey | stats | presign |
+keys`."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from tqdm import tqdm
 
+from gateway import cli_keys
 from gateway.api import connections
 from gateway.app import (
     ROOT_CREDENTIALS_FILE,
@@ -369,6 +371,14 @@ async def _stats(config: GatewayConfig) -> int:
         line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         print(line.rstrip())
     return 0
+
+
+async def _keys(config: GatewayConfig, args: argparse.Namespace) -> int:
+    pool = await _pool(config, 1)
+    try:
+        return await cli_keys.run(config, args, pool)
+    finally:
+        await pool.close()
 
 
 class FolderProgress:
@@ -736,6 +746,8 @@ def main(argv: list[str] | None = None) -> int:
         "--access-key", help="sign with this configured credential (default: the root one)"
     )
 
+    cli_keys.add_commands(commands)
+
     args = parser.parse_args(argv)
     _configure_logging(args.log_level.upper())
     if args.command == "serve":
@@ -756,6 +768,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_rekey(config, args))
         if args.command == "stats":
             return asyncio.run(_stats(config))
+        if args.command == "keys":
+            return asyncio.run(_keys(config, args))
         grace = config.limits.garbage_grace_seconds if args.grace is None else args.grace
         return asyncio.run(_gc(config, grace))
     except DatabaseUnavailableError as exc:

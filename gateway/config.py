@@ -349,6 +349,45 @@ class CredentialConfig(_Strict):
         return self.buckets.get(bucket, self.buckets.get("*"))
 
 
+def parse_grant(text: str) -> tuple[str, Grant]:
+    """``BUCKET=read|write|read-write`` (``*=...``: every bucket), as a credential's
+    ``buckets`` entry in the YAML; ValueError says what is wrong."""
+    bucket, sep, grant = text.partition("=")
+    bucket, grant = bucket.strip(), grant.strip()
+    if not sep or not bucket:
+        raise ValueError(f"{text!r}: expected BUCKET=read|write|read-write")
+    if bucket != "*":
+        try:
+            names.validate_bucket_name(bucket)
+        except S3Error:
+            raise ValueError(f"{bucket!r} is not a valid bucket name (or *)") from None
+    try:
+        return bucket, TypeAdapter(Grant).validate_python(grant)
+    except ValidationError:
+        raise ValueError(f"{text!r}: the grant must be read, write or read-write") from None
+
+
+class AccessKeysConfig(_Strict):
+    """Access keys made with `gateway keys create`, kept in the database beside the YAML's
+    credentials (gateway.meta.access_keys)."""
+
+    # Seals the keys' secrets in the database (AES-256-GCM); 32 bytes as 64 hex digits or
+    # base64. Unset: a key generated once and kept in the database itself.
+    encryption_key: Annotated[bytes, BeforeValidator(parse_master_key)] | None = Field(
+        default=None, repr=False
+    )
+    # How stale a gateway's copy of the keys may be when it cannot hear the database's
+    # notifications of changes: it reloads them this often, and refuses to use a copy more
+    # than three times older (503) rather than honour a key revoked meanwhile.
+    cache_seconds: float = Field(default=5, gt=0, le=300)
+
+    @field_validator("encryption_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # "${VAR:-}" yields "": the same as leaving the setting out.
+        return value or None
+
+
 class LimitsConfig(_Strict):
     max_object_size: Size = 5 * 1024**3
     max_xml_body: Size = 1024**2
@@ -475,6 +514,7 @@ class GatewayConfig(_Strict):
     default_profile: str = DEFAULT_PROFILE
     buckets: dict[str, BucketConfig] = Field(default_factory=dict)
     credentials: list[CredentialConfig] = Field(default_factory=list)
+    access_keys: AccessKeysConfig = AccessKeysConfig()
     limits: LimitsConfig = LimitsConfig()
     # Image variant presets by name: GET /bucket/key?variant=NAME.
     variants: dict[str, VariantPresetConfig] = Field(default_factory=dict)
@@ -684,6 +724,10 @@ def literal_secrets(path: Path) -> list[str]:
         return []
     profiles = raw.get("storage_profiles") if isinstance(raw, dict) else None
     found = []
+    access_keys = raw.get("access_keys") if isinstance(raw, dict) else None
+    sealing = access_keys.get("encryption_key") if isinstance(access_keys, dict) else None
+    if sealing is not None and not (isinstance(sealing, str) and _ENV_REF.search(sealing)):
+        found.append("access_keys.encryption_key")
     for name, profile in (profiles or {}).items() if isinstance(profiles, dict) else ():
         encryption = profile.get("encryption") if isinstance(profile, dict) else None
         keys = encryption.get("keys") if isinstance(encryption, dict) else None

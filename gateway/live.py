@@ -17,7 +17,15 @@ from gateway.variants.presets import PresetCatalog
 
 # Settings the process is built on (its socket, its database, its storage): a change waits
 # for a restart.
-RESTART_SETTINGS = ("listen", "data_dir", "database", "tls", "storage_profiles", "default_profile")
+RESTART_SETTINGS = (
+    "listen",
+    "data_dir",
+    "database",
+    "tls",
+    "storage_profiles",
+    "default_profile",
+    "access_keys",
+)
 # The limits read by each request; the others size what the process set up at start
 # (connections, render pool, janitor, storage).
 LIVE_LIMITS = frozenset(

@@ -22,6 +22,7 @@ from gateway.config import (
     LocalProfile,
     UpstreamProfile,
     interpolate,
+    literal_secrets,
     load_config,
     parse_size,
 )
@@ -660,3 +661,19 @@ def test_unterminated_environment_reference_names_the_path(tmp_path: Path) -> No
 def test_invalid_bucket_names_in_buckets_are_errors(tmp_path: Path, name: str) -> None:
     message = load_error(tmp_path, f"buckets:\n  '{name}': {{}}\n")
     assert f"buckets.{name}: not a valid bucket name" in message
+
+
+def test_access_keys_encryption_key(tmp_path: Path) -> None:
+    key = "ab" * 32
+    config = load(tmp_path, "access_keys:\n  encryption_key: ${KEYS_KEY}\n", {"KEYS_KEY": key})
+    assert config.access_keys.encryption_key == bytes.fromhex(key)
+    assert key not in repr(config)
+    assert literal_secrets(tmp_path / "gateway.yaml") == []
+    unset = load(tmp_path, "access_keys: {encryption_key: '${KEYS_KEY:-}'}", {})
+    assert unset.access_keys.encryption_key is None
+    literal = load(tmp_path, f"access_keys: {{encryption_key: '{key}'}}")
+    assert literal.access_keys.encryption_key == bytes.fromhex(key)
+    assert literal_secrets(tmp_path / "gateway.yaml") == ["access_keys.encryption_key"]
+    with pytest.raises(ConfigError, match=r"access_keys\.encryption_key: a key must be 32") as exc:
+        load(tmp_path, "access_keys:\n  encryption_key: ${KEYS_KEY}\n", {"KEYS_KEY": "ab" * 16})
+    assert "ab" * 16 not in str(exc.value)

@@ -6,16 +6,27 @@ from datetime import UTC, datetime, timedelta
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.api.context import S3Request
+from gateway.api.context import KEY_DIRECTORY, S3Request
 from gateway.config import CredentialConfig
 from gateway.meta.buckets import Bucket
+from gateway.meta.key_directory import DirectoryStale
 from gateway.meta.object_rows import ObjectRecord
 from gateway.s3 import errors, sigv2, sigv4
 from gateway.s3.acl import PUBLIC_READ
 
 
-def _credential(req: S3Request, access_key: str) -> CredentialConfig:
+def credential_of(req: S3Request, access_key: str) -> CredentialConfig:
+    """The credential an access key names: the YAML's (and root's) first, then the
+    database's (`gateway keys`); unknown, revoked and expired keys alike are
+    InvalidAccessKeyId."""
     credential = req.snapshot.credentials.get(access_key)
+    if credential is None:
+        try:
+            credential = req.http.app[KEY_DIRECTORY].get(access_key)
+        except DirectoryStale:
+            raise errors.ServiceUnavailable(
+                "The access keys cannot be confirmed right now; try again shortly."
+            ) from None
     if credential is None:
         raise errors.InvalidAccessKeyId(AWSAccessKeyId=access_key)
     return credential
@@ -34,7 +45,7 @@ def authenticate(req: S3Request) -> None:
     if auth is None:
         _authenticate_v2(req, view)
         return
-    credential = _credential(req, auth.access_key)
+    credential = credential_of(req, auth.access_key)
     region = req.config.region
     if auth.region != region:
         malformed = (
@@ -69,7 +80,7 @@ def _authenticate_v2(req: S3Request, view: sigv4.HttpRequestView) -> None:
     auth = sigv2.parse_query_auth(view)
     if auth is None:
         return
-    credential = _credential(req, auth.access_key)
+    credential = credential_of(req, auth.access_key)
     sigv2.check_expiry(auth, datetime.now(UTC))
     sigv2.verify(view, auth, credential.secret_key, req.bucket if req.virtual_host else None)
     req.credential = credential

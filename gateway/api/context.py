@@ -13,6 +13,7 @@ from multidict import CIMultiDictProxy
 from gateway.config import CredentialConfig, GatewayConfig
 from gateway.live import LiveConfig, Snapshot
 from gateway.meta.buckets import Bucket, RecentBuckets
+from gateway.meta.key_directory import KeyDirectory
 from gateway.meta.object_rows import BatchedLookups
 from gateway.objects.backend import ObjectBackend, Resources
 from gateway.s3 import errors
@@ -33,6 +34,8 @@ STORES = web.AppKey("stores", Mapping[str, BlobStore])
 BACKENDS = web.AppKey("backends", Mapping[str, ObjectBackend])
 RESOURCES = web.AppKey("resources", Resources)
 RECENT_BUCKETS = web.AppKey("recent_buckets", RecentBuckets)
+# The access keys of the database (`gateway keys`), after the YAML's credentials.
+KEY_DIRECTORY = web.AppKey("key_directory", KeyDirectory)
 RENDER_POOL = web.AppKey("render_pool", RenderPool)
 VARIANTS = web.AppKey("variants", VariantService)
 EAGER = web.AppKey("eager", EagerRenderer)

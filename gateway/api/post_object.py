@@ -147,7 +147,7 @@ def _authorised_policy(req: S3Request, fields: dict[str, str]) -> PostPolicy:
     if "x-amz-signature" in fields:
         credential = _verify_v4(req, fields, encoded)
     elif "signature" in fields and "awsaccesskeyid" in fields:
-        credential = _credential(req, fields["awsaccesskeyid"])
+        credential = auth.credential_of(req, fields["awsaccesskeyid"])
         expected = post_policy.signature_v2(encoded, credential.secret_key)
         if not hmac.compare_digest(expected, fields["signature"]):
             raise errors.SignatureDoesNotMatch(AWSAccessKeyId=credential.access_key)
@@ -184,17 +184,10 @@ def _verify_v4(req: S3Request, fields: dict[str, str], encoded: str) -> Credenti
             f"The region '{region}' is wrong; expecting '{req.config.region}'",
             ArgumentName="x-amz-credential",
         )
-    credential = _credential(req, access_key)
+    credential = auth.credential_of(req, access_key)
     expected = post_policy.signature_v4(encoded, credential.secret_key, date, region)
     if not hmac.compare_digest(expected, fields["x-amz-signature"].lower()):
         raise errors.SignatureDoesNotMatch(AWSAccessKeyId=access_key)
-    return credential
-
-
-def _credential(req: S3Request, access_key: str) -> CredentialConfig:
-    credential = req.snapshot.credentials.get(access_key)
-    if credential is None:
-        raise errors.InvalidAccessKeyId(AWSAccessKeyId=access_key)
     return credential
 
 

@@ -119,7 +119,8 @@ class _Connection(asyncpg.Connection):
 
     The reset (unlock session advisory locks, CLOSE ALL, UNLISTEN, RESET ALL) costs one more
     round trip per query; the gateway never leaves session state behind (its locks are
-    transaction-scoped, it never LISTENs or SETs), and open transactions are still rolled back.
+    transaction-scoped; pooled connections never LISTEN or SET), and open transactions are
+    still rolled back.
     """
 
     # Set by the pool that opened the connection.
@@ -290,6 +291,22 @@ def _quiet_asyncpg_outages() -> None:
         logger.addFilter(_QuietOutages())
 
 
+async def _set_codecs(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def connect(dsn: str, connect_seconds: float, query_seconds: float) -> asyncpg.Connection:
+    """One connection outside the pool, for a session of its own (a LISTEN): the caller
+    closes it, and sees asyncpg's own errors."""
+    conn = await asyncpg.connect(dsn, timeout=connect_seconds, command_timeout=query_seconds)
+    try:
+        await _set_codecs(conn)
+    except BaseException:
+        conn.terminate()
+        raise
+    return conn
+
+
 async def create_pool(
     dsn: str,
     min_size: int,
@@ -304,9 +321,7 @@ async def create_pool(
     async def init(conn: asyncpg.Connection) -> None:
         conn.health = health
         conn.opened_at = time.monotonic()
-        await conn.set_type_codec(
-            "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
-        )
+        await _set_codecs(conn)
 
     # asyncpg.create_pool's own construction, with this class.
     pool = GatewayPool(
