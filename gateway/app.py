@@ -134,7 +134,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         await declare_buckets(conn, config)
     app[POOL] = pool
     app[LOOKUPS] = BatchedLookups(pool)
-    directory = KeyDirectory(pool, dsn, config.access_keys, database)
+    directory = KeyDirectory(
+        pool, dsn, config.access_keys, database, on_reload=lambda: request_reload(app)
+    )
     await directory.reload()
     app[KEY_DIRECTORY] = directory
     keys_task = asyncio.create_task(directory.run())

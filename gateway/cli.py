@@ -47,6 +47,7 @@ from gateway.maintenance.importer import import_bucket
 from gateway.maintenance.janitor import abort_abandoned_uploads, collect_garbage
 from gateway.meta import blob_keys, buckets, imports, plaintext, usage
 from gateway.meta.db import DatabaseUnavailableError, GatewayPool, create_pool, migrate
+from gateway.meta.key_directory import request_reload_everywhere
 from gateway.objects.profiles import opened_backends
 from gateway.storage.chunked import ChunkedStore
 from gateway.storage.profiles import open_stores
@@ -520,6 +521,20 @@ async def _import(config: GatewayConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _reload_all_nodes(config: GatewayConfig) -> int:
+    pool = await _pool(config, 1)
+    try:
+        async with pool.acquire() as conn:
+            await request_reload_everywhere(conn)
+    finally:
+        await pool.close()
+    print(
+        "asked every gateway sharing the database to reload its configuration file; each logs"
+        " the outcome"
+    )
+    return 0
+
+
 def reload(config: GatewayConfig) -> int:
     """Signal the gateway serving ``config`` (found by its pid file) to reload the file."""
     path = config.data_dir / PID_FILE
@@ -720,6 +735,11 @@ def main(argv: list[str] | None = None) -> int:
         help="have the running gateway read its configuration file again (as SIGHUP does)",
     )
     reload_cmd.add_argument("--config")
+    reload_cmd.add_argument(
+        "--all-nodes",
+        action="store_true",
+        help="through the database: every gateway sharing it reads its own file again",
+    )
 
     stats_cmd = commands.add_parser(
         "stats",
@@ -757,9 +777,11 @@ def main(argv: list[str] | None = None) -> int:
     config = _load(args)
     if args.command == "presign":
         return presign(config, args)
-    if args.command == "reload":
+    if args.command == "reload" and not args.all_nodes:
         return reload(config)
     try:
+        if args.command == "reload":
+            return asyncio.run(_reload_all_nodes(config))
         if args.command == "migrate":
             return asyncio.run(_migrate(config))
         if args.command == "import":

@@ -5,6 +5,7 @@ the work they share (renders, eager jobs, the janitor) is done once."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -12,8 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import botocore.exceptions
 import pytest
 import requests
+import yaml
 from PIL import Image
 
 from tests.conftest import (
@@ -189,3 +192,45 @@ def test_a_node_with_another_nodes_local_profile_is_refused(nodes: Nodes, tmp_pa
     # The node that holds it still starts.
     with first.running():
         pass
+
+
+def test_keys_and_reloads_apply_on_both_nodes(nodes: Nodes) -> None:
+    bucket = new_bucket(nodes)
+    done = nodes.first.command("keys", "create", "--grant", f"{bucket}=read-write", "--json")
+    assert done.returncode == 0, done.stderr
+    created = json.loads(done.stdout)
+    made_on_one = client(nodes.second.endpoint, created["access_key"], created["secret_key"])
+    # A key made through one node's command signs on the other within seconds.
+    assert becomes(made_on_one, bucket, 200)
+    done = nodes.second.command("keys", "revoke", created["access_key"])
+    assert done.returncode == 0, done.stderr
+    for node in nodes.both:
+        revoked = client(node.endpoint, created["access_key"], created["secret_key"])
+        assert becomes(revoked, bucket, 403)
+
+    # Each node's file gains a credential; one `reload --all-nodes` has both read theirs.
+    secret = "reloaded-everywhere-secret"
+    for node in nodes.both:
+        config = yaml.safe_load(node.config_path.read_text())
+        config["credentials"].append(
+            {"access_key": "NODESRELOADED", "secret_key": secret, "buckets": {bucket: "read"}}
+        )
+        node.config_path.write_text(yaml.safe_dump(config))
+    done = nodes.first.command("reload", "--all-nodes")
+    assert done.returncode == 0, done.stderr
+    for node in nodes.both:
+        assert becomes(client(node.endpoint, "NODESRELOADED", secret), bucket, 200)
+
+
+def becomes(s3: S3Client, bucket: str, status: int) -> bool:
+    """Whether ListObjectsV2 of ``bucket`` signed by ``s3``'s credential answers ``status``
+    within seconds."""
+    return wait_for(lambda: answers(s3, bucket) == status, 10)
+
+
+def answers(s3: S3Client, bucket: str) -> int:
+    """The status of a ListObjectsV2 of ``bucket`` signed by ``s3``'s credential."""
+    try:
+        return int(s3.list_objects_v2(Bucket=bucket)["ResponseMetadata"]["HTTPStatusCode"])
+    except botocore.exceptions.ClientError as error:
+        return int(error.response["ResponseMetadata"]["HTTPStatusCode"])

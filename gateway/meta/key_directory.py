@@ -9,6 +9,9 @@ While that connection is down (or a notification could be lost on a half-open on
 a ``SELECT 1`` every ``cache_seconds``), the copy is reloaded every ``cache_seconds`` through
 the pool instead. A copy that could not be confirmed for ``3 * cache_seconds`` is not used
 (lookups raise DirectoryStale): a key revoked meanwhile is never honoured for longer.
+
+The same connection carries `gateway reload --all-nodes`: a NOTIFY on RELOAD_CHANNEL has every
+gateway process on every node read its own configuration file again.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 _FAILURES = (*DATABASE_ERRORS, OSError, TimeoutError)
 # A copy older than this many cache_seconds is not used.
 STALE_AFTER = 3
+RELOAD_CHANNEL = "gateway_reload"
 
 
 class DirectoryStale(Exception):
@@ -46,8 +50,10 @@ class KeyDirectory:
         dsn: str,
         config: AccessKeysConfig,
         database: DatabaseConfig,
+        on_reload: Callable[[], None] = lambda: None,
     ) -> None:
         self._pool = pool
+        self._on_reload = on_reload
         self._dsn = dsn
         self._configured_key = config.encryption_key
         self._interval = config.cache_seconds
@@ -116,6 +122,7 @@ class KeyDirectory:
             lost = asyncio.Event()
             conn.add_termination_listener(lambda _: lost.set())
             await conn.add_listener(access_keys.CHANNEL, self._notified)
+            await conn.add_listener(RELOAD_CHANNEL, self._reload_requested)
             # Only once listening: a change made before is in this load, one after notified.
             await self.reload(conn)
             if not self._listening:
@@ -139,6 +146,14 @@ class KeyDirectory:
 
     def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
         self._changed.set()
+
+    def _reload_requested(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        self._on_reload()
+
+
+async def request_reload_everywhere(conn: asyncpg.Connection) -> None:
+    """Have every gateway process listening on the database reload its configuration."""
+    await conn.execute("SELECT pg_notify($1, '')", RELOAD_CHANNEL)
 
 
 async def _first(
