@@ -39,7 +39,7 @@ from gateway.live import LiveConfig
 from gateway.maintenance.janitor import run_janitor
 from gateway.meta import buckets, nodes
 from gateway.meta.buckets import Bucket, RecentBuckets
-from gateway.meta.db import DATABASE_ERRORS, create_pool, migrate, start_embedded_postgres
+from gateway.meta.db import DATABASE_ERRORS, create_pool, migrate
 from gateway.meta.garbage import KeyReserve
 from gateway.meta.key_directory import KeyDirectory
 from gateway.meta.nodes import NODE_ID_FILE, node_id
@@ -95,13 +95,6 @@ def root_credential(data_dir: Path, environ: Mapping[str, str]) -> CredentialCon
     return CredentialConfig(access_key=access_key, secret_key=secret_key, root=True)
 
 
-async def database_url(config: GatewayConfig) -> str:
-    if config.database.url:
-        return config.database.url
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, start_embedded_postgres, config.data_dir)
-
-
 async def _storage(app: web.Application) -> AsyncIterator[None]:
     async with open_stores(app[CONFIG]) as stores:
         app[STORES] = stores
@@ -120,7 +113,9 @@ async def _sendfile_threads(app: web.Application) -> AsyncIterator[None]:
 async def _database(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     database = config.database
-    dsn = await database_url(config)
+    # The command running the app (gateway serve) fills in the embedded Postgres's URL.
+    dsn = database.url
+    assert dsn, "no database URL"
     pool = await create_pool(
         dsn,
         database.pool_min_size,

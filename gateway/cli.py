@@ -14,6 +14,7 @@ import signal
 import socket
 import ssl
 import sys
+from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -30,7 +31,6 @@ from gateway.api import connections
 from gateway.app import (
     ROOT_CREDENTIALS_FILE,
     create_app,
-    database_url,
     request_reload,
     root_credential,
 )
@@ -47,6 +47,7 @@ from gateway.maintenance.importer import import_bucket
 from gateway.maintenance.janitor import abort_abandoned_uploads, collect_garbage
 from gateway.meta import blob_keys, buckets, imports, plaintext, usage
 from gateway.meta.db import DatabaseUnavailableError, GatewayPool, create_pool, migrate
+from gateway.meta.embedded import EmbeddedPostgres
 from gateway.meta.key_directory import request_reload_everywhere
 from gateway.objects.profiles import opened_backends
 from gateway.storage.chunked import ChunkedStore
@@ -95,11 +96,7 @@ def _run_worker(
     # Until its loop handles SIGHUP (a reload), a worker must not die of one.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     host, port = config.host_port
-    running = config
-    if dsn is not None:
-        running = config.model_copy(
-            update={"database": config.database.model_copy(update={"url": dsn})}
-        )
+    running = _with_database_url(config, dsn) if dsn is not None else config
     app = create_app(running, root, config_path, loaded=config)
     try:
         _serve_app(app, config, host, port, reuse_port)
@@ -144,16 +141,40 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     # A SIGHUP (`gateway reload`) arriving before the server handles it is not fatal.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Until the server handles it, SIGTERM unwinds (SIGINT does already), so an embedded
+    # Postgres being started is stopped again.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     pid_file = _write_pid_file(config.data_dir)
     try:
-        count = f"{workers} worker{'s' if workers != 1 else ''}"
-        print(f"gateway listening on {scheme}://{host}:{port} ({count})", flush=True)
-        if workers <= 1:
-            _run_worker(config, root, args.reuse_port, _config_path(args))
-            return 0
-        return _serve_workers(config, root, workers, _config_path(args))
+        with _embedded_database(config) as dsn:
+            count = f"{workers} worker{'s' if workers != 1 else ''}"
+            print(f"gateway listening on {scheme}://{host}:{port} ({count})", flush=True)
+            if workers <= 1:
+                _run_worker(config, root, args.reuse_port, _config_path(args), dsn)
+                return 0
+            return _serve_workers(config, root, workers, _config_path(args), dsn)
     finally:
         _remove_pid_file(pid_file)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _embedded_database(config: GatewayConfig) -> Iterator[str | None]:
+    """The URL of the embedded Postgres, when the configuration names no database (else
+    None): started or joined for the block, and stopped after it unless another gateway
+    process (a second `gateway serve`, a `gateway gc`) still uses it."""
+    if config.database.url:
+        yield None
+        return
+    with EmbeddedPostgres(config.data_dir / "postgres") as server:
+        yield server.url
+
+
+def _with_database_url(config: GatewayConfig, dsn: str) -> GatewayConfig:
+    return config.model_copy(update={"database": config.database.model_copy(update={"url": dsn})})
 
 
 PID_FILE = "gateway.pid"
@@ -196,15 +217,19 @@ def _address_taken(host: str, port: int) -> str | None:
 
 
 def _serve_workers(
-    config: GatewayConfig, root: CredentialConfig, workers: int, config_path: Path | None
+    config: GatewayConfig,
+    root: CredentialConfig,
+    workers: int,
+    config_path: Path | None,
+    dsn: str | None,
 ) -> int:
     """Run ``workers`` processes sharing the port (SO_REUSEPORT) and one database.
 
     Gateway processes are stateless, so the kernel may hand any connection to any of them. The
-    embedded Postgres, when used, is started here once and shared. A SIGHUP is passed on to
-    every worker, and each reloads the configuration file itself.
+    embedded Postgres (``dsn``), when used, is the parent's, shared by all, and stopped by the
+    parent after them. A SIGHUP is passed on to every worker, and each reloads the
+    configuration file itself.
     """
-    dsn = asyncio.run(database_url(config))
     context = multiprocessing.get_context("spawn")
     processes = [
         # Not daemonic: a daemonic process may not start children, and each worker starts its
@@ -248,8 +273,10 @@ def _serve_workers(
 
 async def _pool(config: GatewayConfig, max_size: int) -> GatewayPool:
     database = config.database
+    # main() fills in the embedded Postgres's URL when none is configured.
+    assert database.url, "no database URL"
     return await create_pool(
-        await database_url(config),
+        database.url,
         1,
         max_size,
         connect_timeout=database.connect_timeout_seconds,
@@ -780,20 +807,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "reload" and not args.all_nodes:
         return reload(config)
     try:
-        if args.command == "reload":
-            return asyncio.run(_reload_all_nodes(config))
-        if args.command == "migrate":
-            return asyncio.run(_migrate(config))
-        if args.command == "import":
-            return asyncio.run(_import(config, args))
-        if args.command == "rekey":
-            return asyncio.run(_rekey(config, args))
-        if args.command == "stats":
-            return asyncio.run(_stats(config))
-        if args.command == "keys":
-            return asyncio.run(_keys(config, args))
-        grace = config.limits.garbage_grace_seconds if args.grace is None else args.grace
-        return asyncio.run(_gc(config, grace))
+        with _embedded_database(config) as dsn:
+            if dsn is not None:
+                config = _with_database_url(config, dsn)
+            return _run_command(config, args)
     except DatabaseUnavailableError as exc:
         # Nothing was done that a later run would not do again; a traceback would add nothing.
         print(f"database unavailable: {exc}", file=sys.stderr)
@@ -801,3 +818,21 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+
+
+def _run_command(config: GatewayConfig, args: argparse.Namespace) -> int:
+    """One of the commands that work on the database and exit."""
+    if args.command == "reload":
+        return asyncio.run(_reload_all_nodes(config))
+    if args.command == "migrate":
+        return asyncio.run(_migrate(config))
+    if args.command == "import":
+        return asyncio.run(_import(config, args))
+    if args.command == "rekey":
+        return asyncio.run(_rekey(config, args))
+    if args.command == "stats":
+        return asyncio.run(_stats(config))
+    if args.command == "keys":
+        return asyncio.run(_keys(config, args))
+    grace = config.limits.garbage_grace_seconds if args.grace is None else args.grace
+    return asyncio.run(_gc(config, grace))

@@ -256,3 +256,61 @@ def test_serve_makes_a_missing_data_dir_for_its_embedded_postgres(tmp_path: Path
         _terminate(process)
     # Stopped with the gateway, not left behind.
     assert wait_for(lambda: not (data / "postgres" / "postmaster.pid").exists(), 30)
+
+
+def postmasters(pgdata: Path) -> list[int]:
+    """The running Postgres servers of ``pgdata`` (their command line names it)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(pgdata).encode() in command and alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def test_embedded_postgres_left_by_a_killed_gateway_stops_with_the_next(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    pgdata = data / "postgres"
+    port = free_port()
+    env = {
+        **GATEWAY_ENV,
+        "GATEWAY_DATA_DIR": str(data),
+        "GATEWAY_LISTEN": f"127.0.0.1:{port}",
+        "GATEWAY_DATABASE_URL": "",
+        "GATEWAY_CONFIG": "",
+    }
+    log = tmp_path / "gateway.log"
+    health = f"http://127.0.0.1:{port}/_gateway/health"
+    command = [sys.executable, "-m", "gateway", "serve"]
+    killed = _spawn(command, log, env)
+    try:
+        _wait_until(killed, log, lambda: requests.get(health, timeout=2).ok, 180)
+    finally:
+        killed.kill()
+        killed.wait()
+    # The unclean exit leaves its Postgres running: the next gateway adopts it...
+    assert postmasters(pgdata)
+    restarted = _spawn([*command, "--workers", "2"], log, env)
+    try:
+        _wait_until(restarted, log, lambda: requests.get(health, timeout=2).ok, 180)
+        # ...and a command run beside it on the same data dir leaves it to the gateway.
+        migrated = subprocess.run(
+            [sys.executable, "-m", "gateway", "migrate"],
+            cwd=REPO,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert migrated.returncode == 0, migrated.stderr
+        assert requests.get(health, timeout=5).ok
+    finally:
+        _terminate(restarted)
+    assert restarted.returncode == 0
+    # ...and stops it when it stops.
+    assert wait_for(lambda: not postmasters(pgdata), 30), postmasters(pgdata)

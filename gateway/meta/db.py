@@ -1,4 +1,4 @@
-"""Postgres connection pool, the embedded server, and schema migration."""
+"""Postgres connection pool and schema migration."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import logging
 import re
 import time
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -30,19 +29,6 @@ def schema_version(sql: str) -> int:
     if match is None:
         raise RuntimeError("schema.sql has no '-- schema-version: N' line")
     return int(match.group(1))
-
-
-def start_embedded_postgres(data_dir: Path) -> str:
-    """Start (or reuse) a Postgres under ``data_dir/postgres`` and return its DSN.
-
-    Blocking: call it from a thread. The server stops when the last process using it exits.
-    """
-    import pgserver  # imported lazily: only needed when no DSN is configured
-
-    # A fresh data dir (e.g. GATEWAY_DATA_DIR of a new container) is made here, not refused.
-    data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir / "postgres", cleanup_mode="stop")
-    return server.get_uri()
 
 
 class DatabaseUnavailableError(Exception):
