@@ -309,8 +309,20 @@ def test_embedded_postgres_left_by_a_killed_gateway_stops_with_the_next(tmp_path
         )
         assert migrated.returncode == 0, migrated.stderr
         assert requests.get(health, timeout=5).ok
+        running = (pgdata / "postmaster.pid").read_text()
     finally:
         _terminate(restarted)
     assert restarted.returncode == 0
     # ...and stops it when it stops.
+    assert wait_for(lambda: not postmasters(pgdata), 30), postmasters(pgdata)
+
+    # A container killed with its Postgres leaves postmaster.pid behind, and in the next
+    # container that pid may be another live process: not a server to join, nor to stop.
+    (pgdata / "postmaster.pid").write_text(f"{os.getpid()}\n{running.split(chr(10), 1)[1]}")
+    after_crash = _spawn(command, log, env)
+    try:
+        _wait_until(after_crash, log, lambda: requests.get(health, timeout=2).ok, 180)
+    finally:
+        _terminate(after_crash)
+    assert after_crash.returncode == 0
     assert wait_for(lambda: not postmasters(pgdata), 30), postmasters(pgdata)

@@ -60,9 +60,12 @@ class EmbeddedPostgres:
         try:
             # Waits while the last user of the server stops it; then a new one starts here.
             fcntl.flock(self._lock, fcntl.LOCK_SH)
+            # Resolved as pgserver's get_server() does: the server's command line names it so.
+            self.pgdata = self.pgdata.resolve()
+            _remove_stale_pid_file(self.pgdata)
             # Not get_server(): it hands back the handle this process had, even if the server
             # behind it has been stopped since. cleanup_mode=None: stop() decides.
-            server = pgserver.PostgresServer(self.pgdata.resolve(), cleanup_mode=None)
+            server = pgserver.PostgresServer(self.pgdata, cleanup_mode=None)
             self.url = server.get_uri()
         except BaseException:
             # Interrupted (SIGTERM, Ctrl-C) while starting: what was started is not left behind.
@@ -83,12 +86,12 @@ class EmbeddedPostgres:
             os.close(lock)
             return
         try:
-            stop_postmaster(self.pgdata)
+            _stop_postmaster(self.pgdata)
         finally:
             os.close(lock)
 
 
-def stop_postmaster(pgdata: Path) -> None:
+def _stop_postmaster(pgdata: Path) -> None:
     """Shut down the Postgres that runs in ``pgdata``, if one does, and wait until it has."""
     pid = _postmaster_pid(pgdata)
     if pid is None:
@@ -110,14 +113,53 @@ def stop_postmaster(pgdata: Path) -> None:
     log.warning("the embedded Postgres (pid %d) did not stop", pid)
 
 
-def _postmaster_pid(pgdata: Path) -> int | None:
-    """The pid postmaster.pid names, if that process runs; the file is removed as the server's
-    very last step, so its absence means stopped even where the server stays a zombie."""
+def _recorded_pid(pgdata: Path) -> int | None:
     try:
-        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
-        # Postgres's own test of a postmaster.pid: does the process exist.
-        os.kill(pid, 0)
+        return int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
     except (OSError, ValueError):
         return None
-    # A stale file (the server killed, the pid reused since) may name this very process.
-    return pid if pid != os.getpid() else None
+
+
+def _postmaster_pid(pgdata: Path) -> int | None:
+    """The pid postmaster.pid names, if that process is a Postgres of ``pgdata``. The file is
+    removed as the server's very last step, so its absence means stopped even where the
+    server stays a zombie."""
+    pid = _recorded_pid(pgdata)
+    return pid if pid is not None and _runs_postgres(pid, pgdata) else None
+
+
+def _remove_stale_pid_file(pgdata: Path) -> None:
+    """Remove a postmaster.pid that names a live process other than a Postgres of ``pgdata``.
+
+    A container killed with its Postgres leaves the file behind, and in the next container
+    its pid may well be another process, even one of this gateway's threads: pgserver (which
+    asks only whether the pid exists) would join that as the server, and Postgres would refuse
+    to start beside it. A file naming no live process is left: Postgres replaces it.
+    """
+    pid = _recorded_pid(pgdata)
+    if pid is None or not _exists(pid) or _runs_postgres(pid, pgdata):
+        return
+    log.warning("removing %s: pid %d is not its Postgres", pgdata / "postmaster.pid", pid)
+    (pgdata / "postmaster.pid").unlink(missing_ok=True)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
+    return True
+
+
+def _runs_postgres(pid: int, pgdata: Path) -> bool:
+    """Whether ``pid`` is a Postgres serving ``pgdata``: its command line names it (a zombie's
+    is empty). Without /proc to tell, any live process other than this one is taken for it."""
+    if not Path("/proc/self").exists():
+        return pid != os.getpid() and _exists(pid)
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return os.fsencode(pgdata) in command
