@@ -113,6 +113,9 @@ class GatewayMetrics:
         self.received = counter("gateway_received_bytes", "Request body bytes read.")
         self.sent = counter("gateway_sent_bytes", "Response body bytes sent.")
         self.in_flight = gauge("gateway_requests_in_flight", "Requests being handled.")
+        # Counted per request in a plain int, written to the gauge by the periodic sample:
+        # two writes to the shared file per request saved.
+        self.requests_in_flight = 0
         self.db_connections = _Children(
             gauge(
                 "gateway_db_pool_connections",

@@ -229,8 +229,6 @@ def test_requests_are_counted_by_operation_status_and_bytes(
     assert grew("gateway_sent_bytes_total") >= 3 * 4096
     # The scrape that answered `before` is counted once it is done.
     assert grew("gateway_requests_total", operation="Metrics", status="2xx") == 1
-    assert ("gateway_requests_in_flight", ()) in after
-    assert value(after, "gateway_requests_in_flight") >= 1  # this scrape
 
 
 def test_pool_gauges_are_sampled(observed: GatewayProcess) -> None:
@@ -239,6 +237,7 @@ def test_pool_gauges_are_sampled(observed: GatewayProcess) -> None:
     )
     samples = scrape(observed)
     assert ("gateway_db_pool_waiters", ()) in samples
+    assert ("gateway_requests_in_flight", ()) in samples
     assert ("gateway_render_queue_depth", ()) in samples
 
 

@@ -68,12 +68,12 @@ async def s3_errors(request: web.Request, handler: Handler) -> web.StreamRespons
     started = time.perf_counter()
     metrics = gateway_metrics.current()
     if metrics is not None:
-        metrics.in_flight.inc()
+        metrics.requests_in_flight += 1
     try:
         response = await _answer(request, handler, request_id)
     finally:
         if metrics is not None:
-            metrics.in_flight.dec()
+            metrics.requests_in_flight -= 1
     seconds = time.perf_counter() - started
     bytes_out = record.bytes_out
     if isinstance(response, web.Response) and request.method != "HEAD":
