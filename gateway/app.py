@@ -321,13 +321,15 @@ async def _reloader(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _sample_gauges(app: web.Application) -> AsyncIterator[None]:
-    """Gauges of this process's requests in flight, Postgres pool and render queue, written
-    every second: a scrape is answered by one process, which cannot ask the others."""
+    """This process's request counts, and gauges of its requests in flight, Postgres pool and
+    render queue, written every second: a scrape is answered by one process, which cannot ask
+    the others."""
     found = metrics.current()
 
     async def sample(found: metrics.GatewayMetrics) -> None:
         pool, render_pool = app[POOL], app[RENDER_POOL]
         while True:
+            found.flush()
             found.in_flight.set(found.requests_in_flight)
             size = pool.get_size()
             found.db_connections("size").set(size)
@@ -343,6 +345,8 @@ async def _sample_gauges(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if found is not None:
+        found.flush()
 
 
 def create_app(

@@ -13,6 +13,7 @@ instrumented place then costs one check.
 
 from __future__ import annotations
 
+import bisect
 import os
 import shutil
 from collections.abc import Iterable, Iterator
@@ -181,16 +182,58 @@ class GatewayMetrics:
         self._status_classes = {
             status: STATUS_CLASSES[status // 100 - 1] for status in range(100, 600)
         }
+        self._bounds = [*REQUEST_BUCKETS, float("inf")]
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self._bytes_in = 0
+        self._bytes_out = 0
 
     def request(
         self, operation: str, status: int, seconds: float, bytes_in: int, bytes_out: int
     ) -> None:
-        self.requests(operation, self._status_classes.get(status, "5xx")).inc()
-        self.duration(operation).observe(seconds)
-        if bytes_in:
-            self.received.inc(bytes_in)
-        if bytes_out:
-            self.sent.inc(bytes_out)
+        """Count a request in this process's memory; ``flush`` writes the counts out."""
+        key = (operation, self._status_classes.get(status, "5xx"))
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = _Pending(len(self._bounds))
+        pending.count += 1
+        pending.seconds += seconds
+        pending.buckets[bisect.bisect_left(self._bounds, seconds)] += 1
+        self._bytes_in += bytes_in
+        self._bytes_out += bytes_out
+
+    def flush(self) -> None:
+        """Write the requests counted since the last flush to the shared files: a few writes
+        a second instead of several per request (each is a locked write to a mapped file)."""
+        for (operation, status), pending in self._pending.items():
+            if not pending.count:
+                continue
+            self.requests(operation, status).inc(pending.count)
+            histogram = self.duration(operation)
+            # A histogram child's buckets and sum, as observe() adds to them (guarded by
+            # tests/unit/test_metrics.py against prometheus-client changing them).
+            for index, count in enumerate(pending.buckets):
+                if count:
+                    histogram._buckets[index].inc(count)
+                    pending.buckets[index] = 0
+            histogram._sum.inc(pending.seconds)
+            pending.count, pending.seconds = 0, 0.0
+        if self._bytes_in:
+            self.received.inc(self._bytes_in)
+            self._bytes_in = 0
+        if self._bytes_out:
+            self.sent.inc(self._bytes_out)
+            self._bytes_out = 0
+
+
+class _Pending:
+    """Requests of one operation and status class not yet written out."""
+
+    __slots__ = ("buckets", "count", "seconds")
+
+    def __init__(self, buckets: int) -> None:
+        self.count = 0
+        self.seconds = 0.0
+        self.buckets = [0] * buckets
 
 
 def exposition(extra: Iterable[Any] = ()) -> bytes:

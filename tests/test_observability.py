@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -284,16 +283,18 @@ def test_workers_report_one_coherent_set(tmp_path: Path, pg_server_dsn: str) -> 
         # A new connection each: the kernel spreads them over both processes.
         for _ in range(40):
             assert requests.get(url, headers={"Connection": "close"}, timeout=10).ok
-        readings = []
-        for _ in range(6):
+
+        def reading() -> tuple[float, bool]:
             samples = scrape(process, token=None)
-            readings.append(
-                (
-                    value(samples, "gateway_requests_total", operation="GetObject", status="2xx"),
-                    value(samples, "gateway_sent_bytes_total") >= 40 * 4096,
-                )
+            return (
+                value(samples, "gateway_requests_total", operation="GetObject", status="2xx"),
+                value(samples, "gateway_sent_bytes_total") >= 40 * 4096,
             )
-            time.sleep(0.05)
+
+        # Each process writes its counts out every second, and whichever answers a scrape
+        # reads them all: the sum, whoever answers.
+        assert wait_for(lambda: reading() == (40.0, True), 5)
+        readings = [reading() for _ in range(6)]
         assert set(readings) == {(40.0, True)}, readings
         assert process.process is not None
         assert len(list((process.data_dir / "metrics").glob("counter_*.db"))) >= 2

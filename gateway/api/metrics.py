@@ -58,10 +58,13 @@ def admitted(config: MetricsConfig, remote: str | None, authorization: str | Non
 async def get_metrics(request: web.Request) -> web.Response:
     # The token and networks follow a reload; turning metrics on needs a restart.
     config = request.app[LIVE].current.config.metrics
-    if not config.enabled or metrics.current() is None:
+    found = metrics.current()
+    if not config.enabled or found is None:
         raise errors.NoSuchKey()
     if not admitted(config, request.remote, request.headers.get("Authorization")):
         raise errors.AccessDenied()
     usage = await request.app[USAGE].read(request.app[POOL])
+    # This process's own counts are current; the others' at most a second old.
+    found.flush()
     body = metrics.exposition(metrics.bucket_families(usage))
     return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
