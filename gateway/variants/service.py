@@ -240,10 +240,9 @@ class VariantService:
         self, source: VariantSource, spec: RenderSpec, variant_key: str, attempt: int
     ) -> StoredBlob:
         key = (source.version_id, variant_key, attempt)
-        given = await self._source(source)
         started = time.monotonic()
         try:
-            rendered = await self._renderer.render(given, spec)
+            rendered = await self._renderer.render(await self._source(source), spec)
         except RenderOverloaded as exc:
             _count_render("overloaded", started)
             await self._release(*key)
