@@ -8,7 +8,9 @@ log at INFO (the default), so the difference is the metrics alone. Each gets `--
 4 KiB objects; wrk then replays pre-signed GETs of them against one gateway, then the other,
 in rounds, the order swapped every round (the idle one waits). Every answer is checked (2xx,
 4,096 bytes), and the metrics gateway is scraped at the end to check that it counted the
-requests. The figure is the ratio of the medians of the rounds.
+requests. The figure is the ratio of the medians of the rounds. The gateway process's CPU per
+request is measured too (with what other processes used of the machine): a figure that other
+work on a shared machine moves less than req/s.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import (
     BENCH_DIR,
     SMALL_SIZE,
+    CpuMeter,
     GatewaySystem,
     Objects,
     md_table,
@@ -78,6 +81,10 @@ def main() -> int:
         large_md5="",
     )
     figures: dict[str, list[float]] = {"metrics off": [], "metrics on": []}
+    # The gateway process's CPU per request (microseconds): unlike req/s, barely moved by
+    # other work on the machine.
+    costs: dict[str, list[float]] = {name: [] for name in figures}
+    others: list[float] = []
     with tempfile.TemporaryDirectory(prefix="gateway-metrics-bench-") as tmp:
         systems: dict[str, GatewaySystem] = {}
         try:
@@ -100,12 +107,22 @@ def main() -> int:
                 # Either order every other round: neither always runs after the other.
                 order = list(systems.items())
                 for name, system in order if round_number % 2 == 0 else order[::-1]:
-                    result = run_wrk(system, paths[name], "GET", args.duration, args)
+                    meter = CpuMeter(system)
+                    with meter.window():
+                        result = run_wrk(system, paths[name], "GET", args.duration, args)
                     figures[name].append(result["rps"])
+                    cpu = meter.report()
+                    costs[name].append(
+                        1e6 * cpu["server_cores"] * result["seconds"] / result["requests"]
+                    )
+                    others.append(cpu["other_pct"])
                     if name == "metrics on":
                         served += result["requests"]
                     print(
-                        f"round {round_number + 1}, {name}: {result['rps']:,.0f} req/s", flush=True
+                        f"round {round_number + 1}, {name}: {result['rps']:,.0f} req/s,"
+                        f" {costs[name][-1]:.0f} us gateway CPU per request,"
+                        f" other processes {cpu['other_pct']}% of the machine",
+                        flush=True,
                     )
             counted = requests_counted(systems["metrics on"])
             # wrk's warm-up and prepare()'s spot check are counted too; a request wrk gave up
@@ -118,13 +135,20 @@ def main() -> int:
                 system.stop()
     off = statistics.median(figures["metrics off"])
     on = statistics.median(figures["metrics on"])
-    header = ["4 KiB GET", "median req/s", "rounds"]
+    header = ["4 KiB GET", "median req/s", "rounds", "median gateway CPU us/request"]
     rows = [
-        [name, f"{statistics.median(values):,.0f}", ", ".join(f"{v:,.0f}" for v in values)]
+        [
+            name,
+            f"{statistics.median(values):,.0f}",
+            ", ".join(f"{v:,.0f}" for v in values),
+            f"{statistics.median(costs[name]):.0f}",
+        ]
         for name, values in figures.items()
     ]
-    rows.append(["on / off", f"{on / off:.3f}", ""])
+    cost = statistics.median(costs["metrics on"]) / statistics.median(costs["metrics off"])
+    rows.append(["on / off", f"{on / off:.3f}", "", f"{cost:.3f}"])
     print(text_table(header, rows))
+    print(f"other processes: up to {max(others)}% of the machine in a round")
     results_dir = BENCH_DIR / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / "metrics.md").write_text(md_table(header, rows) + "\n")
