@@ -1,6 +1,6 @@
 -- The gateway's metadata schema. Applied by `gateway migrate` and at start-up under an advisory
 -- lock; every statement is idempotent, and the version applied is recorded in schema_version.
--- schema-version: 11
+-- schema-version: 12
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version    integer PRIMARY KEY,
@@ -359,5 +359,58 @@ CREATE TABLE IF NOT EXISTS gateway_secrets (
     secret  bytea NOT NULL
 );
 
-INSERT INTO schema_version (version) VALUES (3), (4), (5), (6), (7), (8), (9), (10), (11)
+-- Version 12. Objects and bytes per bucket, kept exact in the transactions that change objects
+-- (by the trigger below) and never counted by a scan on the request path. Each change appends
+-- a delta row, so concurrent writers to one bucket never wait on one counter row; the janitor
+-- folds deltas into bucket_usage, and a reader sums bucket_usage and the deltas left. When the
+-- table is first made it is seeded from the objects already there, in this same transaction.
+DO $$
+BEGIN
+    IF to_regclass('bucket_usage') IS NULL THEN
+        CREATE TABLE bucket_usage (
+            bucket  text COLLATE "C" PRIMARY KEY,
+            objects bigint NOT NULL,
+            bytes   bigint NOT NULL
+        );
+        LOCK TABLE objects IN SHARE MODE;
+        INSERT INTO bucket_usage (bucket, objects, bytes)
+        SELECT bucket, count(*), coalesce(sum(size), 0) FROM objects GROUP BY bucket;
+    END IF;
+END
+$$;
+CREATE TABLE IF NOT EXISTS bucket_usage_deltas (
+    id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    bucket  text COLLATE "C" NOT NULL,
+    objects bigint NOT NULL,
+    bytes   bigint NOT NULL
+);
+
+CREATE OR REPLACE FUNCTION gateway_count_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO bucket_usage_deltas (bucket, objects, bytes) VALUES (NEW.bucket, 1, NEW.size);
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO bucket_usage_deltas (bucket, objects, bytes)
+        VALUES (OLD.bucket, -1, -OLD.size);
+    ELSIF OLD.bucket = NEW.bucket THEN
+        INSERT INTO bucket_usage_deltas (bucket, objects, bytes)
+        VALUES (NEW.bucket, 0, NEW.size - OLD.size);
+    ELSE
+        INSERT INTO bucket_usage_deltas (bucket, objects, bytes)
+        VALUES (OLD.bucket, -1, -OLD.size), (NEW.bucket, 1, NEW.size);
+    END IF;
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS objects_count_usage ON objects;
+CREATE TRIGGER objects_count_usage AFTER INSERT OR DELETE ON objects
+    FOR EACH ROW EXECUTE FUNCTION gateway_count_usage();
+DROP TRIGGER IF EXISTS objects_count_usage_update ON objects;
+-- An overwrite of the same size changes no count: no row.
+CREATE TRIGGER objects_count_usage_update AFTER UPDATE OF bucket, size ON objects
+    FOR EACH ROW WHEN (OLD.bucket IS DISTINCT FROM NEW.bucket OR OLD.size <> NEW.size)
+    EXECUTE FUNCTION gateway_count_usage();
+
+INSERT INTO schema_version (version) VALUES (3), (4), (5), (6), (7), (8), (9), (10), (11),
+    (12)
     ON CONFLICT DO NOTHING;

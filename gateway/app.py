@@ -14,6 +14,7 @@ from pathlib import Path
 import asyncpg
 from aiohttp import web
 
+from gateway import metrics
 from gateway.api.context import (
     BACKENDS,
     CONFIG,
@@ -31,6 +32,7 @@ from gateway.api.context import (
 )
 from gateway.api.cors import add_cors_headers
 from gateway.api.encryption import add_encryption_header
+from gateway.api.metrics import USAGE, UsageCache
 from gateway.api.middleware import add_request_id, s3_errors
 from gateway.api.router import dispatch, no_expectation
 from gateway.api.sendfile import sendfile_threads
@@ -62,6 +64,8 @@ CLIENT_MAX_SIZE = 1024**2
 # (64 KiB) is less than one socket read, so a large upload paused and resumed reading at
 # every read.
 READ_BUFFER = 1024**2
+# How often each process writes its pool and render-queue gauges.
+SAMPLE_SECONDS = 1.0
 # How long a PutObject may trust this process's last lookup of its bucket (see RecentBuckets).
 RECENT_BUCKET_SECONDS = 1.0
 # Set to have the configuration reloaded (request_reload).
@@ -311,6 +315,35 @@ async def _reloader(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def _sample_gauges(app: web.Application) -> AsyncIterator[None]:
+    """This process's request counts, and gauges of its requests in flight, Postgres pool and
+    render queue, written every second: a scrape is answered by one process, which cannot ask
+    the others."""
+    found = metrics.current()
+
+    async def sample(found: metrics.GatewayMetrics) -> None:
+        pool, render_pool = app[POOL], app[RENDER_POOL]
+        while True:
+            found.flush()
+            found.in_flight.set(found.requests_in_flight)
+            size = pool.get_size()
+            found.db_connections("size").set(size)
+            found.db_connections("in_use").set(size - pool.get_idle_size())
+            found.db_waiters.set(getattr(pool, "acquiring", 0))
+            found.render_queue.set(render_pool.waiting)
+            found.render_busy.set(render_pool.busy)
+            await asyncio.sleep(SAMPLE_SECONDS)
+
+    task = asyncio.create_task(sample(found)) if found is not None else None
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if found is not None:
+        found.flush()
+
+
 def create_app(
     config: GatewayConfig,
     root: CredentialConfig | None = None,
@@ -334,6 +367,8 @@ def create_app(
     app.cleanup_ctx.append(_variants)
     app.cleanup_ctx.append(_janitor)
     app.cleanup_ctx.append(_reloader)
+    app.cleanup_ctx.append(_sample_gauges)
+    app[USAGE] = UsageCache()
     app.on_response_prepare.append(add_request_id)
     app.on_response_prepare.append(add_cors_headers)
     app.on_response_prepare.append(add_encryption_header)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -26,7 +25,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from tqdm import tqdm
 
-from gateway import cli_keys
+from gateway import cli_keys, metrics
 from gateway.api import connections
 from gateway.app import (
     ROOT_CREDENTIALS_FILE,
@@ -42,6 +41,7 @@ from gateway.config import (
     load_config,
 )
 from gateway.errors import GatewayError
+from gateway.logs import configure_logging
 from gateway.maintenance import folder_import, rekey
 from gateway.maintenance.importer import import_bucket
 from gateway.maintenance.janitor import abort_abandoned_uploads, collect_garbage
@@ -87,12 +87,14 @@ def _run_worker(
     reuse_port: bool,
     config_path: Path | None,
     dsn: str | None = None,
-    log_level: int | None = None,
+    log_level: str | None = None,
 ) -> None:
     """Serve ``config``, on the database ``dsn`` when given (that the parent started);
     ``log_level``: in a spawned worker, which does not inherit the parent's logging."""
     if log_level is not None:
-        _configure_logging(log_level)
+        configure_logging(log_level, config.log.format)
+    if config.metrics.enabled:
+        metrics.enable()
     # Until its loop handles SIGHUP (a reload), a worker must not die of one.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     host, port = config.host_port
@@ -126,8 +128,15 @@ def _serve_app(
         )
 
 
+def _log_level(config: GatewayConfig, flag: str | None) -> str:
+    """--log-level, else GATEWAY_LOG_LEVEL, else log.level."""
+    return flag or os.environ.get("GATEWAY_LOG_LEVEL") or config.log.level
+
+
 def serve(args: argparse.Namespace) -> int:
     config = _load(args)
+    log_level = _log_level(config, args.log_level)
+    configure_logging(log_level, config.log.format)
     root = root_credential(config.data_dir, os.environ)
     host, port = config.host_port
     scheme = "https" if config.tls else "http"
@@ -149,10 +158,12 @@ def serve(args: argparse.Namespace) -> int:
         with _embedded_database(config) as dsn:
             count = f"{workers} worker{'s' if workers != 1 else ''}"
             print(f"gateway listening on {scheme}://{host}:{port} ({count})", flush=True)
+            if config.metrics.enabled:
+                metrics.prepare_directory(config.data_dir)
             if workers <= 1:
                 _run_worker(config, root, args.reuse_port, _config_path(args), dsn)
                 return 0
-            return _serve_workers(config, root, workers, _config_path(args), dsn)
+            return _serve_workers(config, root, workers, _config_path(args), dsn, log_level)
     finally:
         _remove_pid_file(pid_file)
 
@@ -222,6 +233,7 @@ def _serve_workers(
     workers: int,
     config_path: Path | None,
     dsn: str | None,
+    log_level: str,
 ) -> int:
     """Run ``workers`` processes sharing the port (SO_REUSEPORT) and one database.
 
@@ -236,7 +248,7 @@ def _serve_workers(
         # own render processes. They are stopped and joined below in any case.
         context.Process(
             target=_run_worker,
-            args=(config, root, True, config_path, dsn, logging.getLogger().level),
+            args=(config, root, True, config_path, dsn, log_level),
             daemon=False,
         )
         for _ in range(workers)
@@ -268,6 +280,8 @@ def _serve_workers(
     for process in processes:
         process.terminate()
         process.join(timeout=30)
+        if process.pid is not None and config.metrics.enabled:
+            metrics.process_exited(process.pid)
     return 1 if failed else 0
 
 
@@ -676,16 +690,12 @@ def presign(config: GatewayConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure_logging(level: int | str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The embedded Postgres narrates every start at INFO.
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway", description="S3-compatible gateway")
     parser.add_argument("--version", action="version", version=f"gateway {version('gateway')}")
-    parser.add_argument("--log-level", default=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-level", help="DEBUG, INFO, ... (default: $GATEWAY_LOG_LEVEL, else log.level)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve_cmd = commands.add_parser("serve", help="run the gateway")
@@ -796,7 +806,8 @@ def main(argv: list[str] | None = None) -> int:
     cli_keys.add_commands(commands)
 
     args = parser.parse_args(argv)
-    _configure_logging(args.log_level.upper())
+    # Commands other than serve log as text; serve follows its configuration's log section.
+    configure_logging(args.log_level or os.environ.get("GATEWAY_LOG_LEVEL") or "INFO", "text")
     if args.command == "serve":
         return serve(args)
     if args.command == "check-config":

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import ipaddress
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -445,6 +447,62 @@ class LimitsConfig(_Strict):
     render_retry_max_seconds: float = Field(default=86400, gt=0)
 
 
+def _parse_networks(value: object) -> object:
+    if not isinstance(value, list):
+        return value
+    try:
+        return [ipaddress.ip_network(str(item), strict=False) for item in value]
+    except ValueError as exc:
+        raise ValueError(f"not a network: {exc}") from None
+
+
+# CIDRs ("10.0.0.0/8", "::1"); a bare address is a network of one.
+Networks = Annotated[
+    list[ipaddress.IPv4Network | ipaddress.IPv6Network], BeforeValidator(_parse_networks)
+]
+
+
+def in_networks(
+    address: str | None, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> bool:
+    if not address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)
+
+
+class LogConfig(_Strict):
+    # GATEWAY_LOG_LEVEL and --log-level win over this.
+    level: str = "INFO"
+    # json: one JSON object per line (access lines and every other record); text: readable.
+    format: Literal["json", "text"] = "json"
+
+    @field_validator("level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        if not isinstance(logging.getLevelName(value.upper()), int):
+            raise ValueError(f"unknown log level {value!r} (DEBUG, INFO, WARNING, ERROR)")
+        return value.upper()
+
+
+class MetricsConfig(_Strict):
+    # GET /_gateway/metrics (Prometheus). Open to loopback only unless a token or networks are
+    # configured; with both, either admits a scrape.
+    enabled: bool = True
+    token: str | None = None
+    allow_networks: Networks = Field(default_factory=list)
+
+    @field_validator("token")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+
 Fit = Literal["cover", "contain", "inside", "fill"]
 VariantFormat = Literal["jpeg", "png", "webp", "avif", "auto"]
 # Output sides are capped: WebP cannot hold more than 16383 pixels, and a preset is a thumbnail
@@ -521,6 +579,11 @@ class GatewayConfig(_Strict):
     # The presets of buckets the configuration does not declare (made by CreateBucket); a
     # declared bucket has its own ``variants`` list. None by default, as for declared buckets.
     default_bucket_variants: list[str] = Field(default_factory=list)
+    log: LogConfig = LogConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    # Proxies whose X-Forwarded-For names the client (its address in the access log); from any
+    # other peer the header is ignored, since anyone can send it.
+    trusted_proxies: Networks = Field(default_factory=list)
 
     @field_validator("listen")
     @classmethod

@@ -25,6 +25,7 @@ RESTART_SETTINGS = (
     "storage_profiles",
     "default_profile",
     "access_keys",
+    "log",
 )
 # The limits read by each request; the others size what the process set up at start
 # (connections, render pool, janitor, storage).

@@ -9,6 +9,7 @@ disk), "upstream" (bytes in a bucket of a moto server, run as a real HTTP upstre
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -259,29 +260,65 @@ def _terminate(process: subprocess.Popen[bytes] | None) -> None:
 # The log of every gateway process started in this session: after each test, the part written
 # during it is checked for errors the test did not declare (check_gateway_logs).
 GATEWAY_LOGS: dict[Path, None] = {}
-# A logging line of the gateway (cli.py's format) and the levels that fail a test.
+# A logging line of the gateway in log.format text (gateway.logs) and the levels that fail a
+# test; in log.format json (the default) each line is a JSON object.
 LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ([A-Z]+) ")
 FAILING_LEVELS = {"ERROR", "CRITICAL"}
+LEVELS = {"DEBUG", "INFO", "WARNING", *FAILING_LEVELS}
 TRACEBACK = "Traceback (most recent call last)"
 
 
+def json_record(line: str) -> dict[str, Any] | None:
+    """The record a JSON log line holds; None for any other line."""
+    if not line.startswith("{"):
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "level" in record else None
+
+
+def _as_text(record: dict[str, Any]) -> str:
+    """A JSON record as the text format writes it, so patterns work on either format."""
+    message = record.get("message") or json.dumps(
+        {key: value for key, value in record.items() if key not in ("time", "level")}
+    )
+    text = f"{record.get('time')} {record['level']} {record.get('logger', 'gateway.access')}:"
+    text += f" {message}"
+    if record.get("traceback"):
+        text += "\n" + record["traceback"]
+    return text
+
+
 def log_entries(text: str) -> list[str]:
-    """``text`` split into log records, each with its continuation lines (a traceback)."""
+    """``text`` split into log records, each with its continuation lines (a traceback); a
+    JSON record is rendered as its text line, its traceback below it."""
     entries: list[str] = []
     for line in text.splitlines():
-        if LOG_RECORD.match(line) or not entries:
+        record = json_record(line)
+        if record is not None:
+            entries.append(_as_text(record))
+        elif LOG_RECORD.match(line) or not entries:
             entries.append(line)
         else:
             entries[-1] += "\n" + line
     return entries
 
 
+def _level(entry: str) -> str | None:
+    record = LOG_RECORD.match(entry)
+    if record is not None:
+        return record.group(1)
+    first = entry.split("\n", 1)[0].split(" ")
+    return first[1] if len(first) > 1 and first[1] in LEVELS else None
+
+
 def unexpected_log_entries(text: str, expected: list[re.Pattern[str]]) -> list[str]:
     """Records at ERROR or above, and tracebacks, that no ``expected`` pattern matches."""
     found = []
     for entry in log_entries(text):
-        record = LOG_RECORD.match(entry)
-        failing = (record is not None and record.group(1) in FAILING_LEVELS) or TRACEBACK in entry
+        failing = _level(entry) in FAILING_LEVELS or TRACEBACK in entry
         if failing and not any(pattern.search(entry) for pattern in expected):
             found.append(entry)
     return found

@@ -677,3 +677,49 @@ def test_access_keys_encryption_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"access_keys\.encryption_key: a key must be 32") as exc:
         load(tmp_path, "access_keys:\n  encryption_key: ${KEYS_KEY}\n", {"KEYS_KEY": "ab" * 16})
     assert "ab" * 16 not in str(exc.value)
+
+
+# --- log, metrics, trusted proxies ------------------------------------------------------------
+
+
+def test_log_and_metrics_defaults() -> None:
+    config = load_config(None, {})
+    assert (config.log.level, config.log.format) == ("INFO", "json")
+    assert config.metrics.enabled and config.metrics.token is None
+    assert config.metrics.allow_networks == [] and config.trusted_proxies == []
+
+
+def test_log_metrics_and_proxies_are_read(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """
+        log: {level: debug, format: text}
+        metrics: {token: "${TOKEN}", allow_networks: ["10.0.0.0/8", "::1"]}
+        trusted_proxies: [192.168.1.1, "fd00::/8"]
+        """,
+        {"TOKEN": "t0ken-value"},
+    )
+    assert (config.log.level, config.log.format) == ("DEBUG", "text")
+    assert config.metrics.token == "t0ken-value"
+    assert [str(n) for n in config.metrics.allow_networks] == ["10.0.0.0/8", "::1/128"]
+    assert [str(n) for n in config.trusted_proxies] == ["192.168.1.1/32", "fd00::/8"]
+
+
+def test_an_empty_metrics_token_is_no_token(tmp_path: Path) -> None:
+    config = load(tmp_path, "metrics: {token: '${TOKEN:-}'}\n")
+    assert config.metrics.token is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("log: {level: LOUD}\n", "log.level: unknown log level 'LOUD'"),
+        ("log: {format: xml}\n", "log.format"),
+        ("metrics: {allow_networks: [not-a-net]}\n", "metrics.allow_networks: not a network"),
+        ("trusted_proxies: [10.0.0.0/33]\n", "trusted_proxies: not a network"),
+    ],
+)
+def test_bad_log_and_metrics_settings_name_their_path(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    assert message in load_error(tmp_path, text)

@@ -206,7 +206,10 @@ def test_settings_that_need_a_restart_are_named_and_the_rest_applied(
     reload_by_signal(gateway)
     assert gateway.log_path is not None
     applied = gateway.log_path.read_text().rpartition(RELOADED)[2].splitlines()[0]
-    assert applied.endswith("needs a restart to change: listen, limits.max_connections")
+    # The rest of a JSON log line (the default format): the message's end, then '"}'.
+    assert applied.removesuffix('"}').endswith(
+        "needs a restart to change: listen, limits.max_connections"
+    )
     # Still where it listened, with the rest of the file applied.
     client_of(gateway.endpoint, added).list_objects_v2(Bucket=bucket)  # type: ignore[attr-defined]
     rewrite(gateway)

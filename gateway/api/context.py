@@ -115,3 +115,23 @@ class S3Request:
 
 # The S3 request a web request was resolved to.
 S3_REQUEST = web.RequestKey("s3_request", S3Request)
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What a request did, filled in as it goes and written once at its end, by the
+    middleware, to the access log and the metrics."""
+
+    # The S3 operation's name (GetObject, PutObject, ...); None until the request is routed.
+    operation: str | None = None
+    # The S3 error code of an error answer.
+    error: str | None = None
+    # Body bytes sent by a streamed response (a plain one's body is counted at the end).
+    bytes_out: int = 0
+    variant: str | None = None
+    # hit (stored), render (made for this request), original (served in its place), error.
+    variant_result: str | None = None
+    render_ms: float | None = None
+
+
+RECORD = web.RequestKey("record", RequestRecord)

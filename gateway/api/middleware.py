@@ -1,4 +1,5 @@
-"""Request ids, access logs, and the one place where errors become S3 XML documents."""
+"""Request ids, the access log and request metrics, and the one place where errors become S3
+XML documents."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway import errors as gateway_errors
+from gateway import metrics as gateway_metrics
+from gateway.api.context import LIVE, RECORD, S3_REQUEST, RequestRecord
+from gateway.config import in_networks
+from gateway.logs import ACCESS, ACCESS_LOGGER
 from gateway.meta.db import DatabaseUnavailableError
 from gateway.s3 import errors
 from gateway.s3.xml import error_document
 
-log = logging.getLogger("gateway.access")
+log = logging.getLogger(ACCESS_LOGGER)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # The response whose headers went out, if any: after that no error document can be sent.
@@ -28,6 +33,9 @@ def new_request_id() -> str:
 
 
 def error_response(request: web.Request, error: errors.S3Error, request_id: str) -> web.Response:
+    record = request.get(RECORD)
+    if record is not None:
+        record.error = error.code
     resource = unquote(request.raw_path.partition("?")[0])
     headers = error.headers()
     if request.method == "HEAD" or error.status == 304:
@@ -56,22 +64,89 @@ async def add_request_id(request: web.Request, response: web.StreamResponse) -> 
 @web.middleware
 async def s3_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request[REQUEST_ID] = new_request_id()
+    record = request[RECORD] = RequestRecord()
     started = time.perf_counter()
+    metrics = gateway_metrics.current()
+    if metrics is not None:
+        metrics.requests_in_flight += 1
     try:
-        response = await handler(request)
+        response = await _answer(request, handler, request_id)
+    finally:
+        if metrics is not None:
+            metrics.requests_in_flight -= 1
+    seconds = time.perf_counter() - started
+    bytes_out = record.bytes_out
+    if isinstance(response, web.Response) and request.method != "HEAD":
+        body = response.body
+        if isinstance(body, bytes):
+            bytes_out += len(body)
+    # The body bytes that arrived, whether or not a handler read them all.
+    bytes_in = request.content.total_bytes if request.body_exists else 0
+    operation = record.operation or "Unknown"
+    if metrics is not None:
+        metrics.request(operation, response.status, seconds, bytes_in, bytes_out)
+        if response.status == 503 and record.error == "SlowDown":
+            metrics.slowdowns.inc()
+    if log.isEnabledFor(logging.INFO):
+        _log_access(request, request_id, record, operation, response, seconds, bytes_in, bytes_out)
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
+    try:
+        return await handler(request)
     except Exception as exc:
         sent = request.get(SENT_RESPONSE)
         if sent is not None:
             return _cut_off(request, sent, exc, request_id)
-        response = _answer_error(request, exc, request_id)
-    log.debug(
-        "%s %s %d %.1fms",
-        request.method,
-        request.raw_path,
-        response.status,
-        (time.perf_counter() - started) * 1000,
-    )
-    return response
+        return _answer_error(request, exc, request_id)
+
+
+def client_address(request: web.Request) -> str | None:
+    """The peer's address, or the client's as X-Forwarded-For names it when the peer (and
+    each hop after the client) is a trusted proxy."""
+    remote = request.remote
+    trusted = request.app[LIVE].current.config.trusted_proxies
+    forwarded = request.headers.get("X-Forwarded-For")
+    if not trusted or not forwarded or not in_networks(remote, trusted):
+        return remote
+    # Right to left: the nearest hop not itself a trusted proxy is the client.
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not in_networks(hop, trusted):
+            return hop
+    return hops[0] if hops else remote
+
+
+def _log_access(
+    request: web.Request,
+    request_id: str,
+    record: RequestRecord,
+    operation: str,
+    response: web.StreamResponse,
+    seconds: float,
+    bytes_in: int,
+    bytes_out: int,
+) -> None:
+    req = request.get(S3_REQUEST)
+    fields = {
+        "request_id": request_id,
+        "remote": client_address(request),
+        "access_key": req.credential.access_key if req and req.credential else None,
+        "operation": operation,
+        "bucket": req.bucket if req else None,
+        "key": req.key if req else None,
+        "status": response.status,
+        "error": record.error,
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
+        "duration_ms": round(seconds * 1000, 2),
+        "variant": record.variant,
+        "variant_result": record.variant_result,
+        "render_ms": record.render_ms,
+        "user_agent": request.headers.get("User-Agent"),
+    }
+    log.info("%s %s %d", request.method, request.raw_path, response.status, extra={ACCESS: fields})
 
 
 _UPSTREAM_REFUSALS: dict[str, type[errors.S3Error]] = {

@@ -19,7 +19,8 @@ from gateway.api import (
     website,
 )
 from gateway.api.auth import authenticate
-from gateway.api.context import LIVE, POOL, S3_REQUEST, S3Request
+from gateway.api.context import LIVE, POOL, RECORD, S3_REQUEST, S3Request
+from gateway.api.metrics import get_metrics
 from gateway.live import Snapshot
 from gateway.meta.db import ping
 from gateway.s3 import errors
@@ -58,6 +59,31 @@ BUCKET_SUBRESOURCES: dict[str, dict[str, Operation]] = {
         "DELETE": policy.delete_bucket_policy,
     },
 }
+
+
+# Handlers whose S3 name is not their own name in CamelCase.
+_OPERATION_NAMES = {
+    "list_objects_v2_handler": "ListObjectsV2",
+    "list_objects_handler": "ListObjects",
+    "get_object_variant": "GetObject",
+    "head_object_variant": "HeadObject",
+    "post_object": "PostObject",
+    "preflight": "PreflightRequest",
+}
+_operation_names: dict[Operation, str] = {}
+
+
+def operation_name(operation: Operation) -> str:
+    """The S3 name of an operation handler (``put_object``: PutObject), for logs and
+    metrics."""
+    name = _operation_names.get(operation)
+    if name is None:
+        handler = getattr(operation, "__name__", "unknown")
+        name = _OPERATION_NAMES.get(handler) or "".join(
+            word.capitalize() for word in handler.split("_")
+        )
+        _operation_names[operation] = name
+    return name
 
 
 def split_target(
@@ -236,7 +262,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     snapshot = request.app[LIVE].current
     config = snapshot.config
     site = website_bucket(request.headers.get("Host", ""), config.website_domains)
+    record = request[RECORD]
     if site is not None:
+        record.operation = "Website"
         return await serve_website(request, snapshot, site, raw_path, raw_query)
     bucket, key, virtual_host = split_target(
         request.headers.get("Host", ""), raw_path, config.base_domains
@@ -245,7 +273,12 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     # an object key of that bucket.
     if not virtual_host and raw_path.startswith("/_gateway/"):
         if raw_path == "/_gateway/health" and request.method in ("GET", "HEAD"):
+            record.operation = "Health"
             return await health(request)
+        if raw_path == "/_gateway/metrics" and request.method == "GET":
+            # Prometheus brings a bearer token, never an S3 signature.
+            record.operation = "Metrics"
+            return await get_metrics(request)
         raise errors.NoSuchKey()
     req = S3Request(
         http=request,
@@ -261,10 +294,20 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     request[S3_REQUEST] = req
     if request.method == "OPTIONS":
         # A CORS preflight: browsers never sign one.
+        record.operation = "PreflightRequest"
         return await cors.preflight(req)
+    # Chosen before authentication so a refused request is logged and counted under its
+    # operation too; a request no operation answers is refused after authentication, as ever.
+    operation: Operation | None = None
+    try:
+        operation = pick_operation(request.method, bucket, key, req)
+        record.operation = operation_name(operation)
+    except errors.S3Error as exc:
+        refusal = exc
     if not is_post_form(request.method, bucket, key, req):
         authenticate(req)
-    operation = pick_operation(request.method, bucket, key, req)
+    if operation is None:
+        raise refusal
     return await operation(req)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from gateway.api.context import SENDFILE_THREADS, STORES, S3Request
+from gateway.api.context import RECORD, SENDFILE_THREADS, STORES, S3Request
 from gateway.api.sendfile import sendfile
 from gateway.objects.reading import Segment, read_stored
 
@@ -22,6 +22,7 @@ async def send_segments(
     """
     loop = asyncio.get_running_loop()
     transport = req.http.transport
+    record = req.http[RECORD]
     stores = req.app[STORES]
     for segment in segments:
         store = stores[segment.profile]
@@ -34,8 +35,10 @@ async def send_segments(
             if not response.prepared:
                 await response.prepare(req.http)
             await response.write(first)
+            record.bytes_out += len(first)
             async for data in stream:
                 await response.write(data)
+                record.bytes_out += len(data)
             continue
         with await loop.run_in_executor(None, open, path, "rb") as handle:
             if not response.prepared:
@@ -46,7 +49,9 @@ async def send_segments(
             if sent is None:
                 async for data in read_stored(stores, [segment]):
                     await response.write(data)
+                    record.bytes_out += len(data)
                 continue
+            record.bytes_out += sent
             if sent != segment.length:
                 # A blob shorter than its row says: the promised length can no longer be met.
                 raise OSError(f"blob {segment.storage_key} ended after {sent} bytes")

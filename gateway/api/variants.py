@@ -10,12 +10,15 @@ every client asking for the same thing shares one render and one blob.
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway import metrics
 from gateway.api import objects
 from gateway.api.common import http_date
-from gateway.api.context import BACKENDS, VARIANTS, S3Request
+from gateway.api.context import BACKENDS, RECORD, VARIANTS, RequestRecord, S3Request
 from gateway.api.objects import ObjectRead
 from gateway.meta import object_rows
 from gateway.meta.derivatives import StoredBlob
@@ -63,15 +66,38 @@ async def _answer(req: S3Request, with_body: bool) -> web.StreamResponse:
     # A failed render in its back-off raises its recorded error here, on_miss original or
     # not: the original is not served in its place (it may be the very file that is too
     # large, or no image at all).
-    variant = known(row)
+    noted = req.http[RECORD]
+    noted.variant = preset.name
+    try:
+        variant = known(row)
+        result = "hit"
+        if variant is None:
+            service = req.app[VARIANTS]
+            source = variant_source(req.app[BACKENDS], record)
+            if preset.on_miss == "original":
+                service.prefetch(source, preset, format_class)
+                result = "original"
+            else:
+                started = time.monotonic()
+                try:
+                    variant = await service.get(source, preset, format_class)
+                finally:
+                    noted.render_ms = round((time.monotonic() - started) * 1000, 2)
+                result = "render"
+    except errors.S3Error:
+        _count_variant(noted, "error")
+        raise
+    _count_variant(noted, result)
     if variant is None:
-        service = req.app[VARIANTS]
-        source = variant_source(req.app[BACKENDS], record)
-        if preset.on_miss == "original":
-            service.prefetch(source, preset, format_class)
-            return await _original(req, with_body)
-        variant = await service.get(source, preset, format_class)
+        return await _original(req, with_body)
     return await objects.answer_read(req, _plan(req, record, preset, variant, with_body))
+
+
+def _count_variant(noted: RequestRecord, result: str) -> None:
+    noted.variant_result = result
+    counted = metrics.current()
+    if counted is not None:
+        counted.variant_requests(result).inc()
 
 
 async def _original(req: S3Request, with_body: bool) -> web.StreamResponse:

@@ -9,8 +9,9 @@ from collections.abc import Mapping
 
 import asyncpg
 
+from gateway import metrics
 from gateway.errors import GatewayError
-from gateway.meta import garbage, uploads
+from gateway.meta import bucket_usage, garbage, uploads
 from gateway.meta.db import DATABASE_ERRORS, DatabaseUnavailableError
 from gateway.objects.backend import ObjectBackend
 from gateway.storage import BlobStore
@@ -81,6 +82,8 @@ async def run_janitor(
     abandoned_upload_seconds: float,
 ) -> None:
     while True:
+        counted = metrics.current()
+        result = "failed"
         try:
             aborted = await abort_abandoned_uploads(pool, backends, abandoned_upload_seconds)
             if aborted:
@@ -88,8 +91,14 @@ async def run_janitor(
             removed = await collect_garbage(pool, stores, grace_seconds)
             if removed:
                 log.info("janitor removed %d blobs", removed)
+            if counted is not None:
+                counted.janitor_collected.inc(removed)
+            await bucket_usage.fold_deltas(pool)
+            result = "ok"
         except DatabaseUnavailableError:
             pass  # logged once per outage, where it was detected
         except (OSError, *DATABASE_ERRORS):
             log.warning("janitor pass failed; retrying later", exc_info=True)
+        if counted is not None:
+            counted.janitor_runs(result).inc()
         await asyncio.sleep(interval)

@@ -13,6 +13,8 @@ from typing import Any
 import asyncpg
 import asyncpg.transaction
 
+from gateway import metrics
+
 log = logging.getLogger(__name__)
 
 # Any constant: held while migrating so concurrently starting gateways apply the schema once.
@@ -129,7 +131,11 @@ class _Connection(asyncpg.Connection):
             # The protocol lost track of its state (the server went away between two of its
             # messages): the connection is of no further use.
             self.terminate()
-        if not _unavailable(exc, self.is_closed()):
+        unavailable = _unavailable(exc, self.is_closed())
+        found = metrics.current()
+        if found is not None:
+            found.db_errors("unavailable" if unavailable else "error").inc()
+        if not unavailable:
             return exc
         return (self.health or DatabaseHealth()).failed(exc)
 
@@ -217,6 +223,8 @@ class GatewayPool(asyncpg.Pool):
         super().__init__(*args, **kwargs)
         self.acquire_timeout = acquire_timeout
         self.health = health
+        # Tasks in acquire() now: waiting for a connection, or about to get one.
+        self.acquiring = 0
 
     async def _get_new_connection(self) -> Any:
         # Also the connections asyncpg opens in the background to keep min_size.
@@ -228,6 +236,7 @@ class GatewayPool(asyncpg.Pool):
     async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 (asyncpg's)
         # The one place both forms of acquire() (await and async with) and the pool's own
         # query methods get a connection.
+        self.acquiring += 1
         try:
             return await super()._acquire(self.acquire_timeout if timeout is None else timeout)
         except DatabaseUnavailableError:
@@ -236,6 +245,8 @@ class GatewayPool(asyncpg.Pool):
             # A new connection that could not be made (any error, even an authentication
             # one, leaves the database unusable), no free connection in time, a closing pool.
             raise self.health.failed(exc) from exc
+        finally:
+            self.acquiring -= 1
 
     async def release(
         self,

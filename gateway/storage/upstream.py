@@ -26,6 +26,7 @@ import botocore.exceptions
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from gateway import metrics
 from gateway.config import UpstreamProfile
 from gateway.errors import (
     KeyNotStorableError,
@@ -273,13 +274,18 @@ class UpstreamStore:
         attempts = self.profile.max_attempts if retry and not locked else 1
         timeout = self.profile.locked_call_timeout_seconds if locked else None
         method: Callable[..., Awaitable[dict[str, Any]]] = getattr(self._client, operation)
+        counted = metrics.current()
         for attempt in range(1, attempts + 1):
             started = time.monotonic()
+            if counted is not None:
+                counted.upstream_calls(self.name).inc()
             try:
                 async with asyncio.timeout(timeout):
                     result = await method(**params)
             except botocore.exceptions.ClientError as exc:
                 code, status = _error_code(exc)
+                if counted is not None and status not in (404, 412):
+                    counted.upstream_errors(self.name).inc()
                 if code == "NoSuchBucket":
                     # The upstream bucket itself is missing: a misconfiguration or an upstream
                     # that lost it, never a sign that an object was deleted.
@@ -306,6 +312,8 @@ class UpstreamStore:
                     self._reachability.lost(reason)
                     raise _unavailable(operation, reason) from exc
             except _CONNECTION_ERRORS as exc:
+                if counted is not None:
+                    counted.upstream_errors(self.name).inc()
                 reason = f"the upstream could not be reached: {type(exc).__name__}"
                 if attempt == attempts:
                     self._reachability.lost(reason)
@@ -314,6 +322,8 @@ class UpstreamStore:
                 if not self._reachability.reachable:
                     self._reachability.answered(started)
                 return result
+            if counted is not None:
+                counted.upstream_retries(self.name).inc()
             await asyncio.sleep(self._backoff(attempt))
             log.debug("retrying upstream %s (attempt %d): %s", operation, attempt + 1, reason)
         raise AssertionError("unreachable")

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from gateway import metrics
 from gateway.config import LimitsConfig
 from gateway.errors import GatewayError
 from gateway.meta import derivatives
@@ -103,6 +104,15 @@ class VariantPolicy:
         """Back-off after the ``attempts``-th attempt failed: doubling, capped."""
         exponent = min(max(attempts - 1, 0), 62)
         return min(self.retry_max_seconds, self.retry_seconds * 2**exponent)
+
+
+def _count_render(result: str, started: float) -> None:
+    """A render's outcome and duration (waiting for a worker included), measured here: the
+    render workers write no metrics."""
+    counted = metrics.current()
+    if counted is not None:
+        counted.renders(result).inc()
+        counted.render_duration(result).observe(time.monotonic() - started)
 
 
 def ready(row: Derivative) -> StoredBlob:
@@ -230,12 +240,15 @@ class VariantService:
         self, source: VariantSource, spec: RenderSpec, variant_key: str, attempt: int
     ) -> StoredBlob:
         key = (source.version_id, variant_key, attempt)
+        started = time.monotonic()
         try:
             rendered = await self._renderer.render(await self._source(source), spec)
         except RenderOverloaded as exc:
+            _count_render("overloaded", started)
             await self._release(*key)
             raise errors.RetryLater(str(exc)) from None
         except RenderError as exc:
+            _count_render("failed", started)
             error = errors.from_render_error(exc)
             await derivatives.mark_failed(
                 self._pool,
@@ -249,6 +262,7 @@ class VariantService:
             # Not the image's fault (storage, cancellation): the next request may try again.
             await asyncio.shield(self._release(*key))
             raise
+        _count_render("ok", started)
         return await self._store(source, variant_key, attempt, rendered)
 
     async def _renew(self, version_id: uuid.UUID, variant_key: str, attempt: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from tests.conftest import unexpected_log_entries
@@ -42,3 +43,34 @@ def test_expected_entries_are_let_through() -> None:
 def test_a_traceback_without_a_record_is_found() -> None:
     text = "Traceback (most recent call last):\n  File 'x'\nRuntimeError\n"
     assert unexpected_log_entries(text, []) == [text.rstrip("\n")]
+
+
+JSON_LOG = "\n".join(
+    json.dumps(record)
+    for record in [
+        {"time": "2026-01-02T03:04:05.678Z", "level": "INFO", "request_id": "A", "status": 200},
+        {
+            "time": "2026-01-02T03:04:05.680Z",
+            "level": "ERROR",
+            "logger": "gateway.janitor",
+            "message": "collection failed",
+            "traceback": 'Traceback (most recent call last):\n  File "janitor.py"\nOSError: x',
+        },
+        {
+            "time": "2026-01-02T03:04:05.681Z",
+            "level": "WARNING",
+            "logger": "gateway.storage",
+            "message": "upstream slow",
+        },
+    ]
+)
+
+
+def test_json_lines_are_checked_as_the_text_format_is() -> None:
+    found = unexpected_log_entries(JSON_LOG, [])
+    assert len(found) == 1
+    assert found[0].startswith(
+        "2026-01-02T03:04:05.680Z ERROR gateway.janitor: collection failed\n"
+    )
+    assert found[0].endswith("OSError: x")
+    assert unexpected_log_entries(JSON_LOG, [re.compile(r"failed\nTraceback")]) == []
