@@ -28,15 +28,19 @@ def node_id(data_dir: Path) -> uuid.UUID:
         pass
     data_dir.mkdir(parents=True, exist_ok=True)
     made = uuid.uuid4()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        # Another process of this node made it first.
-        return uuid.UUID(path.read_text().strip())
-    with os.fdopen(fd, "w") as handle:
+    # Written whole under a name of its own, then linked into place: the workers of a first
+    # start race here, and none may read a file another has created but not yet written.
+    draft = data_dir / f"{NODE_ID_FILE}.{made}"
+    with open(draft, "w") as handle:
         handle.write(f"{made}\n")
         handle.flush()
         os.fsync(handle.fileno())
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        return uuid.UUID(path.read_text().strip())
+    finally:
+        draft.unlink()
     return made
 
 
