@@ -27,6 +27,7 @@ from gateway.s3 import (
     checksums,
     conditions,
     errors,
+    mime,
     multipart_rules,
     names,
     ranges,
@@ -72,8 +73,9 @@ def metadata_from_headers(req: S3Request, headers: Mapping[str, str]) -> ObjectM
     for name, value in headers.items():
         lower = name.lower()
         if lower.startswith(META_PREFIX):
+            value = mime.stored_value(value)
             user[lower[len(META_PREFIX) :]] = value
-            size += len(lower) - len(META_PREFIX) + len(value.encode())
+            size += len(lower) - len(META_PREFIX) + len(value.encode("utf-8", "surrogatepass"))
     if size > req.config.limits.max_metadata_size:
         raise errors.MetadataTooLarge(
             Size=str(size), MaxSizeAllowed=str(req.config.limits.max_metadata_size)
@@ -103,7 +105,7 @@ def object_headers(record: ObjectRecord) -> CIMultiDict[str]:
     for name, value in record.headers.items():
         headers[name] = value
     for name, value in record.user_metadata.items():
-        headers[META_PREFIX + name] = value
+        headers[META_PREFIX + name] = mime.header_value(value)
     return headers
 
 
