@@ -10,7 +10,7 @@ import requests
 from botocore.exceptions import ClientError
 from lxml import etree
 
-from tests.conftest import ROOT_ACCESS_KEY, ROOT_SECRET_KEY
+from tests.conftest import LOCAL_ONLY, ROOT_ACCESS_KEY, ROOT_SECRET_KEY
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
@@ -168,3 +168,65 @@ def test_invalid_parameters(s3, gateway, bucket: str) -> None:
     with pytest.raises(ClientError) as excinfo:
         s3.list_objects_v2(Bucket=bucket, ContinuationToken="%%%not-a-token")
     assert excinfo.value.response["Error"]["Code"] == "InvalidArgument"
+
+
+@LOCAL_ONLY
+def test_owner_with_fetch_owner_and_always_in_v1(s3, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    owner = s3.list_buckets()["Owner"]
+    assert "Owner" not in s3.list_objects_v2(Bucket=bucket)["Contents"][0]
+    listed = s3.list_objects_v2(Bucket=bucket, FetchOwner=True)["Contents"][0]
+    assert listed["Owner"]["ID"] == owner["ID"]
+    assert s3.list_objects(Bucket=bucket)["Contents"][0]["Owner"]["ID"] == owner["ID"]
+
+
+def _texts(root: etree._Element, *path: str) -> list[str | None]:
+    return [element.text for element in root.iterfind("/".join(NS + step for step in path))]
+
+
+@LOCAL_ONLY
+def test_encoding_type_url_encodes_the_listed_elements_only(gateway, s3, bucket: str) -> None:
+    """The elements the S3 reference lists as encoded, and no others: clients decode by
+    that list (botocore's, for one)."""
+    fill(s3, bucket, ["a b+1", "a b+2", "a b/c+d", "a b/e"])
+    query = "delimiter=%2B&prefix=a%20b&encoding-type=url&max-keys=1"
+    root = etree.fromstring(_signed_get(gateway, f"/{bucket}", f"{query}&marker=a%20").content)
+    assert _texts(root, "Prefix") == ["a%20b"]
+    assert _texts(root, "Delimiter") == ["%2B"]
+    assert _texts(root, "Marker") == ["a%20"]
+    assert _texts(root, "NextMarker") == ["a%20b%2B"]
+    assert _texts(root, "CommonPrefixes", "Prefix") == ["a%20b%2B"]
+    query = "list-type=2&prefix=a%20b&encoding-type=url&max-keys=1"
+    response = _signed_get(gateway, f"/{bucket}", f"{query}&start-after=a%20b%2B2")
+    root = etree.fromstring(response.content)
+    assert _texts(root, "StartAfter") == ["a%20b%2B2"]
+    assert _texts(root, "Contents", "Key") == ["a%20b/c%2Bd"]
+    token = root.findtext(f"{NS}NextContinuationToken")
+    assert token is not None
+    # The token is opaque: returned as it was given, never encoded.
+    quoted = requests.utils.quote(token, safe="")
+    response = _signed_get(gateway, f"/{bucket}", f"{query}&continuation-token={quoted}")
+    root = etree.fromstring(response.content)
+    assert _texts(root, "ContinuationToken") == [token]
+    assert _texts(root, "Contents", "Key") == ["a%20b/e"]
+    # ListMultipartUploads: KeyMarker, NextKeyMarker, Prefix, Delimiter and Key.
+    for key in ("a b+u", "a b/u+1", "a b/u+2"):
+        s3.create_multipart_upload(Bucket=bucket, Key=key)
+    uploads = "uploads&delimiter=%2F&prefix=a%20b&encoding-type=url&max-uploads=1"
+    root = etree.fromstring(
+        _signed_get(gateway, f"/{bucket}", f"{uploads}&key-marker=a%20b%2Bu").content
+    )
+    assert _texts(root, "KeyMarker") == ["a%20b%2Bu"]
+    assert _texts(root, "Prefix") == ["a%20b"]
+    assert _texts(root, "Delimiter") == ["/"]
+    assert _texts(root, "CommonPrefixes", "Prefix") == ["a%20b/"]
+    assert _texts(root, "NextKeyMarker") == ["a%20b/"]
+    root = etree.fromstring(_signed_get(gateway, f"/{bucket}", "uploads&encoding-type=url").content)
+    assert _texts(root, "Upload", "Key") == ["a%20b%2Bu", "a%20b/u%2B1", "a%20b/u%2B2"]
+    # ListParts has no encoding-type: its Key is the key itself.
+    listed = s3.list_multipart_uploads(Bucket=bucket)["Uploads"][0]
+    path = f"/{bucket}/a%20b%2Bu"
+    root = etree.fromstring(
+        _signed_get(gateway, path, f"uploadId={listed['UploadId']}&encoding-type=url").content
+    )
+    assert _texts(root, "Key") == ["a b+u"]

@@ -186,7 +186,7 @@ def _needs_forced_encoding(listing: Listing, extra_strings: Iterable[str]) -> bo
     return not all(is_xml_safe(text) for text in strings)
 
 
-def _listing_common(root: etree._Element, listing: Listing, encode: bool) -> None:
+def _listing_common(root: etree._Element, listing: Listing, encode: bool, with_owner: bool) -> None:
     def text(value: str) -> str:
         return url_encode(value) if encode else value
 
@@ -196,6 +196,8 @@ def _listing_common(root: etree._Element, listing: Listing, encode: bool) -> Non
         _add(item, "LastModified", iso8601(entry.last_modified))
         _add(item, "ETag", entry.etag)
         _add(item, "Size", entry.size)
+        if with_owner:
+            _owner(item, "Owner", listing.owner_id)
         _add(item, "StorageClass", "STANDARD")
     for common in listing.common_prefixes:
         _add(_add(root, "CommonPrefixes"), "Prefix", text(common))
@@ -230,12 +232,8 @@ def list_objects_v2(
     if listing.delimiter is not None:
         _add(root, "Delimiter", text(listing.delimiter))
     _add(root, "IsTruncated", "true" if listing.is_truncated else "false")
-    _listing_common(root, listing, encode)
-    if fetch_owner:
-        for item in root.iterfind(f"{{{S3_NS}}}Contents"):
-            owner = etree.SubElement(item, "Owner")
-            _add(owner, "ID", listing.owner_id)
-            _add(owner, "DisplayName", listing.owner_id)
+    # V2 names each object's owner only when asked (fetch-owner=true).
+    _listing_common(root, listing, encode, with_owner=fetch_owner)
     return _document(root)
 
 
@@ -255,11 +253,7 @@ def list_objects_v1(listing: Listing, marker: str, next_marker: str | None) -> b
     if listing.delimiter is not None:
         _add(root, "Delimiter", text(listing.delimiter))
     _add(root, "IsTruncated", "true" if listing.is_truncated else "false")
-    _listing_common(root, listing, encode)
-    for item in root.iterfind(f"{{{S3_NS}}}Contents"):
-        owner = etree.SubElement(item, "Owner")
-        _add(owner, "ID", listing.owner_id)
-        _add(owner, "DisplayName", listing.owner_id)
+    _listing_common(root, listing, encode, with_owner=True)
     return _document(root)
 
 
