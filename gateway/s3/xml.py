@@ -105,8 +105,14 @@ def error_document(
 
 
 def list_all_my_buckets(
-    owner_id: str, buckets: Iterable[tuple[str, datetime]], region: str
+    owner_id: str,
+    buckets: Iterable[tuple[str, datetime]],
+    region: str,
+    prefix: str | None = None,
+    continuation_token: str | None = None,
 ) -> bytes:
+    """ListBuckets; ``continuation_token`` resumes after the last bucket listed (S3 names the
+    next page's token ContinuationToken here, not NextContinuationToken)."""
     root = _root("ListAllMyBucketsResult")
     owner = _add(root, "Owner")
     _add(owner, "ID", owner_id)
@@ -117,6 +123,10 @@ def list_all_my_buckets(
         _add(bucket, "Name", name)
         _add(bucket, "CreationDate", iso8601(created))
         _add(bucket, "BucketRegion", region)
+    if continuation_token is not None:
+        _add(root, "ContinuationToken", continuation_token)
+    if prefix is not None:
+        _add(root, "Prefix", prefix)
     return _document(root)
 
 
