@@ -320,6 +320,23 @@ async def set_acl(conn: asyncpg.Connection | asyncpg.Pool, bucket: str, key: str
     return bool(result == "UPDATE 1")
 
 
+async def set_tags(
+    conn: asyncpg.Connection | asyncpg.Pool, bucket: str, key: str, tags: Sequence[tuple[str, str]]
+) -> bool:
+    """Replace the current object's tags (none: delete them); False when there is no object.
+    Its bytes, ETag and Last-Modified stay as they are, as in S3."""
+    metadata = ObjectMetadata(tags=tuple(tags)).to_json()
+    result = await conn.execute(
+        "UPDATE objects SET metadata = CASE WHEN $3::jsonb ? 'tags'"
+        " THEN jsonb_set(metadata, '{tags}', $3::jsonb -> 'tags') ELSE metadata - 'tags' END"
+        " WHERE bucket = $1 AND key = $2",
+        bucket,
+        key,
+        metadata,
+    )
+    return bool(result == "UPDATE 1")
+
+
 async def adopt_object(conn: asyncpg.Connection | asyncpg.Pool, record: ObjectRecord) -> None:
     """Record an object found upstream that no row describes yet; a row written meanwhile
     (by a PutObject, or another adoption) wins."""

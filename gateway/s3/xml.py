@@ -502,6 +502,17 @@ def website_configuration(config: WebsiteConfiguration) -> bytes:
     return _document(root)
 
 
+def tagging(tags: Iterable[tuple[str, str]]) -> bytes:
+    """GetObjectTagging."""
+    root = _root("Tagging")
+    tag_set = _add(root, "TagSet")
+    for key, value in tags:
+        tag = _add(tag_set, "Tag")
+        _add(tag, "Key", key)
+        _add(tag, "Value", value)
+    return _document(root)
+
+
 def post_response(location: str, bucket: str, key: str, etag: str) -> bytes:
     """POST Object's answer when the form asks for success_action_status 201."""
     root = etree.Element("PostResponse")
