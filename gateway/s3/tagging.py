@@ -62,14 +62,12 @@ def validate(tags: Sequence[tuple[str, str]]) -> Tags:
 def from_header(value: str) -> Tags:
     """The tag set of an x-amz-tagging header: URL query form, ``k1=v1&k2=v2``."""
     try:
-        pairs = parse_qsl(value, keep_blank_values=True, strict_parsing=bool(value))
-    except ValueError:
-        pairs = None
-    if pairs is None or any("\ufffd" in key + tag for key, tag in pairs):
+        pairs = parse_qsl(value, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
         raise errors.InvalidArgument(
             "The header 'x-amz-tagging' shall be encoded as UTF-8 then URLEncoded URL query"
             " parameters without tag name duplicates.",
             ArgumentName="x-amz-tagging",
             ArgumentValue=value,
-        )
+        ) from None
     return validate(pairs)
