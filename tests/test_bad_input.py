@@ -156,9 +156,7 @@ def test_expect_values(gateway, s3, bucket: str) -> None:
 def test_unsupported_subresource_is_not_implemented(s3, bucket: str) -> None:
     s3.put_object(Bucket=bucket, Key="k", Body=b"kept")
     with pytest.raises(ClientError) as excinfo:
-        s3.put_object_tagging(
-            Bucket=bucket, Key="k", Tagging={"TagSet": [{"Key": "a", "Value": "b"}]}
-        )
+        s3.put_object_legal_hold(Bucket=bucket, Key="k", LegalHold={"Status": "ON"})
     assert excinfo.value.response["Error"]["Code"] == "NotImplemented"
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"kept"
 

@@ -10,7 +10,7 @@ import requests
 from botocore.exceptions import ClientError
 from lxml import etree
 
-from tests.conftest import ROOT_ACCESS_KEY, ROOT_SECRET_KEY
+from tests.conftest import LOCAL_ONLY, ROOT_ACCESS_KEY, ROOT_SECRET_KEY
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
@@ -109,7 +109,7 @@ def test_empty_bucket_listing(s3, bucket: str) -> None:
     assert not result["IsTruncated"]
 
 
-def _signed_get(gateway, path: str, query: str) -> requests.Response:
+def signed_get(gateway, path: str, query: str) -> requests.Response:
     from botocore.auth import S3SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
@@ -122,7 +122,7 @@ def _signed_get(gateway, path: str, query: str) -> requests.Response:
 def test_encoding_type_url_applies_to_everything(gateway, s3, bucket: str) -> None:
     keys = ["dir one/a+b", "dir one/c d", "dir%two/e", "plain"]
     fill(s3, bucket, keys)
-    response = _signed_get(
+    response = signed_get(
         gateway, f"/{bucket}", "list-type=2&delimiter=%2F&encoding-type=url&start-after=dir%20"
     )
     assert response.status_code == 200, response.text
@@ -146,7 +146,7 @@ def test_control_characters_still_produce_valid_xml(gateway, s3, bucket: str) ->
     assert [o["Key"] for o in s3.list_objects(Bucket=bucket)["Contents"]] == [key]
     # Without encoding-type the document must still parse: the gateway switches to url encoding
     # and says so, as nothing else can carry these characters in XML 1.0.
-    response = _signed_get(gateway, f"/{bucket}", "list-type=2")
+    response = signed_get(gateway, f"/{bucket}", "list-type=2")
     root = etree.fromstring(response.content)
     assert root.findtext(f"{NS}EncodingType") == "url"
     assert unquote_plus(root.find(f"{NS}Contents").findtext(f"{NS}Key")) == key
@@ -160,11 +160,73 @@ def test_utf8_byte_order(s3, bucket: str) -> None:
 
 
 def test_invalid_parameters(s3, gateway, bucket: str) -> None:
-    response = _signed_get(gateway, f"/{bucket}", "list-type=2&max-keys=-1")
+    response = signed_get(gateway, f"/{bucket}", "list-type=2&max-keys=-1")
     assert response.status_code == 400
     assert b"<Code>InvalidArgument</Code>" in response.content
-    response = _signed_get(gateway, f"/{bucket}", "list-type=2&encoding-type=base64")
+    response = signed_get(gateway, f"/{bucket}", "list-type=2&encoding-type=base64")
     assert b"<Code>InvalidArgument</Code>" in response.content
     with pytest.raises(ClientError) as excinfo:
         s3.list_objects_v2(Bucket=bucket, ContinuationToken="%%%not-a-token")
     assert excinfo.value.response["Error"]["Code"] == "InvalidArgument"
+
+
+@LOCAL_ONLY
+def test_owner_with_fetch_owner_and_always_in_v1(s3, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    owner = s3.list_buckets()["Owner"]
+    assert "Owner" not in s3.list_objects_v2(Bucket=bucket)["Contents"][0]
+    listed = s3.list_objects_v2(Bucket=bucket, FetchOwner=True)["Contents"][0]
+    assert listed["Owner"]["ID"] == owner["ID"]
+    assert s3.list_objects(Bucket=bucket)["Contents"][0]["Owner"]["ID"] == owner["ID"]
+
+
+def _texts(root: etree._Element, *path: str) -> list[str | None]:
+    return [element.text for element in root.iterfind("/".join(NS + step for step in path))]
+
+
+@LOCAL_ONLY
+def test_encoding_type_url_encodes_the_listed_elements_only(gateway, s3, bucket: str) -> None:
+    """The elements the S3 reference lists as encoded, and no others: clients decode by
+    that list (botocore's, for one)."""
+    fill(s3, bucket, ["a b+1", "a b+2", "a b/c+d", "a b/e"])
+    query = "delimiter=%2B&prefix=a%20b&encoding-type=url&max-keys=1"
+    root = etree.fromstring(signed_get(gateway, f"/{bucket}", f"{query}&marker=a%20").content)
+    assert _texts(root, "Prefix") == ["a%20b"]
+    assert _texts(root, "Delimiter") == ["%2B"]
+    assert _texts(root, "Marker") == ["a%20"]
+    assert _texts(root, "NextMarker") == ["a%20b%2B"]
+    assert _texts(root, "CommonPrefixes", "Prefix") == ["a%20b%2B"]
+    query = "list-type=2&prefix=a%20b&encoding-type=url&max-keys=1"
+    response = signed_get(gateway, f"/{bucket}", f"{query}&start-after=a%20b%2B2")
+    root = etree.fromstring(response.content)
+    assert _texts(root, "StartAfter") == ["a%20b%2B2"]
+    assert _texts(root, "Contents", "Key") == ["a%20b/c%2Bd"]
+    token = root.findtext(f"{NS}NextContinuationToken")
+    assert token is not None
+    # The token is opaque: returned as it was given, never encoded.
+    quoted = requests.utils.quote(token, safe="")
+    response = signed_get(gateway, f"/{bucket}", f"{query}&continuation-token={quoted}")
+    root = etree.fromstring(response.content)
+    assert _texts(root, "ContinuationToken") == [token]
+    assert _texts(root, "Contents", "Key") == ["a%20b/e"]
+    # ListMultipartUploads: KeyMarker, NextKeyMarker, Prefix, Delimiter and Key.
+    for key in ("a b+u", "a b/u+1", "a b/u+2"):
+        s3.create_multipart_upload(Bucket=bucket, Key=key)
+    uploads = "uploads&delimiter=%2F&prefix=a%20b&encoding-type=url&max-uploads=1"
+    root = etree.fromstring(
+        signed_get(gateway, f"/{bucket}", f"{uploads}&key-marker=a%20b%2Bu").content
+    )
+    assert _texts(root, "KeyMarker") == ["a%20b%2Bu"]
+    assert _texts(root, "Prefix") == ["a%20b"]
+    assert _texts(root, "Delimiter") == ["/"]
+    assert _texts(root, "CommonPrefixes", "Prefix") == ["a%20b/"]
+    assert _texts(root, "NextKeyMarker") == ["a%20b/"]
+    root = etree.fromstring(signed_get(gateway, f"/{bucket}", "uploads&encoding-type=url").content)
+    assert _texts(root, "Upload", "Key") == ["a%20b%2Bu", "a%20b/u%2B1", "a%20b/u%2B2"]
+    # ListParts has no encoding-type: its Key is the key itself.
+    listed = s3.list_multipart_uploads(Bucket=bucket)["Uploads"][0]
+    path = f"/{bucket}/a%20b%2Bu"
+    root = etree.fromstring(
+        signed_get(gateway, path, f"uploadId={listed['UploadId']}&encoding-type=url").content
+    )
+    assert _texts(root, "Key") == ["a b+u"]

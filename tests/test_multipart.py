@@ -321,6 +321,37 @@ def test_conditional_complete(s3, bucket: str) -> None:
     assert s3.get_object(Bucket=bucket, Key="taken")["Body"].read() == b"second"
 
 
+def test_repeated_complete_answers_as_the_first(s3, bucket: str) -> None:
+    """A client that lost the answer to its CompleteMultipartUpload retries it: the repeat
+    answers 200 with the first result while the object it made is the current one, then
+    NoSuchUpload once that object is replaced or deleted."""
+    upload_id, done = start_upload(s3, bucket, "retried", [b"made"], ChecksumAlgorithm="CRC32")
+    first = complete(s3, bucket, "retried", upload_id, done)
+    again = complete(s3, bucket, "retried", upload_id, done)
+    fields = ("ETag", "ChecksumCRC32", "ChecksumType", "Key", "Bucket", "Location")
+    assert {name: again.get(name) for name in fields} == {name: first.get(name) for name in fields}
+    assert s3.get_object(Bucket=bucket, Key="retried")["Body"].read() == b"made"
+    # The id belongs to that key only.
+    with pytest.raises(ClientError) as excinfo:
+        complete(s3, bucket, "other", upload_id, done)
+    assert code_of(excinfo) == "NoSuchUpload"
+    # Aborting a completed upload is no retry of anything.
+    with pytest.raises(ClientError) as excinfo:
+        s3.abort_multipart_upload(Bucket=bucket, Key="retried", UploadId=upload_id)
+    assert code_of(excinfo) == "NoSuchUpload"
+    s3.put_object(Bucket=bucket, Key="retried", Body=b"replaced")
+    with pytest.raises(ClientError) as excinfo:
+        complete(s3, bucket, "retried", upload_id, done)
+    assert code_of(excinfo) == "NoSuchUpload"
+    assert s3.get_object(Bucket=bucket, Key="retried")["Body"].read() == b"replaced"
+    upload_id, done = start_upload(s3, bucket, "deleted", [b"x"])
+    complete(s3, bucket, "deleted", upload_id, done)
+    s3.delete_object(Bucket=bucket, Key="deleted")
+    with pytest.raises(ClientError) as excinfo:
+        complete(s3, bucket, "deleted", upload_id, done)
+    assert code_of(excinfo) == "NoSuchUpload"
+
+
 # Refusals.
 
 
@@ -372,14 +403,11 @@ def test_no_such_upload(s3, bucket: str) -> None:
         s3.upload_part(Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=2, Body=b"x")
     assert code_of(excinfo) == "NoSuchUpload"
 
-    # A completed upload is gone too, and an upload id only works with its own key.
+    # An upload id only works with its own key (a completed one: see
+    # test_repeated_complete_answers_as_the_first).
     upload_id, done = start_upload(s3, bucket, "k", [b"only"])
     with pytest.raises(ClientError) as excinfo:
         complete(s3, bucket, "other-key", upload_id, done)
-    assert code_of(excinfo) == "NoSuchUpload"
-    complete(s3, bucket, "k", upload_id, done)
-    with pytest.raises(ClientError) as excinfo:
-        complete(s3, bucket, "k", upload_id, done)
     assert code_of(excinfo) == "NoSuchUpload"
 
 

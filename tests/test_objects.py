@@ -7,11 +7,13 @@ import hashlib
 import io
 import os
 from datetime import UTC, datetime, timedelta
+from email.header import decode_header, make_header
 
 import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import client, longest_key
+from tests.rawhttp import request_head, send_raw, sign
 from tests.s3errors import code_of, status_of
 
 
@@ -44,6 +46,40 @@ def test_put_get_round_trip_with_metadata_and_headers(s3, bucket: str) -> None:
     assert head["ETag"] == put["ETag"]
     assert head["Metadata"] == got["Metadata"]
     assert head["LastModified"] == got["LastModified"]
+
+
+def _encoded_word(text: str) -> str:
+    return f"=?UTF-8?B?{base64.b64encode(text.encode()).decode()}?="
+
+
+def test_metadata_beyond_ascii_round_trips_rfc2047_encoded(gateway, s3, bucket: str) -> None:
+    """As S3: encoded-words are decoded before storing, and a value that is not plain ASCII
+    comes back as one UTF-8 encoded-word, whatever the charset it was sent in."""
+    s3.put_object(
+        Bucket=bucket,
+        Key="k",
+        Body=b"x",
+        Metadata={
+            "word": _encoded_word("café 中"),
+            "quoted": "=?iso-8859-1?q?caf=E9?=",
+            "plain": "caf=e ?= ascii",
+        },
+    )
+    metadata = s3.head_object(Bucket=bucket, Key="k")["Metadata"]
+    assert metadata == {
+        "word": _encoded_word("café 中"),
+        "quoted": _encoded_word("café"),
+        "plain": "caf=e ?= ascii",
+    }
+    assert str(make_header(decode_header(metadata["word"]))) == "café 中"
+    # Raw UTF-8 header bytes (boto3 refuses to send them; other clients do).
+    url = f"{gateway.endpoint}/{bucket}/raw"
+    headers = sign("PUT", url, hashlib.sha256(b"x").hexdigest(), {"x-amz-meta-utf8": "café"})
+    head = request_head("PUT", f"/{bucket}/raw", {**headers, "Content-Length": "1"})
+    assert b"caf\xc3\xa9" in head
+    assert send_raw("127.0.0.1", gateway.port, head, b"x").status == 200
+    got = s3.get_object(Bucket=bucket, Key="raw")
+    assert got["Metadata"] == {"utf8": _encoded_word("café")}
 
 
 def test_default_content_type_and_empty_object(s3, bucket: str) -> None:

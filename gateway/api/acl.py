@@ -74,7 +74,7 @@ async def get_object_acl(req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     auth.require_signed(req)
     assert req.credential is not None
-    bucket, record = await _current_object(req, adopt=req.credential.can_read(req.bucket))
+    bucket, record = await current_object(req, adopt=req.credential.can_read(req.bucket))
     auth.require_object_read(req, bucket, object_key(req), record)
     if record is None:
         raise errors.NoSuchKey(Key=object_key(req))
@@ -85,7 +85,7 @@ async def get_object_acl(req: S3Request) -> web.StreamResponse:
 async def put_object_acl(req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     auth.require_write(req, req.bucket)
-    bucket, record = await _current_object(req, adopt=True)
+    bucket, record = await current_object(req, adopt=True)
     if record is None:
         raise errors.NoSuchKey(Key=object_key(req))
     requested = await _requested_acl(req, bucket)
@@ -94,7 +94,7 @@ async def put_object_acl(req: S3Request) -> web.StreamResponse:
     return web.Response()
 
 
-async def _current_object(
+async def current_object(
     req: S3Request, adopt: bool
 ) -> tuple[Bucket, object_rows.ObjectRecord | None]:
     """The bucket and current object the request names; with ``adopt``, one stored in the

@@ -8,18 +8,59 @@ from aiohttp import web
 from gateway.api import auth
 from gateway.api.common import get_bucket, read_small_body
 from gateway.api.context import RECENT_BUCKETS, S3Request
+from gateway.api.listing import decode_token, encode_token
 from gateway.meta import buckets
 from gateway.s3 import acl, errors, names, xmlbody
 from gateway.s3.acl import PRIVATE
 from gateway.s3.xml import list_all_my_buckets, location_constraint, versioning_configuration
 
+# ListBuckets' page size once a client pages (S3's default and largest).
+MAX_BUCKETS = 10000
+_PAGING_PARAMETERS = ("max-buckets", "continuation-token", "prefix", "bucket-region")
+
+
+def _max_buckets(raw: str | None) -> int:
+    try:
+        value = int(raw) if raw is not None else MAX_BUCKETS
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_BUCKETS:
+        raise errors.InvalidArgument(
+            f"Argument max-buckets must be an integer between 1 and {MAX_BUCKETS}",
+            ArgumentName="max-buckets",
+            ArgumentValue=raw or "",
+        )
+    return value
+
 
 async def list_buckets(req: S3Request) -> web.StreamResponse:
+    """ListBuckets: every bucket the credential may read, in name order; paged (max-buckets,
+    continuation-token, prefix, bucket-region) once the client asks for any of those, as S3
+    pages them."""
     auth.require_signed(req)
     assert req.credential is not None
+    query = req.query
+    prefix = query.get("prefix")
+    token = query.get("continuation-token")
+    after = decode_token(token) if token else None
+    region = query.get("bucket-region")
     found = await buckets.list_buckets(req.pool)
-    visible = [(b.name, b.created_at) for b in found if req.credential.can_read(b.name)]
-    body = list_all_my_buckets(req.owner_id, visible, req.config.region)
+    visible = [
+        (b.name, b.created_at)
+        for b in found
+        if req.credential.can_read(b.name)
+        and b.name.startswith(prefix or "")
+        and (after is None or b.name > after)
+        # Every bucket of a gateway is in its one region.
+        and region in (None, req.config.region)
+    ]
+    next_token = None
+    if any(name in query for name in _PAGING_PARAMETERS):
+        limit = _max_buckets(query.get("max-buckets"))
+        if len(visible) > limit:
+            visible = visible[:limit]
+            next_token = encode_token(visible[-1][0])
+    body = list_all_my_buckets(req.owner_id, visible, req.config.region, prefix, next_token)
     return web.Response(body=body, content_type="application/xml")
 
 
@@ -43,9 +84,11 @@ async def create_bucket(req: S3Request) -> web.StreamResponse:
     created = await buckets.create_bucket(
         req.pool, req.bucket, profile, public_read, req.owner_id, bucket_acl
     )
-    if created is None:
-        # Every credential of one gateway is one account, as with MinIO's users of one server.
+    # Every credential of one gateway is one account, as with MinIO's users of one server.
+    if created is None and region != "us-east-1":
         raise errors.BucketAlreadyOwnedByYou(BucketName=req.bucket)
+    # In us-east-1 S3 answers creating a bucket one already owns with 200 and changes nothing
+    # (its legacy behaviour, which tools that "ensure" a bucket rely on).
     return web.Response(headers={"Location": f"/{req.bucket}"})
 
 

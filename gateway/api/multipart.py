@@ -27,8 +27,10 @@ from gateway.api.objects import (
     metadata_from_headers,
     object_key,
 )
-from gateway.meta import uploads
+from gateway.errors import UploadGoneError
+from gateway.meta import object_rows, uploads
 from gateway.meta.buckets import Bucket
+from gateway.meta.object_rows import ObjectRecord
 from gateway.meta.uploads import Upload
 from gateway.objects.backend import Completion, ObjectBackend, WriteTerms
 from gateway.s3 import checksums, conditions, errors, multipart_rules, xmlbody
@@ -144,13 +146,23 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
         await read_small_body(req, limit=limit, checksum_headers=False)
     )
     cond = conditions.write_conditions(req.headers)
-    upload, backend = await _open_upload(req, bucket, key)
-    # Variants of an object only its owner's key opens are never rendered.
-    eager = req.eager_presets(bucket.name) if upload.metadata.customer_key is None else ()
-    completion = Completion(requested, _declared_object_checksums(req), WriteTerms(cond, eager))
-    record = await backend.complete_upload(upload, completion)
-    if eager:
-        req.eager_enqueued()
+    upload_id = _upload_id(req)
+    upload = await uploads.get_upload(req.pool, bucket.name, key, upload_id)
+    if upload is None:
+        record = await _completed_by(req, bucket, key, upload_id)
+    else:
+        backend = req.backend(upload.profile or bucket.profile)
+        # Variants of an object only its owner's key opens are never rendered.
+        eager = req.eager_presets(bucket.name) if upload.metadata.customer_key is None else ()
+        terms = WriteTerms(cond, eager)
+        completion = Completion(requested, _declared_object_checksums(req), terms)
+        try:
+            record = await backend.complete_upload(upload, completion)
+        except UploadGoneError:
+            # Completed by a concurrent attempt of the same client.
+            record = await _completed_by(req, bucket, key, upload_id)
+        if eager:
+            req.eager_enqueued()
     host = req.headers.get("Host", "")
     path = f"/{quote(key)}" if req.virtual_host else f"/{bucket.name}/{quote(key)}"
     body = complete_multipart_upload_result(
@@ -162,6 +174,19 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
         record.metadata.checksum_type,
     )
     return web.Response(body=body, content_type="application/xml")
+
+
+async def _completed_by(
+    req: S3Request, bucket: Bucket, key: str, upload_id: uuid.UUID
+) -> ObjectRecord:
+    """The object an earlier completion of this upload made, if it is still the current one:
+    a client that lost the answer to its CompleteMultipartUpload retries it, and S3 answers
+    the retry as it answered the first. Once the object is replaced or deleted, the upload is
+    forgotten (NoSuchUpload)."""
+    record = await object_rows.get_object(req.pool, bucket.name, key)
+    if record is None or record.metadata.upload_id != str(upload_id):
+        raise errors.NoSuchUpload(UploadId=str(upload_id))
+    return record
 
 
 async def abort_multipart_upload(req: S3Request) -> web.StreamResponse:

@@ -27,9 +27,11 @@ from gateway.s3 import (
     checksums,
     conditions,
     errors,
+    mime,
     multipart_rules,
     names,
     ranges,
+    tagging,
     versions,
     xmlbody,
 )
@@ -72,8 +74,9 @@ def metadata_from_headers(req: S3Request, headers: Mapping[str, str]) -> ObjectM
     for name, value in headers.items():
         lower = name.lower()
         if lower.startswith(META_PREFIX):
+            value = mime.stored_value(value)
             user[lower[len(META_PREFIX) :]] = value
-            size += len(lower) - len(META_PREFIX) + len(value.encode())
+            size += len(lower) - len(META_PREFIX) + len(value.encode("utf-8", "surrogatepass"))
     if size > req.config.limits.max_metadata_size:
         raise errors.MetadataTooLarge(
             Size=str(size), MaxSizeAllowed=str(req.config.limits.max_metadata_size)
@@ -87,7 +90,13 @@ def metadata_from_headers(req: S3Request, headers: Mapping[str, str]) -> ObjectM
             header = ", ".join(codings) or None
         if header is not None:
             stored[name] = header
-    return ObjectMetadata(user=user, headers=stored, acl=acl.acl_from_headers(headers) or PRIVATE)
+    tagging_header = headers.get("x-amz-tagging")
+    return ObjectMetadata(
+        user=user,
+        headers=stored,
+        acl=acl.acl_from_headers(headers) or PRIVATE,
+        tags=tagging.from_header(tagging_header) if tagging_header is not None else (),
+    )
 
 
 def content_type_from_headers(headers: Mapping[str, str]) -> str:
@@ -103,7 +112,9 @@ def object_headers(record: ObjectRecord) -> CIMultiDict[str]:
     for name, value in record.headers.items():
         headers[name] = value
     for name, value in record.user_metadata.items():
-        headers[META_PREFIX + name] = value
+        headers[META_PREFIX + name] = mime.header_value(value)
+    if record.metadata.tags:
+        headers["x-amz-tagging-count"] = str(len(record.metadata.tags))
     return headers
 
 
@@ -400,6 +411,13 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
             ArgumentName="x-amz-metadata-directive",
             ArgumentValue=directive,
         )
+    tagging_directive = headers.get("x-amz-tagging-directive", "COPY").upper()
+    if tagging_directive not in ("COPY", "REPLACE"):
+        raise errors.InvalidArgument(
+            "Unknown tagging directive.",
+            ArgumentName="x-amz-tagging-directive",
+            ArgumentValue=tagging_directive,
+        )
     if directive == "REPLACE":
         metadata = metadata_from_headers(req, headers)
         new = NewObject(bucket.name, key, content_type_from_headers(headers), metadata)
@@ -417,7 +435,12 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
             acl=acl.acl_from_headers(headers) or PRIVATE,
         )
         new = NewObject(bucket.name, key, source.content_type, metadata)
-    new = replace(new, metadata=replace(new.metadata, customer_key=sealed_with))
+    # The tags go by their own directive: the source's, or x-amz-tagging's (none without it).
+    tags = source.metadata.tags
+    if tagging_directive == "REPLACE":
+        tagging_header = headers.get("x-amz-tagging")
+        tags = tagging.from_header(tagging_header) if tagging_header is not None else ()
+    new = replace(new, metadata=replace(new.metadata, customer_key=sealed_with, tags=tags))
     cond = conditions.write_conditions(headers)
     eager = req.eager_presets(bucket.name) if sealed_with is None else ()
     record = await backend.copy(new, source, segments, WriteTerms(cond, eager))

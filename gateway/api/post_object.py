@@ -28,7 +28,7 @@ from gateway.api.common import recent_bucket
 from gateway.api.context import S3Request
 from gateway.api.objects import STORED_HEADERS, write_object
 from gateway.config import CredentialConfig
-from gateway.s3 import checksums, errors, names, post_policy
+from gateway.s3 import checksums, errors, names, post_policy, xmlbody
 from gateway.s3.checksums import BodyDigests
 from gateway.s3.post_policy import PostPolicy
 from gateway.s3.xml import post_response
@@ -202,6 +202,10 @@ def _object_headers(fields: dict[str, str]) -> CIMultiDict[str]:
             headers[name] = value
     if "acl" in fields:
         headers["x-amz-acl"] = fields["acl"]
+    if "tagging" in fields:
+        # A Tagging document, where a PutObject sends the same set as x-amz-tagging.
+        tags = xmlbody.parse_tagging(fields["tagging"].encode())
+        headers["x-amz-tagging"] = urlencode(tags, quote_via=quote)
     return headers
 
 

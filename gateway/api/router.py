@@ -15,6 +15,7 @@ from gateway.api import (
     objects,
     policy,
     post_object,
+    tagging,
     variants,
     website,
 )
@@ -115,7 +116,10 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
     query = req.query
     if method == "GET" and bucket is not None and key is None and set(query) == {"versioning"}:
         return buckets.get_bucket_versioning
-    unsupported = UNSUPPORTED_SUBRESOURCES.intersection(query)
+    unsupported = set(UNSUPPORTED_SUBRESOURCES.intersection(query))
+    if key is not None:
+        # Tags of objects are served; those of buckets are not.
+        unsupported.discard("tagging")
     if unsupported:
         raise errors.NotImplemented(
             f"This gateway does not implement the {sorted(unsupported)[0]} sub-resource."
@@ -162,6 +166,15 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
         if method in acl_table:
             return acl_table[method]
         raise errors.MethodNotAllowed("GET, PUT")
+    if "tagging" in query:
+        tagging_table: dict[str, Operation] = {
+            "GET": tagging.get_object_tagging,
+            "PUT": tagging.put_object_tagging,
+            "DELETE": tagging.delete_object_tagging,
+        }
+        if method in tagging_table:
+            return tagging_table[method]
+        raise errors.MethodNotAllowed("GET, PUT, DELETE")
     if "uploads" in query or "uploadId" in query:
         return _multipart_operation(method, req)
     if "partNumber" in query and method not in ("GET", "HEAD"):

@@ -43,6 +43,11 @@ class ObjectMetadata:
     # Sealed with a client's own key (SSE-C): a salt and the key's HMAC under it, to check the
     # key a read brings (the key itself is never stored).
     customer_key: Mapping[str, str] | None = None
+    # The multipart upload completed into this version: a repeated CompleteMultipartUpload
+    # (a client retrying after a lost answer) is answered from it while the version lives.
+    upload_id: str | None = None
+    # The object's tags (key, value) in the order they were given; a write replaces them.
+    tags: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any] | None) -> ObjectMetadata:
@@ -54,6 +59,8 @@ class ObjectMetadata:
             checksum_type=value.get("checksum_type"),
             acl=value.get("acl", PRIVATE),
             customer_key=value.get("sse_c"),
+            upload_id=value.get("upload_id"),
+            tags=tuple((tag_key, tag_value) for tag_key, tag_value in value.get("tags", ())),
         )
 
     def with_checksums(
@@ -71,6 +78,11 @@ class ObjectMetadata:
             value["acl"] = self.acl
         if self.customer_key is not None:
             value["sse_c"] = dict(self.customer_key)
+        if self.upload_id is not None:
+            value["upload_id"] = self.upload_id
+        if self.tags:
+            # A list of pairs, not an object: jsonb would reorder the keys.
+            value["tags"] = [list(tag) for tag in self.tags]
         return value
 
 
@@ -305,6 +317,23 @@ async def set_acl(conn: asyncpg.Connection | asyncpg.Pool, bucket: str, key: str
             key,
             acl,
         )
+    return bool(result == "UPDATE 1")
+
+
+async def set_tags(
+    conn: asyncpg.Connection | asyncpg.Pool, bucket: str, key: str, tags: Sequence[tuple[str, str]]
+) -> bool:
+    """Replace the current object's tags (none: delete them); False when there is no object.
+    Its bytes, ETag and Last-Modified stay as they are, as in S3."""
+    metadata = ObjectMetadata(tags=tuple(tags)).to_json()
+    result = await conn.execute(
+        "UPDATE objects SET metadata = CASE WHEN $3::jsonb ? 'tags'"
+        " THEN jsonb_set(metadata, '{tags}', $3::jsonb -> 'tags') ELSE metadata - 'tags' END"
+        " WHERE bucket = $1 AND key = $2",
+        bucket,
+        key,
+        metadata,
+    )
     return bool(result == "UPDATE 1")
 
 

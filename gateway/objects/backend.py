@@ -275,7 +275,10 @@ def assembled(
     )
     chunks = uploads.chunks_from_parts([by_number[part.part_number] for part in assembly.parts])
     metadata = replace(
-        upload.metadata, checksums=assembly.checksums, checksum_type=assembly.checksum_type
+        upload.metadata,
+        checksums=assembly.checksums,
+        checksum_type=assembly.checksum_type,
+        upload_id=str(upload.upload_id),
     )
     record = ObjectRecord(
         bucket=upload.bucket,

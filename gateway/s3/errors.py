@@ -49,6 +49,7 @@ InvalidArgument = _error("InvalidArgument", 400, "Invalid Argument")
 InvalidBucketName = _error("InvalidBucketName", 400, "The specified bucket is not valid.")
 InvalidDigest = _error("InvalidDigest", 400, "The Content-MD5 you specified is not valid.")
 InvalidRequest = _error("InvalidRequest", 400, "Invalid Request")
+InvalidTag = _error("InvalidTag", 400, "The tag provided was not a valid tag.")
 MalformedACLError = _error(
     "MalformedACLError",
     400,

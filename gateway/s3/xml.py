@@ -105,8 +105,14 @@ def error_document(
 
 
 def list_all_my_buckets(
-    owner_id: str, buckets: Iterable[tuple[str, datetime]], region: str
+    owner_id: str,
+    buckets: Iterable[tuple[str, datetime]],
+    region: str,
+    prefix: str | None = None,
+    continuation_token: str | None = None,
 ) -> bytes:
+    """ListBuckets; ``continuation_token`` resumes after the last bucket listed (S3 names the
+    next page's token ContinuationToken here, not NextContinuationToken)."""
     root = _root("ListAllMyBucketsResult")
     owner = _add(root, "Owner")
     _add(owner, "ID", owner_id)
@@ -117,6 +123,10 @@ def list_all_my_buckets(
         _add(bucket, "Name", name)
         _add(bucket, "CreationDate", iso8601(created))
         _add(bucket, "BucketRegion", region)
+    if continuation_token is not None:
+        _add(root, "ContinuationToken", continuation_token)
+    if prefix is not None:
+        _add(root, "Prefix", prefix)
     return _document(root)
 
 
@@ -186,7 +196,7 @@ def _needs_forced_encoding(listing: Listing, extra_strings: Iterable[str]) -> bo
     return not all(is_xml_safe(text) for text in strings)
 
 
-def _listing_common(root: etree._Element, listing: Listing, encode: bool) -> None:
+def _listing_common(root: etree._Element, listing: Listing, encode: bool, with_owner: bool) -> None:
     def text(value: str) -> str:
         return url_encode(value) if encode else value
 
@@ -196,6 +206,8 @@ def _listing_common(root: etree._Element, listing: Listing, encode: bool) -> Non
         _add(item, "LastModified", iso8601(entry.last_modified))
         _add(item, "ETag", entry.etag)
         _add(item, "Size", entry.size)
+        if with_owner:
+            _owner(item, "Owner", listing.owner_id)
         _add(item, "StorageClass", "STANDARD")
     for common in listing.common_prefixes:
         _add(_add(root, "CommonPrefixes"), "Prefix", text(common))
@@ -230,12 +242,8 @@ def list_objects_v2(
     if listing.delimiter is not None:
         _add(root, "Delimiter", text(listing.delimiter))
     _add(root, "IsTruncated", "true" if listing.is_truncated else "false")
-    _listing_common(root, listing, encode)
-    if fetch_owner:
-        for item in root.iterfind(f"{{{S3_NS}}}Contents"):
-            owner = etree.SubElement(item, "Owner")
-            _add(owner, "ID", listing.owner_id)
-            _add(owner, "DisplayName", listing.owner_id)
+    # V2 names each object's owner only when asked (fetch-owner=true).
+    _listing_common(root, listing, encode, with_owner=fetch_owner)
     return _document(root)
 
 
@@ -255,11 +263,7 @@ def list_objects_v1(listing: Listing, marker: str, next_marker: str | None) -> b
     if listing.delimiter is not None:
         _add(root, "Delimiter", text(listing.delimiter))
     _add(root, "IsTruncated", "true" if listing.is_truncated else "false")
-    _listing_common(root, listing, encode)
-    for item in root.iterfind(f"{{{S3_NS}}}Contents"):
-        owner = etree.SubElement(item, "Owner")
-        _add(owner, "ID", listing.owner_id)
-        _add(owner, "DisplayName", listing.owner_id)
+    _listing_common(root, listing, encode, with_owner=True)
     return _document(root)
 
 
@@ -495,6 +499,17 @@ def website_configuration(config: WebsiteConfiguration) -> bytes:
     _add(_add(root, "IndexDocument"), "Suffix", _exact_text(config.index_suffix))
     if config.error_key is not None:
         _add(_add(root, "ErrorDocument"), "Key", _exact_text(config.error_key))
+    return _document(root)
+
+
+def tagging(tags: Iterable[tuple[str, str]]) -> bytes:
+    """GetObjectTagging."""
+    root = _root("Tagging")
+    tag_set = _add(root, "TagSet")
+    for key, value in tags:
+        tag = _add(tag_set, "Tag")
+        _add(tag, "Key", key)
+        _add(tag, "Value", value)
     return _document(root)
 
 

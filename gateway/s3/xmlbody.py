@@ -1,5 +1,6 @@
 """Parsing of S3 XML request bodies (DeleteObjects, CreateBucket, CompleteMultipartUpload,
-PutBucketCors, PutBucketAcl and PutObjectAcl, PutBucketWebsite).
+PutBucketCors, PutBucketAcl and PutObjectAcl, PutBucketWebsite, PutObjectTagging and the
+tagging field of a POST form).
 
 Bodies come from untrusted clients: the parser never resolves entities, loads DTDs or touches
 the network, and any DOCTYPE is refused outright (billion laughs, XXE). Every problem is
@@ -123,6 +124,22 @@ def parse_delete_objects(body: bytes) -> tuple[bool, list[ObjectIdentifier]]:
             ObjectIdentifier(_text(key), _text(version) if version is not None else None)
         )
     return quiet, objects
+
+
+def parse_tagging(body: bytes) -> list[tuple[str, str]]:
+    """The (key, value) pairs of a Tagging document, in document order (limits are
+    gateway.s3.tagging's)."""
+    root = _parse(body, "Tagging")
+    tag_set = _one(root, "TagSet")
+    if tag_set is None:
+        raise MalformedXML()
+    tags = []
+    for tag in _children(tag_set, "Tag"):
+        key, value = _one(tag, "Key"), _one(tag, "Value")
+        if key is None or value is None:
+            raise MalformedXML()
+        tags.append((_text(key), _text(value)))
+    return tags
 
 
 def parse_create_bucket_configuration(body: bytes) -> str | None:

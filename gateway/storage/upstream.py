@@ -35,6 +35,7 @@ from gateway.errors import (
     UpstreamThrottledError,
     UpstreamUnavailableError,
 )
+from gateway.s3 import mime
 from gateway.storage import hash_off_loop
 
 log = logging.getLogger(__name__)
@@ -105,11 +106,11 @@ class ObjectAttributes:
         params: dict[str, Any] = {}
         if self.content_type:
             params["ContentType"] = self.content_type
-        # HTTP headers carry ASCII; what cannot travel stays in the gateway's metadata only.
+        # HTTP headers carry ASCII: other values travel RFC 2047 encoded, as S3 returns them.
         metadata = {
-            name: value
+            name: mime.header_value(value)
             for name, value in self.user_metadata.items()
-            if name.isascii() and value.isascii() and value.isprintable()
+            if name.isascii()
         }
         if metadata:
             params["Metadata"] = metadata
@@ -351,7 +352,9 @@ class UpstreamStore:
             etag=found["ETag"],
             last_modified=found["LastModified"],
             content_type=found.get("ContentType"),
-            user_metadata=dict(found.get("Metadata", {})),
+            user_metadata={
+                name: mime.stored_value(value) for name, value in found.get("Metadata", {}).items()
+            },
             headers=headers,
         )
 
