@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import re
@@ -88,6 +89,33 @@ def listening_sockets(port: int) -> int:
     return count
 
 
+@contextlib.contextmanager
+def serving_workers(
+    config: Path, port: int, log: Path, env: dict[str, str], workers: int = 2
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`gateway serve --config CONFIG --workers N`, once every worker listens and it answers
+    its health check. On leaving it is killed if still running, and so is every process left
+    below it."""
+    command = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+    process = _spawn([*command, "--workers", str(workers)], log, env)
+    health = f"http://127.0.0.1:{port}/_gateway/health"
+    try:
+        _wait_until(
+            process,
+            log,
+            lambda: listening_sockets(port) == workers and requests.get(health, timeout=2).ok,
+            90,
+        )
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pid in descendants(process.pid):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 @pytest.fixture
 def workers_gateway(
     pg_server_dsn: str, tmp_path: Path
@@ -97,27 +125,8 @@ def workers_gateway(
     config = tmp_path / "gateway.yaml"
     write_config(config, tmp_path / "data", port, create_database(pg_server_dsn))
     log = tmp_path / "gateway.log"
-    command = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--workers", "2"]
-    process = _spawn(command, log, GATEWAY_ENV)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until(
-            process,
-            log,
-            lambda: (
-                listening_sockets(port) == 2
-                and requests.get(f"{endpoint}/_gateway/health", timeout=2).status_code == 200
-            ),
-            90,
-        )
-        yield process, endpoint, log
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for pid in descendants(process.pid):
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+    with serving_workers(config, port, log, GATEWAY_ENV) as process:
+        yield process, f"http://127.0.0.1:{port}", log
 
 
 def test_serve_with_workers_shares_the_port_and_stops_cleanly(workers_gateway) -> None:

@@ -6,10 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,8 +23,6 @@ from tests.conftest import (
     ROOT_ACCESS_KEY,
     GatewayProcess,
     S3Client,
-    _spawn,
-    _wait_until,
     client,
     create_database,
     db_fetch,
@@ -37,7 +31,7 @@ from tests.conftest import (
     run_gateway,
     wait_for,
 )
-from tests.test_cli import alive, descendants, listening_sockets
+from tests.test_cli import serving_workers
 
 KEYS_ENV = {**GATEWAY_ENV, "GATEWAY_KEYS_KEY": "4" * 64}
 # Short, so a gateway that cannot hear notifications still catches up quickly.
@@ -64,29 +58,8 @@ def workers_endpoint(keys_gateway: GatewayProcess) -> Iterator[str]:
     )
     log = keys_gateway.config_path.with_name(f"gateway-{sibling.port}.log")
     GATEWAY_LOGS.setdefault(log, None)
-    command = [sys.executable, "-m", "gateway", "serve", "--config", str(sibling.config_path)]
-    process = _spawn([*command, "--workers", "2"], log, KEYS_ENV)
-    try:
-        _wait_until(
-            process,
-            log,
-            lambda: (
-                listening_sockets(sibling.port) == 2
-                and requests.get(f"{sibling.endpoint}/_gateway/health", timeout=2).ok
-            ),
-            90,
-        )
+    with serving_workers(sibling.config_path, sibling.port, log, KEYS_ENV):
         yield sibling.endpoint
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        for pid in descendants(process.pid):
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,6 @@ from tests.conftest import (
     READER_ACCESS_KEY,
     REPO,
     GatewayProcess,
-    _spawn,
-    _wait_until,
     client,
     create_database,
     free_port,
@@ -38,7 +36,7 @@ from tests.conftest import (
 )
 from tests.rawhttp import receive, request_head, sign
 from tests.s3errors import error_of
-from tests.test_cli import alive, descendants, listening_sockets
+from tests.test_cli import serving_workers
 
 RELOADED = "configuration reloaded"
 REFUSED = "configuration not reloaded"
@@ -289,19 +287,8 @@ def test_every_worker_applies_a_reload(pg_server_dsn: str, tmp_path: Path) -> No
     dsn = create_database(pg_server_dsn)
     write_config(config, data_dir, port, dsn)
     log = tmp_path / "gateway.log"
-    command = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--workers", "2"]
-    process = _spawn(command, log, GATEWAY_ENV)
     endpoint = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until(
-            process,
-            log,
-            lambda: (
-                listening_sockets(port) == 2
-                and requests.get(f"{endpoint}/_gateway/health", timeout=2).status_code == 200
-            ),
-            90,
-        )
+    with serving_workers(config, port, log, GATEWAY_ENV) as process:
         assert (data_dir / "gateway.pid").read_text().strip() == str(process.pid)
         bucket = f"reload-{uuid.uuid4().hex[:12]}"
         client(endpoint).create_bucket(Bucket=bucket)
@@ -333,10 +320,3 @@ def test_every_worker_applies_a_reload(pg_server_dsn: str, tmp_path: Path) -> No
         assert process.wait(timeout=60) == 0
         assert not (data_dir / "gateway.pid").exists()
         assert "Traceback" not in log.read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for pid in descendants(process.pid):
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
