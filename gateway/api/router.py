@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
@@ -131,9 +131,7 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
     if key is None:
         for subresource, subresource_table in BUCKET_SUBRESOURCES.items():
             if subresource in query:
-                if method in subresource_table:
-                    return subresource_table[method]
-                raise errors.MethodNotAllowed(", ".join(subresource_table))
+                return _by_method(method, subresource_table)
         if "uploadId" in query or "partNumber" in query:
             raise errors.InvalidRequest("uploadId and partNumber address an object key.")
         if "uploads" in query:
@@ -154,27 +152,22 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
         if method == "POST":
             # DeleteObjects, or a browser's form upload (POST Object).
             return objects.delete_objects if "delete" in query else post_object.post_object
-        if method in table:
-            return table[method]
-        raise errors.MethodNotAllowed("GET, PUT, DELETE, HEAD, POST")
+        return _by_method(method, table, "GET, PUT, DELETE, HEAD, POST")
     if "cors" in query or "policy" in query or "website" in query:
         raise errors.NotImplemented(
             "CORS rules, policies and websites belong to a bucket, not to an object."
         )
     if "acl" in query:
-        acl_table: dict[str, Operation] = {"GET": acl.get_object_acl, "PUT": acl.put_object_acl}
-        if method in acl_table:
-            return acl_table[method]
-        raise errors.MethodNotAllowed("GET, PUT")
+        return _by_method(method, {"GET": acl.get_object_acl, "PUT": acl.put_object_acl})
     if "tagging" in query:
-        tagging_table: dict[str, Operation] = {
-            "GET": tagging.get_object_tagging,
-            "PUT": tagging.put_object_tagging,
-            "DELETE": tagging.delete_object_tagging,
-        }
-        if method in tagging_table:
-            return tagging_table[method]
-        raise errors.MethodNotAllowed("GET, PUT, DELETE")
+        return _by_method(
+            method,
+            {
+                "GET": tagging.get_object_tagging,
+                "PUT": tagging.put_object_tagging,
+                "DELETE": tagging.delete_object_tagging,
+            },
+        )
     if "uploads" in query or "uploadId" in query:
         return _multipart_operation(method, req)
     if "partNumber" in query and method not in ("GET", "HEAD"):
@@ -182,13 +175,9 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
         raise errors.InvalidRequest("A partNumber without an uploadId can only read an object.")
     if "variant" in query:
         # A variant is read-only: a PUT or DELETE of one never touches the object itself.
-        variant_table: dict[str, Operation] = {
-            "GET": variants.get_object_variant,
-            "HEAD": variants.head_object_variant,
-        }
-        if method in variant_table:
-            return variant_table[method]
-        raise errors.MethodNotAllowed("GET, HEAD")
+        return _by_method(
+            method, {"GET": variants.get_object_variant, "HEAD": variants.head_object_variant}
+        )
     if method == "PUT":
         if "x-amz-copy-source" in req.headers:
             return objects.copy_object
@@ -198,9 +187,16 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
         "HEAD": objects.head_object,
         "DELETE": objects.delete_object,
     }
-    if method in table:
-        return table[method]
-    raise errors.MethodNotAllowed("GET, PUT, DELETE, HEAD")
+    return _by_method(method, table, "GET, PUT, DELETE, HEAD")
+
+
+def _by_method(method: str, table: Mapping[str, Operation], allowed: str = "") -> Operation:
+    """The operation ``table`` has for ``method``; else MethodNotAllowed naming ``allowed``
+    (by default the table's methods)."""
+    operation = table.get(method)
+    if operation is None:
+        raise errors.MethodNotAllowed(allowed or ", ".join(table))
+    return operation
 
 
 def is_post_form(method: str, bucket: str | None, key: str | None, req: S3Request) -> bool:
@@ -229,9 +225,7 @@ def _multipart_operation(method: str, req: S3Request) -> Operation:
         "DELETE": multipart.abort_multipart_upload,
         "GET": multipart.list_parts,
     }
-    if method in table:
-        return table[method]
-    raise errors.MethodNotAllowed("GET, PUT, POST, DELETE")
+    return _by_method(method, table, "GET, PUT, POST, DELETE")
 
 
 async def health(request: web.Request) -> web.Response:
