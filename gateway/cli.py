@@ -13,6 +13,8 @@ import signal
 import socket
 import ssl
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -81,6 +83,10 @@ def _ssl_context(config: GatewayConfig) -> ssl.SSLContext | None:
     return context
 
 
+# How often a worker looks for its parent.
+PARENT_CHECK_SECONDS = 1.0
+
+
 def _run_worker(
     config: GatewayConfig,
     root: CredentialConfig,
@@ -93,6 +99,8 @@ def _run_worker(
     ``log_level``: in a spawned worker, which does not inherit the parent's logging."""
     if log_level is not None:
         configure_logging(log_level, config.log.format)
+    if multiprocessing.parent_process() is not None:
+        _stop_with_parent()
     if config.metrics.enabled:
         metrics.enable()
     # Until its loop handles SIGHUP (a reload), a worker must not die of one.
@@ -106,6 +114,20 @@ def _run_worker(
         # Found against the database at startup (a transform removed from a profile).
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _stop_with_parent() -> None:
+    """A --workers worker stops (as on SIGTERM) when the parent that started it is gone: one
+    killed with SIGKILL cannot stop it, and an orphan would go on serving the port with the old
+    configuration, and keep a restarted gateway from listening."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _serve_app(

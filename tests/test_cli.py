@@ -94,8 +94,8 @@ def serving_workers(
     config: Path, port: int, log: Path, env: dict[str, str], workers: int = 2
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`gateway serve --config CONFIG --workers N`, once every worker listens and it answers
-    its health check. On leaving it is killed if still running, and so is every process left
-    below it."""
+    its health check. On leaving it is stopped if still running, and every process that was
+    below it is killed."""
     command = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
     process = _spawn([*command, "--workers", str(workers)], log, env)
     health = f"http://127.0.0.1:{port}/_gateway/health"
@@ -108,10 +108,16 @@ def serving_workers(
         )
         yield process
     finally:
+        # Found before the parent goes: its orphans would be init's children, not its.
+        below = descendants(process.pid)
         if process.poll() is None:
-            process.kill()
-            process.wait()
-        for pid in descendants(process.pid):
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for pid in below:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
@@ -167,6 +173,23 @@ def test_serve_with_workers_stops_all_when_one_dies(workers_gateway) -> None:
     assert process.wait(timeout=60) != 0
     assert wait_for(lambda: not alive(second), 30)
     assert wait_for(lambda: not [pid for pid in everything if alive(pid)], 30)
+
+
+def test_serve_with_workers_stops_when_its_parent_is_killed(workers_gateway) -> None:
+    """SIGKILL leaves the parent no chance to stop its workers: they stop by themselves, so no
+    orphan keeps serving the port (and a new gateway can listen on it)."""
+    process, endpoint, _ = workers_gateway
+    everything = descendants(process.pid)
+    process.kill()
+    process.wait()
+    try:
+        assert wait_for(lambda: not [pid for pid in everything if alive(pid)], 30)
+        assert listening_sockets(int(endpoint.rpartition(":")[2])) == 0
+    finally:
+        # The fixture finds no process below a parent that is gone.
+        for pid in everything:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def migrate(config: Path) -> subprocess.CompletedProcess[str]:
