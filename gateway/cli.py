@@ -643,7 +643,7 @@ def _is_gateway(pid: int) -> bool:
     return b"gateway" in command
 
 
-LITERAL_KEY_WARNING = "the key is written in the file; give it as ${VARIABLE} instead"
+LITERAL_KEY_WARNING = "the secret is written in the file; give it as ${VARIABLE} instead"
 
 
 def check_config(args: argparse.Namespace) -> int:

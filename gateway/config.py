@@ -779,18 +779,20 @@ def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
 
 
 def literal_secrets(path: Path) -> list[str]:
-    """Where the file gives an encryption key literally instead of as a ``${VAR}`` reference
-    (a key in a file travels with every copy and backup of it)."""
+    """Where the file gives a secret (an encryption key, the metrics token) literally instead
+    of as a ``${VAR}`` reference (a secret in a file travels with every copy and backup of
+    it)."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return []
     profiles = raw.get("storage_profiles") if isinstance(raw, dict) else None
     found = []
-    access_keys = raw.get("access_keys") if isinstance(raw, dict) else None
-    sealing = access_keys.get("encryption_key") if isinstance(access_keys, dict) else None
-    if sealing is not None and not (isinstance(sealing, str) and _ENV_REF.search(sealing)):
-        found.append("access_keys.encryption_key")
+    for section, name in (("access_keys", "encryption_key"), ("metrics", "token")):
+        parent = raw.get(section) if isinstance(raw, dict) else None
+        value = parent.get(name) if isinstance(parent, dict) else None
+        if value is not None and not (isinstance(value, str) and _ENV_REF.search(value)):
+            found.append(f"{section}.{name}")
     for name, profile in (profiles or {}).items() if isinstance(profiles, dict) else ():
         encryption = profile.get("encryption") if isinstance(profile, dict) else None
         keys = encryption.get("keys") if isinstance(encryption, dict) else None

@@ -663,6 +663,13 @@ def test_invalid_bucket_names_in_buckets_are_errors(tmp_path: Path, name: str) -
     assert f"buckets.{name}: not a valid bucket name" in message
 
 
+def test_a_literal_metrics_token_is_warned_about(tmp_path: Path) -> None:
+    load(tmp_path, "metrics:\n  token: ${METRICS_TOKEN}\n", {"METRICS_TOKEN": "t" * 32})
+    assert literal_secrets(tmp_path / "gateway.yaml") == []
+    load(tmp_path, "metrics:\n  token: written-here-in-the-file\n")
+    assert literal_secrets(tmp_path / "gateway.yaml") == ["metrics.token"]
+
+
 def test_access_keys_encryption_key(tmp_path: Path) -> None:
     key = "ab" * 32
     config = load(tmp_path, "access_keys:\n  encryption_key: ${KEYS_KEY}\n", {"KEYS_KEY": key})
