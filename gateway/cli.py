@@ -30,6 +30,7 @@ from gateway.api import connections
 from gateway.app import (
     ROOT_CREDENTIALS_FILE,
     create_app,
+    declare_buckets,
     request_reload,
     root_credential,
 )
@@ -517,10 +518,7 @@ async def _import(config: GatewayConfig, args: argparse.Namespace) -> int:
     try:
         async with pool.acquire() as conn:
             await migrate(conn)
-            for name, declared in config.buckets.items():
-                await buckets.declare_bucket(
-                    conn, name, declared.profile, declared.public_listing, "config"
-                )
+            await declare_buckets(conn, config)
         bucket = await buckets.get_bucket(pool, args.bucket)
         if bucket is None:
             print(f"no bucket {args.bucket!r}: create it first", file=sys.stderr)
