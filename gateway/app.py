@@ -282,6 +282,9 @@ async def reload_config(app: web.Application) -> bool:
         )
         return False
     live.swap(snapshot)
+    # A declared bucket's quota may have changed: the next write looks it up afresh.
+    for name in snapshot.config.buckets:
+        app[RECENT_BUCKETS].forget(name)
     app[EAGER].wake()
     source = live.path or "the environment"
     if pending:

@@ -1,5 +1,5 @@
 """`gateway serve | reload | migrate | check-config | gc | import | rekey | stats | presign |
-keys`."""
+keys | buckets`."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from tqdm import tqdm
 
-from gateway import cli_keys, metrics
+from gateway import cli_buckets, cli_keys, metrics
 from gateway.api import connections
 from gateway.app import (
     ROOT_CREDENTIALS_FILE,
@@ -424,6 +424,14 @@ async def _keys(config: GatewayConfig, args: argparse.Namespace) -> int:
         await pool.close()
 
 
+async def _buckets(config: GatewayConfig, args: argparse.Namespace) -> int:
+    pool = await _pool(config, 1)
+    try:
+        return await cli_buckets.run(config, args, pool)
+    finally:
+        await pool.close()
+
+
 class FolderProgress:
     """An import's progress bars: the whole (bytes, files, rate, ETA) and one per file being
     imported. Shown only on a terminal (tqdm's disable=None)."""
@@ -802,6 +810,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     cli_keys.add_commands(commands)
+    cli_buckets.add_commands(commands)
 
     args = parser.parse_args(argv)
     # Commands other than serve log as text; serve follows its configuration's log section.
@@ -843,5 +852,7 @@ def _run_command(config: GatewayConfig, args: argparse.Namespace) -> int:
         return asyncio.run(_stats(config))
     if args.command == "keys":
         return asyncio.run(_keys(config, args))
+    if args.command == "buckets":
+        return asyncio.run(_buckets(config, args))
     grace = config.limits.garbage_grace_seconds if args.grace is None else args.grace
     return asyncio.run(_gc(config, grace))

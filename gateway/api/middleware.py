@@ -159,9 +159,8 @@ _UPSTREAM_REFUSALS: dict[str, type[errors.S3Error]] = {
 
 def quota_exceeded(bucket: str, limit: str, value: int) -> errors.S3Error:
     """QuotaExceeded, naming the limit the write would pass."""
-    unit = "objects" if limit == "max_objects" else "bytes"
     return errors.QuotaExceeded(
-        f"This write would exceed the quota of bucket {bucket}: {limit} is {value:,} {unit}.",
+        f"This write would exceed the quota of bucket {bucket} ({limit}: {value:,}).",
         BucketName=bucket,
         QuotaLimit=limit,
         QuotaValue=str(value),
