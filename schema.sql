@@ -490,13 +490,17 @@ $$;
 -- bucket with a quota takes the lock, which serialises the checks of its writers until each
 -- commits: a writer's check sees every change committed before it, so no two can each pass
 -- with the room for one. A change that does not grow usage always passes (a replace by an
--- object of the same size at a full quota, a delete, a quota lowered under usage).
+-- object of the same size at a full quota, a delete, a quota lowered under usage). The check
+-- folds the bucket's committed deltas (and its own) into its total as it reads it, so it sums
+-- only the deltas since the last check, never the janitor's whole interval's worth; it waits
+-- for a fold of the janitor's in progress, which never waits for it (SKIP LOCKED).
 CREATE OR REPLACE FUNCTION gateway_check_quota(
     p_bucket text, p_objects bigint, p_bytes bigint
 ) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     q jsonb;
-    used record;
+    used_objects bigint;
+    used_bytes bigint;
 BEGIN
     IF p_objects <= 0 AND p_bytes <= 0 THEN
         RETURN;
@@ -506,12 +510,21 @@ BEGIN
         RETURN;
     END IF;
     PERFORM pg_advisory_xact_lock(hashtextextended('quota/' || p_bucket, 0));
-    SELECT * INTO used FROM gateway_bucket_usage(p_bucket);
-    IF p_objects > 0 AND q ? 'max_objects' AND used.objects > (q->>'max_objects')::bigint THEN
+    WITH gone AS (
+        DELETE FROM bucket_usage_deltas WHERE bucket = p_bucket
+        RETURNING objects, bytes, upload_bytes
+    )
+    INSERT INTO bucket_usage AS t (bucket, objects, bytes, upload_bytes)
+    SELECT p_bucket, coalesce(sum(g.objects), 0), coalesce(sum(g.bytes), 0),
+           coalesce(sum(g.upload_bytes), 0)
+    FROM gone g
+    ON CONFLICT (bucket) DO UPDATE SET objects = t.objects + EXCLUDED.objects,
+        bytes = t.bytes + EXCLUDED.bytes, upload_bytes = t.upload_bytes + EXCLUDED.upload_bytes
+    RETURNING t.objects, t.bytes + t.upload_bytes INTO used_objects, used_bytes;
+    IF p_objects > 0 AND q ? 'max_objects' AND used_objects > (q->>'max_objects')::bigint THEN
         RAISE EXCEPTION 'objects' USING ERRCODE = 'GQ001', DETAIL = q->>'max_objects';
     END IF;
-    IF p_bytes > 0 AND q ? 'max_bytes'
-            AND used.bytes + used.upload_bytes > (q->>'max_bytes')::bigint THEN
+    IF p_bytes > 0 AND q ? 'max_bytes' AND used_bytes > (q->>'max_bytes')::bigint THEN
         RAISE EXCEPTION 'bytes' USING ERRCODE = 'GQ001', DETAIL = q->>'max_bytes';
     END IF;
 END

@@ -52,11 +52,13 @@ async def bucket_usage(pool: asyncpg.Pool) -> list[tuple[str, int, int]]:
 
 async def fold_deltas(pool: asyncpg.Pool) -> int:
     """Move the delta rows into the per-bucket totals, in one transaction; returns how many.
-    (Writers only append deltas, so they never wait on this.)"""
+    (Writers only append deltas, so they never wait on this. Rows a quota check is folding
+    are left to it: SKIP LOCKED, so this never waits on a check that waits on it.)"""
     async with pool.acquire() as conn, conn.transaction():
         return int(
             await conn.fetchval(
-                "WITH gone AS (DELETE FROM bucket_usage_deltas"
+                "WITH gone AS (DELETE FROM bucket_usage_deltas WHERE id IN"
+                "  (SELECT id FROM bucket_usage_deltas FOR UPDATE SKIP LOCKED)"
                 "  RETURNING bucket, objects, bytes, upload_bytes),"
                 " sums AS (SELECT bucket, sum(objects)::bigint AS objects,"
                 "  sum(bytes)::bigint AS bytes, sum(upload_bytes)::bigint AS upload_bytes,"
