@@ -787,7 +787,7 @@ def main(argv: list[str] | None = None) -> int:
     stats_cmd = commands.add_parser(
         "stats",
         help="objects and bytes per storage profile: what clients stored, and what storage"
-        " holds for it (less with dedup)",
+        " holds for it (less with dedup); per bucket, with quotas: `gateway buckets list`",
     )
     stats_cmd.add_argument("--config")
 
