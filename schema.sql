@@ -1,6 +1,6 @@
 -- The gateway's metadata schema. Applied by `gateway migrate` and at start-up under an advisory
 -- lock; every statement is idempotent, and the version applied is recorded in schema_version.
--- schema-version: 12
+-- schema-version: 13
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version    integer PRIMARY KEY,
@@ -194,16 +194,23 @@ END
 $$;
 
 -- Swap in an object row: claim its blob from the garbage log ('lost' if the entry is gone),
--- lock the key (first writes of a key have no row to lock), replace the row, enqueue its eager
--- variants and retire the version it replaces. 'ok' when done.
+-- lock the key (first writes of a key have no row to lock), replace the row, check the quota of
+-- the bucket it grows (Version 13; p_quota false for a row recording what storage already
+-- holds, which no refusal could undo), enqueue its eager variants and retire the version it
+-- replaces. 'ok' when done.
 DROP FUNCTION IF EXISTS gateway_swap_object(
     text, text, uuid, bigint, text, text, text, text, timestamptz, jsonb, integer, text, text[]
+);
+-- Version 13 added p_quota.
+DROP FUNCTION IF EXISTS gateway_swap_object(
+    text, text, uuid, bigint, text, text, text, text, timestamptz, jsonb, integer, text, bytea,
+    text[]
 );
 CREATE OR REPLACE FUNCTION gateway_swap_object(
     p_bucket text, p_key text, p_version uuid, p_size bigint, p_etag text,
     p_content_type text, p_profile text, p_storage_key text, p_last_modified timestamptz,
     p_metadata jsonb, p_parts_count integer, p_storage_etag text, p_inline_data bytea,
-    p_eager text[]
+    p_eager text[], p_quota boolean
 ) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     old objects%ROWTYPE;
@@ -227,6 +234,12 @@ BEGIN
         last_modified = EXCLUDED.last_modified, metadata = EXCLUDED.metadata,
         parts_count = EXCLUDED.parts_count, storage_etag = EXCLUDED.storage_etag,
         inline_data = EXCLUDED.inline_data;
+    IF p_quota THEN
+        PERFORM gateway_check_quota(
+            p_bucket, CASE WHEN old.version_id IS NULL THEN 1 ELSE 0 END,
+            p_size - coalesce(old.size, 0)
+        );
+    END IF;
     IF cardinality(p_eager) > 0 THEN
         INSERT INTO variant_jobs (bucket, key, version_id, preset)
         SELECT p_bucket, p_key, p_version, unnest(p_eager) ON CONFLICT DO NOTHING;
@@ -411,6 +424,112 @@ CREATE TRIGGER objects_count_usage_update AFTER UPDATE OF bucket, size ON object
     FOR EACH ROW WHEN (OLD.bucket IS DISTINCT FROM NEW.bucket OR OLD.size <> NEW.size)
     EXECUTE FUNCTION gateway_count_usage();
 
+-- Version 13 (quotas). A bucket's quota is settings->'quota' ({"max_bytes": N, "max_objects":
+-- N}, either may be absent). Usage counts every stored object row, whatever its currency (so a
+-- later versioning change keeps non-current versions counted by keeping their rows here), and
+-- the bytes of multipart parts in progress, apart (upload_bytes): they count toward bytes, not
+-- objects, until their upload completes. A reader of one bucket's usage finds its deltas by
+-- the index.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_name = 'bucket_usage' AND column_name = 'upload_bytes') THEN
+        ALTER TABLE bucket_usage ADD COLUMN upload_bytes bigint NOT NULL DEFAULT 0;
+        ALTER TABLE bucket_usage_deltas ADD COLUMN upload_bytes bigint NOT NULL DEFAULT 0;
+        LOCK TABLE upload_parts IN SHARE MODE;
+        INSERT INTO bucket_usage (bucket, objects, bytes, upload_bytes)
+        SELECT u.bucket, 0, 0, sum(p.size) FROM upload_parts p JOIN uploads u USING (upload_id)
+        GROUP BY u.bucket
+        ON CONFLICT (bucket) DO UPDATE SET upload_bytes = EXCLUDED.upload_bytes;
+    END IF;
+END
+$$;
+CREATE INDEX IF NOT EXISTS bucket_usage_deltas_by_bucket ON bucket_usage_deltas (bucket);
+
+-- Parts are always deleted before their upload (completion, abort), so the upload's row still
+-- names the bucket here.
+CREATE OR REPLACE FUNCTION gateway_count_upload_bytes() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    b text;
+BEGIN
+    SELECT bucket INTO b FROM uploads
+    WHERE upload_id = CASE WHEN TG_OP = 'DELETE' THEN OLD.upload_id ELSE NEW.upload_id END;
+    IF b IS NULL THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO bucket_usage_deltas (bucket, objects, bytes, upload_bytes)
+    VALUES (b, 0, 0, CASE TG_OP WHEN 'INSERT' THEN NEW.size WHEN 'DELETE' THEN -OLD.size
+                               ELSE NEW.size - OLD.size END);
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS upload_parts_count_usage ON upload_parts;
+CREATE TRIGGER upload_parts_count_usage AFTER INSERT OR DELETE ON upload_parts
+    FOR EACH ROW EXECUTE FUNCTION gateway_count_upload_bytes();
+DROP TRIGGER IF EXISTS upload_parts_count_usage_update ON upload_parts;
+CREATE TRIGGER upload_parts_count_usage_update AFTER UPDATE OF size ON upload_parts
+    FOR EACH ROW WHEN (OLD.size <> NEW.size) EXECUTE FUNCTION gateway_count_upload_bytes();
+
+-- A bucket's usage now: its folded totals and the deltas left (objects, bytes of objects,
+-- bytes of parts in progress).
+CREATE OR REPLACE FUNCTION gateway_bucket_usage(
+    p_bucket text, OUT objects bigint, OUT bytes bigint, OUT upload_bytes bigint
+) LANGUAGE sql STABLE AS $$
+    SELECT coalesce(u.objects, 0) + coalesce(d.objects, 0),
+           coalesce(u.bytes, 0) + coalesce(d.bytes, 0),
+           coalesce(u.upload_bytes, 0) + coalesce(d.upload_bytes, 0)
+    FROM (SELECT 1) one
+    LEFT JOIN bucket_usage u ON u.bucket = p_bucket
+    LEFT JOIN (SELECT sum(objects)::bigint AS objects, sum(bytes)::bigint AS bytes,
+                      sum(upload_bytes)::bigint AS upload_bytes
+               FROM bucket_usage_deltas WHERE bucket = p_bucket) d ON true
+$$;
+
+-- Refuse (SQLSTATE GQ001, message 'objects' or 'bytes', detail the limit) a change that grew
+-- the bucket's usage past its quota; call it after the change, in its transaction. Only a
+-- bucket with a quota takes the lock, which serialises the checks of its writers until each
+-- commits: a writer's check sees every change committed before it, so no two can each pass
+-- with the room for one. A change that does not grow usage always passes (a replace by an
+-- object of the same size at a full quota, a delete, a quota lowered under usage). The check
+-- folds the bucket's committed deltas (and its own) into its total as it reads it, so it sums
+-- only the deltas since the last check, never the janitor's whole interval's worth; it waits
+-- for a fold of the janitor's in progress, which never waits for it (SKIP LOCKED).
+CREATE OR REPLACE FUNCTION gateway_check_quota(
+    p_bucket text, p_objects bigint, p_bytes bigint
+) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    q jsonb;
+    used_objects bigint;
+    used_bytes bigint;
+BEGIN
+    IF p_objects <= 0 AND p_bytes <= 0 THEN
+        RETURN;
+    END IF;
+    SELECT settings->'quota' INTO q FROM buckets WHERE name = p_bucket;
+    IF q IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended('quota/' || p_bucket, 0));
+    WITH gone AS (
+        DELETE FROM bucket_usage_deltas WHERE bucket = p_bucket
+        RETURNING objects, bytes, upload_bytes
+    )
+    INSERT INTO bucket_usage AS t (bucket, objects, bytes, upload_bytes)
+    SELECT p_bucket, coalesce(sum(g.objects), 0), coalesce(sum(g.bytes), 0),
+           coalesce(sum(g.upload_bytes), 0)
+    FROM gone g
+    ON CONFLICT (bucket) DO UPDATE SET objects = t.objects + EXCLUDED.objects,
+        bytes = t.bytes + EXCLUDED.bytes, upload_bytes = t.upload_bytes + EXCLUDED.upload_bytes
+    RETURNING t.objects, t.bytes + t.upload_bytes INTO used_objects, used_bytes;
+    IF p_objects > 0 AND q ? 'max_objects' AND used_objects > (q->>'max_objects')::bigint THEN
+        RAISE EXCEPTION 'objects' USING ERRCODE = 'GQ001', DETAIL = q->>'max_objects';
+    END IF;
+    IF p_bytes > 0 AND q ? 'max_bytes' AND used_bytes > (q->>'max_bytes')::bigint THEN
+        RAISE EXCEPTION 'bytes' USING ERRCODE = 'GQ001', DETAIL = q->>'max_bytes';
+    END IF;
+END
+$$;
+
 INSERT INTO schema_version (version) VALUES (3), (4), (5), (6), (7), (8), (9), (10), (11),
-    (12)
+    (12), (13)
     ON CONFLICT DO NOTHING;

@@ -46,6 +46,7 @@ from gateway.meta.garbage import KeyReserve
 from gateway.meta.key_directory import KeyDirectory
 from gateway.meta.nodes import NODE_ID_FILE, node_id
 from gateway.meta.object_rows import BatchedLookups, ObjectRecord
+from gateway.meta.quotas import Quota
 from gateway.objects.backend import Resources
 from gateway.objects.profiles import open_backends
 from gateway.objects.sources import variant_source
@@ -150,7 +151,12 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 async def declare_buckets(conn: asyncpg.Connection, config: GatewayConfig) -> None:
     """Record the buckets the configuration declares, as it declares them (the file wins)."""
     for name, bucket in config.buckets.items():
-        await buckets.declare_bucket(conn, name, bucket.profile, bucket.public_listing, "config")
+        quota = None
+        if bucket.quota is not None:
+            quota = Quota(bucket.quota.max_bytes, bucket.quota.max_objects)
+        await buckets.declare_bucket(
+            conn, name, bucket.profile, bucket.public_listing, "config", quota
+        )
 
 
 async def _backends(app: web.Application) -> AsyncIterator[None]:
@@ -276,6 +282,9 @@ async def reload_config(app: web.Application) -> bool:
         )
         return False
     live.swap(snapshot)
+    # A declared bucket's quota may have changed: the next write looks it up afresh.
+    for name in snapshot.config.buckets:
+        app[RECENT_BUCKETS].forget(name)
     app[EAGER].wake()
     source = live.path or "the environment"
     if pending:

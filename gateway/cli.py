@@ -1,5 +1,5 @@
 """`gateway serve | reload | migrate | check-config | gc | import | rekey | stats | presign |
-keys`."""
+keys | buckets`."""
 
 from __future__ import annotations
 
@@ -27,11 +27,12 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from tqdm import tqdm
 
-from gateway import cli_keys, metrics
+from gateway import cli_buckets, cli_keys, metrics
 from gateway.api import connections
 from gateway.app import (
     ROOT_CREDENTIALS_FILE,
     create_app,
+    declare_buckets,
     request_reload,
     root_credential,
 )
@@ -445,6 +446,14 @@ async def _keys(config: GatewayConfig, args: argparse.Namespace) -> int:
         await pool.close()
 
 
+async def _buckets(config: GatewayConfig, args: argparse.Namespace) -> int:
+    pool = await _pool(config, 1)
+    try:
+        return await cli_buckets.run(config, args, pool)
+    finally:
+        await pool.close()
+
+
 class FolderProgress:
     """An import's progress bars: the whole (bytes, files, rate, ETA) and one per file being
     imported. Shown only on a terminal (tqdm's disable=None)."""
@@ -539,10 +548,7 @@ async def _import(config: GatewayConfig, args: argparse.Namespace) -> int:
     try:
         async with pool.acquire() as conn:
             await migrate(conn)
-            for name, declared in config.buckets.items():
-                await buckets.declare_bucket(
-                    conn, name, declared.profile, declared.public_listing, "config"
-                )
+            await declare_buckets(conn, config)
         bucket = await buckets.get_bucket(pool, args.bucket)
         if bucket is None:
             print(f"no bucket {args.bucket!r}: create it first", file=sys.stderr)
@@ -803,7 +809,7 @@ def main(argv: list[str] | None = None) -> int:
     stats_cmd = commands.add_parser(
         "stats",
         help="objects and bytes per storage profile: what clients stored, and what storage"
-        " holds for it (less with dedup)",
+        " holds for it (less with dedup); per bucket, with quotas: `gateway buckets list`",
     )
     stats_cmd.add_argument("--config")
 
@@ -826,6 +832,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     cli_keys.add_commands(commands)
+    cli_buckets.add_commands(commands)
 
     args = parser.parse_args(argv)
     # Commands other than serve log as text; serve follows its configuration's log section.
@@ -867,5 +874,7 @@ def _run_command(config: GatewayConfig, args: argparse.Namespace) -> int:
         return asyncio.run(_stats(config))
     if args.command == "keys":
         return asyncio.run(_keys(config, args))
+    if args.command == "buckets":
+        return asyncio.run(_buckets(config, args))
     grace = config.limits.garbage_grace_seconds if args.grace is None else args.grace
     return asyncio.run(_gc(config, grace))

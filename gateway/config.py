@@ -286,6 +286,12 @@ class WebsiteConfig(_Strict):
         return WebsiteConfiguration(self.index_document, self.error_document)
 
 
+class QuotaConfig(_Strict):
+    # Bytes of objects and of multipart parts in progress, e.g. 50GiB.
+    max_bytes: Size | None = None
+    max_objects: int | None = Field(default=None, ge=0)
+
+
 class BucketConfig(_Strict):
     profile: str = DEFAULT_PROFILE
     # true: anyone may list the bucket and read its objects and variants; "objects": anyone may
@@ -298,6 +304,9 @@ class BucketConfig(_Strict):
     cors: list[CorsRuleConfig] | None = None
     # Index and error documents on website hosts; set here, PutBucketWebsite is refused.
     website: WebsiteConfig | None = None
+    # Writes that would pass a limit are refused (403 QuotaExceeded); set here, the file owns
+    # the bucket's quota (`gateway buckets set-quota` is refused).
+    quota: QuotaConfig | None = None
 
     @field_validator("public_read", mode="before")
     @classmethod

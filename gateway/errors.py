@@ -24,6 +24,17 @@ class UploadGoneError(GatewayError):
         self.upload_id = upload_id
 
 
+class QuotaExceededError(GatewayError):
+    """A write would take its bucket past a limit of its quota (nothing was committed)."""
+
+    def __init__(self, bucket: str, limit: str, value: int) -> None:
+        super().__init__(bucket, limit, value)
+        self.bucket = bucket
+        # max_bytes or max_objects, and its value.
+        self.limit = limit
+        self.value = value
+
+
 class ObjectChangedError(GatewayError):
     """The object was replaced while it was being read: the client should try again."""
 

@@ -157,6 +157,16 @@ _UPSTREAM_REFUSALS: dict[str, type[errors.S3Error]] = {
 }
 
 
+def quota_exceeded(bucket: str, limit: str, value: int) -> errors.S3Error:
+    """QuotaExceeded, naming the limit the write would pass."""
+    return errors.QuotaExceeded(
+        f"This write would exceed the quota of bucket {bucket} ({limit}: {value:,}).",
+        BucketName=bucket,
+        QuotaLimit=limit,
+        QuotaValue=str(value),
+    )
+
+
 def s3_error_of(exc: Exception) -> errors.S3Error | None:
     """The S3 error that answers ``exc``, when it is one of the S3 or gateway errors."""
     if isinstance(exc, errors.S3Error):
@@ -166,6 +176,8 @@ def s3_error_of(exc: Exception) -> errors.S3Error | None:
     match exc:
         case gateway_errors.BucketGoneError(bucket=bucket):
             return errors.NoSuchBucket(BucketName=bucket)
+        case gateway_errors.QuotaExceededError(bucket=bucket, limit=limit, value=value):
+            return quota_exceeded(bucket, limit, value)
         case gateway_errors.UploadGoneError(upload_id=upload_id):
             return errors.NoSuchUpload(UploadId=upload_id) if upload_id else errors.NoSuchUpload()
         case gateway_errors.StoredDataCorruptError():

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.api import auth, encryption
+from gateway.api import auth, encryption, quotas
 from gateway.api.body import RequestBody
 from gateway.api.common import get_bucket, read_small_body
 from gateway.api.context import S3Request
@@ -112,6 +112,7 @@ async def upload_part(req: S3Request) -> web.StreamResponse:
         max_size=req.config.limits.max_object_size,
         upload_checksum=upload.checksum_algorithm,
     )
+    await quotas.check_room(req, bucket, None, body.length, objects=0)
     part = await backend.upload_part(upload, part_number, body)
     return web.Response(headers={"ETag": part.etag, **checksums.response_headers(part.checksums)})
 
@@ -123,6 +124,8 @@ async def upload_part_copy(req: S3Request) -> web.StreamResponse:
     upload, backend = await _open_upload(req, bucket, key)
     encryption.for_part(req, upload.metadata)
     source, segments = await copy_source_segments(req, req.headers.get("x-amz-copy-source-range"))
+    size = sum(segment.length for segment in segments)
+    await quotas.check_room(req, bucket, None, size, objects=0)
     part = await backend.upload_part_copy(upload, part_number, source, segments)
     body = copy_part_result(part.etag, part.last_modified, part.checksums)
     return web.Response(body=body, content_type="application/xml")
@@ -156,6 +159,9 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
         eager = req.eager_presets(bucket.name) if upload.metadata.customer_key is None else ()
         terms = WriteTerms(cond, eager)
         completion = Completion(requested, _declared_object_checksums(req), terms)
+        # The parts' bytes are counted already: the completion adds an object, unless it
+        # replaces one.
+        await quotas.check_room(req, bucket, key, 0)
         try:
             record = await backend.complete_upload(upload, completion)
         except UploadGoneError:

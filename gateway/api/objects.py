@@ -9,7 +9,7 @@ from datetime import datetime
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.api import auth, copysource, encryption
+from gateway.api import auth, copysource, encryption, quotas
 from gateway.api.body import RequestBody
 from gateway.api.common import get_bucket, http_date, read_small_body, recent_bucket
 from gateway.api.context import LOOKUPS, STORES, S3Request
@@ -347,6 +347,8 @@ async def write_object(
     backend = req.backend(bucket.profile)
     sealed_with = encryption.for_write(req, bucket, backend, headers)
     metadata = replace(metadata_from_headers(req, headers), customer_key=sealed_with)
+    # Before the first byte is read (the answer then closes the connection).
+    await quotas.check_room(req, bucket, key, body.length)
     new = NewObject(bucket.name, key, content_type_from_headers(headers), metadata)
     cond = conditions.write_conditions(headers)
     # Variants of an object only its owner's key opens are never rendered.
@@ -442,6 +444,7 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
         tags = tagging.from_header(tagging_header) if tagging_header is not None else ()
     new = replace(new, metadata=replace(new.metadata, customer_key=sealed_with, tags=tags))
     cond = conditions.write_conditions(headers)
+    await quotas.check_room(req, bucket, key, sum(segment.length for segment in segments))
     eager = req.eager_presets(bucket.name) if sealed_with is None else ()
     record = await backend.copy(new, source, segments, WriteTerms(cond, eager))
     if eager:

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from gateway.meta.quotas import Quota, parse_quota
 from gateway.s3.acl import PRIVATE
 from gateway.s3.cors import CorsConfiguration, CorsRule
 from gateway.s3.policy import BucketPolicy, parse_policy
@@ -35,6 +36,8 @@ class Bucket:
     policy_document: str | None = field(default=None, repr=False, compare=False)
     # What PutBucketWebsite stored, as the database's text of its JSON.
     website_document: str | None = field(default=None, repr=False, compare=False)
+    # The quota (gateway.meta.quotas), as the database's text of its JSON.
+    quota_document: str | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_columns(cls, values: dict[str, Any], prefix: str = "") -> Bucket:
@@ -55,6 +58,13 @@ class Bucket:
         if self.website_document is None:
             return None
         return _parsed_website(self.website_document)
+
+    @property
+    def quota(self) -> Quota | None:
+        """The limits a write into the bucket is checked against; None: none."""
+        if self.quota_document is None:
+            return None
+        return parse_quota(self.quota_document)
 
     @property
     def cors(self) -> CorsConfiguration | None:
@@ -86,6 +96,7 @@ _SETTINGS = {
     "acl": "{table}settings->>'acl'",
     "policy_document": "{table}settings->>'policy'",
     "website_document": "({table}settings->'website')::text",
+    "quota_document": "({table}settings->'quota')::text",
 }
 
 
@@ -192,17 +203,31 @@ async def create_bucket(
 
 
 async def declare_bucket(
-    conn: asyncpg.Connection | asyncpg.Pool, name: str, profile: str, public_read: bool, owner: str
+    conn: asyncpg.Connection | asyncpg.Pool,
+    name: str,
+    profile: str,
+    public_read: bool,
+    owner: str,
+    quota: Quota | None = None,
 ) -> None:
-    """Create or update a bucket declared in the configuration (the config wins)."""
+    """Create or update a bucket declared in the configuration (the config wins). A quota the
+    file sets replaces the bucket's; one it set before and sets no more is removed; one set
+    by `gateway buckets set-quota` stays while the file sets none."""
+    settings = {} if quota is None else {"quota": {**quota.to_json(), "config": True}}
     await conn.execute(
-        "INSERT INTO buckets (name, profile, public_read, owner) VALUES ($1, $2, $3, $4)"
+        "INSERT INTO buckets (name, profile, public_read, owner, settings)"
+        " VALUES ($1, $2, $3, $4, $5)"
         " ON CONFLICT (name) DO UPDATE SET profile = EXCLUDED.profile,"
-        " public_read = EXCLUDED.public_read",
+        " public_read = EXCLUDED.public_read, settings = CASE"
+        "  WHEN EXCLUDED.settings ? 'quota'"
+        "   THEN jsonb_set(buckets.settings, '{quota}', EXCLUDED.settings->'quota')"
+        "  WHEN buckets.settings->'quota' ? 'config' THEN buckets.settings - 'quota'"
+        "  ELSE buckets.settings END",
         name,
         profile,
         public_read,
         owner,
+        settings,
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from gateway.errors import BucketGoneError
-from gateway.meta import buckets, derivatives, rollup
+from gateway.meta import buckets, derivatives, quotas, rollup
 from gateway.meta.buckets import Bucket
 from gateway.meta.db import DatabaseUnavailableError
 from gateway.meta.garbage import BlobLostError
@@ -170,6 +170,14 @@ async def get_object(
     return _record(row) if row else None
 
 
+async def object_size(conn: asyncpg.Connection | asyncpg.Pool, bucket: str, key: str) -> int | None:
+    """The size of the object ``key``; None if there is none."""
+    size = await conn.fetchval(
+        "SELECT size FROM objects WHERE bucket = $1 AND key = $2", bucket, key
+    )
+    return None if size is None else int(size)
+
+
 @dataclass(frozen=True)
 class Expected:
     """The row a write was based on, for a commit that must find it still in place: its
@@ -185,6 +193,7 @@ async def commit_object(
     chunks: Sequence[Chunk] = (),
     eager: Sequence[str] = (),
     expected: Expected | None = None,
+    quota: bool = True,
 ) -> bool:
     """Swap in ``record`` as the live object in one transaction.
 
@@ -199,13 +208,16 @@ async def commit_object(
     ``expected``: the row the write was based on; if another has taken its place, nothing is
     committed and False is returned.
 
+    ``quota``: refuse (QuotaExceededError, nothing committed) a row that grows its bucket's
+    usage past its quota; False only for a row that records what storage already holds.
+
     The swap itself is the server-side function gateway_swap_object (schema.sql): a write with
     nothing to check in between commits in one round trip. BucketGoneError if the bucket was
     deleted meanwhile (nothing is committed then).
     """
     try:
         if check_current is None and expected is None and not chunks:
-            await _swap(conn, record, eager)
+            await _swap(conn, record, eager, quota)
             return True
         async with conn.transaction():
             current = await _locked_row(conn, record.bucket, record.key)
@@ -213,7 +225,7 @@ async def commit_object(
                 return False
             if check_current is not None:
                 check_current(current["etag"] if current else None)
-            await _swap(conn, record, eager)
+            await _swap(conn, record, eager, quota)
             if chunks:
                 await _insert_chunks(conn, record.version_id, chunks)
             return True
@@ -242,13 +254,22 @@ def _row_values(record: ObjectRecord) -> tuple[Any, ...]:
     )
 
 
-async def _swap(conn: asyncpg.Connection, record: ObjectRecord, eager: Sequence[str]) -> None:
-    outcome = await conn.fetchval(
-        "SELECT gateway_swap_object($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        *_row_values(record),
-        record.inline_data,
-        list(eager),
-    )
+async def _swap(
+    conn: asyncpg.Connection, record: ObjectRecord, eager: Sequence[str], quota: bool
+) -> None:
+    try:
+        outcome = await conn.fetchval(
+            "SELECT gateway_swap_object("
+            "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            *_row_values(record),
+            record.inline_data,
+            list(eager),
+            quota,
+        )
+    except asyncpg.PostgresError as exc:
+        if not quotas.refused(exc):
+            raise
+        raise quotas.exceeded(exc, record.bucket) from None
     if outcome == "lost":
         raise BlobLostError(record.storage_key)
 
@@ -386,7 +407,7 @@ async def replace_version(
         if current is None:
             await delete_object(conn, stale.bucket, stale.key)
         else:
-            await _swap(conn, current, ())
+            await _swap(conn, current, (), quota=False)
 
 
 def _chunk(row: asyncpg.Record) -> Chunk:

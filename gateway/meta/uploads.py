@@ -17,7 +17,7 @@ from datetime import datetime
 import asyncpg
 
 from gateway.errors import BucketGoneError, UploadGoneError
-from gateway.meta import garbage, rollup
+from gateway.meta import garbage, quotas, rollup
 from gateway.meta.garbage import BlobLostError
 from gateway.meta.object_rows import (
     Chunk,
@@ -163,7 +163,7 @@ async def commit_part(
     conn: asyncpg.Connection, bucket: str, key: str, upload_id: uuid.UUID, part: Part
 ) -> None:
     """Record an uploaded part; UploadGoneError (blob left in the garbage log) if the upload
-    is gone.
+    is gone, QuotaExceededError (likewise) if its bytes would pass the bucket's quota.
 
     The part's blob leaves the garbage log; the blob of a part it replaces enters it.
     """
@@ -175,7 +175,7 @@ async def commit_part(
         ):
             raise BlobLostError(part.storage_key)
         old = await conn.fetchrow(
-            "SELECT profile, storage_key, storage_etag FROM upload_parts"
+            "SELECT size, profile, storage_key, storage_etag FROM upload_parts"
             " WHERE upload_id = $1 AND part_number = $2",
             upload_id,
             part.part_number,
@@ -199,6 +199,13 @@ async def commit_part(
         )
         if old is not None and old["storage_etag"] is None:
             await garbage.add(conn, old["profile"], old["storage_key"])
+        grown = part.size - (old["size"] if old is not None else 0)
+        try:
+            await conn.execute("SELECT gateway_check_quota($1, 0, $2)", bucket, grown)
+        except asyncpg.PostgresError as exc:
+            if not quotas.refused(exc):
+                raise
+            raise quotas.exceeded(exc, bucket) from None
 
 
 async def list_parts(
@@ -226,9 +233,10 @@ async def complete_upload(
     assemble: Assemble,
     check_current: Callable[[str | None], None] | None = None,
     eager: Sequence[str] = (),
+    quota: bool = True,
 ) -> ObjectRecord:
     """Turn an upload into the live object in one transaction; UploadGoneError if there is
-    no upload.
+    no upload. ``quota``: as for commit_object.
 
     The chosen parts' blobs pass from upload_parts rows to object_chunks rows without ever
     being unreferenced; parts left out of the object go to the garbage log. ``eager``: as for
@@ -243,9 +251,11 @@ async def complete_upload(
             f"SELECT {_PART_COLUMNS} FROM upload_parts WHERE upload_id = $1", upload_id
         )
         record, chunks = assemble(upload, [_part(row) for row in rows])
-        await commit_object(conn, record, check_current, chunks, eager)
+        # The parts go before the object comes, so the quota check of its row sees their
+        # bytes leave as its own arrive.
         await conn.execute(_DISCARD_PARTS, upload_id, [chunk.part_number for chunk in chunks])
         await conn.execute("DELETE FROM upload_parts WHERE upload_id = $1", upload_id)
+        await commit_object(conn, record, check_current, chunks, eager, quota=quota)
         await conn.execute("DELETE FROM uploads WHERE upload_id = $1", upload_id)
         return record
 

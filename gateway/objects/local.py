@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from gateway.errors import BucketGoneError, UploadGoneError
+from gateway.errors import BucketGoneError, QuotaExceededError, UploadGoneError
 from gateway.meta import object_rows, uploads
 from gateway.meta.object_rows import ObjectRecord
 from gateway.meta.uploads import Part, Upload
@@ -50,7 +50,7 @@ class LocalBackend(ObjectBackend):
             blob.row_commit_started = True
             try:
                 await self._commit(record, terms)
-            except BucketGoneError:
+            except (BucketGoneError, QuotaExceededError):
                 blob.row_commit_started = False  # nothing committed: the blob can go at once
                 raise
         return record
@@ -151,8 +151,8 @@ class LocalBackend(ObjectBackend):
                     await uploads.commit_part(
                         conn, upload.bucket, upload.key, upload.upload_id, part
                     )
-                except UploadGoneError:
-                    # Aborted or completed meanwhile: nothing references the blob.
+                except (UploadGoneError, QuotaExceededError):
+                    # Aborted or completed meanwhile, or refused: nothing references the blob.
                     blob.row_commit_started = False
                     raise
         return part

@@ -14,6 +14,10 @@ server-side copy; a PutObject whose condition failed) is confirmed by a HEAD mad
 locked: a single attempt with a short timeout, and at most half the database
 pool's connections wait on such calls at once, so a slow upstream cannot take the connections
 that buckets on other profiles need.
+
+A bucket's quota is checked as the row of a new key commits: a refused write's object is
+deleted upstream again. A write over an existing row has replaced that object upstream before
+its row commits, which no refusal could undo: it is checked before its body only.
 """
 
 from __future__ import annotations
@@ -28,7 +32,12 @@ from typing import TypeVar
 
 import asyncpg
 
-from gateway.errors import KeyNotStorableError, ObjectChangedError, UploadGoneError
+from gateway.errors import (
+    KeyNotStorableError,
+    ObjectChangedError,
+    QuotaExceededError,
+    UploadGoneError,
+)
 from gateway.meta import object_rows, uploads
 from gateway.meta.buckets import Bucket
 from gateway.meta.object_rows import (
@@ -135,13 +144,31 @@ class UpstreamBackend(ObjectBackend):
                 return None
             return await commit(conn)
 
-    async def _commit_confirmed(self, record: ObjectRecord, terms: WriteTerms) -> None:
+    async def _commit_confirmed(
+        self, record: ObjectRecord, terms: WriteTerms, new_key: bool
+    ) -> None:
+        """Commit ``record`` if the upstream still holds it; ``new_key``: no row described
+        the key when the write began, so its quota is checked (see the module's doc)."""
+
         async def commit(conn: asyncpg.Connection) -> bool:
             return await object_rows.commit_object(
-                conn, record, terms.check(record.key), eager=terms.eager
+                conn, record, terms.check(record.key), eager=terms.eager, quota=new_key
             )
 
-        await self._if_in_place(record, commit)
+        try:
+            await self._if_in_place(record, commit)
+        except QuotaExceededError:
+            await self._withdraw(record)
+            raise
+
+    async def _withdraw(self, record: ObjectRecord) -> None:
+        """Delete the object a refused write left upstream, unless another write has replaced
+        it there since."""
+        assert record.storage_key is not None
+        async with self._key_locked(record.bucket, record.key):
+            found = await self.upstream.head(record.storage_key, locked=True)
+            if found is not None and found.etag == record.storage_etag:
+                await self.upstream.delete(record.storage_key, locked=True)
 
     # Reading.
 
@@ -209,11 +236,12 @@ class UpstreamBackend(ObjectBackend):
         )
         expected = Expected(current.version_id if current else None)
         async with self.pool.acquire() as conn:
+            # In place over the version ``current`` describes: not a new key.
             if in_place and await object_rows.commit_object(
-                conn, record, check, eager=terms.eager, expected=expected
+                conn, record, check, eager=terms.eager, expected=expected, quota=False
             ):
                 return record
-        await self._commit_confirmed(record, terms)
+        await self._commit_confirmed(record, terms, new_key=current is None)
         return record
 
     async def _commit_upstream(
@@ -265,6 +293,7 @@ class UpstreamBackend(ObjectBackend):
             return await super().copy(new, source, segments, terms)
         upstream_key = self.upstream.object_key(new.bucket, new.key)
         await self.precheck(new, terms)
+        new_key = await object_rows.object_size(self.pool, new.bucket, new.key) is None
         try:
             storage_etag = await self.upstream.copy(
                 source.storage_key,
@@ -286,7 +315,7 @@ class UpstreamBackend(ObjectBackend):
             storage_key=upstream_key,
             storage_etag=storage_etag,
         )
-        await self._commit_confirmed(record, terms)
+        await self._commit_confirmed(record, terms, new_key)
         return record
 
     async def delete(self, bucket: str, key: str) -> None:
@@ -439,11 +468,25 @@ class UpstreamBackend(ObjectBackend):
 
         async def commit(conn: asyncpg.Connection) -> ObjectRecord:
             return await uploads.complete_upload(
-                conn, upload.bucket, upload.key, upload.upload_id, assemble, check, terms.eager
+                conn,
+                upload.bucket,
+                upload.key,
+                upload.upload_id,
+                assemble,
+                check,
+                terms.eager,
+                quota=current is None,
             )
 
         confirmed = replace(planned, storage_key=upstream_key, storage_etag=storage_etag)
-        record = await self._if_in_place(confirmed, commit)
+        try:
+            record = await self._if_in_place(confirmed, commit)
+        except QuotaExceededError:
+            # The upload is complete upstream: its object goes again, and its rows with it.
+            await self._withdraw(confirmed)
+            async with self.pool.acquire() as conn:
+                await uploads.abort_upload(conn, upload.bucket, upload.key, upload.upload_id)
+            raise
         if record is None:
             # Replaced upstream by a later write already: this completion is superseded, and
             # the upload is done there; its rows go.

@@ -144,6 +144,8 @@ BadRequest = _error("BadRequest", 400, "Bad Request")
 AccessDenied = _error("AccessDenied", 403, "Access Denied")
 # A CORS preflight that no rule allows.
 AccessForbidden = _error("AccessForbidden", 403, "CORSResponse: This CORS request is not allowed.")
+# Not an S3 code: what a write that would pass its bucket's quota gets (nothing is stored).
+QuotaExceeded = _error("QuotaExceeded", 403, "The bucket's quota does not allow this write.")
 InvalidAccessKeyId = _error(
     "InvalidAccessKeyId",
     403,
