@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import urllib.request
@@ -27,15 +26,13 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import (
-    BENCH_DIR,
     SMALL_SIZE,
     CpuMeter,
     GatewaySystem,
     Objects,
-    md_table,
+    report_comparison,
     request_target,
     run_wrk,
-    text_table,
 )
 
 
@@ -133,25 +130,7 @@ def main() -> int:
         finally:
             for system in systems.values():
                 system.stop()
-    off = statistics.median(figures["metrics off"])
-    on = statistics.median(figures["metrics on"])
-    header = ["4 KiB GET", "median req/s", "rounds", "median gateway CPU us/request"]
-    rows = [
-        [
-            name,
-            f"{statistics.median(values):,.0f}",
-            ", ".join(f"{v:,.0f}" for v in values),
-            f"{statistics.median(costs[name]):.0f}",
-        ]
-        for name, values in figures.items()
-    ]
-    cost = statistics.median(costs["metrics on"]) / statistics.median(costs["metrics off"])
-    rows.append(["on / off", f"{on / off:.3f}", "", f"{cost:.3f}"])
-    print(text_table(header, rows))
-    print(f"other processes: up to {max(others)}% of the machine in a round")
-    results_dir = BENCH_DIR / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "metrics.md").write_text(md_table(header, rows) + "\n")
+    report_comparison("metrics", "4 KiB GET", figures, costs, others, "on / off")
     return 0
 
 

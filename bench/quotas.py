@@ -14,7 +14,6 @@ The figure is the ratio of the medians of the rounds, with the gateway's CPU per
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -23,13 +22,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import (
-    BENCH_DIR,
     CpuMeter,
     GatewaySystem,
-    md_table,
+    report_comparison,
     request_target,
     run_wrk,
-    text_table,
 )
 
 BUCKETS = {"free": {}, "limited": {"quota": {"max_bytes": "1TiB", "max_objects": 10**9}}}
@@ -107,25 +104,11 @@ def main() -> int:
                     )
         finally:
             system.stop()
-    free = statistics.median(figures["free"])
-    limited = statistics.median(figures["limited"])
-    header = ["4 KiB PUT, new keys", "median req/s", "rounds", "median gateway CPU us/request"]
-    rows = [
-        [
-            "no quota" if name == "free" else "quota",
-            f"{statistics.median(values):,.0f}",
-            ", ".join(f"{v:,.0f}" for v in values),
-            f"{statistics.median(costs[name]):.0f}",
-        ]
-        for name, values in figures.items()
-    ]
-    cost = statistics.median(costs["limited"]) / statistics.median(costs["free"])
-    rows.append(["quota / no quota", f"{limited / free:.3f}", "", f"{cost:.3f}"])
-    print(text_table(header, rows))
-    print(f"other processes: up to {max(others)}% of the machine in a round")
-    results_dir = BENCH_DIR / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "quotas.md").write_text(md_table(header, rows) + "\n")
+    labelled = {"no quota": figures["free"], "quota": figures["limited"]}
+    labelled_costs = {"no quota": costs["free"], "quota": costs["limited"]}
+    report_comparison(
+        "quotas", "4 KiB PUT, new keys", labelled, labelled_costs, others, "quota / no quota"
+    )
     return 0
 
 

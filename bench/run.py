@@ -1047,6 +1047,38 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def report_comparison(
+    name: str,
+    what: str,
+    figures: dict[str, list[float]],
+    costs: dict[str, list[float]],
+    others: list[float],
+    ratio_label: str,
+) -> None:
+    """Print, and keep in results/NAME.md, two configurations' req/s per round and gateway CPU
+    per request; ``figures`` and ``costs`` hold the baseline first, and the last row is the
+    second over the first (``ratio_label``)."""
+    baseline, candidate = figures
+    header = [what, "median req/s", "rounds", "median gateway CPU us/request"]
+    rows = [
+        [
+            label,
+            f"{statistics.median(values):,.0f}",
+            ", ".join(f"{v:,.0f}" for v in values),
+            f"{statistics.median(costs[label]):.0f}",
+        ]
+        for label, values in figures.items()
+    ]
+    speed = statistics.median(figures[candidate]) / statistics.median(figures[baseline])
+    cost = statistics.median(costs[candidate]) / statistics.median(costs[baseline])
+    rows.append([ratio_label, f"{speed:.3f}", "", f"{cost:.3f}"])
+    print(text_table(header, rows))
+    print(f"other processes: up to {max(others)}% of the machine in a round")
+    results_dir = BENCH_DIR / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / f"{name}.md").write_text(md_table(header, rows) + "\n")
+
+
 def target_rows(targets: list[Target]) -> list[list[str]]:
     return [[t.name, t.value_text(), t.goal_text(), t.result.upper(), t.detail] for t in targets]
 
