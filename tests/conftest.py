@@ -223,6 +223,15 @@ def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
     return condition()
 
 
+def wait_for_stored_variants(dsn: str, timeout: float = 30) -> None:
+    """Waits until no derivative is pending: a render is answered before its blob is stored
+    and its row marked ready."""
+    assert wait_for(
+        lambda: not db_fetch(dsn, "SELECT 1 FROM derivatives WHERE status = 'pending' LIMIT 1"),
+        timeout,
+    ), "a derivative stayed pending"
+
+
 def _spawn(command: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log:
         return subprocess.Popen(

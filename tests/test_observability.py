@@ -26,6 +26,7 @@ from tests.conftest import (
     create_database,
     run_gateway,
     wait_for,
+    wait_for_stored_variants,
 )
 
 TOKEN = "scrape-token-" + "7" * 20
@@ -169,6 +170,7 @@ def test_a_variant_request_logs_its_preset_outcome_and_render_time(
         answer = requests.get(url + "&variant=thumb", timeout=30)
         assert answer.status_code == 200, answer.text
         ids.append(answer.headers["x-amz-request-id"])
+        wait_for_stored_variants(observed.dsn)
     first, second = (logged(observed, offset, request_id) for request_id in ids)
     assert (first["variant"], first["variant_result"]) == ("thumb", "render")
     assert first["render_ms"] > 0

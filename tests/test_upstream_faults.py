@@ -38,6 +38,7 @@ from tests.conftest import (
     run_gateway,
     upstream_key,
     upstream_storage,
+    wait_for_stored_variants,
 )
 from tests.faultproxy import FAIL, HOLD, JITTER, PASS, STALL, FaultyProxy
 from tests.s3errors import error_of
@@ -267,6 +268,7 @@ def test_gc_with_no_grace_deletes_retired_variants_and_keeps_live_objects(
     first, second = images.jpeg_with_orientation(1), images.jpeg_with_orientation(6)
     s3.put_object(Bucket=bucket, Key="photo.jpg", Body=first, ContentType="image/jpeg")
     assert variant(faulty.process, bucket, "photo.jpg", "thumb").status_code == 200
+    wait_for_stored_variants(faulty.process.dsn)
     (retired,) = db_fetch(
         faulty.process.dsn,
         "SELECT d.storage_key FROM derivatives d JOIN objects o USING (version_id)"
@@ -287,6 +289,7 @@ def test_gc_with_no_grace_deletes_retired_variants_and_keeps_live_objects(
     s3.delete_object(Bucket=bucket, Key="gone")
     fresh = variant(faulty.process, bucket, "photo.jpg", "thumb")
     assert fresh.status_code == 200
+    wait_for_stored_variants(faulty.process.dsn)
 
     result = faulty.process.command("gc", "--grace", "0")
     assert result.returncode == 0, result.stderr

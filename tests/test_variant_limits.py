@@ -58,7 +58,7 @@ def worker_peaks(gateway: GatewayProcess) -> dict[int, int]:
 
 def wait_for_status(dsn: str, version: uuid.UUID, status: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    while not any(row["status"] == status for row in derivative_rows(dsn, version)):
+    while not any(row["status"] == status for row in derivative_rows(dsn, version, settled=False)):
         assert time.monotonic() < deadline, f"no {status} derivative of {version}"
         time.sleep(0.05)
 

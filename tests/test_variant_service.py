@@ -21,7 +21,7 @@ from gateway.meta import derivatives
 from gateway.meta.derivatives import Outcome, StoredBlob
 from gateway.meta.garbage import KeyReserve
 from gateway.objects.backend import Resources
-from gateway.storage.local import LocalBlobStore
+from gateway.storage.local import LocalBlobStore, LocalBlobWriter
 from gateway.variants import errors
 from gateway.variants.pool import FilePart, RenderOverloaded, RenderPool
 from gateway.variants.presets import Preset
@@ -173,6 +173,66 @@ async def test_fifty_concurrent_first_gets_render_once(db, store) -> None:
     recorded = await row(db, source)
     assert recorded is not None
     assert (recorded.status, recorded.attempts, recorded.etag) == ("ready", 1, variant.etag)
+
+
+class HeldStore(LocalBlobStore):
+    """Local blob storage whose writes start only once ``release`` is set."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.release = asyncio.Event()
+
+    async def create(
+        self, storage_key: str, on_data: Callable[[bytes], None] | None = None
+    ) -> LocalBlobWriter:
+        await self.release.wait()
+        return await super().create(storage_key, on_data)
+
+
+async def test_a_render_is_answered_before_it_is_stored(db, tmp_path: Path) -> None:
+    store = HeldStore(tmp_path / "held")
+    store.release.set()
+    source = await put_object(db, store, images.jpeg_with_orientation(1))
+    store.release.clear()
+    renderer = Renderer()
+    variants = service(db, store, renderer)
+    fresh = await asyncio.wait_for(variants.answer(source, THUMB, "webp"), 10)
+    assert fresh.data is not None and fresh.storage_key == ""
+    assert decode(fresh.data).size == (64, 64)
+    # Still being stored: the row is held by the claim, and another request in this process
+    # gets the same bytes without a second render.
+    assert (await row(db, source)).status == "pending"  # type: ignore[union-attr]
+    again = await asyncio.wait_for(variants.answer(source, THUMB, "webp"), 10)
+    assert again == fresh and renderer.calls == 1
+    store.release.set()
+    stored = await asyncio.wait_for(variants.get(source, THUMB, "webp"), 10)
+    assert (stored.etag, stored.size, stored.rendered_at) == (
+        fresh.etag,
+        fresh.size,
+        fresh.rendered_at,
+    )
+    assert stored.data is None
+    data = b"".join([chunk async for chunk in store.read(stored.storage_key, 0, stored.size)])
+    assert data == fresh.data
+    recorded = await row(db, source)
+    assert recorded is not None and (recorded.status, recorded.etag) == ("ready", fresh.etag)
+    assert renderer.calls == 1
+
+
+async def test_closing_finishes_storing_what_was_answered(db, tmp_path: Path) -> None:
+    store = HeldStore(tmp_path / "held")
+    store.release.set()
+    source = await put_object(db, store, images.jpeg_with_orientation(1))
+    store.release.clear()
+    variants = service(db, store, Renderer())
+    fresh = await asyncio.wait_for(variants.answer(source, THUMB, "webp"), 10)
+    closing = asyncio.create_task(variants.close())
+    await asyncio.sleep(0.1)
+    assert not closing.done()
+    store.release.set()
+    await asyncio.wait_for(closing, 10)
+    recorded = await row(db, source)
+    assert recorded is not None and (recorded.status, recorded.etag) == ("ready", fresh.etag)
 
 
 async def test_two_processes_sharing_postgres_render_once(db, store) -> None:

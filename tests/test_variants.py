@@ -92,13 +92,21 @@ def version_of(dsn: str, bucket: str, key: str) -> uuid.UUID:
     return rows[0]["version_id"]
 
 
-def derivative_rows(dsn: str, version_id: uuid.UUID) -> list[asyncpg.Record]:
-    return db_fetch(
-        dsn,
-        "SELECT variant_key, status, attempts, storage_key, error FROM derivatives"
-        " WHERE version_id = $1 ORDER BY variant_key",
-        version_id,
-    )
+def derivative_rows(dsn: str, version_id: uuid.UUID, settled: bool = True) -> list[asyncpg.Record]:
+    """The derivative rows of an object version; with ``settled``, once none is pending: a
+    render is answered before it is stored, and its row is marked ready just after."""
+    deadline = time.monotonic() + 30
+    while True:
+        rows = db_fetch(
+            dsn,
+            "SELECT variant_key, status, attempts, storage_key, error FROM derivatives"
+            " WHERE version_id = $1 ORDER BY variant_key",
+            version_id,
+        )
+        pending = any(row["status"] == "pending" for row in rows)
+        if not (settled and pending) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.02)
 
 
 def garbage_keys(dsn: str) -> set[str]:
@@ -626,7 +634,9 @@ def wait_for_ready(
     deadline = time.monotonic() + timeout
     while True:
         rows = [
-            row for row in derivative_rows(dsn, version) if row["variant_key"].startswith(prefix)
+            row
+            for row in derivative_rows(dsn, version, settled=False)
+            if row["variant_key"].startswith(prefix)
         ]
         if rows and rows[0]["status"] != "pending":
             return rows[0]

@@ -80,7 +80,7 @@ async def _answer(req: S3Request, with_body: bool) -> web.StreamResponse:
             else:
                 started = time.monotonic()
                 try:
-                    variant = await service.get(source, preset, format_class)
+                    variant = await service.answer(source, preset, format_class)
                 finally:
                     noted.render_ms = round((time.monotonic() - started) * 1000, 2)
                 result = "render"
@@ -138,5 +138,9 @@ def _plan(
     objects.apply_overrides(req, headers)
     segments = None
     if with_body:
-        segments = [Segment(variant.profile, variant.storage_key, start, length)] if length else []
+        segments = (
+            [Segment(variant.profile, variant.storage_key, start, length, data=variant.data)]
+            if length
+            else []
+        )
     return ObjectRead(206 if byte_range else 200, headers, length, segments)

@@ -93,6 +93,9 @@ class StoredBlob:
     # The renderer's clock, so the answer it gives at once and the row agree; None: the
     # database's.
     rendered_at: datetime | None = None
+    # The bytes, for a render answered while they are being stored (storage_key is then
+    # empty); None once stored.
+    data: bytes | None = None
 
 
 class Outcome(Enum):

@@ -15,7 +15,9 @@ The path of a variant GET, once the API has found the object and the preset:
    new storage key of the source's storage profile, staged as every blob is
    (gateway.objects.staging): the key enters the garbage log before a byte is written and
    leaves it in the transaction that marks the row ready, so a crash at any point leaves
-   nothing the janitor cannot find.
+   nothing the janitor cannot find. A derivative can always be made again, so the request
+   that caused the render need not wait for that store: it is answered with the rendered
+   bytes at once (``answer``), while the claim is held until the row is ready.
 
 The service knows nothing of HTTP: the API passes the object and a way to read its bytes, and
 turns the StoredBlob it gets back (where the variant lives, what it answers with) into a
@@ -30,7 +32,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -144,13 +146,23 @@ def recorded_error(row: Derivative) -> S3Error | None:
     return errors.replay(row.error or "", retry_after)
 
 
+@dataclass(frozen=True)
+class _Flight:
+    """One derivative being made in this process, which every request for it shares."""
+
+    # Ends once the derivative is stored and recorded (or with why it is not).
+    stored: asyncio.Task[StoredBlob]
+    # Set once the render is done, with its bytes, before they are stored; only ever a result.
+    rendered: asyncio.Future[StoredBlob]
+
+
 class VariantService:
     def __init__(self, resources: Resources, renderer: Renderer, policy: VariantPolicy) -> None:
         self._resources = resources
         self._pool = resources.pool
         self._renderer = renderer
         self._policy = policy
-        self._flights: dict[tuple[uuid.UUID, str], asyncio.Task[StoredBlob]] = {}
+        self._flights: dict[tuple[uuid.UUID, str], _Flight] = {}
 
     async def lookup(
         self, source: VariantSource, preset: Preset, format_class: FormatClass
@@ -164,31 +176,47 @@ class VariantService:
     async def get(
         self, source: VariantSource, preset: Preset, format_class: FormatClass
     ) -> StoredBlob:
-        """The derivative, rendered now if need be. Raises S3Error subclasses."""
+        """The derivative, rendered now if need be, once it is stored. Raises S3Error
+        subclasses."""
         found = await self.lookup(source, preset, format_class)
         if found is not None:
             return found
-        task = self._flight(source, preset, format_class)
+        flight = self._flight(source, preset, format_class)
         # A client that goes away stops waiting; the render goes on for the others.
-        return await asyncio.shield(task)
+        return await asyncio.shield(flight.stored)
+
+    async def answer(
+        self, source: VariantSource, preset: Preset, format_class: FormatClass
+    ) -> StoredBlob:
+        """The derivative as soon as it exists: a render made here comes with its bytes
+        (``data``) while they are still being stored. Raises S3Error subclasses."""
+        found = await self.lookup(source, preset, format_class)
+        if found is not None:
+            return found
+        flight = self._flight(source, preset, format_class)
+        # asyncio.wait leaves both running when this request is cancelled.
+        await asyncio.wait((flight.rendered, flight.stored), return_when=asyncio.FIRST_COMPLETED)
+        if flight.rendered.done():
+            return flight.rendered.result()
+        return flight.stored.result()
 
     def prefetch(self, source: VariantSource, preset: Preset, format_class: FormatClass) -> None:
         """Make the derivative in the background (on_miss: original; eager presets)."""
         self._flight(source, preset, format_class)
 
-    def _flight(
-        self, source: VariantSource, preset: Preset, format_class: FormatClass
-    ) -> asyncio.Task[StoredBlob]:
+    def _flight(self, source: VariantSource, preset: Preset, format_class: FormatClass) -> _Flight:
         variant_key = preset.variant_key(format_class)
-        flight = (source.version_id, variant_key)
-        task = self._flights.get(flight)
-        if task is None:
+        key = (source.version_id, variant_key)
+        flight = self._flights.get(key)
+        if flight is None:
+            rendered: asyncio.Future[StoredBlob] = asyncio.get_running_loop().create_future()
             task = asyncio.create_task(
-                self._produce(source, preset.render_spec(format_class), variant_key)
+                self._produce(source, preset.render_spec(format_class), variant_key, rendered)
             )
-            self._flights[flight] = task
-            task.add_done_callback(lambda done: self._landed(flight, done))
-        return task
+            flight = _Flight(task, rendered)
+            self._flights[key] = flight
+            task.add_done_callback(lambda done: self._landed(key, done))
+        return flight
 
     def _landed(self, flight: tuple[uuid.UUID, str], task: asyncio.Task[StoredBlob]) -> None:
         self._flights.pop(flight, None)
@@ -201,16 +229,23 @@ class VariantService:
             log.error("variant %s of %s failed", flight[1], flight[0], exc_info=error)
 
     async def close(self) -> None:
-        """Cancel renders in flight (their claims are given back where possible)."""
-        tasks = list(self._flights.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Cancel renders in flight (their claims are given back where possible), and finish
+        storing those already answered: their rows are then ready, not left to a lease."""
+        flights = list(self._flights.values())
+        for flight in flights:
+            if not flight.rendered.done():
+                flight.stored.cancel()
+        await asyncio.gather(*(flight.stored for flight in flights), return_exceptions=True)
 
     async def _produce(
-        self, source: VariantSource, spec: RenderSpec, variant_key: str
+        self,
+        source: VariantSource,
+        spec: RenderSpec,
+        variant_key: str,
+        rendered: asyncio.Future[StoredBlob],
     ) -> StoredBlob:
-        """Claim and render, or wait for whoever holds the claim, until there is an outcome."""
+        """Claim, render and store, or wait for whoever holds the claim, until there is an
+        outcome; ``rendered`` is given a render made here before it is stored."""
         deadline = time.monotonic() + self._policy.render_seconds + 5
         delay = POLL_FIRST_SECONDS
         while True:
@@ -220,7 +255,7 @@ class VariantService:
             if attempt is not None:
                 renewal = asyncio.create_task(self._renew(source.version_id, variant_key, attempt))
                 try:
-                    return await self._render(source, spec, variant_key, attempt)
+                    return await self._render(source, spec, variant_key, attempt, rendered)
                 finally:
                     renewal.cancel()
                     await asyncio.gather(renewal, return_exceptions=True)
@@ -237,7 +272,12 @@ class VariantService:
             delay = min(delay * 1.5, POLL_MAX_SECONDS)
 
     async def _render(
-        self, source: VariantSource, spec: RenderSpec, variant_key: str, attempt: int
+        self,
+        source: VariantSource,
+        spec: RenderSpec,
+        variant_key: str,
+        attempt: int,
+        answer: asyncio.Future[StoredBlob],
     ) -> StoredBlob:
         key = (source.version_id, variant_key, attempt)
         started = time.monotonic()
@@ -263,7 +303,19 @@ class VariantService:
             await asyncio.shield(self._release(*key))
             raise
         _count_render("ok", started)
-        return await self._store(source, variant_key, attempt, rendered)
+        made = StoredBlob(
+            profile=source.profile,
+            # Named once staged; the bytes are at hand until then.
+            storage_key="",
+            size=len(rendered.data),
+            etag='"' + hashlib.md5(rendered.data, usedforsecurity=False).hexdigest() + '"',
+            content_type=rendered.content_type,
+            # Whole seconds, as HTTP dates have them: every answer gives the same Last-Modified.
+            rendered_at=datetime.now(UTC).replace(microsecond=0),
+            data=rendered.data,
+        )
+        answer.set_result(made)
+        return await self._store(source, variant_key, attempt, made)
 
     async def _renew(self, version_id: uuid.UUID, variant_key: str, attempt: int) -> None:
         """Keep claim ``attempt`` alive until cancelled (or until it is no longer ours)."""
@@ -311,22 +363,15 @@ class VariantService:
         return b"".join(parts)
 
     async def _store(
-        self, source: VariantSource, variant_key: str, attempt: int, rendered: Rendered
+        self, source: VariantSource, variant_key: str, attempt: int, made: StoredBlob
     ) -> StoredBlob:
+        assert made.data is not None
         staged = StagedBlob(self._resources, source.profile)
         try:
             async with staged as blob:
-                await blob.write_all(_one_chunk(rendered.data))
-                stored = StoredBlob(
-                    profile=source.profile,
-                    storage_key=blob.storage_key,
-                    size=await blob.commit(),
-                    etag='"' + hashlib.md5(rendered.data, usedforsecurity=False).hexdigest() + '"',
-                    content_type=rendered.content_type,
-                    # Whole seconds, as HTTP dates have them: every answer gives the same
-                    # Last-Modified.
-                    rendered_at=datetime.now(UTC).replace(microsecond=0),
-                )
+                await blob.write_all(_one_chunk(made.data))
+                await blob.commit()
+                stored = replace(made, storage_key=blob.storage_key, data=None)
                 blob.row_commit_started = True
                 async with self._pool.acquire() as conn:
                     outcome = await derivatives.mark_ready(
