@@ -341,6 +341,23 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test module that sets ``GATEWAY_PROFILES`` runs its tests on those profiles only
+    (tests marked for a profile of their own keep it): the protocol is the same over every
+    profile, and the sealed one is local disk underneath, so protocol tests need not pay for
+    each."""
+    profiles = getattr(metafunc.module, "GATEWAY_PROFILES", None)
+    if profiles is None or "gateway" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if "gateway" in (names.split(",") if isinstance(names, str) else names):
+            return
+    # As a mark, which pytest's own hooks (run after this one) apply in the fixture's place.
+    metafunc.definition.add_marker(pytest.mark.parametrize("gateway", profiles, indirect=True))
+
+
 @pytest.fixture
 def expect_gateway_log() -> list[re.Pattern[str]]:
     """Append (with ``.append(re.compile(...))``) what a test expects its gateways to log at

@@ -19,12 +19,14 @@ import requests
 from botocore.exceptions import ClientError
 
 from tests.conftest import (
+    LOCAL,
     PUBLIC_BUCKET,
     READER_ACCESS_KEY,
     READER_SECRET_KEY,
     REGION,
     ROOT_ACCESS_KEY,
     ROOT_SECRET_KEY,
+    UPSTREAM,
     GatewayProcess,
     S3Client,
     client,
@@ -34,6 +36,9 @@ from tests.s3cmd import s3cmd_runner
 from tests.s3errors import error_of
 from tests.test_awscli import AwsCli, cli_env
 from tests.unit.variants import images
+
+# Protocol behaviour: the sealed profile (local disk underneath) adds nothing here.
+GATEWAY_PROFILES = [LOCAL, UPSTREAM]
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 

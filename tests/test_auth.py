@@ -16,9 +16,20 @@ import requests
 from botocore.exceptions import ClientError
 from lxml import etree
 
-from tests.conftest import LOCAL_ONLY, PUBLIC_BUCKET, ROOT_ACCESS_KEY, ROOT_SECRET_KEY, client
+from tests.conftest import (
+    LOCAL,
+    LOCAL_ONLY,
+    PUBLIC_BUCKET,
+    ROOT_ACCESS_KEY,
+    ROOT_SECRET_KEY,
+    UPSTREAM,
+    client,
+)
 from tests.rawhttp import RawResponse, presign, request_head, send_raw, sign, signed_chunks
 from tests.s3errors import code_of
+
+# Protocol behaviour: the sealed profile (local disk underneath) adds nothing here.
+GATEWAY_PROFILES = [LOCAL, UPSTREAM]
 
 
 def assert_absent(s3, bucket: str, key: str) -> None:

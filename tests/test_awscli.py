@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import REGION, ROOT_ACCESS_KEY, ROOT_SECRET_KEY, GatewayProcess
+from tests.conftest import LOCAL_ONLY, REGION, ROOT_ACCESS_KEY, ROOT_SECRET_KEY, GatewayProcess
 
 # Names that need percent-encoding in paths and in encoding-type=url listings.
 AWKWARD_FILES = {
@@ -518,11 +518,13 @@ def _check_presigned(aws: AwsCli, bucket: str, s3, sigv4: bool) -> None:
     assert response.status_code == 403, response.text
 
 
+@LOCAL_ONLY
 def test_presign_default(aws: AwsCli, cli_bucket: str, s3) -> None:
     """aws-cli v1 presigns with SigV2 query parameters unless configured otherwise."""
     _check_presigned(aws, cli_bucket, s3, sigv4=False)
 
 
+@LOCAL_ONLY
 def test_presign_sigv4(aws: AwsCli, cli_bucket: str, s3, tmp_path: Path) -> None:
     config_dir = tmp_path / "sigv4"
     config_dir.mkdir()

@@ -11,6 +11,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
+from tests.conftest import LOCAL_ONLY
 from tests.rawhttp import request_head, send_raw, sign
 
 UNSIGNED = "UNSIGNED-PAYLOAD"
@@ -139,6 +140,7 @@ def test_object_over_size_limit_is_refused_before_upload(gateway, s3, bucket: st
     assert_absent(s3, bucket, "huge")
 
 
+@LOCAL_ONLY
 def test_expect_values(gateway, s3, bucket: str) -> None:
     """100-continue is answered once the request is accepted; other values are ignored."""
     for expect in ("100-continue", "something-else"):

@@ -9,9 +9,19 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import LOCAL_ONLY, ROOT_ACCESS_KEY, ROOT_SECRET_KEY, GatewayProcess
+from tests.conftest import (
+    LOCAL,
+    LOCAL_ONLY,
+    ROOT_ACCESS_KEY,
+    ROOT_SECRET_KEY,
+    UPSTREAM,
+    GatewayProcess,
+)
 from tests.s3errors import code_of, error_of
 from tests.test_listing import signed_get
+
+# Protocol behaviour: the sealed profile (local disk underneath) adds nothing here.
+GATEWAY_PROFILES = [LOCAL, UPSTREAM]
 
 
 def test_create_list_head_delete(s3) -> None:

@@ -10,10 +10,13 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from tests.conftest import CORS_BUCKET, CORS_SITE, GatewayProcess, S3Client
+from tests.conftest import CORS_BUCKET, CORS_SITE, LOCAL, UPSTREAM, GatewayProcess, S3Client
 from tests.rawhttp import sign
 from tests.s3errors import error_of
 from tests.unit.variants import images
+
+# Protocol behaviour: the sealed profile (local disk underneath) adds nothing here.
+GATEWAY_PROFILES = [LOCAL, UPSTREAM]
 
 ORIGIN = "https://app.example"
 RULES = [

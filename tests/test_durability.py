@@ -417,7 +417,7 @@ async def fetch_chunk_state(dsn: str) -> ChunkState:
 
 
 # Enough garbage that `gateway gc` runs for a while, in many batches.
-GC_BLOBS = 20_000
+GC_BLOBS = 5_000
 
 
 def gc_command(gateway: Gateway) -> list[str]:

@@ -21,8 +21,11 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from tests.conftest import REGION, GatewayProcess, client
+from tests.conftest import LOCAL, REGION, UPSTREAM, GatewayProcess, client
 from tests.unit.variants import images
+
+# Protocol behaviour: the sealed profile (local disk underneath) adds nothing here.
+GATEWAY_PROFILES = [LOCAL, UPSTREAM]
 
 ROLES = ["read", "write", "read-write", "star", "none"]
 READERS = {"read", "read-write", "star"}

@@ -10,9 +10,12 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from tests.conftest import OBJECTS_BUCKET, GatewayProcess, S3Client, client
+from tests.conftest import LOCAL, OBJECTS_BUCKET, UPSTREAM, GatewayProcess, S3Client, client
 from tests.s3errors import error_of
 from tests.unit.variants import images
+
+# Protocol behaviour: the sealed profile (local disk underneath) adds nothing here.
+GATEWAY_PROFILES = [LOCAL, UPSTREAM]
 
 
 def anonymous(gateway: GatewayProcess, path: str, method: str = "GET") -> requests.Response:

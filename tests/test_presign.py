@@ -8,8 +8,11 @@ from typing import Any
 
 import requests
 
-from tests.conftest import READER_ACCESS_KEY, GatewayProcess, S3Client, client
+from tests.conftest import LOCAL, READER_ACCESS_KEY, UPSTREAM, GatewayProcess, S3Client, client
 from tests.unit.variants import images
+
+# Protocol behaviour: the sealed profile (local disk underneath) adds nothing here.
+GATEWAY_PROFILES = [LOCAL, UPSTREAM]
 
 
 def presign(gateway: GatewayProcess, *arguments: str) -> str:

@@ -8,8 +8,11 @@ import pytest
 import requests
 from lxml import etree
 
-from tests.conftest import LOCAL_ONLY, PUBLIC_BUCKET
+from tests.conftest import LOCAL, LOCAL_ONLY, PUBLIC_BUCKET, UPSTREAM
 from tests.rawhttp import EMPTY_SHA256, request_head, send_raw, sign, sign_s3
+
+# Protocol behaviour: the sealed profile (local disk underneath) adds nothing here.
+GATEWAY_PROFILES = [LOCAL, UPSTREAM]
 
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import GatewayProcess, S3Client
+from tests.conftest import LOCAL, LOCAL_ONLY, UPSTREAM, GatewayProcess, S3Client
 from tests.test_variants import (
     derivative_rows,
     error_code,
@@ -26,6 +26,9 @@ from tests.test_variants import (
     version_of,
 )
 from tests.unit.variants import images
+
+# Render limits do not depend on the storage transforms (the sealed profile is local disk).
+GATEWAY_PROFILES = [LOCAL, UPSTREAM]
 
 MiB = 1024**2
 
@@ -171,6 +174,7 @@ def test_render_memory_is_configurable(
 # --- a crash mid-render ---------------------------------------------------------------------
 
 
+@LOCAL_ONLY
 def test_a_render_killed_with_its_gateway_is_taken_over_promptly(
     tmp_path: Path, gateway: GatewayProcess, s3, bucket: str, gateway_dsn: str
 ) -> None:

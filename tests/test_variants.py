@@ -26,6 +26,7 @@ from PIL import features
 
 from tests.conftest import (
     EAGER_BUCKET,
+    LOCAL_ONLY,
     PUBLIC_BUCKET,
     REGION,
     ROOT_ACCESS_KEY,
@@ -662,6 +663,7 @@ def test_eager_presets_render_after_upload(gateway, s3, gateway_dsn: str) -> Non
     assert row["attempts"] == 1
 
 
+@LOCAL_ONLY
 def test_eager_jobs_of_replaced_versions_are_dropped(gateway, s3, gateway_dsn: str) -> None:
     key = f"eager/{uuid.uuid4().hex}.jpg"
     for _ in range(5):

@@ -11,10 +11,13 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from tests.conftest import SITE_BUCKET, WEBSITE_DOMAIN, GatewayProcess, S3Client
+from tests.conftest import LOCAL, SITE_BUCKET, UPSTREAM, WEBSITE_DOMAIN, GatewayProcess, S3Client
 from tests.s3errors import error_of
 from tests.test_awscli import AwsCli, cli_env
 from tests.unit.variants import images
+
+# Protocol behaviour: the sealed profile (local disk underneath) adds nothing here.
+GATEWAY_PROFILES = [LOCAL, UPSTREAM]
 
 WEBSITE = {"IndexDocument": {"Suffix": "index.html"}, "ErrorDocument": {"Key": "404.html"}}
 
