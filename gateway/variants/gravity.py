@@ -26,7 +26,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from PIL import Image, ImageChops, ImageFilter
+from PIL import Image, ImageChops, ImageFilter, ImageOps
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +141,17 @@ def _attention_profile(image: Image.Image, horizontal: bool) -> list[float]:
     rgb = image.convert("RGB")
     luma = rgb.convert("L")
     # FIND_EDGES is a Laplacian clipped at 0: on the image and its negative, both signs count.
-    edges = ImageChops.add(
-        luma.filter(ImageFilter.FIND_EDGES), ImageChops.invert(luma).filter(ImageFilter.FIND_EDGES)
+    # Pillow leaves a filter's one-pixel frame unfiltered (the pixels as they were): zeroed.
+    edges = ImageOps.expand(
+        ImageOps.crop(
+            ImageChops.add(
+                luma.filter(ImageFilter.FIND_EDGES),
+                ImageChops.invert(luma).filter(ImageFilter.FIND_EDGES),
+            ),
+            1,
+        ),
+        1,
+        fill=0,
     )
     y, cb, cr = rgb.convert("YCbCr").split()
     skin = ImageChops.multiply(
