@@ -3,42 +3,23 @@
 from __future__ import annotations
 
 import math
-import random
 
 import pytest
-from PIL import Image, ImageDraw, ImageStat
+from PIL import Image, ImageStat
 
 from gateway.variants.gravity import anchor, focal_point
 from gateway.variants.render import RenderLimits, RenderSpec, plan, render
-from tests.unit.variants.images import decode, encode
+from tests.unit.variants.images import (
+    GREY,
+    SKIN,
+    decode,
+    detailed_patch,
+    encode,
+    face_and_texture,
+    noise,
+)
 
 LIMITS = RenderLimits(max_source_bytes=64 * 1024**2, max_source_pixels=100_000_000)
-GREY = (128, 128, 128)
-SKIN = (224, 172, 140)
-
-
-def noise(size: tuple[int, int], spread: int = 256) -> Image.Image:
-    """Uniform grey noise, the same on every run."""
-    rng = random.Random(size[0] * 7919 + spread)
-    low = 128 - spread // 2
-    data = bytes(low + rng.randrange(spread) for _ in range(size[0] * size[1]))
-    return Image.frombytes("L", size, data).convert("RGB")
-
-
-def detailed_patch(size: tuple[int, int] = (1200, 400), left: int = 950) -> Image.Image:
-    """Flat grey, with one square of noise (the only detail) whose left side is at ``left``."""
-    image = Image.new("RGB", size, GREY)
-    side = size[1] // 2
-    image.paste(noise((side, side)), (left, size[1] // 4))
-    return image
-
-
-def face_and_texture() -> Image.Image:
-    """A skin-toned disc on the left; mild grey texture (more edges than the disc) right."""
-    image = Image.new("RGB", (1200, 400), (30, 90, 40))
-    ImageDraw.Draw(image).ellipse((150, 100, 330, 330), fill=SKIN)
-    image.paste(noise((300, 400), 60), (850, 0))
-    return image
 
 
 def cropped(image: Image.Image, gravity: str, focus: tuple[float, float] | None = None) -> Image:
