@@ -49,16 +49,20 @@ from run import (  # the sibling runner, imported as a module
 )
 from variants import SIZE, photo, stats, timed_get
 
+from gateway.variants.gravity import anchor
 from gateway.variants.render import RenderLimits, RenderSpec, render
 
 BUCKET = "bench"
 SIDE = 400
 QUALITY = 80
 GRAVITIES = ("centre", "attention", "entropy")
-GATEWAY_CONFIG = f"buckets:\n  {BUCKET}: {{public_read: true, variants: ['*']}}\nvariants:\n" + "".join(
-    f"  sq-{gravity}: {{width: {SIDE}, height: {SIDE}, fit: cover, format: webp, "
-    f"quality: {QUALITY}, gravity: {gravity}}}\n"
-    for gravity in GRAVITIES
+GATEWAY_CONFIG = (
+    f"buckets:\n  {BUCKET}: {{public_read: true, variants: ['*']}}\nvariants:\n"
+    + "".join(
+        f"  sq-{gravity}: {{width: {SIDE}, height: {SIDE}, fit: cover, format: webp, "
+        f"quality: {QUALITY}, gravity: {gravity}}}\n"
+        for gravity in GRAVITIES
+    )
 )
 THUMBOR_CONFIG = """\
 LOADER = 'thumbor.loaders.file_loader'
@@ -111,7 +115,25 @@ def in_process(sources: list[bytes]) -> dict[str, Any]:
             started = time.perf_counter()
             render(data, specs[gravity], LIMITS)
             samples[gravity].append(time.perf_counter() - started)
-    return {gravity: stats(values) for gravity, values in samples.items()}
+    figures = {gravity: stats(values) for gravity, values in samples.items()}
+    return figures | {
+        f"{gravity}_analysis": analysis(sources, gravity) for gravity in GRAVITIES[1:]
+    }
+
+
+def analysis(sources: list[bytes], gravity: str) -> dict[str, Any]:
+    """The search alone (gravity.anchor), on the image a render has in hand when it runs: the
+    JPEG drafted for the output, turned and decoded."""
+    samples = []
+    for data in sources:
+        image = Image.open(io.BytesIO(data))
+        image.draft("RGB", (round(SIDE * SIZE[0] / SIZE[1]), SIDE))
+        image.load()
+        window = (SIZE[1] / SIZE[0], 1.0)
+        started = time.perf_counter()
+        anchor(image, gravity, window)  # type: ignore[arg-type]
+        samples.append(time.perf_counter() - started)
+    return stats(samples)
 
 
 def through_gateway(workdir: Path, sources: list[bytes], args: argparse.Namespace) -> dict:
@@ -210,6 +232,16 @@ def tables(results: dict[str, Any]) -> list[tuple[list[str], list[list[str]]]]:
         figures = results[system]
         for gravity in GRAVITIES:
             rows.append(row(f"{label}: {gravity}", figures[gravity], figures["centre"]))
+    for gravity in GRAVITIES[1:]:
+        figure = results["in_process"][f"{gravity}_analysis"]
+        rows.append(
+            [
+                f"{gravity}: the search alone",
+                f"{figure['median_ms']:.1f}",
+                f"{figure['p90_ms']:.1f}",
+                "-",
+            ]
+        )
     thumbor = results.get("thumbor")
     if thumbor:
         rows.append(row("thumbor over HTTP: centre", thumbor["centre"], thumbor["centre"]))
