@@ -210,9 +210,9 @@ async def _variants(app: web.Application) -> AsyncIterator[None]:
     eager."""
     config, live = app[CONFIG], app[LIVE]
     render_pool = RenderPool.from_limits(config.limits)
-    if len(live.current.presets):
+    if live.current.presets.configured:
         # Workers start now, so no request waits for a process to spawn; a gateway without
-        # presets never starts one.
+        # presets starts one only if a bucket asks for the built-in info.
         await render_pool.start()
     policy = VariantPolicy.from_limits(config.limits)
     backends = app[BACKENDS]

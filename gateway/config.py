@@ -248,6 +248,9 @@ def _default_profiles() -> dict[str, StorageProfile]:
 
 # Every variant preset, in a bucket's ``variants`` list.
 ALL_VARIANTS = "*"
+# The built-in preset describing a source (gateway.variants.info): a bucket allows it by name
+# or with ALL_VARIANTS, and no preset of the configuration may take its name.
+INFO_VARIANT = "info"
 
 
 class CorsRuleConfig(_Strict):
@@ -513,6 +516,20 @@ class MetricsConfig(_Strict):
 
 
 Fit = Literal["cover", "contain", "inside", "fill"]
+# Where a cover crop keeps its window (gateway.variants.gravity).
+Gravity = Literal[
+    "centre",
+    "north",
+    "south",
+    "east",
+    "west",
+    "north_east",
+    "north_west",
+    "south_east",
+    "south_west",
+    "entropy",
+    "attention",
+]
 VariantFormat = Literal["jpeg", "png", "webp", "avif", "auto"]
 # Output sides are capped: WebP cannot hold more than 16383 pixels, and a preset is a thumbnail
 # or a preview, not a way to enlarge images without bound.
@@ -529,6 +546,11 @@ class VariantPresetConfig(_Strict):
     # cover: fill the box, cropping the overflow; contain: fit in the box, padded to it;
     # inside: fit in the box, never enlarged; fill: stretched to the box.
     fit: Fit = "inside"
+    # fit cover only: which part of the image the crop keeps. centre; a side or corner
+    # (north, south_east, ...); entropy: the most detailed region; attention: the most salient
+    # (edges, skin tones, saturated colour). An object's x-amz-meta-focus: x,y (fractions of
+    # its width and height) wins over any of them.
+    gravity: Gravity = "centre"
     # auto: AVIF, WebP or JPEG (PNG for transparent images) by the request's Accept header.
     format: VariantFormat = "auto"
     quality: int = Field(default=80, ge=1, le=100)
@@ -540,6 +562,11 @@ class VariantPresetConfig(_Strict):
     on_miss: Literal["wait", "original"] = "wait"
     # Rendered when an object is written, not on its first GET.
     eager: bool = False
+
+    @field_validator("gravity", mode="before")
+    @classmethod
+    def _american_centre(cls, value: object) -> object:
+        return "centre" if value == "center" else value
 
     @field_validator("background")
     @classmethod
@@ -555,6 +582,8 @@ class VariantPresetConfig(_Strict):
                 raise ValueError("fit inside needs a width, a height or both")
         elif self.width is None or self.height is None:
             raise ValueError(f"fit {self.fit} needs both a width and a height")
+        if self.gravity != "centre" and self.fit != "cover":
+            raise ValueError(f"gravity {self.gravity} applies to fit cover only, not {self.fit}")
         if self.format == "avif":
             from PIL import features  # only when a preset asks for AVIF
 
@@ -615,6 +644,8 @@ class GatewayConfig(_Strict):
                 raise ValueError(
                     f"{name!r}: a preset name is 1-64 letters, digits, '_', '.' or '-'"
                 )
+            if name == INFO_VARIANT:
+                raise ValueError(f"{name!r} is the built-in source info; name the preset otherwise")
         return value
 
     @model_validator(mode="after")
@@ -675,7 +706,7 @@ class GatewayConfig(_Strict):
 
     def _check_preset_list(self, path: str, names: list[str]) -> None:
         for index, preset in enumerate(names):
-            if preset != ALL_VARIANTS and preset not in self.variants:
+            if preset not in (ALL_VARIANTS, INFO_VARIANT) and preset not in self.variants:
                 raise ValueError(f"{path}.{index}: unknown variant preset {preset!r}")
 
     def with_settings(self, settings: Mapping[str, object]) -> GatewayConfig:

@@ -72,14 +72,16 @@ class Renderer:
         self.error = error
         self.during = during
 
-    async def render(self, source: bytes, spec: RenderSpec) -> Rendered:
+    async def render(
+        self, source: bytes, spec: RenderSpec, focus: tuple[float, float] | None = None
+    ) -> Rendered:
         self.calls += 1
         if self.during is not None:
             await self.during()  # type: ignore[misc]
         await asyncio.sleep(self.delay)
         if self.error is not None:
             raise self.error
-        return render(source, spec, LIMITS)
+        return render(source, spec, LIMITS, focus)
 
 
 @pytest.fixture(scope="module")

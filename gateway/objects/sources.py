@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from gateway.meta.object_rows import ObjectRecord
 from gateway.objects.backend import ObjectBackend
 from gateway.objects.reading import Segment, read_stored
+from gateway.variants.gravity import focal_point
 from gateway.variants.pool import FilePart
 from gateway.variants.service import VariantSource
 
@@ -36,5 +37,12 @@ def variant_source(backends: Mapping[str, ObjectBackend], record: ObjectRecord) 
         return tuple(parts)
 
     return VariantSource(
-        record.bucket, record.key, record.version_id, record.size, record.profile, read, locate
+        record.bucket,
+        record.key,
+        record.version_id,
+        record.size,
+        record.profile,
+        read,
+        locate,
+        focus=focal_point(record.user_metadata),
     )

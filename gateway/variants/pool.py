@@ -39,6 +39,8 @@ from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
 from gateway.config import LimitsConfig
+from gateway.variants.gravity import Anchor
+from gateway.variants.info import InfoSpec, describe
 from gateway.variants.render import (
     ImageTooLarge,
     Rendered,
@@ -181,7 +183,11 @@ def _alarm(signum: int, frame: object) -> None:
 
 
 def _render_with_alarm(
-    source: Source, spec: RenderSpec, limits: RenderLimits, timeout: float
+    source: Source,
+    spec: RenderSpec | InfoSpec,
+    limits: RenderLimits,
+    timeout: float,
+    focus: Anchor | None = None,
 ) -> Rendered:
     # Pillow decodes in chunks from Python, so the alarm interrupts most long decodes
     # promptly (the pool kills the worker when one does not come back). It repeats, in case
@@ -189,7 +195,10 @@ def _render_with_alarm(
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, timeout, ALARM_REPEAT_SECONDS)
     try:
-        return render(_load(source, limits.max_source_bytes), spec, limits)
+        data = _load(source, limits.max_source_bytes)
+        if isinstance(spec, InfoSpec):
+            return describe(data, limits)
+        return render(data, spec, limits, focus)
     except MemoryError:
         # The worker's memory limit, not the machine's: the image needs more than a render
         # may have. The pixels that were allocated are freed with the frames unwinding here.
@@ -347,8 +356,12 @@ class RenderPool:
         """Start every worker now, so the first renders do not pay for process start-up."""
         await asyncio.gather(*(self.run(_warm_up) for _ in range(self.workers)))
 
-    async def render(self, source: Source, spec: RenderSpec) -> Rendered:
-        return await self.run(_render_with_alarm, source, spec, self.limits, self.timeout)
+    async def render(
+        self, source: Source, spec: RenderSpec | InfoSpec, focus: Anchor | None = None
+    ) -> Rendered:
+        """``spec`` made of ``source``: a render (a cover crop centred on ``focus``, if given),
+        or the source's info."""
+        return await self.run(_render_with_alarm, source, spec, self.limits, self.timeout, focus)
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """Call ``function(*args)`` in a worker (both picklable), waiting for a free one.

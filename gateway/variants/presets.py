@@ -16,15 +16,25 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
-from gateway.config import ALL_VARIANTS, GatewayConfig, VariantFormat, VariantPresetConfig
+from gateway.config import (
+    ALL_VARIANTS,
+    INFO_VARIANT,
+    GatewayConfig,
+    VariantFormat,
+    VariantPresetConfig,
+)
 from gateway.s3 import errors
+from gateway.variants.info import InfoSpec
 from gateway.variants.render import OutputFormat, RenderSpec
 
 # Bump when rendering changes what the same spec produces (a fix, a better resampler), so
 # every derivative is made again rather than served stale.
 RENDERER_VERSION = 1
-# Format classes: a preset's fixed format, or what "auto" chose from the Accept header.
-FormatClass = OutputFormat
+# Format classes: a preset's fixed format, or what "auto" chose from the Accept header; "json"
+# is the source info's.
+FormatClass = OutputFormat | Literal["json"]
+# Bump when the source info changes what it says of the same source.
+INFO_VERSION = 1
 
 _ACCEPT_CANDIDATES = ("image/avif", "image/webp")
 
@@ -33,8 +43,8 @@ _ACCEPT_CANDIDATES = ("image/avif", "image/webp")
 class Preset:
     name: str
     # The render spec for a fixed format; for "auto", its format is replaced per request.
-    spec: RenderSpec
-    format: VariantFormat
+    spec: RenderSpec | InfoSpec
+    format: VariantFormat | Literal["json"]
     cache_control: str | None
     on_miss: Literal["wait", "original"]
     eager: bool
@@ -49,6 +59,7 @@ class Preset:
             format="legacy" if config.format == "auto" else config.format,
             quality=config.quality,
             background=_rgb(config.background) if config.background else None,
+            gravity=config.gravity,
         )
         return cls(
             name=name,
@@ -57,6 +68,21 @@ class Preset:
             cache_control=config.cache_control,
             on_miss=config.on_miss,
             eager=config.eager,
+            spec_hash=spec_hash(spec),
+        )
+
+    @classmethod
+    def info(cls) -> Preset:
+        """The built-in ``?variant=info``: the source's description, as JSON."""
+        spec = InfoSpec()
+        return cls(
+            name=INFO_VARIANT,
+            spec=spec,
+            format=spec.format,
+            # The source object's own, as for a preset that sets none.
+            cache_control=None,
+            on_miss="wait",
+            eager=False,
             spec_hash=spec_hash(spec),
         )
 
@@ -76,7 +102,9 @@ class Preset:
             return (self.format,)
         return ("avif", "webp", "legacy") if avif else ("webp", "legacy")
 
-    def render_spec(self, format_class: FormatClass) -> RenderSpec:
+    def render_spec(self, format_class: FormatClass) -> RenderSpec | InfoSpec:
+        if isinstance(self.spec, InfoSpec) or format_class == "json":
+            return self.spec
         return replace(self.spec, format=format_class)
 
     def variant_key(self, format_class: FormatClass) -> str:
@@ -87,11 +115,18 @@ class Preset:
         return f"{self.name}:{format_class}:{self.spec_hash}"
 
 
-def spec_hash(spec: RenderSpec) -> str:
+def spec_hash(spec: RenderSpec | InfoSpec) -> str:
     """A stable digest of what shapes the pixels, the format aside (it is in the key apart)."""
-    fields = asdict(spec)
-    del fields["format"]
-    fields["renderer"] = RENDERER_VERSION
+    if isinstance(spec, InfoSpec):
+        fields: dict[str, object] = {"info": INFO_VERSION}
+    else:
+        fields = asdict(spec)
+        # Left out at its default, so the presets of before gravity existed keep their
+        # derivatives (the centre crop they made is what "centre" makes).
+        if spec.gravity == "centre":
+            del fields["gravity"]
+        fields["renderer"] = RENDERER_VERSION
+    fields.pop("format", None)
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -159,6 +194,8 @@ class PresetCatalog:
         presets = {
             name: Preset.from_config(name, preset) for name, preset in config.variants.items()
         }
+        # Built in, allowed per bucket like the others (configuration refuses the name).
+        presets[INFO_VARIANT] = Preset.info()
 
         def expand(names: list[str]) -> frozenset[str]:
             return frozenset(presets) if ALL_VARIANTS in names else frozenset(names)
@@ -171,8 +208,10 @@ class PresetCatalog:
             default_allowed=expand(config.default_bucket_variants),
         )
 
-    def __len__(self) -> int:
-        return len(self._presets)
+    @property
+    def configured(self) -> bool:
+        """Whether the configuration names any preset (the built-in info aside)."""
+        return any(name != INFO_VARIANT for name in self._presets)
 
     @property
     def any_eager(self) -> bool:

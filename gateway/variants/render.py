@@ -1,7 +1,8 @@
 """Render one image variant: source bytes in, encoded bytes out. Pure Pillow, no I/O.
 
 This runs in worker processes (gateway.variants.pool), so everything crossing the boundary
-(specs, limits, results, errors) is small and picklable, and nothing here imports the gateway.
+(specs, limits, results, errors) is small and picklable, and nothing here imports the gateway
+but its pure sibling, gravity (where a cover crop keeps its window).
 
 Order of work, cheapest first: the byte size; the header (format, dimensions: the pixel limit
 is enforced before a single pixel is decoded, and so is the memory the decoded pixels and one
@@ -22,16 +23,21 @@ from typing import Literal
 
 from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
+from gateway.variants.gravity import CENTRE, Anchor, Gravity, anchor
+
 Fit = Literal["cover", "contain", "inside", "fill"]
 # "legacy" is what every client decodes: JPEG, or PNG when the image has transparency.
 OutputFormat = Literal["jpeg", "png", "webp", "avif", "legacy"]
 EncodedFormat = Literal["jpeg", "png", "webp", "avif"]
+# What a derivative holds: an image, or a source's description (gateway.variants.info).
+DerivativeFormat = EncodedFormat | Literal["json"]
 
-CONTENT_TYPES: dict[EncodedFormat, str] = {
+CONTENT_TYPES: dict[DerivativeFormat, str] = {
     "jpeg": "image/jpeg",
     "png": "image/png",
     "webp": "image/webp",
     "avif": "image/avif",
+    "json": "application/json",
 }
 # Decoders a source may use. Every other Pillow plugin is refused: each decoder is attack
 # surface, and these cover the images of the web. (Camera JPEGs with a second frame, MPO, are
@@ -49,7 +55,7 @@ MAX_SIDE: dict[EncodedFormat, int] = {
 }
 _ORIENTATION_TAG = 0x0112
 # EXIF orientations 5-8 turn the image a quarter: stored width is displayed height.
-_TRANSPOSED = frozenset({5, 6, 7, 8})
+TRANSPOSED = frozenset({5, 6, 7, 8})
 _SIXTEEN_BIT = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 # The modes rendering works in; any other is converted (a full-size copy) first.
 _WORKING_MODES = frozenset({"L", "LA", "RGB", "RGBA"})
@@ -89,6 +95,8 @@ class RenderSpec:
     # Behind transparent pixels in a JPEG and around a contained image; None: white, or
     # transparent around a contained image that has transparency.
     background: tuple[int, int, int] | None = None
+    # Which part of the source a cover crop keeps (gateway.variants.gravity).
+    gravity: Gravity = "centre"
 
 
 # Memory a render worker needs besides the pixels: the interpreter and codecs, the source's
@@ -131,7 +139,7 @@ class RenderLimits:
 @dataclass(frozen=True)
 class Rendered:
     data: bytes
-    format: EncodedFormat
+    format: DerivativeFormat
     width: int
     height: int
 
@@ -152,8 +160,9 @@ class Plan:
     full: tuple[int, int]
 
 
-def plan(source: tuple[int, int], spec: RenderSpec) -> Plan:
-    """The geometry of ``spec.fit`` for a source of ``source`` pixels (already oriented)."""
+def plan(source: tuple[int, int], spec: RenderSpec, centre: Anchor = CENTRE) -> Plan:
+    """The geometry of ``spec.fit`` for a source of ``source`` pixels (already oriented); a
+    cover crop's window is centred on ``centre`` (fractions of the source) and kept inside."""
     sw, sh = source
     whole = (0.0, 0.0, float(sw), float(sh))
     if spec.fit == "fill":
@@ -175,47 +184,56 @@ def plan(source: tuple[int, int], spec: RenderSpec) -> Plan:
     if spec.fit == "contain":
         size = _scaled(source, min(tw / sw, th / sh))
         return Plan(whole, size, (tw, th), size)
-    # cover: scale so both sides reach the box, then keep the centre of the overflowing side.
+    # cover: scale so both sides reach the box, then keep a window of the overflowing side.
     scale = max(tw / sw, th / sh)
     crop_w, crop_h = min(sw, tw / scale), min(sh, th / scale)
-    left, top = (sw - crop_w) / 2, (sh - crop_h) / 2
+    left = _clamp(centre[0] * sw - crop_w / 2, sw - crop_w)
+    top = _clamp(centre[1] * sh - crop_h / 2, sh - crop_h)
     return Plan(
         (left, top, left + crop_w, top + crop_h), (tw, th), (tw, th), _scaled(source, scale)
     )
+
+
+def _clamp(start: float, last: float) -> float:
+    return min(max(start, 0.0), last)
 
 
 def _scaled(size: tuple[int, int], scale: float) -> tuple[int, int]:
     return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
-def render(source: bytes, spec: RenderSpec, limits: RenderLimits) -> Rendered:
-    """Render ``source`` as ``spec`` says. Raises RenderError subclasses, never anything else
-    for a bad source (a MemoryError or a Pillow bug still propagates: that is a crash)."""
-    if len(source) > limits.max_source_bytes:
-        raise ImageTooLarge(
-            f"The image is {len(source)} bytes; variants are made of images up to "
-            f"{limits.max_source_bytes} bytes."
-        )
-    with _open(source, limits) as image:
+def render(
+    source: bytes, spec: RenderSpec, limits: RenderLimits, focus: Anchor | None = None
+) -> Rendered:
+    """Render ``source`` as ``spec`` says; ``focus``, the object's focal point, places a cover
+    crop whatever the gravity. Raises RenderError subclasses, never anything else for a bad
+    source (a MemoryError or a Pillow bug still propagates: that is a crash)."""
+    with open_image(source, limits) as image:
         if image.format not in ("JPEG", "MPO"):
             # Asking a PNG for its EXIF block decodes it: what decoding costs is settled first.
-            _decode_sixteen_bits_as_eight(image)
-            _check_memory(image, limits, orientation=1)
-        orientation = _orientation(image)
+            decode_sixteen_bits_as_eight(image)
+            check_memory(image, limits, orientation=1)
+        orientation = orientation_of(image)
         _draft(image, spec, orientation)
-        _check_memory(image, limits, orientation)
+        check_memory(image, limits, orientation)
         try:
             image.load()
             # In place: no copy of the decoded pixels when there is nothing to turn.
             ImageOps.exif_transpose(image, in_place=True)
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise InvalidImage(f"The image could not be decoded: {exc}") from None
-        working, icc = _working_mode(image, image.info.get("icc_profile"))
-        shaped = _shape(working, spec)
+        working, icc = working_mode(image, image.info.get("icc_profile"))
+        shaped = _shape(working, spec, focus)
         return _encode(shaped, spec, icc)
 
 
-def _open(source: bytes, limits: RenderLimits) -> Image.Image:
+def open_image(source: bytes, limits: RenderLimits) -> Image.Image:
+    """``source``'s header read, within the byte and pixel limits; no pixel decoded yet."""
+    if len(source) > limits.max_source_bytes:
+        raise ImageTooLarge(
+            f"The image is {len(source)} bytes; variants are made of images up to "
+            f"{limits.max_source_bytes} bytes."
+        )
     try:
         with warnings.catch_warnings():
             # Pillow warns between its limit and twice it; ours is checked just below.
@@ -243,7 +261,7 @@ def _open(source: bytes, limits: RenderLimits) -> Image.Image:
     return image
 
 
-def _decode_sixteen_bits_as_eight(image: Image.Image) -> None:
+def decode_sixteen_bits_as_eight(image: Image.Image) -> None:
     """Let a 16-bit grey PNG decode straight to 8 bits a pixel (the high byte of each sample):
     a third of the memory of decoding 16 bits and scaling them down afterwards."""
     if not isinstance(image, ImageFile.ImageFile):
@@ -260,7 +278,7 @@ def _decode_sixteen_bits_as_eight(image: Image.Image) -> None:
     image._mode = "L"
 
 
-def _check_memory(image: Image.Image, limits: RenderLimits, orientation: int) -> None:
+def check_memory(image: Image.Image, limits: RenderLimits, orientation: int) -> None:
     """Refuse, before decoding, an image whose pixels would take more memory than a render
     may use: decoded (Pillow's pointer per row included, so a 1 x 100,000,000 image costs what
     it really does), plus a full-size copy if it must be turned or converted."""
@@ -287,7 +305,7 @@ def _input_formats() -> list[str]:
     return [name for name in INPUT_FORMATS if name in Image.OPEN]
 
 
-def _orientation(image: Image.Image) -> int:
+def orientation_of(image: Image.Image) -> int:
     try:
         value = image.getexif().get(_ORIENTATION_TAG, 1)
     except RenderError:
@@ -306,15 +324,15 @@ def _draft(image: Image.Image, spec: RenderSpec, orientation: int) -> None:
     if image.format not in ("JPEG", "MPO"):
         return  # draft is a no-op for other formats; skip the work of planning
     width, height = image.size
-    if orientation in _TRANSPOSED:
+    if orientation in TRANSPOSED:
         width, height = height, width
     full_w, full_h = plan((width, height), spec).full
-    if orientation in _TRANSPOSED:
+    if orientation in TRANSPOSED:
         full_w, full_h = full_h, full_w
     image.draft(image.mode, (full_w, full_h))
 
 
-def _working_mode(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
+def working_mode(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
     """The image as L, LA, RGB or RGBA (8 bits a channel), and the ICC profile that still
     describes it (None once the pixels have been converted to sRGB, or if none matches)."""
     mode = image.mode
@@ -381,9 +399,15 @@ def _matching_profile(icc: bytes | None, mode: str) -> bytes | None:
     return None
 
 
-def _shape(image: Image.Image, spec: RenderSpec) -> Image.Image:
+def _shape(image: Image.Image, spec: RenderSpec, focus: Anchor | None) -> Image.Image:
     """Resize (and crop or pad) to the plan for the image's actual, possibly drafted, size."""
     layout = plan(image.size, spec)
+    if spec.fit == "cover" and (focus is not None or spec.gravity != "centre"):
+        width, height = image.size
+        left, top, right, bottom = layout.box
+        window = ((right - left) / width, (bottom - top) / height)
+        centre = focus if focus is not None else anchor(image, spec.gravity, window)
+        layout = plan(image.size, spec, centre)
     resized = image
     if layout.size != image.size or layout.box != (0.0, 0.0, *map(float, image.size)):
         resized = image.resize(

@@ -46,6 +46,8 @@ from gateway.objects.backend import Resources
 from gateway.objects.staging import StagedBlob
 from gateway.s3.errors import S3Error
 from gateway.variants import errors
+from gateway.variants.gravity import Anchor
+from gateway.variants.info import InfoSpec
 from gateway.variants.pool import FilePart, RenderOverloaded, Source
 from gateway.variants.presets import FormatClass, Preset
 from gateway.variants.render import ImageTooLarge, Rendered, RenderError, RenderSpec
@@ -59,7 +61,9 @@ POLL_MAX_SECONDS = 0.5
 
 
 class Renderer(Protocol):
-    async def render(self, source: Source, spec: RenderSpec) -> Rendered: ...
+    async def render(
+        self, source: Source, spec: RenderSpec | InfoSpec, focus: Anchor | None = None
+    ) -> Rendered: ...
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,10 @@ class VariantSource:
     # Where its bytes lie on local disk, for the render worker to read them itself; None (or
     # returning None): they are read here and sent.
     locate: Callable[[], Awaitable[tuple[FilePart, ...] | None]] | None = None
+    # Its focal point (x-amz-meta-focus), where a cover crop is centred. Not part of the
+    # derivative's key, and need not be: derivatives belong to one object version, and
+    # metadata never changes without a new version (a new version_id, new derivatives).
+    focus: Anchor | None = None
 
 
 @dataclass(frozen=True)
@@ -240,7 +248,7 @@ class VariantService:
     async def _produce(
         self,
         source: VariantSource,
-        spec: RenderSpec,
+        spec: RenderSpec | InfoSpec,
         variant_key: str,
         rendered: asyncio.Future[StoredBlob],
     ) -> StoredBlob:
@@ -274,7 +282,7 @@ class VariantService:
     async def _render(
         self,
         source: VariantSource,
-        spec: RenderSpec,
+        spec: RenderSpec | InfoSpec,
         variant_key: str,
         attempt: int,
         answer: asyncio.Future[StoredBlob],
@@ -282,7 +290,7 @@ class VariantService:
         key = (source.version_id, variant_key, attempt)
         started = time.monotonic()
         try:
-            rendered = await self._renderer.render(await self._source(source), spec)
+            rendered = await self._renderer.render(await self._source(source), spec, source.focus)
         except RenderOverloaded as exc:
             _count_render("overloaded", started)
             await self._release(*key)

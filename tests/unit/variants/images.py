@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import io
+import random
 import struct
 import zlib
 
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageDraw
 
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)
 BLUE = (0, 0, 255)
 WHITE = (255, 255, 255)
+GREY = (128, 128, 128)
+SKIN = (224, 172, 140)
 ORIENTATION = 0x0112
 
 
@@ -36,6 +39,33 @@ def marked(size: tuple[int, int] = (800, 400), block: int = 120) -> Image.Image:
     image = Image.new("RGB", size, BLUE)
     image.paste(RED, (0, 0, block, block))
     image.paste(GREEN, (size[0] - block, 0, size[0], block))
+    return image
+
+
+# --- where a crop should land -----------------------------------------------------------
+
+
+def noise(size: tuple[int, int], spread: int = 256) -> Image.Image:
+    """Uniform grey noise, the same on every run."""
+    rng = random.Random(size[0] * 7919 + spread)
+    low = 128 - spread // 2
+    data = bytes(low + rng.randrange(spread) for _ in range(size[0] * size[1]))
+    return Image.frombytes("L", size, data).convert("RGB")
+
+
+def detailed_patch(size: tuple[int, int] = (1200, 400), left: int = 950) -> Image.Image:
+    """Flat grey, with one square of noise (the only detail) whose left side is at ``left``."""
+    image = Image.new("RGB", size, GREY)
+    side = size[1] // 2
+    image.paste(noise((side, side)), (left, size[1] // 4))
+    return image
+
+
+def face_and_texture() -> Image.Image:
+    """A skin-toned disc on the left; mild grey texture (more edges than the disc) right."""
+    image = Image.new("RGB", (1200, 400), (30, 90, 40))
+    ImageDraw.Draw(image).ellipse((150, 100, 330, 330), fill=SKIN)
+    image.paste(noise((300, 400), 60), (850, 0))
     return image
 
 

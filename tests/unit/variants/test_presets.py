@@ -9,6 +9,7 @@ import pytest
 
 from gateway.config import ConfigError, GatewayConfig, VariantPresetConfig, load_config
 from gateway.s3.errors import InvalidArgument
+from gateway.variants.info import InfoSpec
 from gateway.variants.presets import Preset, PresetCatalog, negotiate, spec_hash
 from gateway.variants.render import RenderSpec
 
@@ -51,6 +52,8 @@ def test_spec_hash_is_stable() -> None:
         {"fit": "contain"},
         {"quality": 81},
         {"background": "#000000"},
+        {"gravity": "north"},
+        {"gravity": "attention"},
     ],
 )
 def test_what_shapes_pixels_changes_the_hash(change: dict[str, object]) -> None:
@@ -70,6 +73,62 @@ def test_what_shapes_pixels_changes_the_hash(change: dict[str, object]) -> None:
 )
 def test_what_shapes_only_the_response_keeps_the_hash(change: dict[str, object]) -> None:
     assert preset(**change).spec_hash == preset().spec_hash
+
+
+GRAVITIES = [
+    "centre",
+    "north",
+    "south",
+    "east",
+    "west",
+    "north_east",
+    "north_west",
+    "south_east",
+    "south_west",
+    "entropy",
+    "attention",
+]
+
+
+def test_each_gravity_is_a_spec_of_its_own() -> None:
+    hashes = {preset(gravity=gravity).spec_hash for gravity in GRAVITIES}
+    assert len(hashes) == len(GRAVITIES)
+    # centre is the crop presets made before gravity existed: their derivatives stand.
+    assert preset(gravity="centre").spec_hash == "145c3fb27757adbd"
+
+
+def test_center_is_centre(tmp_path: Path) -> None:
+    config = load(tmp_path, "variants: {a: {width: 9, height: 9, fit: cover, gravity: center}}\n")
+    assert config.variants["a"].gravity == "centre"
+
+
+def test_info_is_built_in_and_allowed_like_a_preset(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        """\
+        variants: {thumb: {width: 9}}
+        buckets: {photos: {variants: ["*"]}, pages: {variants: [info]}, backups: {}}
+        """,
+    )
+    catalog = PresetCatalog.from_config(config)
+    info = catalog.resolve("pages", "info")
+    assert info.spec == InfoSpec()
+    assert info.format_class("image/avif", avif=True) == "json"
+    assert info.render_spec("json") == InfoSpec()
+    assert info.variant_key("json") == f"info:json:{info.spec_hash}"
+    assert not info.negotiated and not info.eager
+    assert catalog.resolve("photos", "info") == info
+    with pytest.raises(InvalidArgument):
+        catalog.resolve("backups", "info")
+    with pytest.raises(InvalidArgument):
+        catalog.resolve("pages", "thumb")
+    assert info.spec_hash not in {preset(gravity=gravity).spec_hash for gravity in GRAVITIES}
+
+
+def test_only_info_is_no_configured_preset(tmp_path: Path) -> None:
+    catalog = PresetCatalog.from_config(load(tmp_path, "buckets: {pages: {variants: [info]}}\n"))
+    assert not catalog.configured
+    assert catalog.resolve("pages", "info").name == "info"
 
 
 def test_variant_key_names_preset_format_and_spec() -> None:
@@ -150,7 +209,7 @@ buckets:
 
 def test_catalog_resolves_allowed_presets(tmp_path: Path) -> None:
     catalog = PresetCatalog.from_config(load(tmp_path, CATALOG_YAML))
-    assert len(catalog) == 3
+    assert catalog.configured
     assert catalog.resolve("photos", "preview").name == "preview"
     assert catalog.resolve("photos", "banner").format == "jpeg"
     assert catalog.resolve("assets", "thumb").spec.width == 320
@@ -242,6 +301,16 @@ def test_variant_limits(tmp_path: Path) -> None:
         ("variants: {thumb: {width: 9, format: gif}}\n", "variants.thumb.format: "),
         ("variants: {thumb: {width: 9, fit: crop}}\n", "variants.thumb.fit: "),
         ("variants: {thumb: {width: 9, on_miss: fail}}\n", "variants.thumb.on_miss: "),
+        (
+            "variants: {thumb: {width: 9, height: 9, fit: cover, gravity: up}}\n",
+            "variants.thumb.gravity: ",
+        ),
+        (
+            "variants: {thumb: {width: 9, height: 9, fit: contain, gravity: north}}\n",
+            "variants.thumb: gravity north applies to fit cover only, not contain",
+        ),
+        ("variants: {thumb: {width: 9, gravity: entropy}}\n", "variants.thumb: gravity entropy"),
+        ("variants: {info: {width: 9}}\n", "variants: 'info' is the built-in source info"),
         ("variants: {thumb: {width: 9, size: 3}}\n", "variants.thumb.size: "),
         (
             "variants: {thumb: {width: 9, background: white}}\n",
