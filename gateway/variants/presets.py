@@ -18,7 +18,7 @@ from typing import Literal
 
 from gateway.config import ALL_VARIANTS, GatewayConfig, VariantFormat, VariantPresetConfig
 from gateway.s3 import errors
-from gateway.variants.render import OutputFormat, RenderSpec
+from gateway.variants.render import FrameSpec, OutputFormat, RenderSpec
 
 # Bump when rendering changes what the same spec produces (a fix, a better resampler), so
 # every derivative is made again rather than served stale.
@@ -49,6 +49,7 @@ class Preset:
             format="legacy" if config.format == "auto" else config.format,
             quality=config.quality,
             background=_rgb(config.background) if config.background else None,
+            frame=(FrameSpec(config.frame.seconds, config.frame.percent) if config.frame else None),
         )
         return cls(
             name=name,
@@ -91,6 +92,9 @@ def spec_hash(spec: RenderSpec) -> str:
     """A stable digest of what shapes the pixels, the format aside (it is in the key apart)."""
     fields = asdict(spec)
     del fields["format"]
+    if fields["frame"] is None:
+        # Image presets keep the hash they had before posters existed: nothing re-renders.
+        del fields["frame"]
     fields["renderer"] = RENDERER_VERSION
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -77,6 +77,19 @@ class RenderTimeout(RenderError):
     """The render ran (or waited for a worker) longer than allowed."""
 
 
+class VideoUnsupported(RenderError):
+    """A poster of a video was asked of a gateway that cannot run ffmpeg."""
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """Which still of a video to render: at ``seconds``, at ``percent`` of its duration, or
+    (both None) the first frame that is not black."""
+
+    seconds: float | None = None
+    percent: float | None = None
+
+
 @dataclass(frozen=True)
 class RenderSpec:
     """What to make of a source. ``width``/``height`` None: unconstrained (fit inside only)."""
@@ -89,6 +102,8 @@ class RenderSpec:
     # Behind transparent pixels in a JPEG and around a contained image; None: white, or
     # transparent around a contained image that has transparency.
     background: tuple[int, int, int] | None = None
+    # A poster preset: a video source is rendered as this frame of it.
+    frame: FrameSpec | None = None
 
 
 # Memory a render worker needs besides the pixels: the interpreter and codecs, the source's
@@ -110,11 +125,25 @@ def default_memory_bytes(max_pixels: int) -> int:
 
 
 @dataclass(frozen=True)
+class VideoLimits:
+    """How posters are made of videos: the programs, and what one ffmpeg run may cost."""
+
+    ffmpeg: str = "ffmpeg"
+    ffprobe: str = "ffprobe"
+    max_source_bytes: int = 1024**3
+    max_seek_seconds: float = 300.0
+    probe_bytes: int = 5 * 1024**2
+    probe_seconds: float = 5.0
+    memory_bytes: int = 1024**3
+
+
+@dataclass(frozen=True)
 class RenderLimits:
     max_source_bytes: int
     max_source_pixels: int
     # The most memory (data) a render worker may use; None: default_memory_bytes.
     max_memory_bytes: int | None = None
+    video: VideoLimits = VideoLimits()
 
     @property
     def memory_bytes(self) -> int:
@@ -188,15 +217,21 @@ def _scaled(size: tuple[int, int], scale: float) -> tuple[int, int]:
     return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
-def render(source: bytes, spec: RenderSpec, limits: RenderLimits) -> Rendered:
+def render(
+    source: bytes,
+    spec: RenderSpec,
+    limits: RenderLimits,
+    formats: tuple[str, ...] = INPUT_FORMATS,
+) -> Rendered:
     """Render ``source`` as ``spec`` says. Raises RenderError subclasses, never anything else
-    for a bad source (a MemoryError or a Pillow bug still propagates: that is a crash)."""
+    for a bad source (a MemoryError or a Pillow bug still propagates: that is a crash).
+    ``formats``: the decoders allowed (a video's frame comes from ffmpeg as PPM)."""
     if len(source) > limits.max_source_bytes:
         raise ImageTooLarge(
             f"The image is {len(source)} bytes; variants are made of images up to "
             f"{limits.max_source_bytes} bytes."
         )
-    with _open(source, limits) as image:
+    with _open(source, limits, formats) as image:
         if image.format not in ("JPEG", "MPO"):
             # Asking a PNG for its EXIF block decodes it: what decoding costs is settled first.
             _decode_sixteen_bits_as_eight(image)
@@ -215,12 +250,12 @@ def render(source: bytes, spec: RenderSpec, limits: RenderLimits) -> Rendered:
         return _encode(shaped, spec, icc)
 
 
-def _open(source: bytes, limits: RenderLimits) -> Image.Image:
+def _open(source: bytes, limits: RenderLimits, formats: tuple[str, ...]) -> Image.Image:
     try:
         with warnings.catch_warnings():
             # Pillow warns between its limit and twice it; ours is checked just below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(source), formats=_input_formats())
+            image = Image.open(io.BytesIO(source), formats=_input_formats(formats))
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"The image has too many pixels: {exc}") from None
     except UnidentifiedImageError:
@@ -281,10 +316,10 @@ def _pixel_bytes(size: tuple[int, int], mode: str) -> int:
     return height * (width * _PIXEL_BYTES.get(mode, 4) + ROW_OVERHEAD)
 
 
-def _input_formats() -> list[str]:
+def _input_formats(formats: tuple[str, ...]) -> list[str]:
     # Image.open refuses a format whose plugin is absent (AVIF needs a Pillow built with it).
     Image.init()
-    return [name for name in INPUT_FORMATS if name in Image.OPEN]
+    return [name for name in formats if name in Image.OPEN]
 
 
 def _orientation(image: Image.Image) -> int:
