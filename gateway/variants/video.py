@@ -195,8 +195,9 @@ def _run(
             check=False,
         )
     except (FileNotFoundError, PermissionError):
+        # Not the program's path: that is the operator's to read, in the startup warning.
         raise VideoUnsupported(
-            f"Posters of videos need {command[0]}, which this gateway cannot run."
+            "Posters of videos need ffmpeg, which this gateway cannot run."
         ) from None
     except subprocess.TimeoutExpired:
         raise RenderTimeout("Rendering the variant took too long.") from None
