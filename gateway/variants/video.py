@@ -210,7 +210,7 @@ def _run(
             f"The video is {oversized.group(1)} pixels; posters are made of videos of up to "
             f"{max_pixels} pixels."
         )
-    if "Cannot allocate memory" in errors:
+    if "Cannot allocate memory" in errors or "failed to map segment" in errors:
         raise ImageTooLarge(
             "Decoding the video needs more memory than a poster may use "
             f"({limits.memory_bytes // 1024**2} MiB)."
