@@ -8,7 +8,6 @@ containers and codecs, so the colour of a poster says which second it shows.
 from __future__ import annotations
 
 import struct
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from tests.conftest import (
 )
 from tests.test_variants import derivative_rows, error_code, image_of, put, variant, version_of
 from tests.unit.variants.images import BLUE, RED, close_to, encode, thirds
+from tests.unit.variants.videos import make_video
 
 # Black for the first second, red for the next, blue for the last.
 BANDS = (
@@ -47,24 +47,17 @@ CONTENT_TYPES = {
 }
 
 
-def make_video(path: Path, codec: list[str], noise: bool = True) -> bytes:
+def bands(path: Path, codec: list[str], noise: bool = True) -> bytes:
     # Noise makes files of hundreds of KiB (blobs, several chunks on a chunked profile);
     # without it a video fits in its metadata row.
-    graph = BANDS.format(noise=",noise=alls=12:allf=t" if noise else "")
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-i", graph, *codec, str(path)],
-        check=True,
-        timeout=60,
-    )  # fmt: skip
-    return path.read_bytes()
+    return make_video(path, BANDS.format(noise=",noise=alls=12:allf=t" if noise else ""), codec)
 
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     directory = tmp_path_factory.mktemp("videos")
-    made = {ext: make_video(directory / f"bands.{ext}", codec) for ext, codec in CODECS.items()}
-    made["tiny.mkv"] = make_video(directory / "tiny.mkv", CODECS["mkv"], noise=False)
+    made = {ext: bands(directory / f"bands.{ext}", codec) for ext, codec in CODECS.items()}
+    made["tiny.mkv"] = bands(directory / "tiny.mkv", CODECS["mkv"], noise=False)
     return made
 
 

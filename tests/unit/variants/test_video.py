@@ -4,8 +4,6 @@ taken from a small video made here."""
 from __future__ import annotations
 
 import itertools
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,9 +17,9 @@ from gateway.variants.render import (
     VideoLimits,
     VideoUnsupported,
 )
+from tests.unit.variants.videos import make_video
 
 LIMITS = VideoLimits()
-needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="no ffmpeg")
 
 
 @pytest.mark.parametrize(
@@ -90,11 +88,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> str:
         "color=c=black:s=64x48:r=10:d=1[a];color=c=white:s=64x48:r=10:d=1[b];"
         "[a][b]concat=n=2:v=1[out0]"
     )
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", graph,
-         "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)],
-        check=True,
-    )  # fmt: skip
+    make_video(path, graph, ["-c:v", "libx264", "-pix_fmt", "yuv420p"])
     return str(path)
 
 
@@ -103,7 +97,6 @@ def mean(ppm: bytes) -> float:
     return sum(pixels) / len(pixels)
 
 
-@needs_ffmpeg
 @pytest.mark.parametrize(
     ("frame", "bright"),
     [
@@ -121,7 +114,6 @@ def test_poster_frame(clip: str, frame: FrameSpec, bright: bool) -> None:
     assert (mean(still) > 128) is bright
 
 
-@needs_ffmpeg
 def test_poster_frame_failures(clip: str, tmp_path: Path) -> None:
     with pytest.raises(ImageTooLarge, match="64x48"):
         video.poster_frame(clip, "mov", FrameSpec(seconds=1), LIMITS, 1000, 10)
