@@ -4,19 +4,25 @@ taken from a small video made here."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from gateway.variants import video
+from gateway.variants.pool import FilePart, _render_source
 from gateway.variants.render import (
     FrameSpec,
     ImageTooLarge,
     InvalidImage,
+    RenderLimits,
+    RenderSpec,
     RenderTimeout,
+    UnsupportedImage,
     VideoLimits,
     VideoUnsupported,
 )
+from tests.unit.variants.images import encode, thirds
 from tests.unit.variants.videos import make_video
 
 LIMITS = VideoLimits()
@@ -127,3 +133,44 @@ def test_poster_frame_failures(clip: str, tmp_path: Path) -> None:
     with pytest.raises(VideoUnsupported):
         video.poster_frame(clip, "mov", FrameSpec(seconds=1), absent, 10_000, 10)
     assert video.missing_programs(absent) == [absent.ffmpeg]
+
+
+# --- what a render worker makes of a source under a poster preset ---------------------------
+
+POSTER = RenderSpec(32, None, "inside", "png", 80, frame=FrameSpec(seconds=1.5))
+RENDER_LIMITS = RenderLimits(64 * 1024**2, 100_000_000)
+
+
+def whole(path: str) -> tuple[FilePart, ...]:
+    return (FilePart(path, 0, Path(path).stat().st_size),)
+
+
+def test_a_video_in_parts_or_in_bytes_is_rendered(clip: str, tmp_path: Path) -> None:
+    data = Path(clip).read_bytes()
+    # A multipart object on a local profile: its parts are copied into one file for ffmpeg.
+    first, second = tmp_path / "part1", tmp_path / "part2"
+    first.write_bytes(b"padding" + data[:1000])
+    second.write_bytes(data[1000:] + b"more")
+    parts = (FilePart(str(first), 7, 1000), FilePart(str(second), 0, len(data) - 1000))
+    for source in (whole(clip), parts, data):
+        rendered = _render_source(source, POSTER, RENDER_LIMITS, 10)
+        assert (rendered.format, rendered.width, rendered.height) == ("png", 32, 24)
+
+
+def test_sources_of_the_other_kind(clip: str, tmp_path: Path) -> None:
+    # An image under a poster preset renders as an image.
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(encode(thirds((300, 100)), "PNG"))
+    rendered = _render_source(whole(str(photo)), POSTER, RENDER_LIMITS, 10)
+    assert (rendered.width, rendered.height) == (32, 11)
+    # A video under an image preset is refused, and told apart from any non-image.
+    image_preset = replace(POSTER, frame=None)
+    with pytest.raises(UnsupportedImage, match="video"):
+        _render_source(whole(clip), image_preset, RENDER_LIMITS, 10)
+
+
+def test_the_video_size_limit(clip: str) -> None:
+    size = Path(clip).stat().st_size
+    small = replace(RENDER_LIMITS, video=VideoLimits(max_source_bytes=size - 1))
+    with pytest.raises(ImageTooLarge, match=f"{size} bytes"):
+        _render_source(whole(clip), POSTER, small, 10)
