@@ -32,8 +32,9 @@ ENV PATH=/opt/gateway/bin:$PATH \
 # embedded Postgres (started by pg_ctl, which exits) and the render workers of a killed
 # gateway process. The gateway as PID 1 would leave them zombies. (`docker run --init` is the
 # same without this package.)
+# ffmpeg (with ffprobe) makes the posters of videos (variant presets with frame:).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends tini \
+    && apt-get install -y --no-install-recommends tini ffmpeg \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /opt/gateway /opt/gateway
 # Postgres refuses to run as root, and the gateway needs no privilege: a fixed uid so

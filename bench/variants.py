@@ -169,11 +169,13 @@ def time_in_process(function: Callable[[bytes], bytes], sources: list[bytes]) ->
 
 
 class Thumbor:
-    def __init__(self, workdir: Path, binary: str, root: Path, processes: int) -> None:
+    def __init__(
+        self, workdir: Path, binary: str, root: Path, processes: int, config: str | None = None
+    ) -> None:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         conf = workdir / f"thumbor-{processes}.conf"
-        conf.write_text(THUMBOR_CONFIG.format(root=str(root), quality=QUALITY))
+        conf.write_text(config or THUMBOR_CONFIG.format(root=str(root), quality=QUALITY))
         argv = [binary, "-p", str(self.port), "-i", "127.0.0.1", "-c", str(conf)]
         argv += ["--processes", str(processes), "-l", "warning"]
         self.proc = Proc("thumbor", argv, workdir / f"thumbor-{processes}.log")
@@ -190,9 +192,11 @@ class Thumbor:
         self.proc.stop()
 
 
-def start_gateway(workdir: Path, workers: int, args: argparse.Namespace) -> GatewaySystem:
+def start_gateway(
+    workdir: Path, workers: int, args: argparse.Namespace, text: str = GATEWAY_CONFIG
+) -> GatewaySystem:
     config = workdir / "gateway.yaml"
-    config.write_text(GATEWAY_CONFIG)
+    config.write_text(text)
     # GatewaySystem reads these runner options.
     options = argparse.Namespace(
         gateway_workers=workers,
@@ -229,13 +233,13 @@ def timed_get(session: requests.Session, url: str) -> tuple[float, bytes]:
     return elapsed, response.content
 
 
-def first_requests(urls: list[str]) -> dict[str, Any]:
+def first_requests(urls: list[str], check: Callable[[bytes], None] = check_webp) -> dict[str, Any]:
     """One request at a time, each for a variant nobody asked for before."""
     session = requests.Session()
     samples = []
     for url in urls:
         elapsed, body = timed_get(session, url)
-        check_webp(body)
+        check(body)
         samples.append(elapsed)
     return stats(samples)
 

@@ -52,6 +52,7 @@ from gateway.objects.profiles import open_backends
 from gateway.objects.sources import variant_source
 from gateway.storage.profiles import open_stores
 from gateway.storage.transforms import check_transforms_kept, with_transforms
+from gateway.variants import video
 from gateway.variants.eager import EagerRenderer
 from gateway.variants.pool import RenderPool
 from gateway.variants.service import VariantPolicy, VariantService, VariantSource
@@ -205,11 +206,25 @@ async def _claim_local_profiles(config: GatewayConfig, pool: asyncpg.Pool) -> No
         )
 
 
+def _check_video_programs(config: GatewayConfig, render_pool: RenderPool) -> None:
+    """Say at startup that posters cannot be made, rather than only on their first GET."""
+    posters = sorted(name for name, preset in config.variants.items() if preset.frame)
+    missing = video.missing_programs(render_pool.limits.video) if posters else []
+    if missing:
+        log.warning(
+            "%s not found: the presets %s cannot make posters of videos (their image sources"
+            " still render); install ffmpeg, or set video.ffmpeg and video.ffprobe",
+            " and ".join(missing),
+            ", ".join(posters),
+        )
+
+
 async def _variants(app: web.Application) -> AsyncIterator[None]:
     """The render pool, the variant service, and the eager renderer when some preset is
     eager."""
     config, live = app[CONFIG], app[LIVE]
-    render_pool = RenderPool.from_limits(config.limits)
+    render_pool = RenderPool.from_limits(config.limits, config.video)
+    _check_video_programs(config, render_pool)
     if live.current.presets.configured:
         # Workers start now, so no request waits for a process to spawn; a gateway without
         # presets starts one only if a bucket asks for the built-in info.

@@ -457,6 +457,18 @@ class LimitsConfig(_Strict):
     # A failed render is retried only after a back-off: this, doubled on each failure, capped.
     render_retry_seconds: float = Field(default=60, gt=0)
     render_retry_max_seconds: float = Field(default=86400, gt=0)
+    # Video posters (presets with ``frame``). A video is not read into memory: ffmpeg reads
+    # a local blob in place, or a temporary file the source is streamed into, up to this.
+    video_source_max_bytes: Size = 1024**3
+    # A frame position past this (``at: 90%`` of a file claiming hours) is taken here.
+    video_max_seek_seconds: float = Field(default=300, gt=0)
+    # What ffmpeg may read to find a video's streams (its -probesize and -analyzeduration):
+    # a hostile container cannot make it read the whole file before the first frame.
+    video_probe_bytes: Annotated[Size, Field(ge=32 * 1024)] = 5 * 1024**2
+    video_probe_seconds: float = Field(default=5, gt=0)
+    # The most memory (data) one ffmpeg process may use; a video that needs more fails with
+    # ImageTooLarge.
+    video_memory_bytes: Annotated[Size, Field(ge=64 * 1024**2)] = 1024**3
 
 
 def _parse_networks(value: object) -> object:
@@ -538,6 +550,48 @@ _PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 
 
+# A frame position: seconds ("1s", "2.5s", or a bare number) or a share of the duration ("10%").
+_FRAME_AT = re.compile(r"(\d+(?:\.\d+)?)(s|%)")
+
+
+class FrameConfig(_Strict):
+    """Which still of a video a preset renders; see gateway.variants.video."""
+
+    # Unset: the first frame that is not black, within the first seconds.
+    at: str | None = None
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _check_at(cls, value: object) -> object:
+        if isinstance(value, bool) or value is None:
+            return value
+        if isinstance(value, int | float):
+            value = f"{value}s"
+        if not isinstance(value, str):
+            return value
+        match = _FRAME_AT.fullmatch(value.strip())
+        if match is None:
+            raise ValueError(f"expected seconds (1s, 2.5s) or a percentage (10%), got {value!r}")
+        if match.group(2) == "%" and float(match.group(1)) > 100:
+            raise ValueError(f"a percentage is at most 100%, got {value!r}")
+        return value.strip()
+
+    @property
+    def seconds(self) -> float | None:
+        return float(self.at[:-1]) if self.at and self.at.endswith("s") else None
+
+    @property
+    def percent(self) -> float | None:
+        return float(self.at[:-1]) if self.at and self.at.endswith("%") else None
+
+
+class VideoConfig(_Strict):
+    """The programs posters are made with (Debian's ``ffmpeg`` package has both)."""
+
+    ffmpeg: str = "ffmpeg"
+    ffprobe: str = "ffprobe"
+
+
 class VariantPresetConfig(_Strict):
     """A named image variant (``?variant=NAME``); see gateway.variants.presets."""
 
@@ -562,6 +616,8 @@ class VariantPresetConfig(_Strict):
     on_miss: Literal["wait", "original"] = "wait"
     # Rendered when an object is written, not on its first GET.
     eager: bool = False
+    # A poster: a still of a video source (an image source is rendered as usual).
+    frame: FrameConfig | None = None
 
     @field_validator("gravity", mode="before")
     @classmethod
@@ -617,6 +673,7 @@ class GatewayConfig(_Strict):
     # The presets of buckets the configuration does not declare (made by CreateBucket); a
     # declared bucket has its own ``variants`` list. None by default, as for declared buckets.
     default_bucket_variants: list[str] = Field(default_factory=list)
+    video: VideoConfig = VideoConfig()
     log: LogConfig = LogConfig()
     metrics: MetricsConfig = MetricsConfig()
     # Proxies whose X-Forwarded-For names the client (its address in the access log); from any

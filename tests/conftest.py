@@ -65,6 +65,22 @@ VARIANT_PRESETS: dict[str, dict[str, object]] = {
     "auto": {"width": 96, "fit": "inside", "format": "auto"},
     "first-original": {"width": 50, "fit": "inside", "format": "webp", "on_miss": "original"},
     "eager": {"width": 40, "height": 40, "fit": "cover", "format": "webp", "eager": True},
+    # Video posters (tests/test_video_posters.py).
+    "poster": {
+        "width": 160,
+        "fit": "inside",
+        "format": "jpeg",
+        "frame": {"at": "1.5s"},
+        "cache_control": "public, max-age=600",
+    },
+    "poster-late": {
+        "width": 80,
+        "height": 80,
+        "fit": "cover",
+        "format": "png",
+        "frame": {"at": "80%"},
+    },
+    "poster-first": {"width": 160, "fit": "inside", "format": "webp", "frame": {}},
 }
 REGION = "us-east-1"
 REPO = Path(__file__).resolve().parent.parent

@@ -31,6 +31,15 @@ class ImageTooLarge(S3Error):
     default_message = "The image is larger than variants can be made of."
 
 
+class VideoUnsupported(S3Error):
+    """A poster of a video on a gateway without ffmpeg: the server lacks what the request
+    needs (recorded like any failure, and retried once its back-off ends)."""
+
+    code = "NotImplemented"
+    status = 501
+    default_message = "Posters of videos need ffmpeg, which this gateway cannot run."
+
+
 class RenderFailed(S3Error):
     """A worker died or the render hit a bug: a 500, recorded like any failure (an image that
     crashes the decoder must not crash it again on every GET)."""
@@ -62,6 +71,7 @@ _FROM_RENDER: dict[type[render.RenderError], type[S3Error]] = {
     render.InvalidImage: InvalidImage,
     render.ImageTooLarge: ImageTooLarge,
     render.RenderTimeout: RetryLater,
+    render.VideoUnsupported: VideoUnsupported,
 }
 _RECORDED: dict[str, type[S3Error]] = {
     UnsupportedImage.code: UnsupportedImage,
@@ -69,6 +79,7 @@ _RECORDED: dict[str, type[S3Error]] = {
     ImageTooLarge.code: ImageTooLarge,
     RetryLater.code: RetryLater,
     RenderFailed.code: RenderFailed,
+    VideoUnsupported.code: VideoUnsupported,
 }
 
 

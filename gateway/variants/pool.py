@@ -28,17 +28,19 @@ import os
 import pickle
 import resource
 import signal
+import tempfile
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
-from gateway.config import LimitsConfig
+from gateway.config import LimitsConfig, VideoConfig
+from gateway.variants import video
 from gateway.variants.gravity import Anchor
 from gateway.variants.info import InfoSpec, describe
 from gateway.variants.render import (
@@ -48,6 +50,8 @@ from gateway.variants.render import (
     RenderLimits,
     RenderSpec,
     RenderTimeout,
+    UnsupportedImage,
+    VideoLimits,
     render,
 )
 
@@ -178,6 +182,79 @@ def _load(source: Source, limit: int) -> bytes:
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
+def _head(source: Source) -> bytes:
+    """The first bytes of a source, enough to tell a video by."""
+    if isinstance(source, bytes):
+        return source[: video.HEAD_BYTES]
+    if not source:
+        return b""
+    first = source[0]
+    with open(first.path, "rb") as handle:
+        handle.seek(first.offset)
+        return handle.read(min(video.HEAD_BYTES, first.length))
+
+
+@contextlib.contextmanager
+def _video_file(source: Source) -> Iterator[str]:
+    """A file holding exactly the video's bytes, for ffmpeg to seek in: the blob itself when it
+    is one whole file, else a temporary copy (deleted after)."""
+    if not isinstance(source, bytes) and len(source) == 1:
+        (part,) = source
+        if part.offset == 0 and os.path.getsize(part.path) == part.length:
+            yield part.path
+            return
+    with tempfile.NamedTemporaryFile(prefix="gateway-video-") as copy:
+        if isinstance(source, bytes):
+            copy.write(source)
+        for part in () if isinstance(source, bytes) else source:
+            with open(part.path, "rb") as handle:
+                handle.seek(part.offset)
+                left = part.length
+                while left:
+                    block = handle.read(min(left, 1024**2))
+                    if not block:
+                        raise OSError(f"{part.path}: shorter than its row says")
+                    copy.write(block)
+                    left -= len(block)
+        copy.flush()
+        yield copy.name
+
+
+def _render_source(
+    source: Source,
+    spec: RenderSpec,
+    limits: RenderLimits,
+    timeout: float,
+    focus: Anchor | None = None,
+) -> Rendered:
+    """Render an image, or (a preset with ``frame``) a frame of a video; ``focus`` places a
+    cover crop."""
+    container = video.sniff(_head(source)) if spec.frame is not None else None
+    if container is None or spec.frame is None:
+        try:
+            return render(_load(source, limits.max_source_bytes), spec, limits, focus)
+        except UnsupportedImage:
+            if video.sniff(_head(source)) is None:
+                raise
+            raise UnsupportedImage(
+                "The object is a video: only variant presets with a frame make images of videos."
+            ) from None
+    size = len(source) if isinstance(source, bytes) else sum(part.length for part in source)
+    if size > limits.video.max_source_bytes:
+        raise ImageTooLarge(
+            f"The video is {size} bytes; posters are made of videos up to "
+            f"{limits.video.max_source_bytes} bytes."
+        )
+    with _video_file(source) as path:
+        still = video.poster_frame(
+            path, container, spec.frame, limits.video, limits.max_source_pixels, timeout
+        )
+    # The frame's size was bounded by the pixel limit when ffmpeg decoded it.
+    return render(
+        still, spec, replace(limits, max_source_bytes=len(still)), focus, formats=("PPM",)
+    )
+
+
 def _alarm(signum: int, frame: object) -> None:
     raise RenderTimeout("Rendering the variant took too long.")
 
@@ -195,10 +272,9 @@ def _render_with_alarm(
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, timeout, ALARM_REPEAT_SECONDS)
     try:
-        data = _load(source, limits.max_source_bytes)
         if isinstance(spec, InfoSpec):
-            return describe(data, limits)
-        return render(data, spec, limits, focus)
+            return describe(_load(source, limits.max_source_bytes), limits)
+        return _render_source(source, spec, limits, timeout, focus)
     except MemoryError:
         # The worker's memory limit, not the machine's: the image needs more than a render
         # may have. The pixels that were allocated are freed with the frames unwinding here.
@@ -320,15 +396,28 @@ class RenderPool:
         self._closed = False
 
     @classmethod
-    def from_limits(cls, limits: LimitsConfig) -> RenderPool:
+    def from_limits(cls, limits: LimitsConfig, programs: VideoConfig | None = None) -> RenderPool:
         """One render worker per core in every gateway process (unless limits.render_workers
         says otherwise). Not a share of the cores: SO_REUSEPORT spreads connections, not load,
         so two busy clients often land on one gateway process, which must then be able to use
         every core; the kernel shares the cores among all render processes."""
         workers = limits.render_workers or default_workers()
+        programs = programs or VideoConfig()
+        video_limits = VideoLimits(
+            ffmpeg=programs.ffmpeg,
+            ffprobe=programs.ffprobe,
+            max_source_bytes=limits.video_source_max_bytes,
+            max_seek_seconds=limits.video_max_seek_seconds,
+            probe_bytes=limits.video_probe_bytes,
+            probe_seconds=limits.video_probe_seconds,
+            memory_bytes=limits.video_memory_bytes,
+        )
         return cls(
             RenderLimits(
-                limits.max_source_bytes, limits.max_source_pixels, limits.render_memory_bytes
+                limits.max_source_bytes,
+                limits.max_source_pixels,
+                limits.render_memory_bytes,
+                video_limits,
             ),
             workers=workers,
             queue=limits.render_queue,

@@ -25,7 +25,7 @@ from gateway.config import (
 )
 from gateway.s3 import errors
 from gateway.variants.info import InfoSpec
-from gateway.variants.render import OutputFormat, RenderSpec
+from gateway.variants.render import FrameSpec, OutputFormat, RenderSpec
 
 # Bump when rendering changes what the same spec produces (a fix, a better resampler), so
 # every derivative is made again rather than served stale.
@@ -60,6 +60,7 @@ class Preset:
             quality=config.quality,
             background=_rgb(config.background) if config.background else None,
             gravity=config.gravity,
+            frame=(FrameSpec(config.frame.seconds, config.frame.percent) if config.frame else None),
         )
         return cls(
             name=name,
@@ -121,10 +122,12 @@ def spec_hash(spec: RenderSpec | InfoSpec) -> str:
         fields: dict[str, object] = {"info": INFO_VERSION}
     else:
         fields = asdict(spec)
-        # Left out at its default, so the presets of before gravity existed keep their
-        # derivatives (the centre crop they made is what "centre" makes).
+        # Left out at their defaults, so the presets of before gravity and posters existed
+        # keep their derivatives (the centre crop they made is what "centre" makes).
         if spec.gravity == "centre":
             del fields["gravity"]
+        if spec.frame is None:
+            del fields["frame"]
         fields["renderer"] = RENDERER_VERSION
     fields.pop("format", None)
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))

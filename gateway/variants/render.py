@@ -83,6 +83,19 @@ class RenderTimeout(RenderError):
     """The render ran (or waited for a worker) longer than allowed."""
 
 
+class VideoUnsupported(RenderError):
+    """A poster of a video was asked of a gateway that cannot run ffmpeg."""
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """Which still of a video to render: at ``seconds``, at ``percent`` of its duration, or
+    (both None) the first frame that is not black."""
+
+    seconds: float | None = None
+    percent: float | None = None
+
+
 @dataclass(frozen=True)
 class RenderSpec:
     """What to make of a source. ``width``/``height`` None: unconstrained (fit inside only)."""
@@ -97,6 +110,8 @@ class RenderSpec:
     background: tuple[int, int, int] | None = None
     # Which part of the source a cover crop keeps (gateway.variants.gravity).
     gravity: Gravity = "centre"
+    # A poster preset: a video source is rendered as this frame of it.
+    frame: FrameSpec | None = None
 
 
 # Memory a render worker needs besides the pixels: the interpreter and codecs, the source's
@@ -118,11 +133,25 @@ def default_memory_bytes(max_pixels: int) -> int:
 
 
 @dataclass(frozen=True)
+class VideoLimits:
+    """How posters are made of videos: the programs, and what one ffmpeg run may cost."""
+
+    ffmpeg: str = "ffmpeg"
+    ffprobe: str = "ffprobe"
+    max_source_bytes: int = 1024**3
+    max_seek_seconds: float = 300.0
+    probe_bytes: int = 5 * 1024**2
+    probe_seconds: float = 5.0
+    memory_bytes: int = 1024**3
+
+
+@dataclass(frozen=True)
 class RenderLimits:
     max_source_bytes: int
     max_source_pixels: int
     # The most memory (data) a render worker may use; None: default_memory_bytes.
     max_memory_bytes: int | None = None
+    video: VideoLimits = VideoLimits()
 
     @property
     def memory_bytes(self) -> int:
@@ -203,12 +232,17 @@ def _scaled(size: tuple[int, int], scale: float) -> tuple[int, int]:
 
 
 def render(
-    source: bytes, spec: RenderSpec, limits: RenderLimits, focus: Anchor | None = None
+    source: bytes,
+    spec: RenderSpec,
+    limits: RenderLimits,
+    focus: Anchor | None = None,
+    formats: tuple[str, ...] = INPUT_FORMATS,
 ) -> Rendered:
     """Render ``source`` as ``spec`` says; ``focus``, the object's focal point, places a cover
     crop whatever the gravity. Raises RenderError subclasses, never anything else for a bad
-    source (a MemoryError or a Pillow bug still propagates: that is a crash)."""
-    with open_image(source, limits) as image:
+    source (a MemoryError or a Pillow bug still propagates: that is a crash). ``formats``: the
+    decoders allowed (a video's frame comes from ffmpeg as PPM)."""
+    with open_image(source, limits, formats) as image:
         if image.format not in ("JPEG", "MPO"):
             # Asking a PNG for its EXIF block decodes it: what decoding costs is settled first.
             decode_sixteen_bits_as_eight(image)
@@ -227,7 +261,9 @@ def render(
         return _encode(shaped, spec, icc)
 
 
-def open_image(source: bytes, limits: RenderLimits) -> Image.Image:
+def open_image(
+    source: bytes, limits: RenderLimits, formats: tuple[str, ...] = INPUT_FORMATS
+) -> Image.Image:
     """``source``'s header read, within the byte and pixel limits; no pixel decoded yet."""
     if len(source) > limits.max_source_bytes:
         raise ImageTooLarge(
@@ -238,7 +274,7 @@ def open_image(source: bytes, limits: RenderLimits) -> Image.Image:
         with warnings.catch_warnings():
             # Pillow warns between its limit and twice it; ours is checked just below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(source), formats=_input_formats())
+            image = Image.open(io.BytesIO(source), formats=_input_formats(formats))
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"The image has too many pixels: {exc}") from None
     except UnidentifiedImageError:
@@ -299,10 +335,10 @@ def _pixel_bytes(size: tuple[int, int], mode: str) -> int:
     return height * (width * _PIXEL_BYTES.get(mode, 4) + ROW_OVERHEAD)
 
 
-def _input_formats() -> list[str]:
+def _input_formats(formats: tuple[str, ...]) -> list[str]:
     # Image.open refuses a format whose plugin is absent (AVIF needs a Pillow built with it).
     Image.init()
-    return [name for name in INPUT_FORMATS if name in Image.OPEN]
+    return [name for name in formats if name in Image.OPEN]
 
 
 def orientation_of(image: Image.Image) -> int:

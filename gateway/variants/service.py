@@ -27,14 +27,17 @@ response.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
+import os
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import IO, Protocol
 
 from gateway import metrics
 from gateway.config import LimitsConfig
@@ -45,7 +48,7 @@ from gateway.meta.derivatives import Derivative, Outcome, StoredBlob
 from gateway.objects.backend import Resources
 from gateway.objects.staging import StagedBlob
 from gateway.s3.errors import S3Error
-from gateway.variants import errors
+from gateway.variants import errors, video
 from gateway.variants.gravity import Anchor
 from gateway.variants.info import InfoSpec
 from gateway.variants.pool import FilePart, RenderOverloaded, Source
@@ -58,6 +61,8 @@ log = logging.getLogger(__name__)
 # renders take tens of milliseconds), then less often.
 POLL_FIRST_SECONDS = 0.02
 POLL_MAX_SECONDS = 0.5
+# A video streamed into a temporary file is written in blocks of this size.
+SPOOL_BLOCK_BYTES = 1024**2
 
 
 class Renderer(Protocol):
@@ -97,6 +102,8 @@ class VariantPolicy:
     # The longest a claimant may take to read, wait for a worker, render and store: how long
     # another process waits for its result before answering 503.
     render_seconds: float = 120
+    # Videos (for presets with a frame) may be larger than images.
+    video_max_source_bytes: int = 1024**3
 
     @classmethod
     def from_limits(cls, limits: LimitsConfig) -> VariantPolicy:
@@ -108,6 +115,7 @@ class VariantPolicy:
             # Waiting for a worker and rendering are each bounded by the render timeout; the
             # rest covers reading the source and storing the result.
             render_seconds=2 * limits.render_timeout_seconds + 60,
+            video_max_source_bytes=limits.video_source_max_bytes,
         )
 
     def retry_delay(self, attempts: int) -> float:
@@ -290,7 +298,8 @@ class VariantService:
         key = (source.version_id, variant_key, attempt)
         started = time.monotonic()
         try:
-            rendered = await self._renderer.render(await self._source(source), spec, source.focus)
+            async with self._prepared(source, spec) as prepared:
+                rendered = await self._renderer.render(prepared, spec, source.focus)
         except RenderOverloaded as exc:
             _count_render("overloaded", started)
             await self._release(*key)
@@ -298,6 +307,12 @@ class VariantService:
         except RenderError as exc:
             _count_render("failed", started)
             error = errors.from_render_error(exc)
+            if isinstance(error, errors.VideoUnsupported):
+                # The operator's to fix (the startup log said so too); recorded like any
+                # failure, so it is said again once per back-off, not on every GET.
+                log.warning(
+                    "variant %s of %s/%s: %s", variant_key, source.bucket, source.key, error
+                )
             await derivatives.mark_failed(
                 self._pool,
                 *key,
@@ -344,6 +359,71 @@ class VariantService:
         except (OSError, *DATABASE_ERRORS):
             # The lease runs out on its own.
             log.warning("could not release the claim on %s", variant_key, exc_info=True)
+
+    @contextlib.asynccontextmanager
+    async def _prepared(
+        self, source: VariantSource, spec: RenderSpec | InfoSpec
+    ) -> AsyncIterator[Source]:
+        """What the renderer is given, for as long as it renders."""
+        if not isinstance(spec, RenderSpec) or spec.frame is None:
+            yield await self._source(source)
+            return
+        # A poster preset: the source may be a video, never read into memory.
+        limit = max(self._policy.max_source_bytes, self._policy.video_max_source_bytes)
+        if source.size > limit:
+            raise ImageTooLarge(
+                f"The object is {source.size} bytes; posters are made of videos up to "
+                f"{self._policy.video_max_source_bytes} bytes."
+            )
+        if source.locate is not None:
+            located = await source.locate()
+            if located is not None:
+                yield located
+                return
+        spooled = await self._spool(source)
+        try:
+            yield (spooled,)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(os.unlink, spooled.path)
+
+    async def _spool(self, source: VariantSource) -> FilePart:
+        """The source streamed into a temporary file, for ffmpeg to seek in (an MP4 whose
+        index comes last cannot be read from a pipe). Bounded by the video limit, or by the
+        image limit once its first bytes show it is no video."""
+        handle = await asyncio.to_thread(_temporary_file)
+        head = b""
+        total = 0
+        pending: list[bytes] = []
+        pending_bytes = 0
+        try:
+            async for chunk in source.read():
+                if len(head) < video.HEAD_BYTES:
+                    head += chunk[: video.HEAD_BYTES - len(head)]
+                is_video = video.sniff(head) is not None
+                total += len(chunk)
+                limit = (
+                    self._policy.video_max_source_bytes
+                    if is_video
+                    else self._policy.max_source_bytes
+                )
+                if total > limit:
+                    raise ImageTooLarge(
+                        f"The {'video' if is_video else 'image'} is larger than {limit} bytes."
+                    )
+                pending.append(chunk)
+                pending_bytes += len(chunk)
+                # Written a MiB at a time: one thread hop per block, not per network read.
+                if pending_bytes >= SPOOL_BLOCK_BYTES:
+                    await asyncio.to_thread(handle.write, b"".join(pending))
+                    pending.clear()
+                    pending_bytes = 0
+            await asyncio.to_thread(handle.write, b"".join(pending))
+            await asyncio.to_thread(handle.close)
+        except BaseException:
+            await asyncio.to_thread(_discard, handle)
+            raise
+        return FilePart(handle.name, 0, total)
 
     async def _source(self, source: VariantSource) -> Source:
         """What the renderer is given: where the bytes are, or the bytes."""
@@ -411,3 +491,13 @@ class VariantService:
 
 async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+def _temporary_file() -> IO[bytes]:
+    return tempfile.NamedTemporaryFile(prefix="gateway-video-", delete=False)
+
+
+def _discard(handle: IO[bytes]) -> None:
+    handle.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(handle.name)

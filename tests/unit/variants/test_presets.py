@@ -7,11 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, GatewayConfig, VariantPresetConfig, load_config
+from gateway.config import (
+    ConfigError,
+    FrameConfig,
+    GatewayConfig,
+    VariantPresetConfig,
+    load_config,
+)
 from gateway.s3.errors import InvalidArgument
 from gateway.variants.info import InfoSpec
 from gateway.variants.presets import Preset, PresetCatalog, negotiate, spec_hash
-from gateway.variants.render import RenderSpec
+from gateway.variants.render import FrameSpec, RenderSpec
 
 THUMB = VariantPresetConfig(width=320, height=320, fit="cover", format="webp", quality=80)
 
@@ -129,6 +135,32 @@ def test_only_info_is_no_configured_preset(tmp_path: Path) -> None:
     catalog = PresetCatalog.from_config(load(tmp_path, "buckets: {pages: {variants: [info]}}\n"))
     assert not catalog.configured
     assert catalog.resolve("pages", "info").name == "info"
+
+
+@pytest.mark.parametrize(
+    ("at", "spec"),
+    [
+        (None, FrameSpec()),
+        ("1s", FrameSpec(seconds=1.0)),
+        ("2.5s", FrameSpec(seconds=2.5)),
+        (3, FrameSpec(seconds=3.0)),
+        (0.5, FrameSpec(seconds=0.5)),
+        ("10%", FrameSpec(percent=10.0)),
+        ("100%", FrameSpec(percent=100.0)),
+    ],
+)
+def test_frame_positions(at: object, spec: FrameSpec) -> None:
+    poster = Preset.from_config("poster", THUMB.model_copy(update={"frame": FrameConfig(at=at)}))
+    assert poster.spec.frame == spec
+
+
+def test_the_frame_shapes_the_hash() -> None:
+    def poster(at: str | None) -> Preset:
+        return preset(frame=FrameConfig(at=at))
+
+    hashes = {preset().spec_hash, poster(None).spec_hash, poster("1s").spec_hash}
+    hashes |= {poster("2s").spec_hash, poster("1%").spec_hash}
+    assert len(hashes) == 5
 
 
 def test_variant_key_names_preset_format_and_spec() -> None:
@@ -329,6 +361,23 @@ def test_variant_limits(tmp_path: Path) -> None:
         ("limits: {max_source_bytes: lots}\n", "limits.max_source_bytes: not a size"),
         ("limits: {render_timeout_seconds: 0}\n", "limits.render_timeout_seconds: "),
         ("limits: {render_workers: 0}\n", "limits.render_workers: "),
+        (
+            "variants: {p: {width: 9, frame: {at: 2m}}}\n",
+            "variants.p.frame.at: expected seconds (1s, 2.5s) or a percentage (10%), got '2m'",
+        ),
+        (
+            "variants: {p: {width: 9, frame: {at: 101%}}}\n",
+            "variants.p.frame.at: a percentage is at most 100%",
+        ),
+        ("variants: {p: {width: 9, frame: {at: -1s}}}\n", "variants.p.frame.at: "),
+        ("variants: {p: {width: 9, frame: {when: 1s}}}\n", "variants.p.frame.when: "),
+        ("variants: {p: {width: 9, frame: 1s}}\n", "variants.p.frame: "),
+        ("limits: {video_source_max_bytes: lots}\n", "limits.video_source_max_bytes: "),
+        ("limits: {video_max_seek_seconds: 0}\n", "limits.video_max_seek_seconds: "),
+        ("limits: {video_probe_bytes: 1KiB}\n", "limits.video_probe_bytes: "),
+        ("limits: {video_probe_seconds: 0}\n", "limits.video_probe_seconds: "),
+        ("limits: {video_memory_bytes: 1MiB}\n", "limits.video_memory_bytes: "),
+        ("video: {ffmpg: /usr/bin/ffmpeg}\n", "video.ffmpg: "),
     ],
 )
 def test_bad_presets_are_rejected_by_path(tmp_path: Path, text: str, message: str) -> None:
