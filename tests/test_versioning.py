@@ -16,9 +16,20 @@ from urllib.parse import quote
 from xml.etree import ElementTree
 
 import pytest
+import requests
 from botocore.exceptions import ClientError
 
-from tests.conftest import LOCAL, VERSIONED_BUCKET, S3Client, db_fetch, on_profile
+from tests.conftest import (
+    LOCAL,
+    PUBLIC_BUCKET,
+    READER_ACCESS_KEY,
+    READER_SECRET_KEY,
+    VERSIONED_BUCKET,
+    S3Client,
+    client,
+    db_fetch,
+    on_profile,
+)
 from tests.test_awscli import AwsCli, cli_env
 from tests.test_variants import error_code, image_of, signed
 from tests.unit.variants import images
@@ -395,3 +406,36 @@ def test_aws_cli_versioning_commands(
     assert out["VersionId"] == v1
     listed = aws.json("s3api", "list-object-versions", "--bucket", bucket)
     assert v1 not in [v["VersionId"] for v in listed["Versions"]]
+
+
+@LOCAL_ONLY
+def test_versions_are_guarded_like_the_objects(gateway: Any, s3: S3Client, bucket: str) -> None:
+    """Attacks over HTTP: no anonymous or read-only client may change a bucket's versioning,
+    list its versions or remove one; a version keeps its own ACL."""
+    enable(s3, bucket)
+    private_version, _ = put(s3, bucket, "k")
+    s3.put_object(Bucket=bucket, Key="k", Body=b"public now", ACL="public-read")
+    body = b"<VersioningConfiguration><Status>Suspended</Status></VersioningConfiguration>"
+    for method, path, data in (
+        ("PUT", f"/{bucket}?versioning", body),
+        ("GET", f"/{bucket}?versioning", None),
+        ("GET", f"/{bucket}?versions", None),
+        ("DELETE", f"/{bucket}/k?versionId={private_version}", None),
+        ("GET", f"/{bucket}/k?versionId={private_version}", None),
+    ):
+        response = requests.request(method, gateway.endpoint + path, data=data, timeout=30)
+        assert (response.status_code, error_code(response)) == (403, "AccessDenied"), path
+    # The current version is public; the older one is not.
+    public = requests.get(f"{gateway.endpoint}/{bucket}/k", timeout=30)
+    assert public.content == b"public now"
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    assert read(s3, bucket, "k", private_version)
+
+    reader = client(gateway.endpoint, READER_ACCESS_KEY, READER_SECRET_KEY)
+    for call, kw in (
+        (enable, {"s3": reader, "bucket": PUBLIC_BUCKET}),
+        (reader.delete_object, {"Bucket": PUBLIC_BUCKET, "Key": "k", "VersionId": "null"}),
+        (reader.list_object_versions, {"Bucket": bucket}),
+    ):
+        assert error_of_client(missing(call, **kw)) == (403, "AccessDenied")
+    assert "Status" not in s3.get_bucket_versioning(Bucket=PUBLIC_BUCKET)
