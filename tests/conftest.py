@@ -178,6 +178,7 @@ def unaccounted_blobs(gateway: GatewayProcess, dsn: str) -> list[str]:
     rows = db_fetch(
         dsn,
         "SELECT storage_key FROM objects WHERE storage_key IS NOT NULL"
+        " UNION SELECT storage_key FROM object_versions WHERE storage_key IS NOT NULL"
         " UNION SELECT storage_key FROM object_chunks"
         " UNION SELECT storage_key FROM upload_parts"
         " UNION SELECT storage_key FROM derivatives WHERE storage_key IS NOT NULL"
