@@ -1,6 +1,6 @@
 -- The gateway's metadata schema. Applied by `gateway migrate` and at start-up under an advisory
 -- lock; every statement is idempotent, and the version applied is recorded in schema_version.
--- schema-version: 13
+-- schema-version: 14
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version    integer PRIMARY KEY,
@@ -206,14 +206,24 @@ DROP FUNCTION IF EXISTS gateway_swap_object(
     text, text, uuid, bigint, text, text, text, text, timestamptz, jsonb, integer, text, bytea,
     text[]
 );
+-- Version 14 added p_null_version: a version S3 calls "null" replaces the key's null version
+-- (retired) and keeps the others; any other version keeps the one it replaces, non-current.
+DROP FUNCTION IF EXISTS gateway_swap_object(
+    text, text, uuid, bigint, text, text, text, text, timestamptz, jsonb, integer, text, bytea,
+    text[], boolean
+);
 CREATE OR REPLACE FUNCTION gateway_swap_object(
     p_bucket text, p_key text, p_version uuid, p_size bigint, p_etag text,
     p_content_type text, p_profile text, p_storage_key text, p_last_modified timestamptz,
     p_metadata jsonb, p_parts_count integer, p_storage_etag text, p_inline_data bytea,
-    p_eager text[], p_quota boolean
+    p_eager text[], p_quota boolean, p_null_version boolean
 ) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     old objects%ROWTYPE;
+    -- What the write stops counting: the versions it retires.
+    freed_objects bigint := 0;
+    freed_bytes bigint := 0;
+    keep boolean;
 BEGIN
     IF p_storage_key IS NOT NULL AND p_storage_etag IS NULL THEN
         DELETE FROM garbage
@@ -224,27 +234,38 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock(hashtextextended(p_bucket || '/' || p_key, 0));
     SELECT * INTO old FROM objects WHERE bucket = p_bucket AND key = p_key FOR UPDATE;
+    keep := old.version_id IS NOT NULL AND NOT (p_null_version AND old.null_version);
+    IF keep THEN
+        PERFORM gateway_keep_version(old);
+    ELSIF old.version_id IS NOT NULL THEN
+        freed_objects := 1;
+        freed_bytes := old.size;
+    END IF;
+    IF p_null_version THEN
+        -- An index probe that finds nothing on a bucket never versioned.
+        SELECT freed_objects + d.objects, freed_bytes + d.bytes INTO freed_objects, freed_bytes
+        FROM gateway_drop_null_version(p_bucket, p_key) d;
+    END IF;
     INSERT INTO objects (bucket, key, version_id, size, etag, content_type, profile, storage_key,
-                         last_modified, metadata, parts_count, storage_etag, inline_data)
+                         last_modified, metadata, parts_count, storage_etag, inline_data,
+                         null_version)
     VALUES (p_bucket, p_key, p_version, p_size, p_etag, p_content_type, p_profile, p_storage_key,
-            p_last_modified, p_metadata, p_parts_count, p_storage_etag, p_inline_data)
+            p_last_modified, p_metadata, p_parts_count, p_storage_etag, p_inline_data,
+            p_null_version)
     ON CONFLICT (bucket, key) DO UPDATE SET version_id = EXCLUDED.version_id,
         size = EXCLUDED.size, etag = EXCLUDED.etag, content_type = EXCLUDED.content_type,
         profile = EXCLUDED.profile, storage_key = EXCLUDED.storage_key,
         last_modified = EXCLUDED.last_modified, metadata = EXCLUDED.metadata,
         parts_count = EXCLUDED.parts_count, storage_etag = EXCLUDED.storage_etag,
-        inline_data = EXCLUDED.inline_data;
+        inline_data = EXCLUDED.inline_data, null_version = EXCLUDED.null_version;
     IF p_quota THEN
-        PERFORM gateway_check_quota(
-            p_bucket, CASE WHEN old.version_id IS NULL THEN 1 ELSE 0 END,
-            p_size - coalesce(old.size, 0)
-        );
+        PERFORM gateway_check_quota(p_bucket, 1 - freed_objects, p_size - freed_bytes);
     END IF;
     IF cardinality(p_eager) > 0 THEN
         INSERT INTO variant_jobs (bucket, key, version_id, preset)
         SELECT p_bucket, p_key, p_version, unnest(p_eager) ON CONFLICT DO NOTHING;
     END IF;
-    IF old.version_id IS NOT NULL THEN
+    IF old.version_id IS NOT NULL AND NOT keep THEN
         PERFORM gateway_retire(
             old.version_id, old.profile, old.storage_key, old.storage_etag, old.parts_count
         );
@@ -530,6 +551,170 @@ BEGIN
 END
 $$;
 
+-- Version 14 (versioning). A bucket's versioning state is settings->>'versioning': absent
+-- (never enabled), 'Enabled' or 'Suspended'. `objects` keeps holding the current version of
+-- each key, so listing the current objects stays one indexed query per page whatever the
+-- history; every other version, and every delete marker, is a row of object_versions. A
+-- version keeps its version_id when it moves between the two tables, so its chunks, tags and
+-- derivatives follow it without a copy. A key whose newest version is a delete marker has no
+-- row in `objects`. null_version marks the version S3 calls "null" (written while the bucket
+-- was unversioned or suspended): at most one per key, across both tables.
+ALTER TABLE objects ADD COLUMN IF NOT EXISTS null_version boolean NOT NULL DEFAULT true;
+CREATE SEQUENCE IF NOT EXISTS object_versions_seq;
+CREATE TABLE IF NOT EXISTS object_versions (
+    version_id    uuid PRIMARY KEY,
+    bucket        text COLLATE "C" NOT NULL REFERENCES buckets (name),
+    key           text COLLATE "C" NOT NULL,
+    -- Newest first within a key: a version gets its number when it stops being current (or
+    -- is written, for a delete marker), and versions stop being current in the order written.
+    seq           bigint NOT NULL DEFAULT nextval('object_versions_seq'),
+    delete_marker boolean NOT NULL DEFAULT false,
+    null_version  boolean NOT NULL,
+    size          bigint NOT NULL CHECK (size >= 0),
+    etag          text NOT NULL,
+    content_type  text NOT NULL,
+    metadata      jsonb NOT NULL DEFAULT '{}',
+    profile       text NOT NULL,
+    storage_key   text,
+    last_modified timestamptz NOT NULL,
+    parts_count   integer,
+    storage_etag  text,
+    inline_data   bytea
+);
+CREATE INDEX IF NOT EXISTS object_versions_by_key ON object_versions (bucket, key, seq DESC);
+CREATE UNIQUE INDEX IF NOT EXISTS object_versions_null ON object_versions (bucket, key)
+    WHERE null_version;
+
+-- Non-current versions count toward usage and quotas as current ones do (their bytes are
+-- stored); delete markers hold no bytes and are no objects.
+DROP TRIGGER IF EXISTS object_versions_count_usage ON object_versions;
+CREATE TRIGGER object_versions_count_usage AFTER INSERT ON object_versions
+    FOR EACH ROW WHEN (NOT NEW.delete_marker) EXECUTE FUNCTION gateway_count_usage();
+DROP TRIGGER IF EXISTS object_versions_count_usage_delete ON object_versions;
+CREATE TRIGGER object_versions_count_usage_delete AFTER DELETE ON object_versions
+    FOR EACH ROW WHEN (NOT OLD.delete_marker) EXECUTE FUNCTION gateway_count_usage();
+
+-- Keep a version that stops being current as a non-current one (its blobs stay referenced).
+CREATE OR REPLACE FUNCTION gateway_keep_version(old objects) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO object_versions (version_id, bucket, key, null_version, size, etag,
+        content_type, metadata, profile, storage_key, last_modified, parts_count,
+        storage_etag, inline_data)
+    VALUES (old.version_id, old.bucket, old.key, old.null_version, old.size, old.etag,
+        old.content_type, old.metadata, old.profile, old.storage_key, old.last_modified,
+        old.parts_count, old.storage_etag, old.inline_data);
+END
+$$;
+
+-- Retire the key's non-current null version, if any (a new null version replaces it).
+-- Returns the (objects, bytes) it counted for.
+CREATE OR REPLACE FUNCTION gateway_drop_null_version(
+    p_bucket text, p_key text, OUT objects bigint, OUT bytes bigint
+) LANGUAGE plpgsql AS $$
+DECLARE
+    gone object_versions%ROWTYPE;
+BEGIN
+    objects := 0;
+    bytes := 0;
+    DELETE FROM object_versions WHERE bucket = p_bucket AND key = p_key AND null_version
+    RETURNING * INTO gone;
+    IF FOUND THEN
+        PERFORM gateway_retire(
+            gone.version_id, gone.profile, gone.storage_key, gone.storage_etag, gone.parts_count
+        );
+        IF NOT gone.delete_marker THEN
+            objects := 1;
+            bytes := gone.size;
+        END IF;
+    END IF;
+END
+$$;
+
+-- DeleteObject without a version id on a bucket whose versioning is enabled or suspended:
+-- the current version (if any) becomes non-current, or is retired if both it and the marker
+-- are the null version, and a delete marker becomes the newest version of the key.
+CREATE OR REPLACE FUNCTION gateway_delete_key(
+    p_bucket text, p_key text, p_marker uuid, p_null_marker boolean
+) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    old objects%ROWTYPE;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_bucket || '/' || p_key, 0));
+    IF p_null_marker THEN
+        PERFORM gateway_drop_null_version(p_bucket, p_key);
+    END IF;
+    DELETE FROM objects WHERE bucket = p_bucket AND key = p_key RETURNING * INTO old;
+    IF FOUND THEN
+        IF p_null_marker AND old.null_version THEN
+            PERFORM gateway_retire(
+                old.version_id, old.profile, old.storage_key, old.storage_etag, old.parts_count
+            );
+        ELSE
+            PERFORM gateway_keep_version(old);
+        END IF;
+    END IF;
+    INSERT INTO object_versions (version_id, bucket, key, delete_marker, null_version, size,
+        etag, content_type, profile, last_modified)
+    VALUES (p_marker, p_bucket, p_key, true, p_null_marker, 0, '', '', '', now());
+END
+$$;
+
+-- DeleteObject ?versionId=: remove that version for good ('none': no such version; 'marker'
+-- or 'object': what it was). If the current version goes, or the delete marker that hid the
+-- key, the newest version left becomes current unless it is a delete marker.
+CREATE OR REPLACE FUNCTION gateway_delete_version(
+    p_bucket text, p_key text, p_version uuid, p_null boolean
+) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    cur objects%ROWTYPE;
+    gone object_versions%ROWTYPE;
+    outcome text := 'object';
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_bucket || '/' || p_key, 0));
+    DELETE FROM objects WHERE bucket = p_bucket AND key = p_key
+        AND CASE WHEN p_null THEN null_version ELSE version_id = p_version AND NOT null_version END
+    RETURNING * INTO cur;
+    IF FOUND THEN
+        PERFORM gateway_retire(
+            cur.version_id, cur.profile, cur.storage_key, cur.storage_etag, cur.parts_count
+        );
+    ELSE
+        DELETE FROM object_versions WHERE bucket = p_bucket AND key = p_key
+            AND CASE WHEN p_null THEN null_version
+                     ELSE version_id = p_version AND NOT null_version END
+        RETURNING * INTO gone;
+        IF NOT FOUND THEN
+            RETURN 'none';
+        END IF;
+        PERFORM gateway_retire(
+            gone.version_id, gone.profile, gone.storage_key, gone.storage_etag, gone.parts_count
+        );
+        IF gone.delete_marker THEN
+            outcome := 'marker';
+        END IF;
+        IF EXISTS (SELECT 1 FROM objects WHERE bucket = p_bucket AND key = p_key) THEN
+            RETURN outcome;
+        END IF;
+    END IF;
+    DELETE FROM object_versions WHERE version_id = (
+        SELECT version_id FROM object_versions WHERE bucket = p_bucket AND key = p_key
+        ORDER BY seq DESC LIMIT 1
+    ) AND NOT delete_marker
+    RETURNING * INTO gone;
+    IF FOUND THEN
+        INSERT INTO objects (bucket, key, version_id, size, etag, content_type, profile,
+            storage_key, last_modified, metadata, parts_count, storage_etag, inline_data,
+            null_version)
+        VALUES (gone.bucket, gone.key, gone.version_id, gone.size, gone.etag,
+            gone.content_type, gone.profile, gone.storage_key, gone.last_modified,
+            gone.metadata, gone.parts_count, gone.storage_etag, gone.inline_data,
+            gone.null_version);
+    END IF;
+    RETURN outcome;
+END
+$$;
+
 INSERT INTO schema_version (version) VALUES (3), (4), (5), (6), (7), (8), (9), (10), (11),
-    (12), (13)
+    (12), (13), (14)
     ON CONFLICT DO NOTHING;

@@ -155,8 +155,9 @@ async def declare_buckets(conn: asyncpg.Connection, config: GatewayConfig) -> No
         quota = None
         if bucket.quota is not None:
             quota = Quota(bucket.quota.max_bytes, bucket.quota.max_objects)
+        versioning = bucket.versioning.capitalize() if bucket.versioning else None
         await buckets.declare_bucket(
-            conn, name, bucket.profile, bucket.public_listing, "config", quota
+            conn, name, bucket.profile, bucket.public_listing, "config", quota, versioning
         )
 
 

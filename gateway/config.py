@@ -310,6 +310,15 @@ class BucketConfig(_Strict):
     # Writes that would pass a limit are refused (403 QuotaExceeded); set here, the file owns
     # the bucket's quota (`gateway buckets set-quota` is refused).
     quota: QuotaConfig | None = None
+    # enabled: every write keeps the version it replaces; suspended: writes replace the "null"
+    # version. Set here, the file owns the state (PutBucketVersioning is refused); unset, the
+    # bucket keeps whatever state it has.
+    versioning: Literal["enabled", "suspended"] | None = None
+
+    @field_validator("versioning", mode="before")
+    @classmethod
+    def _versioning(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("public_read", mode="before")
     @classmethod

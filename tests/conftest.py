@@ -51,6 +51,8 @@ SITE_BUCKET = "www-site"
 CORS_SITE = "https://site.example"
 # Declared in the configuration with an eager preset; no other bucket renders on upload.
 EAGER_BUCKET = "eager-photos"
+# Versioned by the configuration file (buckets.<name>.versioning).
+VERSIONED_BUCKET = "versioned-by-config"
 # Image variant presets of every test gateway (tests/test_variants.py).
 VARIANT_PRESETS: dict[str, dict[str, object]] = {
     "thumb": {
@@ -192,6 +194,7 @@ def unaccounted_blobs(gateway: GatewayProcess, dsn: str) -> list[str]:
     rows = db_fetch(
         dsn,
         "SELECT storage_key FROM objects WHERE storage_key IS NOT NULL"
+        " UNION SELECT storage_key FROM object_versions WHERE storage_key IS NOT NULL"
         " UNION SELECT storage_key FROM object_chunks"
         " UNION SELECT storage_key FROM upload_parts"
         " UNION SELECT storage_key FROM derivatives WHERE storage_key IS NOT NULL"
@@ -545,6 +548,7 @@ def write_config(path: Path, data_dir: Path, port: int, dsn: str, **extra: objec
         "buckets": {
             PUBLIC_BUCKET: {"public_read": True, "variants": ["*"]},
             EAGER_BUCKET: {"variants": ["eager", "thumb"]},
+            VERSIONED_BUCKET: {"versioning": "enabled"},
             OBJECTS_BUCKET: {"public_read": "objects", "variants": ["*"]},
             SITE_BUCKET: {
                 "public_read": "objects",

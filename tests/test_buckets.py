@@ -158,7 +158,9 @@ def test_get_bucket_versioning_says_never_enabled(s3, bucket: str) -> None:
     with pytest.raises(ClientError) as excinfo:
         s3.get_bucket_versioning(Bucket=f"{bucket}-missing")
     assert error_of(excinfo) == (404, "NoSuchBucket")
-    # Enabling it is not offered: refused, never ignored.
+    # Enabling it is tested in tests/test_versioning.py; of a missing bucket, refused.
     with pytest.raises(ClientError) as excinfo:
-        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    assert error_of(excinfo) == (501, "NotImplemented")
+        s3.put_bucket_versioning(
+            Bucket=f"{bucket}-missing", VersioningConfiguration={"Status": "Enabled"}
+        )
+    assert error_of(excinfo) == (404, "NoSuchBucket")

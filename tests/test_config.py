@@ -219,6 +219,7 @@ def test_unknown_keys_are_rejected_by_path(tmp_path: Path, text: str, path: str)
     ("text", "path"),
     [
         ("buckets: {photos: {public_read: maybe}}\n", "buckets.photos.public_read"),
+        ("buckets: {photos: {versioning: sometimes}}\n", "buckets.photos.versioning"),
         ("database: {pool_max_size: lots}\n", "database.pool_max_size"),
         ("database: {pool_min_size: 0}\n", "database.pool_min_size"),
         ("limits: {clock_skew_seconds: -5}\n", "limits.clock_skew_seconds"),

@@ -54,6 +54,8 @@ class Attempt:
     started: float
     # Monotonic time the 200 arrived; None if the PUT failed or never finished.
     acked: float | None = None
+    # The version the PUT made, on a versioned bucket.
+    version_id: str | None = None
 
 
 @dataclass
@@ -62,6 +64,8 @@ class Gateway:
     config_path: Path
     dsn: str
     encrypted: bool = False
+    # The bucket keeps every version (S3 versioning enabled).
+    versioned: bool = False
 
     @property
     def blobs(self) -> Path:
@@ -104,8 +108,13 @@ def crash_gateway(
     pg_server_dsn: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Gateway]:
     kind = getattr(request, "param", "plain")
-    storage = {"plain": {}, "encrypted": ENCRYPTED_STORAGE, "dedup": DEDUP_STORAGE}[kind]
-    encrypted = kind != "plain"
+    storage = {
+        "plain": {},
+        "versioned": {},
+        "encrypted": ENCRYPTED_STORAGE,
+        "dedup": DEDUP_STORAGE,
+    }[kind]
+    encrypted = kind in ("encrypted", "dedup")
     dsn = create_database(pg_server_dsn)
     port = free_port()
     config_path = tmp_path / "gateway.yaml"
@@ -113,7 +122,7 @@ def crash_gateway(
     write_config(config_path, data_dir, port, dsn, **storage)
     process = GatewayProcess(config_path, data_dir, port, env=ENV)
     process.start()
-    yield Gateway(process, config_path, dsn, encrypted)
+    yield Gateway(process, config_path, dsn, encrypted, versioned=kind == "versioned")
     process.stop()
 
 
@@ -147,6 +156,7 @@ def upload_until_stopped(
             continue
         if response["ResponseMetadata"]["HTTPStatusCode"] == 200:
             attempt.acked = time.monotonic()
+            attempt.version_id = response.get("VersionId")
 
 
 def run_load_then_kill(
@@ -205,6 +215,40 @@ async def fetch_state(dsn: str) -> tuple[dict[str, tuple[str | None, int]], set[
     )
 
 
+async def fetch_version_keys(dsn: str) -> set[str]:
+    """The storage keys of the bucket's non-current versions."""
+    rows = await run_sql(
+        dsn,
+        "SELECT storage_key FROM object_versions WHERE bucket = $1 AND storage_key IS NOT NULL",
+        BUCKET,
+    )
+    return {row["storage_key"] for row in rows}
+
+
+def check_versions(s3, attempts: list[Attempt]) -> None:
+    """Every acknowledged PUT is a version that reads back exactly; every version listed is
+    the whole body of some PUT of its key."""
+    by_key: dict[str, set[tuple[int, str]]] = {}
+    for attempt in attempts:
+        by_key.setdefault(attempt.key, set()).add((attempt.size, attempt.sha256))
+    paginator = s3.get_paginator("list_object_versions")
+    listed = [
+        (entry["Key"], entry["VersionId"])
+        for page in paginator.paginate(Bucket=BUCKET)
+        for entry in page.get("Versions", [])
+    ]
+    assert len(listed) == len(set(listed))
+    # The hot keys were overwritten: their replaced versions are kept.
+    assert len(listed) > len({key for key, _ in listed})
+    for key, version_id in listed:
+        body = s3.get_object(Bucket=BUCKET, Key=key, VersionId=version_id)["Body"].read()
+        found = (len(body), hashlib.sha256(body).hexdigest())
+        assert found in by_key[key], f"{key} {version_id}: a version no PUT sent"
+    for attempt in attempts:
+        if attempt.acked is not None:
+            assert (attempt.key, attempt.version_id) in listed, f"{attempt.key}: version lost"
+
+
 async def fetch_key_names(dsn: str) -> set[str]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -248,10 +292,16 @@ def listed_keys(s3) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("crash_gateway", ["plain", "encrypted"], indirect=True)
+@pytest.mark.parametrize("crash_gateway", ["plain", "encrypted", "versioned"], indirect=True)
 def test_sigkill_during_uploads(crash_gateway: Gateway) -> None:
+    """Versioned: every overwrite also moves the version it replaces into object_versions, in
+    the same transaction; each acknowledged PUT must then survive as a version."""
     gateway = crash_gateway
     client(gateway.process.endpoint).create_bucket(Bucket=BUCKET)
+    if gateway.versioned:
+        client(gateway.process.endpoint).put_bucket_versioning(
+            Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"}
+        )
 
     attempts, killed_at = run_load_then_kill(gateway)
     acked = [a for a in attempts if a.acked is not None]
@@ -293,8 +343,13 @@ def test_sigkill_during_uploads(crash_gateway: Gateway) -> None:
             superseding = [a for a in key_acked if a.started > winner.acked]
             assert not superseding, f"{key}: an overwritten version came back after the crash"
 
+    if gateway.versioned:
+        check_versions(s3, attempts)
+
     objects, garbage = asyncio.run(fetch_state(gateway.dsn))
     assert sorted(objects) == sorted(listed)
+    kept = asyncio.run(fetch_version_keys(gateway.dsn))
+    assert not kept & garbage, "a kept version's blob is listed as garbage"
     files = blob_files(gateway.blobs)
     # Each row's blob is complete and in place (renamed from .tmp, fsynced before the commit).
     for key, (storage_key, size) in objects.items():
@@ -306,7 +361,7 @@ def test_sigkill_during_uploads(crash_gateway: Gateway) -> None:
         assert files[name].stat().st_size == stored_size
         assert storage_key not in garbage, f"{key}: live blob listed as garbage"
     # Every file, finished or not, is accounted for: nothing a crash leaves is ever orphaned.
-    referenced = {storage_key for storage_key, _ in objects.values()}
+    referenced = {storage_key for storage_key, _ in objects.values()} | kept
     orphans = [name for name in files if storage_key_of(name) not in referenced | garbage]
     assert not orphans, f"blob files neither referenced nor in the garbage log: {orphans}"
     leftovers = [name for name in files if storage_key_of(name) not in referenced]
@@ -327,9 +382,11 @@ def test_sigkill_during_uploads(crash_gateway: Gateway) -> None:
     assert garbage_after == set()
     assert objects_after == objects
     files_after = blob_files(gateway.blobs)
-    assert sorted(files_after) == sorted(f"{k[:2]}/{k}" for k, _ in objects.values() if k)
+    assert sorted(files_after) == sorted(f"{k[:2]}/{k}" for k in referenced if k)
     assert not any(name in files_after for name in leftovers)
     assert read_all(s3, listed) == stored
+    if gateway.versioned:
+        check_versions(s3, attempts)
     if gateway.encrypted:
         # Every blob has its data key, and no key outlives its blob.
         keys = asyncio.run(fetch_key_names(gateway.dsn))

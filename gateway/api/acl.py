@@ -105,7 +105,8 @@ async def current_object(
     if bucket is None:
         raise errors.NoSuchBucket(BucketName=req.bucket)
     req.found_bucket = bucket
-    versions.check_version_id(req.query.get("versionId"), key)
     if record is None and adopt:
         record = await req.backend(bucket.profile).adopt(bucket, key)
+    current = (record.version_id, record.null_version) if record is not None else None
+    versions.check_current(req.query.get("versionId"), key, current)
     return bucket, record

@@ -1,16 +1,16 @@
 """Bucket operations: CreateBucket, DeleteBucket, HeadBucket, GetBucketLocation,
-GetBucketVersioning, ListBuckets."""
+GetBucketVersioning, PutBucketVersioning, ListBuckets."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from gateway.api import auth
-from gateway.api.common import get_bucket, read_small_body
+from gateway.api.common import get_bucket, read_small_body, refuse_if_configured
 from gateway.api.context import RECENT_BUCKETS, S3Request
 from gateway.api.listing import decode_token, encode_token
 from gateway.meta import buckets
-from gateway.s3 import acl, errors, names, xmlbody
+from gateway.s3 import acl, errors, names, versions, xmlbody
 from gateway.s3.acl import PRIVATE
 from gateway.s3.xml import list_all_my_buckets, location_constraint, versioning_configuration
 
@@ -114,13 +114,32 @@ async def head_bucket(req: S3Request) -> web.StreamResponse:
 
 
 async def get_bucket_versioning(req: S3Request) -> web.StreamResponse:
-    """Buckets here are never versioned; tools that ask (rclone before a purge, the AWS
-    console's equivalents) get the answer of a bucket that never was."""
+    """Enabled, Suspended, or no Status for a bucket whose versioning was never enabled."""
     assert req.bucket is not None
     auth.require_signed(req)
     bucket = await get_bucket(req, req.bucket)
     auth.require_list(req, bucket)
-    return web.Response(body=versioning_configuration(), content_type="application/xml")
+    body = versioning_configuration(bucket.versioning)
+    return web.Response(body=body, content_type="application/xml")
+
+
+async def put_bucket_versioning(req: S3Request) -> web.StreamResponse:
+    """Enable or suspend versioning; MFA delete is not implemented."""
+    assert req.bucket is not None
+    auth.require_write(req, req.bucket)
+    bucket = await get_bucket(req, req.bucket)
+    refuse_if_configured(req, bucket, "versioning", "versioning state")
+    status, mfa_delete = xmlbody.parse_versioning_configuration(await read_small_body(req))
+    if (mfa_delete is not None and mfa_delete != "Disabled") or "x-amz-mfa" in req.headers:
+        raise errors.NotImplemented("This gateway does not implement MFA delete.")
+    if status not in versions.STATES:
+        # S3 refuses any other status, and a body without one.
+        raise errors.MalformedXML()
+    if not await buckets.set_setting(req.pool, bucket.name, "versioning", status):
+        raise errors.NoSuchBucket(BucketName=bucket.name)
+    # Writes of this process see the new state at once (others within RecentBuckets' ttl).
+    req.app[RECENT_BUCKETS].forget(bucket.name)
+    return web.Response()
 
 
 async def get_bucket_location(req: S3Request) -> web.StreamResponse:

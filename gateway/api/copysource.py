@@ -7,12 +7,14 @@ from urllib.parse import unquote
 
 from gateway.api import auth, encryption
 from gateway.api.context import S3Request
+from gateway.api.versioning import requested_version
 from gateway.errors import ObjectChangedError
 from gateway.meta import object_rows
+from gateway.meta.buckets import Bucket
 from gateway.meta.object_rows import ObjectRecord
 from gateway.objects import reading
 from gateway.objects.reading import Segment
-from gateway.s3 import conditions, errors, names, ranges, versions
+from gateway.s3 import conditions, errors, names, ranges
 from gateway.s3.conditions import Conditions
 from gateway.s3.query import parse_query
 
@@ -32,9 +34,10 @@ def parse_copy_source(value: str) -> tuple[str, str, str | None]:
     return bucket, key, parse_query(query).get("versionId")
 
 
-async def copy_source(req: S3Request) -> ObjectRecord:
-    """The object x-amz-copy-source names, once the caller may read it, it is the current
-    version, and it meets the x-amz-copy-source-if-* conditions."""
+async def copy_source(req: S3Request) -> tuple[Bucket, ObjectRecord]:
+    """The bucket and the object version x-amz-copy-source names (its versionId, else the
+    current one), once the caller may read it and it meets the x-amz-copy-source-if-*
+    conditions."""
     headers = req.headers
     source_bucket, source_key, version_id = parse_copy_source(headers["x-amz-copy-source"])
     names.validate_key(source_key)
@@ -42,25 +45,28 @@ async def copy_source(req: S3Request) -> ObjectRecord:
     if found_bucket is None:
         raise errors.NoSuchBucket(BucketName=source_bucket)
     auth.require_object_read(req, found_bucket, source_key, source)
-    # Copying the current object in place of the version named would copy the wrong bytes.
-    versions.check_version_id(version_id, source_key, "x-amz-copy-source")
-    if source is None:
-        raise errors.NoSuchKey(Key=source_key)
+    named = await requested_version(
+        req, found_bucket, source_key, source, version_id, "x-amz-copy-source"
+    )
+    if named is not source:
+        auth.require_object_read(req, found_bucket, source_key, named)
+    source = named
     conditions.check_copy_source(
         Conditions.from_headers(headers, prefix="x-amz-copy-source-"),
         source.etag,
         source.last_modified,
     )
     encryption.for_read(req, source, encryption.COPY_SOURCE_CUSTOMER_PREFIX)
-    return source
+    return found_bucket, source
 
 
 async def copy_source_segments(
     req: S3Request, range_header: str | None
-) -> tuple[ObjectRecord, list[Segment]]:
-    """The copy source and the segments of the bytes to copy (all, or ``range_header``'s)."""
+) -> tuple[Bucket, ObjectRecord, list[Segment]]:
+    """The copy source's bucket, the source and the segments of the bytes to copy (all, or
+    ``range_header``'s)."""
     for _attempt in range(reading.READ_ATTEMPTS):
-        source = await copy_source(req)
+        source_bucket, source = await copy_source(req)
         if range_header is None:
             start, length = 0, source.size
         else:
@@ -73,5 +79,5 @@ async def copy_source_segments(
             )
         segments = await reading.object_segments(req.pool, source, start, length)
         if segments is not None:
-            return source, segments
+            return source_bucket, source, segments
     raise ObjectChangedError()

@@ -1,5 +1,6 @@
-"""ListObjects (v1), ListObjectsV2 and ListMultipartUploads: prefix, delimiter, pagination,
-encoding-type. The paging itself is gateway.api.paging's, the same for all three."""
+"""ListObjects (v1), ListObjectsV2, ListObjectVersions and ListMultipartUploads: prefix,
+delimiter, pagination, encoding-type. The paging itself is gateway.api.paging's, the same for
+all four."""
 
 from __future__ import annotations
 
@@ -13,21 +14,24 @@ from aiohttp import web
 from gateway.api import auth
 from gateway.api.common import get_bucket
 from gateway.api.context import S3Request
-from gateway.api.paging import Fetch, Marker, Page, paginate
+from gateway.api.paging import Fetch, Marker, Page, common_prefix, paginate
 from gateway.meta import object_rows, uploads
-from gateway.meta.object_rows import ListedObject, prefix_upper_bound
+from gateway.meta.object_rows import ListedObject, ListedVersion, prefix_upper_bound
 from gateway.meta.uploads import ListedUpload
-from gateway.s3 import errors, multipart_rules, names
+from gateway.s3 import errors, multipart_rules, names, versions
 from gateway.s3.multipart_rules import MAX_LISTED
 from gateway.s3.xml import (
     Listing,
     ListingEntry,
     UploadEntry,
     UploadListing,
+    VersionEntry,
+    VersionListing,
     encoding_url,
     list_multipart_uploads_result,
     list_objects_v1,
     list_objects_v2,
+    list_versions_result,
 )
 
 MAX_KEYS = 1000
@@ -242,3 +246,95 @@ async def list_multipart_uploads(req: S3Request) -> web.StreamResponse:
         encoding_url=url_encoded,
     )
     return web.Response(body=list_multipart_uploads_result(listing), content_type="application/xml")
+
+
+def _versions(
+    pool: asyncpg.Pool, bucket: str, prefix: str, delimiter: str | None
+) -> Fetch[tuple[str, int], ListedVersion]:
+    """A bucket's versions for the paginator, by key and then newest first.
+
+    With a delimiter a batch ends at the first version that rolls up into a common prefix
+    (reported as a stop), so the paginator goes on past that prefix: one query per common
+    prefix, where object listings walk past many in one (gateway.meta.rollup).
+    """
+
+    async def fetch(
+        after: tuple[str, int] | None, start: str, limit: int
+    ) -> tuple[list[ListedVersion], bool]:
+        found = await object_rows.list_versions(pool, bucket, prefix, after, start, limit)
+        if delimiter is None:
+            return found, False
+        for index, entry in enumerate(found):
+            if common_prefix(entry.key, prefix, delimiter) is not None:
+                return found[: index + 1], True
+        return found, False
+
+    return fetch
+
+
+async def list_object_versions(req: S3Request) -> web.StreamResponse:
+    """ListObjectVersions: every version and delete marker, current or not, with prefix,
+    delimiter, key-marker and version-id-marker paging, max-keys and encoding-type."""
+    prefix, delimiter, max_keys = await _start(req)
+    assert req.bucket is not None
+    query = req.query
+    url_encoded = encoding_url(query.get("encoding-type"))
+    key_marker = query.get("key-marker", "")
+    names.check_text("key-marker", key_marker)
+    # Without a key-marker S3 ignores version-id-marker.
+    version_id_marker = query.get("version-id-marker", "") if key_marker else ""
+    marker = None
+    if key_marker:
+        # After every version of key-marker, unless a version of it is named.
+        seq = -1
+        if version_id_marker:
+            ref = versions.parse_version_id(version_id_marker, "version-id-marker")
+            assert ref is not None
+            found = await object_rows.version_seq(req.pool, req.bucket, key_marker, ref.version_id)
+            if found is None:
+                raise errors.InvalidArgument(
+                    "Invalid version id specified",
+                    ArgumentName="version-id-marker",
+                    ArgumentValue=version_id_marker,
+                )
+            seq = found
+        marker = Marker(key_marker, (key_marker, seq))
+    page: Page[ListedVersion] = Page()
+    if max_keys:
+        fetch = _versions(req.pool, req.bucket, prefix, delimiter)
+        page = await paginate(fetch, prefix, delimiter, marker, max_keys)
+    # Where the next page resumes: after the last version, or after the last common prefix.
+    next_key = next_id = None
+    if page.is_truncated:
+        if isinstance(page.last, str):
+            next_key = page.last
+        elif page.last is not None:
+            next_key = page.last.key
+            next_id = versions.version_id_text(page.last.version_id, page.last.null_version)
+    listing = VersionListing(
+        bucket=req.bucket,
+        prefix=prefix,
+        delimiter=delimiter,
+        key_marker=key_marker,
+        version_id_marker=version_id_marker,
+        next_key_marker=next_key,
+        next_version_id_marker=next_id,
+        max_keys=max_keys,
+        is_truncated=page.is_truncated,
+        versions=[
+            VersionEntry(
+                key=row.key,
+                version_id=versions.version_id_text(row.version_id, row.null_version),
+                is_latest=row.is_latest,
+                last_modified=row.last_modified,
+                delete_marker=row.delete_marker,
+                etag=row.etag,
+                size=row.size,
+            )
+            for row in page.entries
+        ],
+        common_prefixes=page.common_prefixes,
+        encoding_url=url_encoded,
+        owner_id=req.owner_id,
+    )
+    return web.Response(body=list_versions_result(listing), content_type="application/xml")

@@ -27,13 +27,14 @@ from gateway.api.objects import (
     metadata_from_headers,
     object_key,
 )
+from gateway.api.versioning import version_headers
 from gateway.errors import UploadGoneError
 from gateway.meta import object_rows, uploads
 from gateway.meta.buckets import Bucket
 from gateway.meta.object_rows import ObjectRecord
 from gateway.meta.uploads import Upload
 from gateway.objects.backend import Completion, ObjectBackend, WriteTerms
-from gateway.s3 import checksums, conditions, errors, multipart_rules, xmlbody
+from gateway.s3 import checksums, conditions, errors, multipart_rules, versions, xmlbody
 from gateway.s3.multipart_rules import MAX_LISTED
 from gateway.s3.xml import (
     PartEntry,
@@ -123,7 +124,9 @@ async def upload_part_copy(req: S3Request) -> web.StreamResponse:
     bucket = await _writable_bucket(req)
     upload, backend = await _open_upload(req, bucket, key)
     encryption.for_part(req, upload.metadata)
-    source, segments = await copy_source_segments(req, req.headers.get("x-amz-copy-source-range"))
+    _, source, segments = await copy_source_segments(
+        req, req.headers.get("x-amz-copy-source-range")
+    )
     size = sum(segment.length for segment in segments)
     await quotas.check_room(req, bucket, None, size, objects=0)
     part = await backend.upload_part_copy(upload, part_number, source, segments)
@@ -158,7 +161,12 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
         # Variants of an object only its owner's key opens are never rendered.
         eager = req.eager_presets(bucket.name) if upload.metadata.customer_key is None else ()
         terms = WriteTerms(cond, eager)
-        completion = Completion(requested, _declared_object_checksums(req), terms)
+        completion = Completion(
+            requested,
+            _declared_object_checksums(req),
+            terms,
+            null_version=not versions.keeps_versions(bucket.versioning),
+        )
         # The parts' bytes are counted already: the completion adds an object, unless it
         # replaces one.
         await quotas.check_room(req, bucket, key, 0)
@@ -179,7 +187,8 @@ async def complete_multipart_upload(req: S3Request) -> web.StreamResponse:
         record.checksums,
         record.metadata.checksum_type,
     )
-    return web.Response(body=body, content_type="application/xml")
+    headers = version_headers(bucket, record)
+    return web.Response(body=body, content_type="application/xml", headers=headers)
 
 
 async def _completed_by(

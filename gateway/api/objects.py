@@ -15,6 +15,7 @@ from gateway.api.common import get_bucket, http_date, read_small_body, recent_bu
 from gateway.api.context import LOOKUPS, STORES, S3Request
 from gateway.api.middleware import SENT_RESPONSE, s3_error_of
 from gateway.api.streaming import send_segments
+from gateway.api.versioning import requested_version, version_headers
 from gateway.errors import ObjectChangedError, StoredObjectChangedError
 from gateway.meta import object_rows
 from gateway.meta.buckets import Bucket
@@ -38,8 +39,7 @@ from gateway.s3 import (
 from gateway.s3.acl import PRIVATE
 from gateway.s3.conditions import Conditions, Precondition
 from gateway.s3.query import has_control_characters
-from gateway.s3.xml import DeleteError, copy_object_result, delete_result
-from gateway.s3.xmlbody import ObjectIdentifier
+from gateway.s3.xml import Deleted, DeleteError, copy_object_result, delete_result
 from gateway.storage.local import INLINE_READ_MAX
 
 # Standard headers stored with an object and returned on GET/HEAD.
@@ -122,30 +122,28 @@ async def readable_object(req: S3Request) -> tuple[Bucket, ObjectRecord]:
     assert req.bucket is not None
     key = object_key(req)
     bucket, record = await req.app[LOOKUPS].lookup(req.bucket, key)
-    if bucket is not None and record is None:
+    if bucket is not None and record is None and req.query.get("versionId", "null") == "null":
         # Adopted objects are private: only who could read them anyway makes the upstream
         # look.
         auth.require_object_read(req, bucket, key, None)
-        versions.check_version_id(req.query.get("versionId"), key)
         record = await req.backend(bucket.profile).adopt(bucket, key)
-    return readable(req, key, bucket, record)
+    return await readable(req, key, bucket, record)
 
 
-def readable(
+async def readable(
     req: S3Request, key: str, bucket: Bucket | None, record: ObjectRecord | None
 ) -> tuple[Bucket, ObjectRecord]:
-    """The looked-up bucket and object if the requester may read them, else the S3 error.
-
-    A request for another version than the current one ("null") reads nothing.
-    """
+    """The looked-up bucket and the version the request names (``record``: the current
+    one) if the requester may read them, else the S3 error."""
     if bucket is None:
         raise errors.NoSuchBucket(BucketName=req.bucket or "")
     req.found_bucket = bucket
     req.profile = bucket.profile
     auth.require_object_read(req, bucket, key, record)
-    versions.check_version_id(req.query.get("versionId"), key)
-    if record is None:
-        raise errors.NoSuchKey(Key=key)
+    named = await requested_version(req, bucket, key, record, req.query.get("versionId"))
+    if named is not record:
+        auth.require_object_read(req, bucket, key, named)
+    record = named
     encryption.for_read(req, record)
     if record.metadata.customer_key is not None and "variant" in req.query:
         raise errors.InvalidRequest(
@@ -253,9 +251,10 @@ async def plan_read(req: S3Request, with_segments: bool) -> ObjectRead:
     part_number = _requested_part(req)
     checksum_mode = req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
     for _attempt in range(reading.READ_ATTEMPTS):
-        _, record = await readable_object(req)
+        bucket, record = await readable_object(req)
         check_read_conditions(req, record.etag, record.last_modified)
         headers = object_headers(record)
+        headers.update(version_headers(bucket, record))
         part: Chunk | None = None
         if part_number is None:
             byte_range = ranges.parse_range(req.headers.get("Range"), record.size)
@@ -333,7 +332,11 @@ async def put_object(req: S3Request) -> web.StreamResponse:
     body = RequestBody(req, max_size=req.config.limits.max_object_size)
     record = await write_object(req, bucket, key, req.headers, body)
     return web.Response(
-        headers={"ETag": record.etag, **checksums.response_headers(record.checksums)}
+        headers={
+            "ETag": record.etag,
+            **checksums.response_headers(record.checksums),
+            **version_headers(bucket, record),
+        }
     )
 
 
@@ -349,7 +352,13 @@ async def write_object(
     metadata = replace(metadata_from_headers(req, headers), customer_key=sealed_with)
     # Before the first byte is read (the answer then closes the connection).
     await quotas.check_room(req, bucket, key, body.length)
-    new = NewObject(bucket.name, key, content_type_from_headers(headers), metadata)
+    new = NewObject(
+        bucket.name,
+        key,
+        content_type_from_headers(headers),
+        metadata,
+        null_version=not versions.keeps_versions(bucket.versioning),
+    )
     cond = conditions.write_conditions(headers)
     # Variants of an object only its owner's key opens are never rendered.
     eager = req.eager_presets(bucket.name) if sealed_with is None else ()
@@ -364,34 +373,65 @@ async def delete_object(req: S3Request) -> web.StreamResponse:
     key = object_key(req)
     auth.require_write(req, req.bucket)
     bucket = await get_bucket(req, req.bucket)
-    # Only the current object can be deleted: a request naming any other version must not
-    # delete it in that version's place.
-    versions.check_version_id(req.query.get("versionId"), key)
-    await req.backend(bucket.profile).delete(bucket.name, key)
+    version_id = req.query.get("versionId")
+    headers = await _delete(req, bucket, key, versions.parse_version_id(version_id))
     # Deleting a missing key succeeds, as in S3.
-    return web.Response(status=204)
+    return web.Response(status=204, headers=headers)
+
+
+async def _delete(
+    req: S3Request, bucket: Bucket, key: str, ref: versions.VersionRef | None
+) -> dict[str, str]:
+    """Delete ``key`` (``ref``: one version of it, for good) as S3 does on the bucket's
+    versioning state; the response headers that say what was deleted or written."""
+    backend = req.backend(bucket.profile)
+    if ref is not None:
+        if bucket.versioning is None and ref.version_id is not None:
+            # Never versioned: there is no version but the null one.
+            raise errors.NoSuchVersion(Key=key, VersionId=str(ref.version_id))
+        outcome = await backend.delete_version(bucket.name, key, ref.version_id)
+        if outcome == "none":
+            if ref.version_id is not None:
+                raise errors.NoSuchVersion(Key=key, VersionId=str(ref.version_id))
+            return {}
+        if bucket.versioning is None:
+            return {}
+        headers = {"x-amz-version-id": str(ref.version_id or versions.NULL_VERSION)}
+        if outcome == "marker":
+            headers["x-amz-delete-marker"] = "true"
+        return headers
+    if bucket.versioning is None:
+        await backend.delete(bucket.name, key)
+        return {}
+    null_marker = not versions.keeps_versions(bucket.versioning)
+    marker = await backend.delete_key(bucket.name, key, null_marker)
+    return {
+        "x-amz-delete-marker": "true",
+        "x-amz-version-id": versions.version_id_text(marker, null_marker),
+    }
 
 
 async def delete_objects(req: S3Request) -> web.StreamResponse:
     assert req.bucket is not None
     auth.require_write(req, req.bucket)
     bucket = await get_bucket(req, req.bucket)
-    backend = req.backend(bucket.profile)
     quiet, targets = xmlbody.parse_delete_objects(await read_small_body(req))
-    deleted: list[ObjectIdentifier] = []
+    deleted: list[Deleted] = []
     failed: list[DeleteError] = []
     for target in targets:
         try:
             names.validate_key(target.key)
-            versions.check_version_id(target.version_id, target.key, "VersionId")
-            await backend.delete(bucket.name, target.key)
+            ref = versions.parse_version_id(target.version_id, "VersionId")
+            headers = await _delete(req, bucket, target.key, ref)
         except Exception as exc:
             error = s3_error_of(exc)
             if error is None:
                 raise
             failed.append(DeleteError(target.key, error.code, error.message, target.version_id))
             continue
-        deleted.append(target)
+        marker = "x-amz-delete-marker" in headers
+        written = headers.get("x-amz-version-id") if marker else None
+        deleted.append(Deleted(target, marker, written))
     body = delete_result(deleted, failed, quiet)
     return web.Response(body=body, content_type="application/xml")
 
@@ -405,7 +445,7 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
     encryption.check_requested(req, bucket, headers)
     backend = req.backend(bucket.profile)
     sealed_with = encryption.for_write(req, bucket, backend)
-    source, segments = await copysource.copy_source_segments(req, None)
+    source_bucket, source, segments = await copysource.copy_source_segments(req, None)
     directive = headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise errors.InvalidArgument(
@@ -442,7 +482,11 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
     if tagging_directive == "REPLACE":
         tagging_header = headers.get("x-amz-tagging")
         tags = tagging.from_header(tagging_header) if tagging_header is not None else ()
-    new = replace(new, metadata=replace(new.metadata, customer_key=sealed_with, tags=tags))
+    new = replace(
+        new,
+        metadata=replace(new.metadata, customer_key=sealed_with, tags=tags),
+        null_version=not versions.keeps_versions(bucket.versioning),
+    )
     cond = conditions.write_conditions(headers)
     await quotas.check_room(req, bucket, key, sum(segment.length for segment in segments))
     eager = req.eager_presets(bucket.name) if sealed_with is None else ()
@@ -450,4 +494,9 @@ async def copy_object(req: S3Request) -> web.StreamResponse:
     if eager:
         req.eager_enqueued()
     body = copy_object_result(record.etag, record.last_modified, record.checksums)
-    return web.Response(body=body, content_type="application/xml")
+    response_headers = version_headers(bucket, record)
+    if source_bucket.versioning is not None:
+        response_headers["x-amz-copy-source-version-id"] = versions.version_id_text(
+            source.version_id, source.null_version
+        )
+    return web.Response(body=body, content_type="application/xml", headers=response_headers)

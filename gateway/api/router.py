@@ -37,7 +37,6 @@ UNSUPPORTED_SUBRESOURCES = frozenset(
         "inventory", "legal-hold", "lifecycle", "logging", "metrics", "notification",
         "object-lock", "ownershipControls", "policyStatus", "publicAccessBlock",
         "replication", "requestPayment", "restore", "retention", "select", "tagging", "torrent",
-        "versioning", "versions",
     }
 )  # fmt: skip
 
@@ -114,8 +113,6 @@ def split_target(
 
 def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Request) -> Operation:
     query = req.query
-    if method == "GET" and bucket is not None and key is None and set(query) == {"versioning"}:
-        return buckets.get_bucket_versioning
     unsupported = set(UNSUPPORTED_SUBRESOURCES.intersection(query))
     if key is not None:
         # Tags of objects are served; those of buckets are not.
@@ -128,6 +125,15 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
         if method == "GET":
             return buckets.list_buckets
         raise errors.MethodNotAllowed("GET")
+    if "versioning" in query or "versions" in query:
+        if key is None:
+            if "versioning" in query:
+                return _by_method(
+                    method,
+                    {"GET": buckets.get_bucket_versioning, "PUT": buckets.put_bucket_versioning},
+                )
+            return _by_method(method, {"GET": listing.list_object_versions})
+        raise errors.NotImplemented("Versioning belongs to a bucket, not to an object.")
     if key is None:
         for subresource, subresource_table in BUCKET_SUBRESOURCES.items():
             if subresource in query:

@@ -20,7 +20,8 @@ from gateway.api import objects
 from gateway.api.common import http_date
 from gateway.api.context import BACKENDS, RECORD, VARIANTS, RequestRecord, S3Request
 from gateway.api.objects import ObjectRead
-from gateway.meta import object_rows
+from gateway.api.versioning import version_headers
+from gateway.meta import derivatives, object_rows
 from gateway.meta.derivatives import StoredBlob
 from gateway.meta.object_rows import ObjectRecord
 from gateway.objects.reading import Segment
@@ -58,8 +59,11 @@ async def _answer(req: S3Request, with_body: bool) -> web.StreamResponse:
         refusal = error
     format_class = preset.format_class(req.headers.get("Accept"), catalog.avif) if preset else None
     variant_key = preset.variant_key(format_class) if preset and format_class else None
-    found, record, row = await object_rows.lookup_variant(req.pool, req.bucket, key, variant_key)
-    _, record = objects.readable(req, key, found, record)
+    found, current, row = await object_rows.lookup_variant(req.pool, req.bucket, key, variant_key)
+    bucket, record = await objects.readable(req, key, found, current)
+    if record is not current and variant_key is not None:
+        # ?versionId= named another version: its own derivative.
+        row = await derivatives.get(req.pool, record.version_id, variant_key)
     if preset is None or format_class is None:
         assert refusal is not None
         raise refusal
@@ -90,7 +94,10 @@ async def _answer(req: S3Request, with_body: bool) -> web.StreamResponse:
     _count_variant(noted, result)
     if variant is None:
         return await _original(req, with_body)
-    return await objects.answer_read(req, _plan(req, record, preset, variant, with_body))
+    read = _plan(req, record, preset, variant, with_body)
+    # The version the variant is made of, as a GET of the object names it.
+    read.headers.update(version_headers(bucket, record))
+    return await objects.answer_read(req, read)
 
 
 def _count_variant(noted: RequestRecord, result: str) -> None:

@@ -38,6 +38,8 @@ class Bucket:
     website_document: str | None = field(default=None, repr=False, compare=False)
     # The quota (gateway.meta.quotas), as the database's text of its JSON.
     quota_document: str | None = field(default=None, repr=False, compare=False)
+    # Enabled or Suspended (gateway.s3.versions); None: versioning never enabled.
+    versioning: str | None = None
 
     @classmethod
     def from_columns(cls, values: dict[str, Any], prefix: str = "") -> Bucket:
@@ -97,6 +99,7 @@ _SETTINGS = {
     "policy_document": "{table}settings->>'policy'",
     "website_document": "({table}settings->'website')::text",
     "quota_document": "({table}settings->'quota')::text",
+    "versioning": "{table}settings->>'versioning'",
 }
 
 
@@ -209,11 +212,18 @@ async def declare_bucket(
     public_read: bool,
     owner: str,
     quota: Quota | None = None,
+    versioning: str | None = None,
 ) -> None:
     """Create or update a bucket declared in the configuration (the config wins). A quota the
     file sets replaces the bucket's; one it set before and sets no more is removed; one set
-    by `gateway buckets set-quota` stays while the file sets none."""
-    settings = {} if quota is None else {"quota": {**quota.to_json(), "config": True}}
+    by `gateway buckets set-quota` stays while the file sets none. A versioning state the
+    file sets replaces the bucket's; none leaves it as it is (a bucket once versioned never
+    becomes unversioned again, as in S3)."""
+    settings: dict[str, Any] = {}
+    if quota is not None:
+        settings["quota"] = {**quota.to_json(), "config": True}
+    if versioning is not None:
+        settings["versioning"] = versioning
     await conn.execute(
         "INSERT INTO buckets (name, profile, public_read, owner, settings)"
         " VALUES ($1, $2, $3, $4, $5)"
@@ -222,7 +232,10 @@ async def declare_bucket(
         "  WHEN EXCLUDED.settings ? 'quota'"
         "   THEN jsonb_set(buckets.settings, '{quota}', EXCLUDED.settings->'quota')"
         "  WHEN buckets.settings->'quota' ? 'config' THEN buckets.settings - 'quota'"
-        "  ELSE buckets.settings END",
+        "  ELSE buckets.settings END"
+        "  || CASE WHEN EXCLUDED.settings ? 'versioning'"
+        "   THEN jsonb_build_object('versioning', EXCLUDED.settings->'versioning')"
+        "   ELSE '{}'::jsonb END",
         name,
         profile,
         public_read,
@@ -244,6 +257,7 @@ async def delete_bucket(conn: asyncpg.Connection, name: str) -> bool:
             return False
         has_content = await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM objects WHERE bucket = $1)"
+            " OR EXISTS (SELECT 1 FROM object_versions WHERE bucket = $1)"
             " OR EXISTS (SELECT 1 FROM uploads WHERE bucket = $1)",
             name,
         )

@@ -196,9 +196,10 @@ async def mark_ready(
 ) -> Outcome:
     """Record the stored blob, in one transaction that also takes it out of the garbage log.
 
-    The object row is share-locked first, so an overwrite or delete of that version waits for
-    this commit and then retires the derivative with its blob; if the version is already gone,
-    nothing is recorded and the blob stays in the garbage log.
+    The version's row (current or not) is share-locked first, so an overwrite or delete of
+    that version waits for this commit and then retires the derivative with its blob (or
+    keeps both, versioned); if the version is already gone, nothing is recorded and the blob
+    stays in the garbage log.
     """
     async with conn.transaction():
         live = await conn.fetchval(
@@ -207,6 +208,15 @@ async def mark_ready(
             key,
             version_id,
         )
+        if not live:
+            # A version that is no longer current is kept in object_versions (versioning).
+            live = await conn.fetchval(
+                "SELECT 1 FROM object_versions WHERE bucket = $1 AND key = $2"
+                " AND version_id = $3 AND NOT delete_marker FOR SHARE",
+                bucket,
+                key,
+                version_id,
+            )
         if not live:
             await conn.execute(
                 "DELETE FROM derivatives WHERE version_id = $1 AND variant_key = $2"
@@ -256,7 +266,8 @@ async def mark_failed(
     """
     updated = await conn.fetchval(
         "WITH live AS (SELECT $6::text IS NULL OR EXISTS (SELECT 1 FROM objects"
-        " WHERE bucket = $6 AND key = $7 AND version_id = $1) AS yes),"
+        " WHERE bucket = $6 AND key = $7 AND version_id = $1) OR EXISTS (SELECT 1"
+        " FROM object_versions WHERE bucket = $6 AND key = $7 AND version_id = $1) AS yes),"
         " dropped AS (DELETE FROM derivatives WHERE version_id = $1 AND variant_key = $2"
         " AND status = 'pending' AND attempts = $3 AND NOT (SELECT yes FROM live))"
         " UPDATE derivatives SET status = 'failed', error = $4,"

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from gateway.errors import BucketGoneError
-from gateway.meta import buckets, derivatives, quotas, rollup
+from gateway.meta import buckets, derivatives, garbage, quotas, rollup
 from gateway.meta.buckets import Bucket
 from gateway.meta.db import DatabaseUnavailableError
 from gateway.meta.garbage import BlobLostError
@@ -105,6 +105,10 @@ class ObjectRecord:
     storage_etag: str | None = None
     # A small object's bytes, kept in its row instead of a blob (storage_key is then None).
     inline_data: bytes | None = None
+    # The version S3 calls "null" (written while the bucket was unversioned or suspended).
+    null_version: bool = True
+    # A delete marker (a row of object_versions only): no bytes, no object.
+    delete_marker: bool = False
 
     @property
     def user_metadata(self) -> Mapping[str, str]:
@@ -124,8 +128,29 @@ class ObjectRecord:
 
 
 def _record(values: Mapping[str, Any]) -> ObjectRecord:
-    """The record of an objects row (its columns by name)."""
+    """The record of an objects (or object_versions) row (its columns by name)."""
     return ObjectRecord(**{**values, "metadata": ObjectMetadata.from_json(values["metadata"])})
+
+
+@dataclass(frozen=True)
+class ListedVersion:
+    """An entry of ListObjectVersions: a version or a delete marker."""
+
+    key: str
+    version_id: uuid.UUID
+    null_version: bool
+    delete_marker: bool
+    is_latest: bool
+    # Where it sits among its key's versions: CURRENT_SEQ for the current one, else lower
+    # for older ones.
+    seq: int
+    size: int
+    etag: str
+    last_modified: datetime
+
+
+# The position of a key's current version among its versions (object_versions.seq is lower).
+CURRENT_SEQ = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -163,7 +188,7 @@ async def get_object(
     conn: asyncpg.Connection | asyncpg.Pool, bucket: str, key: str
 ) -> ObjectRecord | None:
     row = await conn.fetchrow(
-        f"SELECT {_COLUMNS}, inline_data FROM objects WHERE bucket = $1 AND key = $2",
+        f"SELECT {_COLUMNS}, inline_data, null_version FROM objects WHERE bucket = $1 AND key = $2",
         bucket,
         key,
     )
@@ -260,11 +285,12 @@ async def _swap(
     try:
         outcome = await conn.fetchval(
             "SELECT gateway_swap_object("
-            "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             *_row_values(record),
             record.inline_data,
             list(eager),
             quota,
+            record.null_version,
         )
     except asyncpg.PostgresError as exc:
         if not quotas.refused(exc):
@@ -319,6 +345,167 @@ async def delete_object(conn: asyncpg.Connection, bucket: str, key: str) -> bool
     """Delete the row and list its blobs as garbage (gateway_delete_object); False if there
     was no such object."""
     return bool(await conn.fetchval("SELECT gateway_delete_object($1, $2)", bucket, key))
+
+
+async def relocate(conn: asyncpg.Connection, record: ObjectRecord, storage_key: str) -> bool:
+    """Point the current row ``record`` (an object kept in place upstream) at a copy of its
+    bytes, the blob ``storage_key``, which leaves the garbage log; False, with nothing
+    changed, if the row is no longer that version in place."""
+    async with conn.transaction():
+        moved = await conn.execute(
+            "UPDATE objects SET storage_key = $4, storage_etag = NULL"
+            " WHERE bucket = $1 AND key = $2 AND version_id = $3 AND storage_etag IS NOT NULL",
+            record.bucket,
+            record.key,
+            record.version_id,
+            storage_key,
+        )
+        if moved != "UPDATE 1":
+            return False
+        if not await garbage.claim(conn, record.profile, storage_key):
+            raise BlobLostError(storage_key)
+    return True
+
+
+async def delete_key(
+    conn: asyncpg.Connection, bucket: str, key: str, marker: uuid.UUID, null_marker: bool
+) -> None:
+    """DeleteObject on a versioned (or suspended) bucket: a delete marker ``marker`` becomes
+    the key's newest version (gateway_delete_key)."""
+    try:
+        await conn.execute(
+            "SELECT gateway_delete_key($1, $2, $3, $4)", bucket, key, marker, null_marker
+        )
+    except asyncpg.ForeignKeyViolationError:
+        raise BucketGoneError(bucket) from None
+
+
+async def delete_version(
+    conn: asyncpg.Connection, bucket: str, key: str, version_id: uuid.UUID | None
+) -> str:
+    """Remove one version for good (None: the null version), its blobs to the garbage log:
+    'none' if there is no such version, else 'marker' or 'object', what it was
+    (gateway_delete_version)."""
+    return str(
+        await conn.fetchval(
+            "SELECT gateway_delete_version($1, $2, $3, $4)",
+            bucket,
+            key,
+            version_id or uuid.UUID(int=0),
+            version_id is None,
+        )
+    )
+
+
+_VERSION_COLUMNS = (
+    "bucket, key, version_id, size, etag, content_type, profile, storage_key, last_modified,"
+    " metadata, parts_count, storage_etag, inline_data, null_version"
+)
+
+
+async def get_version(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    bucket: str,
+    key: str,
+    version_id: uuid.UUID | None,
+) -> ObjectRecord | None:
+    """The version of ``key`` with that id (None: the null version), current or not; a
+    delete marker's record has ``delete_marker`` set. None if there is none."""
+    row = await conn.fetchrow(
+        f"(SELECT {_VERSION_COLUMNS}, false AS delete_marker FROM objects"
+        " WHERE bucket = $1 AND key = $2"
+        " AND CASE WHEN $4 THEN null_version ELSE version_id = $3 AND NOT null_version END)"
+        " UNION ALL"
+        f" (SELECT {_VERSION_COLUMNS}, delete_marker FROM object_versions"
+        " WHERE bucket = $1 AND key = $2"
+        " AND CASE WHEN $4 THEN null_version ELSE version_id = $3 AND NOT null_version END)"
+        " LIMIT 1",
+        bucket,
+        key,
+        version_id or uuid.UUID(int=0),
+        version_id is None,
+    )
+    return _record(row) if row else None
+
+
+async def newest_version(
+    conn: asyncpg.Connection | asyncpg.Pool, bucket: str, key: str
+) -> ObjectRecord | None:
+    """The newest non-current version of ``key`` (a delete marker, when the key has no
+    current version); None if it has none."""
+    row = await conn.fetchrow(
+        f"SELECT {_VERSION_COLUMNS}, delete_marker FROM object_versions"
+        " WHERE bucket = $1 AND key = $2 ORDER BY seq DESC LIMIT 1",
+        bucket,
+        key,
+    )
+    return _record(row) if row else None
+
+
+async def version_seq(
+    conn: asyncpg.Connection | asyncpg.Pool, bucket: str, key: str, version_id: uuid.UUID | None
+) -> int | None:
+    """Where a version sits among its key's versions (see ListedVersion.seq); None if
+    there is no such version."""
+    found = await conn.fetchval(
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM objects WHERE bucket = $1 AND key = $2"
+        " AND CASE WHEN $4 THEN null_version ELSE version_id = $3 AND NOT null_version END)"
+        " THEN $5::bigint ELSE (SELECT seq FROM object_versions WHERE bucket = $1 AND key = $2"
+        " AND CASE WHEN $4 THEN null_version ELSE version_id = $3 AND NOT null_version END)"
+        " END",
+        bucket,
+        key,
+        version_id or uuid.UUID(int=0),
+        version_id is None,
+        CURRENT_SEQ,
+    )
+    return None if found is None else int(found)
+
+
+# Both branches are ordered scans of their table's index from the page's first key, merged:
+# a page reads no more rows of either than it returns. A non-current row is the latest only
+# as a delete marker with nothing newer (the key has no current row).
+_LIST_VERSIONS = (
+    "SELECT * FROM ("
+    " (SELECT key, version_id, null_version, false AS delete_marker, true AS is_latest,"
+    f"  {CURRENT_SEQ}::bigint AS seq, size, etag, last_modified FROM objects"
+    "  WHERE bucket = $1 AND key >= $2 AND ($3::text IS NULL OR key < $3)"
+    "  AND ($4::text IS NULL OR key > $4)"
+    "  ORDER BY key LIMIT $6)"
+    " UNION ALL"
+    " (SELECT key, version_id, null_version, delete_marker,"
+    "  delete_marker AND NOT EXISTS (SELECT 1 FROM objects o WHERE o.bucket = v.bucket"
+    "   AND o.key = v.key) AND NOT EXISTS (SELECT 1 FROM object_versions n"
+    "   WHERE n.bucket = v.bucket AND n.key = v.key AND n.seq > v.seq),"
+    "  seq, size, etag, last_modified FROM object_versions v"
+    "  WHERE bucket = $1 AND key >= $2 AND ($3::text IS NULL OR key < $3)"
+    "  AND ($4::text IS NULL OR key > $4 OR seq < $5)"
+    "  ORDER BY key, seq DESC LIMIT $6)"
+    ") merged ORDER BY key, seq DESC LIMIT $6"
+)
+
+
+async def list_versions(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    bucket: str,
+    prefix: str,
+    after: tuple[str, int] | None,
+    start: str,
+    limit: int,
+) -> list[ListedVersion]:
+    """Versions and delete markers with keys starting with ``prefix``, from ``start`` on
+    or after the version at ``after`` (key, seq), by key and then newest first."""
+    lower = max(start, prefix, after[0] if after else "")
+    rows = await conn.fetch(
+        _LIST_VERSIONS,
+        bucket,
+        lower,
+        prefix_upper_bound(prefix),
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [ListedVersion(**dict(row)) for row in rows]
 
 
 async def set_acl(conn: asyncpg.Connection | asyncpg.Pool, bucket: str, key: str, acl: str) -> bool:
@@ -536,7 +723,7 @@ _LOOKUP = (
     f"SELECT {buckets.columns('b', 'b_')},"
     " o.bucket, o.key, o.version_id,"
     " o.size, o.etag, o.content_type, o.profile, o.storage_key, o.last_modified, o.metadata,"
-    " o.parts_count, o.storage_etag, o.inline_data"
+    " o.parts_count, o.storage_etag, o.inline_data, o.null_version"
 )
 
 

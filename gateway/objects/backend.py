@@ -95,6 +95,9 @@ class NewObject:
     key: str
     content_type: str
     metadata: ObjectMetadata = field(default_factory=ObjectMetadata)
+    # Whether the object becomes the key's "null" version (the bucket's versioning is not
+    # enabled), which replaces the null version; any other keeps the version it replaces.
+    null_version: bool = True
 
     def record(
         self,
@@ -119,6 +122,7 @@ class NewObject:
             metadata=self.metadata,
             storage_etag=storage_etag,
             inline_data=inline_data,
+            null_version=self.null_version,
         )
 
 
@@ -143,6 +147,8 @@ class Completion:
     # x-amz-checksum-* the client expects of the whole object.
     declared_checksums: Mapping[str, str]
     terms: WriteTerms
+    # As NewObject.null_version.
+    null_version: bool = True
 
 
 class ObjectBackend(ABC):
@@ -217,6 +223,21 @@ class ObjectBackend(ABC):
     @abstractmethod
     async def delete(self, bucket: str, key: str) -> None:
         """Delete the object (its blobs go to the intent log); a missing one is no error."""
+
+    async def delete_key(self, bucket: str, key: str, null_marker: bool) -> uuid.UUID:
+        """DeleteObject on a versioned bucket: the current version becomes non-current (or,
+        both null, is retired) and a delete marker, the null version with ``null_marker``,
+        the key's newest version; the marker's id."""
+        marker = uuid.uuid4()
+        async with self.pool.acquire() as conn:
+            await object_rows.delete_key(conn, bucket, key, marker, null_marker)
+        return marker
+
+    async def delete_version(self, bucket: str, key: str, version_id: uuid.UUID | None) -> str:
+        """Remove one version for good (None: the null version): 'none', 'marker' or
+        'object' (see object_rows.delete_version)."""
+        async with self.pool.acquire() as conn:
+            return await object_rows.delete_version(conn, bucket, key, version_id)
 
     # Multipart uploads.
 
@@ -293,5 +314,6 @@ def assembled(
         metadata=metadata,
         parts_count=len(chunks),
         storage_etag=storage_etag,
+        null_version=completion.null_version,
     )
     return record, chunks

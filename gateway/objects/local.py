@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from gateway.errors import BucketGoneError, QuotaExceededError, UploadGoneError
@@ -97,7 +98,7 @@ class LocalBackend(ObjectBackend):
             return None
         # The same bytes: the source's MD5 ETag and checksums hold for the copy.
         metadata = new.metadata.with_checksums(source.checksums)
-        record = NewObject(new.bucket, new.key, new.content_type, metadata).record(
+        record = replace(new, metadata=metadata).record(
             self.profile, source.size, source.etag, storage_key=storage_key
         )
         await self._commit(record, terms)
@@ -113,7 +114,7 @@ class LocalBackend(ObjectBackend):
         inline_data: bytes | None = None,
     ) -> ObjectRecord:
         metadata = new.metadata.with_checksums(checksums)
-        return NewObject(new.bucket, new.key, new.content_type, metadata).record(
+        return replace(new, metadata=metadata).record(
             self.profile,
             size,
             body.digests.etag,

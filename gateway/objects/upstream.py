@@ -204,11 +204,69 @@ class UpstreamBackend(ObjectBackend):
         async with self.pool.acquire() as conn:
             await object_rows.replace_version(conn, record, current)
 
+    # Versions. The current version stays in place under its own key, where an overwrite or
+    # a delete destroys it upstream; one that must outlive that (versioning) is first copied
+    # server-side to a generated key, listed in the intent log before the copy, and its row
+    # pointed there. The copy is a blob like a derivative: retired through the log.
+
+    async def _preserved(self, bucket: str, key: str, null_replaced: bool) -> ObjectRecord | None:
+        """The current version of ``key``, its bytes moved out of the way of a write or delete
+        that keeps it as a non-current version (all but a null version ``null_replaced``)."""
+        current = await object_rows.get_object(self.pool, bucket, key)
+        if (
+            current is None
+            or current.storage_key is None
+            or current.storage_etag is None
+            or (null_replaced and current.null_version)
+        ):
+            return current
+        blob_key = await self.resources.reserve.take(self.profile)
+        try:
+            await self.upstream.copy(
+                current.storage_key,
+                current.storage_etag,
+                current.size,
+                blob_key,
+                attributes(current.content_type, current.metadata),
+            )
+        except (UpstreamChangedError, UpstreamMissingError):
+            # Another tool changed it upstream: recorded as it is now, then tried again.
+            await self.reconcile(current)
+            raise ObjectChangedError() from None
+        async with self.pool.acquire() as conn:
+            # Unclaimed (the row moved on meanwhile), the copy stays listed and is collected.
+            await object_rows.relocate(conn, current, blob_key)
+        return await object_rows.get_object(self.pool, bucket, key)
+
+    async def delete_key(self, bucket: str, key: str, null_marker: bool) -> uuid.UUID:
+        await self._preserved(bucket, key, null_marker)
+        upstream_key = self.upstream.object_key(bucket, key)
+        marker = uuid.uuid4()
+        async with self._key_locked(bucket, key) as conn:
+            # No row names the object in place any more unless it is retired here: either way
+            # it goes, so adoption can never bring a deleted key back.
+            await self.upstream.delete(upstream_key, locked=True)
+            await object_rows.delete_key(conn, bucket, key, marker, null_marker)
+        return marker
+
+    async def delete_version(self, bucket: str, key: str, version_id: uuid.UUID | None) -> str:
+        async with self._key_locked(bucket, key) as conn:
+            current = await object_rows.get_object(conn, bucket, key)
+            named = current is not None and (
+                current.null_version
+                if version_id is None
+                else current.version_id == version_id and not current.null_version
+            )
+            if named and current is not None and current.storage_etag is not None:
+                assert current.storage_key is not None
+                await self.upstream.delete(current.storage_key, locked=True)
+            return await object_rows.delete_version(conn, bucket, key, version_id)
+
     # Objects.
 
     async def put(self, new: NewObject, body: IncomingBody, terms: WriteTerms) -> ObjectRecord:
         upstream_key = self.upstream.object_key(new.bucket, new.key)
-        current = await object_rows.get_object(self.pool, new.bucket, new.key)
+        current = await self._preserved(new.bucket, new.key, new.null_version)
         check = terms.check(new.key)
         if check is not None:
             # Fast refusal; checked again when the row commits.
@@ -227,7 +285,7 @@ class UpstreamBackend(ObjectBackend):
             raise
         assert writer.etag is not None
         metadata = new.metadata.with_checksums(checksums)
-        record = NewObject(new.bucket, new.key, new.content_type, metadata).record(
+        record = replace(new, metadata=metadata).record(
             self.profile,
             writer.size,
             body.digests.etag,
@@ -293,7 +351,7 @@ class UpstreamBackend(ObjectBackend):
             return await super().copy(new, source, segments, terms)
         upstream_key = self.upstream.object_key(new.bucket, new.key)
         await self.precheck(new, terms)
-        new_key = await object_rows.object_size(self.pool, new.bucket, new.key) is None
+        new_key = await self._preserved(new.bucket, new.key, new.null_version) is None
         try:
             storage_etag = await self.upstream.copy(
                 source.storage_key,
@@ -308,7 +366,7 @@ class UpstreamBackend(ObjectBackend):
         # The same bytes: a single-part source's ETag (its MD5) and checksums hold for the copy.
         single = source.parts_count is None and "-" not in source.etag
         metadata = new.metadata.with_checksums(source.checksums if single else {})
-        record = NewObject(new.bucket, new.key, new.content_type, metadata).record(
+        record = replace(new, metadata=metadata).record(
             self.profile,
             source.size,
             source.etag if single else storage_etag,
@@ -434,7 +492,7 @@ class UpstreamBackend(ObjectBackend):
         # Checked before the upstream completes, and again with the upload locked.
         parts = await uploads.list_parts(self.pool, upload.upload_id, 0, MAX_PART_NUMBER)
         planned, chunks = assembled(upload, parts, completion, self.profile, version_id, now)
-        current = await object_rows.get_object(self.pool, upload.bucket, upload.key)
+        current = await self._preserved(upload.bucket, upload.key, completion.null_version)
         if check is not None:
             check(current.etag if current else None)
         try:

@@ -19,11 +19,13 @@ class S3Error(Exception):
         self.message = message or self.default_message
         # Extra elements of the error document, e.g. BucketName, Key, StringToSign.
         self.extra = extra
+        # Headers the raiser adds (x-amz-delete-marker on a 404 of a deleted key).
+        self.added_headers: dict[str, str] = {}
         super().__init__(self.message)
 
     def headers(self) -> dict[str, str]:
         """Response headers this error adds (e.g. Allow for 405)."""
-        return {}
+        return dict(self.added_headers)
 
 
 def _error(code: str, status: int, message: str) -> type[S3Error]:
@@ -207,7 +209,7 @@ class MethodNotAllowed(S3Error):
         self.allowed = allowed
 
     def headers(self) -> dict[str, str]:
-        return {"Allow": self.allowed}
+        return {**super().headers(), "Allow": self.allowed}
 
 
 class ServiceUnavailable(S3Error):

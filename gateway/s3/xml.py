@@ -138,10 +138,86 @@ def location_constraint(region: str) -> bytes:
     return _document(root)
 
 
-def versioning_configuration() -> bytes:
-    """GetBucketVersioning of a bucket whose versioning was never enabled: no Status at all
-    (S3's answer, which SDKs and rclone read as "unversioned")."""
-    return _document(_root("VersioningConfiguration"))
+def versioning_configuration(status: str | None) -> bytes:
+    """GetBucketVersioning: Enabled or Suspended; a bucket whose versioning was never enabled
+    has no Status at all (S3's answer, which SDKs and rclone read as "unversioned")."""
+    root = _root("VersioningConfiguration")
+    if status is not None:
+        _add(root, "Status", status)
+    return _document(root)
+
+
+@dataclass(frozen=True)
+class VersionEntry:
+    """A Version or DeleteMarker of ListObjectVersions."""
+
+    key: str
+    version_id: str
+    is_latest: bool
+    last_modified: datetime
+    delete_marker: bool
+    etag: str = ""
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class VersionListing:
+    bucket: str
+    prefix: str
+    delimiter: str | None
+    key_marker: str
+    version_id_marker: str
+    next_key_marker: str | None
+    next_version_id_marker: str | None
+    max_keys: int
+    is_truncated: bool
+    versions: Sequence[VersionEntry]
+    common_prefixes: Sequence[str]
+    encoding_url: bool
+    owner_id: str
+
+
+def list_versions_result(listing: VersionListing) -> bytes:
+    """ListObjectVersions: versions and delete markers in one sequence, by key and then newest
+    first, as S3 interleaves them."""
+    strings = [listing.prefix, listing.delimiter or "", listing.key_marker]
+    strings += [listing.next_key_marker or "", *listing.common_prefixes]
+    strings += [entry.key for entry in listing.versions]
+    # As in object listings, a key XML cannot carry forces url encoding.
+    encode = listing.encoding_url or not all(is_xml_safe(text) for text in strings)
+
+    def text(value: str) -> str:
+        return url_encode(value) if encode else value
+
+    root = _root("ListVersionsResult")
+    _add(root, "Name", listing.bucket)
+    _add(root, "Prefix", text(listing.prefix))
+    _add(root, "KeyMarker", text(listing.key_marker))
+    _add(root, "VersionIdMarker", listing.version_id_marker)
+    if listing.next_key_marker is not None:
+        _add(root, "NextKeyMarker", text(listing.next_key_marker))
+    if listing.next_version_id_marker is not None:
+        _add(root, "NextVersionIdMarker", listing.next_version_id_marker)
+    _add(root, "MaxKeys", listing.max_keys)
+    if listing.delimiter is not None:
+        _add(root, "Delimiter", text(listing.delimiter))
+    _add(root, "IsTruncated", "true" if listing.is_truncated else "false")
+    for entry in listing.versions:
+        item = _add(root, "DeleteMarker" if entry.delete_marker else "Version")
+        _add(item, "Key", text(entry.key))
+        _add(item, "VersionId", entry.version_id)
+        _add(item, "IsLatest", "true" if entry.is_latest else "false")
+        _add(item, "LastModified", iso8601(entry.last_modified))
+        if not entry.delete_marker:
+            _add(item, "ETag", entry.etag)
+            _add(item, "Size", entry.size)
+            _add(item, "StorageClass", "STANDARD")
+        _owner(item, "Owner", listing.owner_id)
+    for common in listing.common_prefixes:
+        _add(_add(root, "CommonPrefixes"), "Prefix", text(common))
+    if encode:
+        _add(root, "EncodingType", "url")
+    return _document(root)
 
 
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
@@ -276,16 +352,29 @@ class DeleteError:
     version_id: str | None = None
 
 
-def delete_result(
-    deleted: Sequence[ObjectIdentifier], errors: Sequence[DeleteError], quiet: bool
-) -> bytes:
+@dataclass(frozen=True)
+class Deleted:
+    """A key DeleteObjects deleted: the target as named, and the delete marker involved (one
+    written, or the one removed by naming its version)."""
+
+    target: ObjectIdentifier
+    delete_marker: bool = False
+    # The version id of a delete marker the delete wrote.
+    delete_marker_version_id: str | None = None
+
+
+def delete_result(deleted: Sequence[Deleted], errors: Sequence[DeleteError], quiet: bool) -> bytes:
     root = _root("DeleteResult")
     if not quiet:
-        for target in deleted:
+        for entry in deleted:
             item = _add(root, "Deleted")
-            _add(item, "Key", _exact_text(target.key))
-            if target.version_id is not None:
-                _add(item, "VersionId", _xml_text(target.version_id))
+            _add(item, "Key", _exact_text(entry.target.key))
+            if entry.target.version_id is not None:
+                _add(item, "VersionId", _xml_text(entry.target.version_id))
+            if entry.delete_marker:
+                _add(item, "DeleteMarker", "true")
+            if entry.delete_marker_version_id is not None:
+                _add(item, "DeleteMarkerVersionId", entry.delete_marker_version_id)
     for error in errors:
         item = _add(root, "Error")
         _add(item, "Key", _exact_text(error.key))

@@ -153,6 +153,16 @@ def parse_create_bucket_configuration(body: bytes) -> str | None:
     return _text(element).strip() or None
 
 
+def parse_versioning_configuration(body: bytes) -> tuple[str | None, str | None]:
+    """(Status, MfaDelete) of a PutBucketVersioning body, each None when absent."""
+    root = _parse(body, "VersioningConfiguration")
+    found = []
+    for name in ("Status", "MfaDelete"):
+        element = _one(root, name)
+        found.append(None if element is None else _text(element).strip())
+    return found[0], found[1]
+
+
 def parse_complete_multipart_upload(body: bytes) -> list[CompletedPart]:
     """The parts listed in a CompleteMultipartUpload body, in document order.
 
