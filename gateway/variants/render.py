@@ -132,7 +132,7 @@ class RenderSpec:
 # without them always did: a spec hash leaves them out at these values, so existing variants
 # keep their keys.
 NEUTRAL_OPTIONS: dict[str, object] = {
-    "qualities": [],
+    "qualities": (),
     "strip_metadata": True,
     "progressive": True,
     "avif_speed": 8,

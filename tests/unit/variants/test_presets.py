@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, GatewayConfig, VariantPresetConfig, load_config
+from gateway.config import (
+    ConfigError,
+    GatewayConfig,
+    QualityConfig,
+    VariantPresetConfig,
+    load_config,
+)
 from gateway.s3.errors import InvalidArgument
 from gateway.variants.presets import Preset, PresetCatalog, negotiate, spec_hash
 from gateway.variants.render import RenderSpec
@@ -16,7 +22,9 @@ THUMB = VariantPresetConfig(width=320, height=320, fit="cover", format="webp", q
 
 
 def preset(**changes: object) -> Preset:
-    return Preset.from_config("thumb", THUMB.model_copy(update=changes))
+    # Validated, as YAML is: a number for quality becomes a quality per format.
+    config = VariantPresetConfig.model_validate({**THUMB.model_dump(), **changes})
+    return Preset.from_config("thumb", config)
 
 
 def load(tmp_path: Path, text: str) -> GatewayConfig:
@@ -213,7 +221,10 @@ def test_undeclared_buckets_follow_default_bucket_variants(tmp_path: Path) -> No
 def test_preset_defaults(tmp_path: Path) -> None:
     config = load(tmp_path, "variants: {preview: {width: 1280}}\n")
     preview = config.variants["preview"]
-    assert (preview.fit, preview.format, preview.quality) == ("inside", "auto", 80)
+    assert (preview.fit, preview.format) == ("inside", "auto")
+    assert preview.quality == QualityConfig(jpeg=80, webp=80, avif=80)
+    assert (preview.animation, preview.max_frames, preview.densities) == ("first_frame", 200, [1])
+    assert (preview.strip_metadata, preview.progressive, preview.avif_speed) == (True, True, 8)
     assert (preview.on_miss, preview.eager, preview.cache_control) == ("wait", False, None)
     assert config.buckets == {}
 
