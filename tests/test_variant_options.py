@@ -31,6 +31,8 @@ from tests.unit.variants.images import decode, encode
 BUCKET = "options"
 EAGER = "options-eager"
 LIMITED = "options-limited"
+# Low enough that a small animation's frames together exceed it.
+MAX_PIXELS = 400_000
 DURATIONS = [80, 120, 160, 200, 240, 280]
 PRESETS: dict[str, dict[str, object]] = {
     "anim": {"width": 60, "format": "webp", "animation": "keep", "max_frames": 8},
@@ -68,7 +70,7 @@ def options_gateway(
 ) -> Iterator[GatewayProcess]:
     directory = tmp_path_factory.mktemp("variant-options") / "gateway"
     buckets = {
-        BUCKET: {"variants": LAZY},
+        BUCKET: {"public_read": "objects", "variants": LAZY},
         EAGER: {"variants": ["eager2x"]},
         LIMITED: {"variants": ["still"]},
     }
@@ -80,6 +82,11 @@ def options_gateway(
         variants=PRESETS,
         buckets=buckets,
         default_bucket_variants=[],
+        limits={
+            "garbage_grace_seconds": 3600,
+            "body_idle_timeout_seconds": 2,
+            "max_source_pixels": MAX_PIXELS,
+        },
     ) as gateway:
         yield gateway
 
@@ -151,6 +158,17 @@ def test_animation_over_max_frames_is_its_first_frame(
     assert decode(response.content).size == (60, 40)
 
 
+def test_animation_over_the_pixel_budget_is_its_first_frame(
+    options_gateway: GatewayProcess, s3: S3Client
+) -> None:
+    # Each frame is within the pixel limit, all five together are not.
+    key = upload(s3, images.animated("GIF", [50] * 5, size=(300, 300)), "gif")
+    assert MAX_PIXELS < 5 * 300 * 300
+    response = get(options_gateway, key, "anim")
+    assert images.frames_of(ok(response))[:2] == ("WEBP", 1)
+    assert decode(response.content).size == (60, 60)
+
+
 # --- densities ------------------------------------------------------------------------------
 
 
@@ -170,6 +188,9 @@ def test_densities(options_gateway: GatewayProcess, s3: S3Client) -> None:
     etags = {name: get(options_gateway, key, name).headers["ETag"] for name in sizes}
     assert etags["dense"] == etags["dense@1x"]
     assert len(set(etags.values())) == 3
+    # As a page's srcset asks for it: anonymous, the '@' as typed.
+    anonymous = requests.get(f"{options_gateway.endpoint}/{BUCKET}/{key}?variant=dense@2x")
+    assert anonymous.headers["ETag"] == etags["dense@2x"]
 
 
 def test_densities_capped_at_the_source(options_gateway: GatewayProcess, s3: S3Client) -> None:
