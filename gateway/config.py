@@ -557,6 +557,31 @@ VariantFormat = Literal["jpeg", "png", "webp", "avif", "auto"]
 MAX_VARIANT_SIDE = 8192
 _PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
+# Pixel densities a preset may offer (?variant=NAME@2x): a phone's screen is at most 4x.
+MAX_DENSITY = 4
+
+
+class QualityConfig(_Strict):
+    """Encoder quality by format: one number means different things to each encoder (JPEG 82,
+    WebP 75 and AVIF 50 look alike). PNG is lossless: it has none."""
+
+    jpeg: int = Field(default=80, ge=1, le=100)
+    webp: int = Field(default=80, ge=1, le=100)
+    avif: int = Field(default=80, ge=1, le=100)
+
+
+def _parse_quality(value: object) -> object:
+    """A number is the quality of every format; a mapping names formats."""
+    if isinstance(value, bool) or not isinstance(value, int | dict | QualityConfig):
+        raise ValueError("expected a number 1-100 or a map of jpeg/webp/avif to numbers")
+    if isinstance(value, int):
+        if not 1 <= value <= 100:
+            raise ValueError(f"expected 1-100, got {value}")
+        return {"jpeg": value, "webp": value, "avif": value}
+    return value
+
+
+Quality = Annotated[QualityConfig, BeforeValidator(_parse_quality)]
 
 
 # A frame position: seconds ("1s", "2.5s", or a bare number) or a share of the duration ("10%").
@@ -616,7 +641,25 @@ class VariantPresetConfig(_Strict):
     gravity: Gravity = "centre"
     # auto: AVIF, WebP or JPEG (PNG for transparent images) by the request's Accept header.
     format: VariantFormat = "auto"
-    quality: int = Field(default=80, ge=1, le=100)
+    quality: Quality = QualityConfig()
+    # False: the source's EXIF (less its orientation, which is applied) and XMP are written
+    # into the variant. The ICC profile is always kept.
+    strip_metadata: bool = True
+    # JPEG output as progressive scans (shown coarse first while it loads).
+    progressive: bool = True
+    # libavif's encoder speed, 0 (slowest, smallest files) to 10.
+    avif_speed: int = Field(default=8, ge=0, le=10)
+    # An animated source (GIF, WebP, APNG): its first frame, or every frame (animated WebP,
+    # or GIF for clients that take neither WebP nor AVIF).
+    animation: Literal["first_frame", "keep"] = "first_frame"
+    # An animation with more frames than this is rendered from its first frame.
+    max_frames: int = Field(default=200, ge=2, le=10_000)
+    # ?variant=NAME@2x multiplies the box by 2; 1 is always offered (NAME, or NAME@1x).
+    densities: list[Annotated[int, Field(ge=1, le=MAX_DENSITY)]] = Field(
+        default_factory=lambda: [1]
+    )
+    # Whether a density above 1 may enlarge the source beyond its own pixels.
+    upscale: bool = False
     # "#rrggbb" behind transparent pixels in a JPEG, and around a contained image.
     background: str | None = None
     # Cache-Control of the variant; unset: the source object's own.
@@ -649,6 +692,15 @@ class VariantPresetConfig(_Strict):
             raise ValueError(f"fit {self.fit} needs both a width and a height")
         if self.gravity != "centre" and self.fit != "cover":
             raise ValueError(f"gravity {self.gravity} applies to fit cover only, not {self.fit}")
+        if len(set(self.densities)) != len(self.densities):
+            raise ValueError(f"densities: {self.densities} lists a density twice")
+        for density in self.densities:
+            for side, value in (("width", self.width), ("height", self.height)):
+                if value is not None and value * density > MAX_VARIANT_SIDE:
+                    raise ValueError(
+                        f"densities: {side} {value} x {density} is more than"
+                        f" {MAX_VARIANT_SIDE} pixels"
+                    )
         if self.format == "avif":
             from PIL import features  # only when a preset asks for AVIF
 

@@ -499,6 +499,17 @@ def test_check_config_rejects_a_bad_file(tmp_path: Path) -> None:
     assert result.stderr.startswith(f"{path}: buckets.photos.public_read: ")
 
 
+def test_check_config_names_the_path_of_a_bad_variant_option(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "variants:\n  thumb:\n    width: 320\n    quality: {webp: 75, avif: 500}\n",
+        encoding="utf-8",
+    )
+    result = check_config(path, {})
+    assert result.returncode != 0
+    assert result.stderr.startswith(f"{path}: variants.thumb.quality.avif: ")
+
+
 # --- the root credential --------------------------------------------------------------------
 
 

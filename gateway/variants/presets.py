@@ -6,12 +6,18 @@ everything that shapes the output pixels, so editing a preset in the YAML yields
 renders) and the derivatives of the old spec are simply never looked up again. Settings that
 only shape the response (cache_control, on_miss, eager) are left out of the hash: changing them
 re-renders nothing.
+
+A preset with ``densities`` also answers ``?variant=NAME@2x`` (and each other density it
+lists): the same preset with its box multiplied, a variant of its own (the density is in the
+spec, so in the hash). ``NAME@1x`` is NAME itself, the same variant. A density the preset
+does not list is refused as an unknown preset is; a bucket allowed NAME may use each of them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
@@ -25,7 +31,13 @@ from gateway.config import (
 )
 from gateway.s3 import errors
 from gateway.variants.info import InfoSpec
-from gateway.variants.render import FrameSpec, OutputFormat, RenderSpec
+from gateway.variants.render import (
+    NEUTRAL_OPTIONS,
+    EncodedFormat,
+    FrameSpec,
+    OutputFormat,
+    RenderSpec,
+)
 
 # Bump when rendering changes what the same spec produces (a fix, a better resampler), so
 # every derivative is made again rather than served stale.
@@ -37,6 +49,8 @@ FormatClass = OutputFormat | Literal["json"]
 INFO_VERSION = 1
 
 _ACCEPT_CANDIDATES = ("image/avif", "image/webp")
+# NAME@2x: a preset's name, then a density.
+_DENSITY = re.compile(r"^(?P<name>.+)@(?P<density>[1-9][0-9]*)x$")
 
 
 @dataclass(frozen=True)
@@ -49,18 +63,33 @@ class Preset:
     on_miss: Literal["wait", "original"]
     eager: bool
     spec_hash: str
+    # The densities above 1 this preset also offers (NAME@2x).
+    densities: tuple[int, ...] = ()
+    # The preset's own name (``name`` is NAME@2x for a density).
+    base: str = ""
 
     @classmethod
     def from_config(cls, name: str, config: VariantPresetConfig) -> Preset:
+        quality = config.quality
+        # JPEG's number stands for all; WebP's and AVIF's are kept where they differ.
+        lossy: list[tuple[EncodedFormat, int]] = [("avif", quality.avif), ("webp", quality.webp)]
+        qualities = tuple((encoded, value) for encoded, value in lossy if value != quality.jpeg)
         spec = RenderSpec(
             width=config.width,
             height=config.height,
             fit=config.fit,
             format="legacy" if config.format == "auto" else config.format,
-            quality=config.quality,
+            quality=quality.jpeg,
             background=_rgb(config.background) if config.background else None,
-            gravity=config.gravity,
+            qualities=qualities,
+            strip_metadata=config.strip_metadata,
+            progressive=config.progressive,
+            avif_speed=config.avif_speed,
+            animation=config.animation,
+            max_frames=config.max_frames,
+            upscale=config.upscale,
             frame=(FrameSpec(config.frame.seconds, config.frame.percent) if config.frame else None),
+            gravity=config.gravity,
         )
         return cls(
             name=name,
@@ -70,7 +99,23 @@ class Preset:
             on_miss=config.on_miss,
             eager=config.eager,
             spec_hash=spec_hash(spec),
+            densities=tuple(sorted(density for density in set(config.densities) if density > 1)),
+            base=name,
         )
+
+    def at_density(self, density: int) -> Preset:
+        """This preset at ``density`` (one it offers, or 1: itself)."""
+        if density == 1:
+            return self
+        assert density in self.densities and isinstance(self.spec, RenderSpec)
+        spec = replace(self.spec, density=density)
+        return replace(
+            self, name=f"{self.base}@{density}x", spec=spec, spec_hash=spec_hash(spec), densities=()
+        )
+
+    def with_densities(self) -> list[Preset]:
+        """This preset at 1x and at each density it offers (an eager render makes each)."""
+        return [self, *(self.at_density(density) for density in self.densities)]
 
     @classmethod
     def info(cls) -> Preset:
@@ -85,6 +130,7 @@ class Preset:
             on_miss="wait",
             eager=False,
             spec_hash=spec_hash(spec),
+            base=INFO_VARIANT,
         )
 
     @property
@@ -92,16 +138,22 @@ class Preset:
         """Whether the output format depends on the request (answers carry Vary: Accept)."""
         return self.format == "auto"
 
+    def _avif(self, avif: bool) -> bool:
+        # A preset that keeps animations offers WebP or the legacy class (GIF for an
+        # animation): animated AVIF is slow to encode and not animated everywhere AVIF shows.
+        keeps_animation = isinstance(self.spec, RenderSpec) and self.spec.animation == "keep"
+        return avif and not keeps_animation
+
     def format_class(self, accept: str | None, avif: bool) -> FormatClass:
         if self.format == "auto":
-            return negotiate(accept, avif)
+            return negotiate(accept, self._avif(avif))
         return self.format
 
     def format_classes(self, avif: bool) -> tuple[FormatClass, ...]:
         """Every format class this preset can produce (an eager render makes each)."""
         if self.format != "auto":
             return (self.format,)
-        return ("avif", "webp", "legacy") if avif else ("webp", "legacy")
+        return ("avif", "webp", "legacy") if self._avif(avif) else ("webp", "legacy")
 
     def render_spec(self, format_class: FormatClass) -> RenderSpec | InfoSpec:
         if isinstance(self.spec, InfoSpec) or format_class == "json":
@@ -122,12 +174,14 @@ def spec_hash(spec: RenderSpec | InfoSpec) -> str:
         fields: dict[str, object] = {"info": INFO_VERSION}
     else:
         fields = asdict(spec)
-        # Left out at their defaults, so the presets of before gravity and posters existed
-        # keep their derivatives (the centre crop they made is what "centre" makes).
+        # Left out at its default, so the presets of before gravity existed keep their
+        # derivatives (the centre crop they made is what "centre" makes).
         if spec.gravity == "centre":
             del fields["gravity"]
-        if spec.frame is None:
-            del fields["frame"]
+        # Likewise each option that came later, at the value that renders as before.
+        for name, neutral in NEUTRAL_OPTIONS.items():
+            if fields[name] == neutral:
+                del fields[name]
         fields["renderer"] = RENDERER_VERSION
     fields.pop("format", None)
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
@@ -223,33 +277,50 @@ class PresetCatalog:
     def _allowed_on(self, bucket: str) -> frozenset[str]:
         return self._allowed.get(bucket, self._default_allowed)
 
+    def _lookup(self, name: str) -> Preset | None:
+        """The preset ``name`` (NAME, or NAME@2x for a density it offers), allowed or not."""
+        match = _DENSITY.match(name)
+        if match is None:
+            return self._presets.get(name)
+        preset = self._presets.get(match["name"])
+        density = int(match["density"])
+        if preset is None or (density != 1 and density not in preset.densities):
+            return None
+        return preset.at_density(density)
+
     def resolve(self, bucket: str, name: str) -> Preset:
         """The preset ``?variant=name`` names on ``bucket``; InvalidArgument if there is none
         or the bucket does not allow it."""
-        preset = self._presets.get(name)
+        preset = self._lookup(name)
         if preset is None:
             raise errors.InvalidArgument(
                 f"There is no variant preset named {name!r}.",
                 ArgumentName="variant",
                 ArgumentValue=name,
             )
-        if name not in self._allowed_on(bucket):
+        if preset.base not in self._allowed_on(bucket):
             raise errors.InvalidArgument(
-                f"The variant preset {name!r} is not enabled for bucket {bucket!r}.",
+                f"The variant preset {preset.base!r} is not enabled for bucket {bucket!r}.",
                 ArgumentName="variant",
                 ArgumentValue=name,
             )
         return preset
 
     def eager(self, bucket: str) -> list[Preset]:
-        """The eager presets ``bucket`` allows, rendered when an object is written."""
+        """The eager presets ``bucket`` allows, at each of their densities, rendered when an
+        object is written."""
         names = self._allowed_on(bucket)
-        return [self._presets[name] for name in sorted(names) if self._presets[name].eager]
+        return [
+            at_density
+            for name in sorted(names)
+            if self._presets[name].eager
+            for at_density in self._presets[name].with_densities()
+        ]
 
     def eager_preset(self, bucket: str, name: str) -> Preset | None:
         """The eager preset ``name`` if ``bucket`` still allows it (a queued job outlives a
         configuration change: a preset since removed or disallowed is no longer made)."""
-        preset = self._presets.get(name)
-        if preset is None or not preset.eager or name not in self._allowed_on(bucket):
+        preset = self._lookup(name)
+        if preset is None or not preset.eager or preset.base not in self._allowed_on(bucket):
             return None
         return preset

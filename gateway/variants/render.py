@@ -2,7 +2,8 @@
 
 This runs in worker processes (gateway.variants.pool), so everything crossing the boundary
 (specs, limits, results, errors) is small and picklable, and nothing here imports the gateway
-but its pure sibling, gravity (where a cover crop keeps its window).
+but its pure siblings: gravity (where a cover crop keeps its window) and animation (how
+many frames an animation may keep).
 
 Order of work, cheapest first: the byte size; the header (format, dimensions: the pixel limit
 is enforced before a single pixel is decoded, and so is the memory the decoded pixels and one
@@ -11,24 +12,33 @@ straight to 8 bits); JPEG DCT scaling (``draft``: decode at 1/2, 1/4 or 1/8 when
 is that much smaller); EXIF orientation; colour (CMYK through its ICC profile to sRGB,
 palettes and 16-bit greys to 8 bits); the resize (``reducing_gap``: a cheap integer ``reduce``
 first, then a Lanczos pass); the encode, with the ICC profile kept and all other metadata
-(EXIF, XMP, comments) dropped.
+(EXIF, XMP, comments) dropped unless the preset keeps them.
+
+An animated source (GIF, WebP, APNG) of a preset that keeps animation is rendered frame by
+frame, each frame shaped as a still image would be, into an animated WebP (or GIF, for clients
+that take neither WebP nor AVIF), its frame durations and loop count kept; how many frames it
+may have is settled before one is decoded (gateway.variants.animation). A ``density`` above 1
+multiplies the preset's box, capped at what the source holds unless the preset may upscale.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
+from gateway.variants.animation import ANIMATED_FORMATS, frames_to_keep, gif_frame_count
 from gateway.variants.gravity import CENTRE, Anchor, Gravity, anchor
 
 Fit = Literal["cover", "contain", "inside", "fill"]
-# "legacy" is what every client decodes: JPEG, or PNG when the image has transparency.
+Animation = Literal["first_frame", "keep"]
+# "legacy" is what every client decodes: JPEG, or PNG when the image has transparency (GIF
+# for a kept animation).
 OutputFormat = Literal["jpeg", "png", "webp", "avif", "legacy"]
-EncodedFormat = Literal["jpeg", "png", "webp", "avif"]
+EncodedFormat = Literal["jpeg", "png", "webp", "avif", "gif"]
 # What a derivative holds: an image, or a source's description (gateway.variants.info).
 DerivativeFormat = EncodedFormat | Literal["json"]
 
@@ -37,6 +47,7 @@ CONTENT_TYPES: dict[DerivativeFormat, str] = {
     "png": "image/png",
     "webp": "image/webp",
     "avif": "image/avif",
+    "gif": "image/gif",
     "json": "application/json",
 }
 # Decoders a source may use. Every other Pillow plugin is refused: each decoder is attack
@@ -52,10 +63,21 @@ MAX_SIDE: dict[EncodedFormat, int] = {
     "png": 2**31 - 1,
     "webp": 16_383,
     "avif": 65_536,
+    "gif": 65_535,
 }
 _ORIENTATION_TAG = 0x0112
 # EXIF orientations 5-8 turn the image a quarter: stored width is displayed height.
 TRANSPOSED = frozenset({5, 6, 7, 8})
+# How each EXIF orientation is undone (what ImageOps.exif_transpose does to one image).
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 _SIXTEEN_BIT = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 # The modes rendering works in; any other is converted (a full-size copy) first.
 _WORKING_MODES = frozenset({"L", "LA", "RGB", "RGBA"})
@@ -112,6 +134,37 @@ class RenderSpec:
     gravity: Gravity = "centre"
     # A poster preset: a video source is rendered as this frame of it.
     frame: FrameSpec | None = None
+    # Encoder quality by format where it differs from ``quality`` (sorted pairs).
+    qualities: tuple[tuple[EncodedFormat, int], ...] = ()
+    # False: the source's EXIF (orientation applied, so without it) and XMP are kept.
+    strip_metadata: bool = True
+    progressive: bool = True
+    # libavif's speed, 0 (slowest, smallest) to 10.
+    avif_speed: int = 8
+    animation: Animation = "first_frame"
+    max_frames: int = 200
+    # The box multiplied by this (an @2x variant); capped at the source unless ``upscale``.
+    density: int = 1
+    upscale: bool = False
+
+    def quality_for(self, encoded: EncodedFormat) -> int:
+        return dict(self.qualities).get(encoded, self.quality)
+
+
+# RenderSpec fields added after the first release, with the values that render what a spec
+# without them always did: a spec hash leaves them out at these values, so existing variants
+# keep their keys.
+NEUTRAL_OPTIONS: dict[str, object] = {
+    "qualities": (),
+    "strip_metadata": True,
+    "progressive": True,
+    "avif_speed": 8,
+    "animation": "first_frame",
+    "max_frames": 200,
+    "density": 1,
+    "upscale": False,
+    "frame": None,
+}
 
 
 # Memory a render worker needs besides the pixels: the interpreter and codecs, the source's
@@ -171,6 +224,7 @@ class Rendered:
     format: DerivativeFormat
     width: int
     height: int
+    frames: int = 1
 
     @property
     def content_type(self) -> str:
@@ -227,6 +281,27 @@ def _clamp(start: float, last: float) -> float:
     return min(max(start, 0.0), last)
 
 
+def at_density(spec: RenderSpec, source: tuple[int, int]) -> RenderSpec:
+    """``spec`` with its box multiplied by its density, for a source of ``source`` pixels
+    (oriented). Without ``upscale``, the box grows only as far as the source's pixels reach
+    (keeping its aspect ratio), and never shrinks below the 1x box: an @2x of a small source
+    is the largest image the source holds, not an enlargement."""
+    if spec.density == 1:
+        return spec
+    factor = float(spec.density)
+    if not spec.upscale and spec.fit != "inside":  # inside never enlarges at all
+        assert spec.width is not None and spec.height is not None
+        sw, sh = source
+        if spec.fit == "contain":
+            one = min(spec.width / sw, spec.height / sh)
+        else:  # cover, and fill (neither side enlarged)
+            one = max(spec.width / sw, spec.height / sh)
+        factor = max(1.0, min(factor, 1 / one))
+    width = round(spec.width * factor) if spec.width is not None else None
+    height = round(spec.height * factor) if spec.height is not None else None
+    return replace(spec, width=width, height=height, density=1)
+
+
 def _scaled(size: tuple[int, int], scale: float) -> tuple[int, int]:
     return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
@@ -243,11 +318,15 @@ def render(
     source (a MemoryError or a Pillow bug still propagates: that is a crash). ``formats``: the
     decoders allowed (a video's frame comes from ffmpeg as PPM)."""
     with open_image(source, limits, formats) as image:
+        frames = _frames(image, source, spec, limits)
+        if frames > 1:
+            return _render_animation(image, frames, spec, focus)
         if image.format not in ("JPEG", "MPO"):
             # Asking a PNG for its EXIF block decodes it: what decoding costs is settled first.
             decode_sixteen_bits_as_eight(image)
             check_memory(image, limits, orientation=1)
         orientation = orientation_of(image)
+        spec = at_density(spec, _oriented(image.size, orientation))
         _draft(image, spec, orientation)
         check_memory(image, limits, orientation)
         try:
@@ -256,9 +335,98 @@ def render(
             ImageOps.exif_transpose(image, in_place=True)
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise InvalidImage(f"The image could not be decoded: {exc}") from None
+        kept = _kept_metadata(image, spec)
         working, icc = working_mode(image, image.info.get("icc_profile"))
         shaped = _shape(working, spec, focus)
-        return _encode(shaped, spec, icc)
+        return _encode(shaped, spec, icc, kept)
+
+
+def _oriented(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    return (size[1], size[0]) if orientation in TRANSPOSED else size
+
+
+def _frames(image: Image.Image, source: bytes, spec: RenderSpec, limits: RenderLimits) -> int:
+    """The frames to render: more than 1 only for an animation the preset keeps, in a format
+    that can hold one, within its frame and pixel budget."""
+    if spec.animation != "keep" or spec.format not in ("webp", "legacy"):
+        return 1
+    if image.format not in ANIMATED_FORMATS:
+        return 1
+    if image.format == "GIF":
+        count = gif_frame_count(source, spec.max_frames + 1)
+    else:
+        # WebP's demuxer and APNG's acTL chunk declare it: nothing is decoded.
+        count = getattr(image, "n_frames", 1)
+    width, height = image.size
+    # One output frame, at most: the whole box of the density, or the source itself (inside
+    # never enlarges).
+    box = at_density(replace(spec, upscale=True), image.size)
+    if spec.fit == "inside":
+        output = width * height
+    else:
+        assert box.width is not None and box.height is not None
+        output = box.width * box.height
+    return frames_to_keep(
+        count,
+        image.size,
+        output,
+        spec.max_frames,
+        limits.max_source_pixels,
+        limits.pixel_memory_bytes,
+    )
+
+
+def _render_animation(
+    image: Image.Image, count: int, spec: RenderSpec, focus: Anchor | None
+) -> Rendered:
+    orientation = orientation_of(image)
+    spec = at_density(spec, _oriented(image.size, orientation))
+    kept = _kept_metadata(image, spec)
+    # GIF: absent means "play once"; WebP and APNG always say (0: forever).
+    loop = image.info.get("loop")
+    icc = image.info.get("icc_profile")
+    frames: list[Image.Image] = []
+    durations: list[int] = []
+    frame_icc: bytes | None = None
+    try:
+        for index in range(count):
+            image.seek(index)
+            image.load()
+            # Each frame is composited on the ones before (disposal, blending), so every
+            # output frame is whole; the encoder finds what changed.
+            durations.append(round(image.info.get("duration", 0) or 0))
+            frame, frame_icc = working_mode(image, icc)
+            if orientation != 1:
+                frame = frame.transpose(_TRANSPOSE[orientation])
+            if index == 0:
+                # One crop for every frame, found in the first: a crop that followed each
+                # frame's content would jump about.
+                focus = _cover_centre(frame, spec, focus)
+            shaped = _shape(frame, spec, focus)
+            # The next seek overwrites the source's pixels: a frame kept as is is copied.
+            frames.append(shaped.copy() if shaped is image else shaped)
+    except EOFError:
+        pass  # fewer frames than counted (a truncated file): those decoded are the animation
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImage(f"The image could not be decoded: {exc}") from None
+    if not frames:
+        raise InvalidImage("The animation has no frame that could be decoded.")
+    return _encode_animation(frames, durations, loop, spec, frame_icc, kept)
+
+
+def _kept_metadata(image: Image.Image, spec: RenderSpec) -> dict[str, bytes]:
+    """The EXIF and XMP blocks a preset with ``strip_metadata: false`` writes (the EXIF
+    orientation was applied to the pixels, and exif_transpose took it out of the block)."""
+    if spec.strip_metadata:
+        return {}
+    kept: dict[str, bytes] = {}
+    for name in ("exif", "xmp"):
+        value = image.info.get(name)
+        if isinstance(value, str):
+            value = value.encode()
+        if isinstance(value, bytes) and value:
+            kept[name] = value
+    return kept
 
 
 def open_image(
@@ -435,15 +603,19 @@ def _matching_profile(icc: bytes | None, mode: str) -> bytes | None:
     return None
 
 
+def _cover_centre(image: Image.Image, spec: RenderSpec, focus: Anchor | None) -> Anchor:
+    """Where a cover crop of ``image`` is centred: the focal point, else the gravity's."""
+    if spec.fit != "cover" or focus is not None or spec.gravity == "centre":
+        return focus or CENTRE
+    width, height = image.size
+    left, top, right, bottom = plan(image.size, spec).box
+    window = ((right - left) / width, (bottom - top) / height)
+    return anchor(image, spec.gravity, window)
+
+
 def _shape(image: Image.Image, spec: RenderSpec, focus: Anchor | None) -> Image.Image:
     """Resize (and crop or pad) to the plan for the image's actual, possibly drafted, size."""
-    layout = plan(image.size, spec)
-    if spec.fit == "cover" and (focus is not None or spec.gravity != "centre"):
-        width, height = image.size
-        left, top, right, bottom = layout.box
-        window = ((right - left) / width, (bottom - top) / height)
-        centre = focus if focus is not None else anchor(image, spec.gravity, window)
-        layout = plan(image.size, spec, centre)
+    layout = plan(image.size, spec, _cover_centre(image, spec, focus))
     resized = image
     if layout.size != image.size or layout.box != (0.0, 0.0, *map(float, image.size)):
         resized = image.resize(
@@ -492,7 +664,9 @@ def _flatten(image: Image.Image, background: tuple[int, int, int] | None) -> Ima
     return base.convert("L" if image.mode == "LA" else "RGB")
 
 
-def _encode(image: Image.Image, spec: RenderSpec, icc: bytes | None) -> Rendered:
+def _encode(
+    image: Image.Image, spec: RenderSpec, icc: bytes | None, kept: dict[str, bytes]
+) -> Rendered:
     image = _drop_opaque_alpha(image)
     encoded: EncodedFormat
     if spec.format == "legacy":
@@ -506,29 +680,75 @@ def _encode(image: Image.Image, spec: RenderSpec, icc: bytes | None) -> Rendered
         image = image.convert("RGB" if image.mode == "L" else "RGBA")
         icc = _matching_profile(icc, image.mode)
     width, height = image.size
+    _check_side(width, height, encoded)
+    # Nothing of the source's metadata rides along: only what is passed below is written.
+    image.info = {}
+    options = _options(encoded, spec, icc, kept)
+    return Rendered(_save(image, encoded, options), encoded, width, height)
+
+
+def _encode_animation(
+    frames: list[Image.Image],
+    durations: list[int],
+    loop: int | None,
+    spec: RenderSpec,
+    icc: bytes | None,
+    kept: dict[str, bytes],
+) -> Rendered:
+    # A client that took neither WebP nor AVIF gets GIF, which every browser animates.
+    encoded: EncodedFormat = "webp" if spec.format == "webp" else "gif"
+    width, height = frames[0].size
+    _check_side(width, height, encoded)
+    for frame in frames:
+        frame.info = {}
+    options = _options(encoded, spec, icc, kept)
+    options.update(save_all=True, append_images=frames[1:], duration=durations)
+    if loop is not None:
+        options["loop"] = loop
+    elif encoded == "webp":
+        options["loop"] = 1  # a GIF without a loop count plays once; WebP's 0 is forever
+    data = _save(frames[0], encoded, options)
+    return Rendered(data, encoded, width, height, frames=len(frames))
+
+
+def _check_side(width: int, height: int, encoded: EncodedFormat) -> None:
     if max(width, height) > MAX_SIDE[encoded]:
         raise ImageTooLarge(
             f"The variant would be {width}x{height} pixels, more than {encoded} can hold."
         )
-    # Nothing of the source's metadata rides along: only what is passed below is written.
-    image.info = {}
+
+
+def _options(
+    encoded: EncodedFormat, spec: RenderSpec, icc: bytes | None, kept: dict[str, bytes]
+) -> dict[str, object]:
     options: dict[str, object] = {}
     if icc:
         options["icc_profile"] = icc
+    # GIF holds neither block; Pillow writes no XMP into a PNG.
+    options.update(
+        (name, value)
+        for name, value in kept.items()
+        if encoded in ("jpeg", "webp", "avif") or (encoded == "png" and name == "exif")
+    )
+    quality = spec.quality_for(encoded)
     if encoded == "jpeg":
-        options.update(quality=spec.quality, optimize=True, progressive=True)
+        options.update(quality=quality, optimize=True, progressive=spec.progressive)
     elif encoded == "png":
         options.update(compress_level=6)
     elif encoded == "webp":
-        options.update(quality=spec.quality, method=4)
-    else:
-        # One thread: the pool already runs one worker per core. Speed 8 encodes about five
-        # times faster than libavif's default 6 for files some 10% larger: renders happen
-        # while a client waits.
-        options.update(quality=spec.quality, speed=8, max_threads=1)
+        options.update(quality=quality, method=4)
+    elif encoded == "avif":
+        # One thread: the pool already runs one worker per core. Speed 8 (the default)
+        # encodes about five times faster than libavif's own default 6 for files some 10%
+        # larger: renders happen while a client waits.
+        options.update(quality=quality, speed=spec.avif_speed, max_threads=1)
+    return options
+
+
+def _save(image: Image.Image, encoded: EncodedFormat, options: dict[str, object]) -> bytes:
     output = io.BytesIO()
     try:
         image.save(output, format=encoded.upper(), **options)
     except (OSError, ValueError) as exc:
         raise InvalidImage(f"The variant could not be encoded as {encoded}: {exc}") from None
-    return Rendered(output.getvalue(), encoded, width, height)
+    return output.getvalue()

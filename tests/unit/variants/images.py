@@ -197,3 +197,34 @@ def many_scan_jpeg(scans: int, size: tuple[int, int] = (2000, 1500)) -> bytes:
     last_scan = data[starts[-1] : end]
     extra = max(0, scans - len(starts))
     return data[:end] + last_scan * extra + data[end:]
+
+
+def animated(
+    fmt: str,
+    durations: list[int],
+    size: tuple[int, int] = (120, 80),
+    loop: int | None = 0,
+) -> bytes:
+    """An animation of ``len(durations)`` frames, each a different colour with a block that
+    moves (no two frames alike: encoders merge identical ones)."""
+    frames = []
+    for index in range(len(durations)):
+        frame = Image.new("RGB", size, (40 * index % 256, 200, 255 - 30 * index % 256))
+        frame.paste(RED, (index * 8, index * 4, index * 8 + size[0] // 3, index * 4 + size[1] // 3))
+        frames.append(frame)
+    options: dict[str, object] = {"save_all": True, "append_images": frames[1:]}
+    options["duration"] = durations
+    if loop is not None:
+        options["loop"] = loop
+    return encode(frames[0], fmt, **options)
+
+
+def frames_of(data: bytes) -> tuple[str, int, list[int], int | None]:
+    """An encoded image's format, frame count, frame durations (ms) and loop count."""
+    image = Image.open(io.BytesIO(data))
+    durations = []
+    for index in range(getattr(image, "n_frames", 1)):
+        image.seek(index)
+        image.load()
+        durations.append(round(image.info.get("duration", 0)))
+    return str(image.format), len(durations), durations, image.info.get("loop")

@@ -11,6 +11,7 @@ from gateway.config import (
     ConfigError,
     FrameConfig,
     GatewayConfig,
+    QualityConfig,
     VariantPresetConfig,
     load_config,
 )
@@ -23,7 +24,9 @@ THUMB = VariantPresetConfig(width=320, height=320, fit="cover", format="webp", q
 
 
 def preset(**changes: object) -> Preset:
-    return Preset.from_config("thumb", THUMB.model_copy(update=changes))
+    # Validated, as YAML is: a number for quality becomes a quality per format.
+    config = VariantPresetConfig.model_validate({**THUMB.model_dump(), **changes})
+    return Preset.from_config("thumb", config)
 
 
 def load(tmp_path: Path, text: str) -> GatewayConfig:
@@ -304,7 +307,10 @@ def test_undeclared_buckets_follow_default_bucket_variants(tmp_path: Path) -> No
 def test_preset_defaults(tmp_path: Path) -> None:
     config = load(tmp_path, "variants: {preview: {width: 1280}}\n")
     preview = config.variants["preview"]
-    assert (preview.fit, preview.format, preview.quality) == ("inside", "auto", 80)
+    assert (preview.fit, preview.format) == ("inside", "auto")
+    assert preview.quality == QualityConfig(jpeg=80, webp=80, avif=80)
+    assert (preview.animation, preview.max_frames, preview.densities) == ("first_frame", 200, [1])
+    assert (preview.strip_metadata, preview.progressive, preview.avif_speed) == (True, True, 8)
     assert (preview.on_miss, preview.eager, preview.cache_control) == ("wait", False, None)
     assert config.buckets == {}
 
@@ -358,6 +364,27 @@ def test_variant_limits(tmp_path: Path) -> None:
             "variants: {thumb: {width: 9}}\ndefault_bucket_variants: [thumb, big]\n",
             "default_bucket_variants.1: unknown variant preset 'big'",
         ),
+        ("variants: {t: {width: 9, quality: 0}}\n", "variants.t.quality: expected 1-100, got 0"),
+        ("variants: {t: {width: 9, quality: {avif: 0}}}\n", "variants.t.quality.avif: "),
+        ("variants: {t: {width: 9, quality: {png: 6}}}\n", "variants.t.quality.png: "),
+        ("variants: {t: {width: 9, quality: high}}\n", "variants.t.quality: expected a number"),
+        ("variants: {t: {width: 9, quality: true}}\n", "variants.t.quality: expected a number"),
+        ("variants: {t: {width: 9, strip_metadata: maybe}}\n", "variants.t.strip_metadata: "),
+        ("variants: {t: {width: 9, progressive: sometimes}}\n", "variants.t.progressive: "),
+        ("variants: {t: {width: 9, avif_speed: 11}}\n", "variants.t.avif_speed: "),
+        ("variants: {t: {width: 9, animation: all}}\n", "variants.t.animation: "),
+        ("variants: {t: {width: 9, max_frames: 1}}\n", "variants.t.max_frames: "),
+        ("variants: {t: {width: 9, densities: [1, 5]}}\n", "variants.t.densities.1: "),
+        ("variants: {t: {width: 9, densities: 2}}\n", "variants.t.densities: "),
+        ("variants: {t: {width: 9, upscale: 2x}}\n", "variants.t.upscale: "),
+        (
+            "variants: {t: {width: 9, densities: [2, 2]}}\n",
+            "variants.t: densities: [2, 2] lists a density twice",
+        ),
+        (
+            "variants: {t: {width: 3000, densities: [1, 3]}}\n",
+            "variants.t: densities: width 3000 x 3 is more than 8192 pixels",
+        ),
         ("limits: {max_source_bytes: lots}\n", "limits.max_source_bytes: not a size"),
         ("limits: {render_timeout_seconds: 0}\n", "limits.render_timeout_seconds: "),
         ("limits: {render_workers: 0}\n", "limits.render_workers: "),
@@ -382,3 +409,98 @@ def test_variant_limits(tmp_path: Path) -> None:
 )
 def test_bad_presets_are_rejected_by_path(tmp_path: Path, text: str, message: str) -> None:
     assert load_error(tmp_path, text).startswith(message)
+
+
+# --- densities and the options added to the spec --------------------------------------------
+
+DENSITY_YAML = """\
+variants:
+  thumb: {width: 320, height: 320, fit: cover, format: webp, densities: [1, 2, 3], eager: true}
+  plain: {width: 100, format: webp}
+buckets:
+  photos: {variants: [thumb, plain]}
+  assets: {variants: [plain]}
+"""
+
+
+def test_densities_are_variants_of_their_own(tmp_path: Path) -> None:
+    catalog = PresetCatalog.from_config(load(tmp_path, DENSITY_YAML))
+    thumb = catalog.resolve("photos", "thumb")
+    double = catalog.resolve("photos", "thumb@2x")
+    assert (double.name, double.base, double.spec.density) == ("thumb@2x", "thumb", 2)
+    assert double.variant_key("webp") == f"thumb@2x:webp:{double.spec_hash}"
+    assert double.spec_hash != thumb.spec_hash
+    assert catalog.resolve("photos", "thumb@3x").spec_hash not in (
+        thumb.spec_hash,
+        double.spec_hash,
+    )
+    # @1x is the preset itself: the same variant.
+    assert catalog.resolve("photos", "thumb@1x") == thumb
+    assert [p.name for p in catalog.eager("photos")] == ["thumb", "thumb@2x", "thumb@3x"]
+    assert catalog.eager_preset("photos", "thumb@3x") == catalog.resolve("photos", "thumb@3x")
+    assert catalog.eager_preset("photos", "thumb@4x") is None
+
+
+@pytest.mark.parametrize(
+    ("bucket", "name", "message"),
+    [
+        ("photos", "thumb@4x", "There is no variant preset named 'thumb@4x'."),
+        ("photos", "plain@2x", "There is no variant preset named 'plain@2x'."),
+        ("photos", "thumb@02x", "There is no variant preset named 'thumb@02x'."),
+        ("photos", "thumb@x", "There is no variant preset named 'thumb@x'."),
+        ("assets", "thumb@2x", "The variant preset 'thumb' is not enabled for bucket 'assets'."),
+    ],
+)
+def test_densities_refused(tmp_path: Path, bucket: str, name: str, message: str) -> None:
+    catalog = PresetCatalog.from_config(load(tmp_path, DENSITY_YAML))
+    with pytest.raises(InvalidArgument) as excinfo:
+        catalog.resolve(bucket, name)
+    assert excinfo.value.message == message
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"quality": {"webp": 70}},
+        {"strip_metadata": False},
+        {"progressive": False},
+        {"avif_speed": 4},
+        {"animation": "keep"},
+        {"max_frames": 50},
+        {"upscale": True},
+    ],
+)
+def test_new_options_change_the_hash(change: dict[str, object]) -> None:
+    assert preset(**change).spec_hash != preset().spec_hash
+
+
+def test_options_at_their_defaults_keep_the_hash() -> None:
+    # A preset written before these options existed keeps its variants.
+    same = preset(
+        quality={"jpeg": 80, "webp": 80, "avif": 80},
+        strip_metadata=True,
+        progressive=True,
+        avif_speed=8,
+        animation="first_frame",
+        max_frames=200,
+        densities=[1],
+        upscale=False,
+    )
+    assert same.spec_hash == preset().spec_hash == "145c3fb27757adbd"
+    # Densities offered change no 1x variant.
+    assert preset(densities=[1, 2]).spec_hash == preset().spec_hash
+
+
+def test_quality_map() -> None:
+    mapped = preset(quality={"avif": 50, "webp": 75, "jpeg": 82}).spec
+    assert (mapped.quality_for("jpeg"), mapped.quality_for("webp")) == (82, 75)
+    assert mapped.quality_for("avif") == 50
+    partial = preset(quality={"avif": 40}).spec
+    assert (partial.quality_for("jpeg"), partial.quality_for("avif")) == (80, 40)
+
+
+def test_keeping_animation_never_negotiates_avif() -> None:
+    animated = preset(format="auto", animation="keep")
+    assert animated.format_class("image/avif,image/webp", avif=True) == "webp"
+    assert animated.format_class("image/avif", avif=True) == "legacy"
+    assert animated.format_classes(avif=True) == ("webp", "legacy")

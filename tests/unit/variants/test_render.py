@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import pytest
 from PIL import Image, ImageFile, features
@@ -422,3 +423,71 @@ def test_variant_too_large_for_its_format() -> None:
     source = encode(Image.new("L", (1, 20_000)), "PNG")
     with pytest.raises(ImageTooLarge, match="webp"):
         render(source, spec(width=8192, height=None, fmt="webp"), LIMITS)
+
+
+# --- densities, quality per format, metadata ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fit", "density", "upscale", "expected"),
+    [
+        ("cover", 2, False, (200, 200)),
+        ("cover", 3, False, (300, 300)),
+        ("cover", 4, False, (400, 400)),  # the source's 400 px of height: just enough
+        ("contain", 4, False, (400, 400)),
+        ("inside", 4, False, (400, 200)),  # inside never enlarges
+        ("fill", 4, False, (400, 400)),
+        ("cover", 4, True, (400, 400)),
+    ],
+)
+def test_density_multiplies_the_box(
+    fit: str, density: int, upscale: bool, expected: tuple[int, int]
+) -> None:
+    source = encode(images.marked((800, 400)), "PNG")
+    result = render(source, replace(spec(fit=fit), density=density, upscale=upscale), LIMITS)
+    assert (result.width, result.height) == expected
+
+
+def test_density_is_capped_at_the_source_unless_upscale() -> None:
+    source = encode(images.marked((150, 120), block=30), "PNG")
+    one = render(source, spec(100, 100, "cover"), LIMITS)
+    capped = render(source, replace(spec(100, 100, "cover"), density=3), LIMITS)
+    enlarged = render(source, replace(spec(100, 100, "cover"), density=3, upscale=True), LIMITS)
+    assert (one.width, one.height) == (100, 100)
+    # The source's 120 px of height: the box grows to 120x120, aspect ratio kept.
+    assert (capped.width, capped.height) == (120, 120)
+    assert (enlarged.width, enlarged.height) == (300, 300)
+    # Never smaller than 1x, even from a source smaller than the 1x box.
+    tiny = encode(images.marked((50, 40), block=10), "PNG")
+    small = render(tiny, replace(spec(100, 100, "contain"), density=2), LIMITS)
+    assert (small.width, small.height) == (100, 100)
+
+
+def test_quality_per_format() -> None:
+    source = encode(images.marked((400, 300)).effect_spread(20), "PNG")
+    qualities = (("webp", 20),)
+    low_webp = render(source, replace(spec(fmt="webp", quality=95), qualities=qualities), LIMITS)
+    high_webp = render(source, spec(fmt="webp", quality=95), LIMITS)
+    jpeg = render(source, replace(spec(fmt="jpeg", quality=95), qualities=qualities), LIMITS)
+    assert len(low_webp.data) < len(high_webp.data)
+    assert jpeg.data == render(source, spec(fmt="jpeg", quality=95), LIMITS).data
+
+
+def test_progressive_is_a_choice() -> None:
+    source = encode(images.marked(), "PNG")
+    assert decode(render(source, spec(fmt="jpeg"), LIMITS).data).info.get("progressive")
+    plain = render(source, replace(spec(fmt="jpeg"), progressive=False), LIMITS)
+    assert not decode(plain.data).info.get("progressive")
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "webp", "png"])
+def test_metadata_kept_when_not_stripped(fmt: str) -> None:
+    source = images.jpeg_with_orientation(6)
+    stripped = decode(render(source, spec(fmt=fmt), LIMITS).data)
+    kept = decode(render(source, replace(spec(fmt=fmt), strip_metadata=False), LIMITS).data)
+    assert "exif" not in stripped.info
+    exif = kept.getexif()
+    assert exif[0x010F] == "Gateway Test Camera"
+    # The orientation was applied to the pixels: a viewer must not turn them again.
+    assert exif.get(images.ORIENTATION, 1) == 1
+    assert kept.size == (50, 100)
