@@ -17,6 +17,7 @@ import requests
 
 from tests.conftest import (
     LOCAL_ONLY,
+    PUBLIC_BUCKET,
     SEALED,
     UPSTREAM,
     VARIANT_PRESETS,
@@ -142,6 +143,35 @@ def test_presets_and_sources_of_the_other_kind(
     assert "video" in refused.text
 
 
+def hex_colour(text: str) -> tuple[int, ...]:
+    return tuple(int(text[index : index + 2], 16) for index in (1, 3, 5))
+
+
+@LOCAL_ONLY
+def test_info_of_a_video(gateway, s3, videos: dict[str, bytes]) -> None:
+    # ?variant=info: the container's duration and frame count, the size and colour of the
+    # first frame that is not black (the red second).
+    for name, frames in (("mp4", 30), ("webm", None), ("mov", 30)):
+        put(s3, PUBLIC_BUCKET, f"clip.{name}", videos[name], CONTENT_TYPES[name])
+        response = variant(gateway, PUBLIC_BUCKET, f"clip.{name}", "info")
+        assert response.headers["Content-Type"] == "application/json", response.text
+        described = response.json()
+        colour = hex_colour(described.pop("dominant_color"))
+        assert close_to(colour, RED, 60), (name, colour)
+        assert abs(described.pop("duration") - 3.0) < 0.1, name
+        assert described == {
+            "width": 320,
+            "height": 240,
+            "format": name,
+            "frames": frames,
+            "oriented_width": 320,
+            "oriented_height": 240,
+        }
+    put(s3, PUBLIC_BUCKET, "cut.mp4", videos["mp4"][: len(videos["mp4"]) // 2], "video/mp4")
+    refused = variant(gateway, PUBLIC_BUCKET, "cut.mp4", "info")
+    assert (refused.status_code, error_code(refused)) == (400, "InvalidImage")
+
+
 @LOCAL_ONLY
 def test_a_truncated_video_is_recorded_not_retried(
     gateway, s3, bucket: str, gateway_dsn: str, videos: dict[str, bytes]
@@ -191,6 +221,9 @@ def test_a_poster_of_a_streamed_source(gateway, s3, bucket: str, videos: dict[st
     response = variant(gateway, bucket, "clip.mp4", "poster")
     assert image_of(response).size == (160, 120)
     assert close_to(centre(response), RED, 40)
+    put(s3, PUBLIC_BUCKET, "clip.mp4", videos["mp4"], "video/mp4")
+    described = variant(gateway, PUBLIC_BUCKET, "clip.mp4", "info").json()
+    assert (described["format"], described["frames"], described["width"]) == ("mp4", 30, 320)
     assert set(Path(tempfile.gettempdir()).glob("gateway-video-*")) <= spooled
 
 

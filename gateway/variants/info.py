@@ -6,6 +6,11 @@ runs in the render workers like a render, within the same limits (the header is 
 the pixel and memory limits hold before anything is decoded), and is stored as a derivative
 like one, so it is worked out once per object version.
 
+A video's facts come from ffprobe (its container's declared duration and frame count, within
+the probe limits) and its first frame that is not black, as a poster preset without a
+position takes it (gateway.variants.video): that frame gives the size, already turned as a
+player shows it, and the colour.
+
 The dominant colour comes from a tiny decode (a JPEG at 1/8 scale), reduced to at most
 DOMINANT_SIDE pixels a side and quantised (median cut, a deterministic split of the colour
 space) into a few colours: the one covering the most opaque pixels wins. Not the mean colour,
@@ -22,6 +27,7 @@ from typing import Literal
 from PIL import Image
 
 from gateway.variants.render import (
+    INPUT_FORMATS,
     TRANSPOSED,
     InvalidImage,
     Rendered,
@@ -32,6 +38,7 @@ from gateway.variants.render import (
     orientation_of,
     working_mode,
 )
+from gateway.variants.video import VideoFacts
 
 DOMINANT_SIDE = 64
 DOMINANT_COLOURS = 8
@@ -46,9 +53,15 @@ class InfoSpec:
     format: Literal["json"] = "json"
 
 
-def describe(source: bytes, limits: RenderLimits) -> Rendered:
-    """The JSON description of ``source``. Raises RenderError subclasses, as render does."""
-    with open_image(source, limits) as image:
+def describe(
+    source: bytes,
+    limits: RenderLimits,
+    formats: tuple[str, ...] = INPUT_FORMATS,
+    video: VideoFacts | None = None,
+) -> Rendered:
+    """The JSON description of ``source``, an image, or a video's frame (as PPM) and ``video``
+    its facts. Raises RenderError subclasses, as render does."""
+    with open_image(source, limits, formats) as image:
         width, height = image.size
         name = image.format or ""
         if name not in ("JPEG", "MPO"):
@@ -67,9 +80,9 @@ def describe(source: bytes, limits: RenderLimits) -> Rendered:
     info = {
         "width": width,
         "height": height,
-        "format": _FORMATS.get(name, name.lower()),
-        "frames": frames,
-        "duration": duration,
+        "format": video.format if video else _FORMATS.get(name, name.lower()),
+        "frames": video.frames if video else frames,
+        "duration": video.duration if video else duration,
         "oriented_width": oriented_width,
         "oriented_height": oriented_height,
         "dominant_color": colour,

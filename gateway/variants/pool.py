@@ -44,6 +44,7 @@ from gateway.variants import video
 from gateway.variants.gravity import Anchor
 from gateway.variants.info import InfoSpec, describe
 from gateway.variants.render import (
+    FrameSpec,
     ImageTooLarge,
     Rendered,
     RenderError,
@@ -182,16 +183,25 @@ def _load(source: Source, limit: int) -> bytes:
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
-def _head(source: Source) -> bytes:
+def _head(source: Source, size: int = video.HEAD_BYTES) -> bytes:
     """The first bytes of a source, enough to tell a video by."""
     if isinstance(source, bytes):
-        return source[: video.HEAD_BYTES]
+        return source[:size]
     if not source:
         return b""
     first = source[0]
     with open(first.path, "rb") as handle:
         handle.seek(first.offset)
-        return handle.read(min(video.HEAD_BYTES, first.length))
+        return handle.read(min(size, first.length))
+
+
+def _check_video_size(source: Source, limits: RenderLimits) -> None:
+    size = len(source) if isinstance(source, bytes) else sum(part.length for part in source)
+    if size > limits.video.max_source_bytes:
+        raise ImageTooLarge(
+            f"The video is {size} bytes; variants are made of videos up to "
+            f"{limits.video.max_source_bytes} bytes."
+        )
 
 
 @contextlib.contextmanager
@@ -239,12 +249,7 @@ def _render_source(
             raise UnsupportedImage(
                 "The object is a video: only variant presets with a frame make images of videos."
             ) from None
-    size = len(source) if isinstance(source, bytes) else sum(part.length for part in source)
-    if size > limits.video.max_source_bytes:
-        raise ImageTooLarge(
-            f"The video is {size} bytes; posters are made of videos up to "
-            f"{limits.video.max_source_bytes} bytes."
-        )
+    _check_video_size(source, limits)
     with _video_file(source) as path:
         still = video.poster_frame(
             path, container, spec.frame, limits.video, limits.max_source_pixels, timeout
@@ -253,6 +258,23 @@ def _render_source(
     return render(
         still, spec, replace(limits, max_source_bytes=len(still)), focus, formats=("PPM",)
     )
+
+
+def _describe_source(source: Source, limits: RenderLimits, timeout: float) -> Rendered:
+    """``?variant=info`` of an image, or of a video (its facts, and its first frame that is
+    not black for size and colour)."""
+    head = _head(source, video.NAME_BYTES)
+    container = video.sniff(head)
+    if container is None:
+        return describe(_load(source, limits.max_source_bytes), limits)
+    _check_video_size(source, limits)
+    with _video_file(source) as path:
+        facts = video.facts(path, container, head, limits.video, timeout)
+        still = video.poster_frame(
+            path, container, FrameSpec(), limits.video, limits.max_source_pixels, timeout
+        )
+    frame_limits = replace(limits, max_source_bytes=len(still))
+    return describe(still, frame_limits, formats=("PPM",), video=facts)
 
 
 def _alarm(signum: int, frame: object) -> None:
@@ -273,7 +295,7 @@ def _render_with_alarm(
     signal.setitimer(signal.ITIMER_REAL, timeout, ALARM_REPEAT_SECONDS)
     try:
         if isinstance(spec, InfoSpec):
-            return describe(_load(source, limits.max_source_bytes), limits)
+            return _describe_source(source, limits, timeout)
         return _render_source(source, spec, limits, timeout, focus)
     except MemoryError:
         # The worker's memory limit, not the machine's: the image needs more than a render

@@ -365,14 +365,14 @@ class VariantService:
         self, source: VariantSource, spec: RenderSpec | InfoSpec
     ) -> AsyncIterator[Source]:
         """What the renderer is given, for as long as it renders."""
-        if not isinstance(spec, RenderSpec) or spec.frame is None:
+        if isinstance(spec, RenderSpec) and spec.frame is None:
             yield await self._source(source)
             return
-        # A poster preset: the source may be a video, never read into memory.
+        # A poster preset or info: the source may be a video, never read into memory.
         limit = max(self._policy.max_source_bytes, self._policy.video_max_source_bytes)
         if source.size > limit:
             raise ImageTooLarge(
-                f"The object is {source.size} bytes; posters are made of videos up to "
+                f"The object is {source.size} bytes; variants are made of videos up to "
                 f"{self._policy.video_max_source_bytes} bytes."
             )
         if source.locate is not None:

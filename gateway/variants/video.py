@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import json
+import math
 import re
 import resource
 import shutil
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from typing import Literal
 
 from gateway.variants.render import (
@@ -43,6 +46,8 @@ from gateway.variants.render import (
 Container = Literal["mov", "matroska"]
 # The bytes sniff() needs.
 HEAD_BYTES = 12
+# The bytes format_name() needs: a WebM's EBML header names its DocType within them.
+NAME_BYTES = 64
 _EBML = b"\x1a\x45\xdf\xa3"
 # ISO BMFF brands of still images (AVIF, HEIF): an ftyp box that is no video.
 _IMAGE_BRANDS = frozenset(
@@ -74,6 +79,63 @@ def sniff(head: bytes) -> Container | None:
     if box == b"ftyp":
         return None if head[8:12] in _IMAGE_BRANDS else "mov"
     return "mov" if box in _QUICKTIME_BOXES else None
+
+
+def format_name(head: bytes, container: Container) -> str:
+    """What a page calls the video's format: mp4, mov, webm or mkv."""
+    if container == "matroska":
+        return "webm" if b"webm" in head[:NAME_BYTES] else "mkv"
+    return "mov" if head[4:12] == b"ftypqt  " or head[4:8] != b"ftyp" else "mp4"
+
+
+@dataclass(frozen=True)
+class VideoFacts:
+    """What ``?variant=info`` says of a video besides its frame's size and colour."""
+
+    format: str
+    # As the container declares them (bounded by the probe limits); None when it does not.
+    duration: float | None
+    frames: int | None
+
+
+def describe_command(path: str, container: Container, limits: VideoLimits) -> list[str]:
+    return [
+        limits.ffprobe, "-v", "error", *input_options(container, limits),
+        "-select_streams", "v:0", "-show_entries", "format=duration:stream=nb_frames",
+        "-of", "json", "file:" + path,
+    ]  # fmt: skip
+
+
+def facts(
+    path: str, container: Container, head: bytes, limits: VideoLimits, timeout: float
+) -> VideoFacts:
+    """The video's format, and the duration and frame count its container declares."""
+    output = _run(
+        describe_command(path, container, limits), path, limits, 0, time.monotonic() + timeout
+    )
+    try:
+        probed = json.loads(output)
+        streams = probed.get("streams") or [{}]
+        duration = _number(probed.get("format", {}).get("duration"))
+        frames = _number(streams[0].get("nb_frames"))
+    except (ValueError, AttributeError, TypeError):
+        duration = frames = None
+    return VideoFacts(
+        format_name(head, container),
+        round(duration, 3) if duration is not None else None,
+        int(frames) if frames is not None and frames >= 1 else None,
+    )
+
+
+def _number(value: object) -> float | None:
+    """ffprobe's number as text ("3.000000"), or None for "N/A", absent or nonsense."""
+    if not isinstance(value, str | int | float):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 def missing_programs(limits: VideoLimits) -> list[str]:

@@ -4,13 +4,14 @@ taken from a small video made here."""
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from gateway.variants import video
-from gateway.variants.pool import FilePart, _render_source
+from gateway.variants.pool import FilePart, _describe_source, _render_source
 from gateway.variants.render import (
     FrameSpec,
     ImageTooLarge,
@@ -174,3 +175,48 @@ def test_the_video_size_limit(clip: str) -> None:
     small = replace(RENDER_LIMITS, video=VideoLimits(max_source_bytes=size - 1))
     with pytest.raises(ImageTooLarge, match=f"{size} bytes"):
         _render_source(whole(clip), POSTER, small, 10)
+
+
+# --- ?variant=info of a video ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("head", "name"),
+    [
+        (b"\x00\x00\x00\x20ftypisom", "mp4"),
+        (b"\x00\x00\x00\x14ftypqt  ", "mov"),
+        (b"\x00\x00\x10\x00moov\x00\x00", "mov"),
+        (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x84webm", "webm"),
+        (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x88matroska", "mkv"),
+    ],
+)
+def test_format_name(head: bytes, name: str) -> None:
+    container = video.sniff(head)
+    assert container is not None
+    assert video.format_name(head, container) == name
+
+
+def test_info_of_a_video(clip: str) -> None:
+    head = Path(clip).read_bytes()[: video.NAME_BYTES]
+    assert video.facts(clip, "mov", head, LIMITS, 10) == video.VideoFacts("mp4", 2.0, 20)
+    probe = video.describe_command(clip, "mov", LIMITS)
+    assert "-probesize" in probe and "file" in probe and probe[-1] == "file:" + clip
+    described = json.loads(_describe_source(whole(clip), RENDER_LIMITS, 10).data)
+    # The first frame that is not black: white.
+    assert described == {
+        "width": 64,
+        "height": 48,
+        "format": "mp4",
+        "frames": 20,
+        "duration": 2.0,
+        "oriented_width": 64,
+        "oriented_height": 48,
+        "dominant_color": "#ffffff",
+    }
+    # A truncated MP4 (its index is written last) cannot be described.
+    cut = Path(clip).with_name("cut.mp4")
+    cut.write_bytes(Path(clip).read_bytes()[:400])
+    with pytest.raises(InvalidImage):
+        video.facts(str(cut), "mov", head, LIMITS, 10)
+    with pytest.raises(InvalidImage):
+        _describe_source(whole(str(cut)), RENDER_LIMITS, 10)
