@@ -36,6 +36,7 @@ from gateway.s3 import cors, names, website
 from gateway.s3.cors import CorsConfiguration, CorsRule
 from gateway.s3.errors import S3Error
 from gateway.s3.website import WebsiteConfiguration
+from gateway.variants.gravity import Gravity
 
 DEFAULT_LISTEN = "127.0.0.1:9000"
 DEFAULT_PROFILE = "default"
@@ -537,20 +538,6 @@ class MetricsConfig(_Strict):
 
 
 Fit = Literal["cover", "contain", "inside", "fill"]
-# Where a cover crop keeps its window (gateway.variants.gravity).
-Gravity = Literal[
-    "centre",
-    "north",
-    "south",
-    "east",
-    "west",
-    "north_east",
-    "north_west",
-    "south_east",
-    "south_west",
-    "entropy",
-    "attention",
-]
 VariantFormat = Literal["jpeg", "png", "webp", "avif", "auto"]
 # Output sides are capped: WebP cannot hold more than 16383 pixels, and a preset is a thumbnail
 # or a preview, not a way to enlarge images without bound.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
@@ -16,6 +17,7 @@ from gateway.config import (
     load_config,
 )
 from gateway.s3.errors import InvalidArgument
+from gateway.variants.gravity import Gravity
 from gateway.variants.info import InfoSpec
 from gateway.variants.presets import Preset, PresetCatalog, negotiate, spec_hash
 from gateway.variants.render import FrameSpec, RenderSpec
@@ -84,19 +86,7 @@ def test_what_shapes_only_the_response_keeps_the_hash(change: dict[str, object])
     assert preset(**change).spec_hash == preset().spec_hash
 
 
-GRAVITIES = [
-    "centre",
-    "north",
-    "south",
-    "east",
-    "west",
-    "north_east",
-    "north_west",
-    "south_east",
-    "south_west",
-    "entropy",
-    "attention",
-]
+GRAVITIES = get_args(Gravity)
 
 
 def test_each_gravity_is_a_spec_of_its_own() -> None:
