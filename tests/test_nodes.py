@@ -33,6 +33,7 @@ from tests.conftest import (
     run_gateway,
     upstream_storage,
     wait_for,
+    wait_for_stored_variants,
     write_config,
 )
 from tests.test_variants import signed
@@ -132,6 +133,7 @@ def test_a_variant_asked_of_both_nodes_at_once_renders_once(nodes: Nodes) -> Non
         answers = list(pool.map(fetch, range(8)))
     assert {answer.status_code for answer in answers} == {200}
     assert len({answer.content for answer in answers}) == 1
+    wait_for_stored_variants(nodes.first.dsn)
     # One rendered blob, and no second one written and thrown away.
     assert len(set(nodes.variant_blobs()) - before) == 1
     rows = db_fetch(nodes.first.dsn, "SELECT count(*) AS n FROM garbage")

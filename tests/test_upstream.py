@@ -28,6 +28,7 @@ from tests.conftest import (
     S3Client,
     db_fetch,
     upstream_key,
+    wait_for_stored_variants,
 )
 from tests.s3errors import error_of
 from tests.test_awscli import AwsCli, cli_env
@@ -334,6 +335,7 @@ def test_variants_are_stored_under_the_variants_prefix(
     response = variant(gateway, bucket, "img/photo.png", "thumb")
     assert response.status_code == 200, response.text
     assert decode(response.content).size == (64, 64)
+    wait_for_stored_variants(gateway.dsn)
 
     # Other tests' renders may land meanwhile: one of the new objects is this one.
     stored = set(upstream.keys(UPSTREAM_VARIANTS_PREFIX)) - stored_before
