@@ -1069,7 +1069,7 @@ def report_comparison(
     others: list[float],
     ratio_label: str,
 ) -> None:
-    """Print, and keep in results/NAME.md, two configurations' req/s per round and gateway CPU
+    """Print, and keep through ``publish``, two configurations' req/s per round and gateway CPU
     per request; ``figures`` and ``costs`` hold the baseline first, and the last row is the
     second over the first (``ratio_label``)."""
     baseline, candidate = figures
