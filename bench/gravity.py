@@ -27,6 +27,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,13 @@ def check_square(data: bytes) -> None:
         raise BenchError(f"expected a {SIDE}x{SIDE} WebP, got {image.format} {image.size}")
 
 
+def rotated(kinds: Sequence[str], index: int) -> list[str]:
+    """``kinds`` starting at the index-th, so that no kind always runs first (and meets a colder
+    cache)."""
+    start = index % len(kinds)
+    return [*kinds[start:], *kinds[:start]]
+
+
 def in_process(sources: list[bytes]) -> dict[str, Any]:
     specs = {
         gravity: RenderSpec(SIDE, SIDE, "cover", "webp", QUALITY, gravity=gravity)
@@ -101,9 +109,7 @@ def in_process(sources: list[bytes]) -> dict[str, Any]:
     check_square(render(sources[0], specs["centre"], LIMITS).data)  # and a warm-up
     samples: dict[str, list[float]] = {gravity: [] for gravity in GRAVITIES}
     for index, data in enumerate(sources):
-        # Rotated, so no gravity always runs first (and meets a colder cache).
-        for offset in range(len(GRAVITIES)):
-            gravity = GRAVITIES[(index + offset) % len(GRAVITIES)]
+        for gravity in rotated(GRAVITIES, index):
             started = time.perf_counter()
             render(data, specs[gravity], LIMITS)
             samples[gravity].append(time.perf_counter() - started)
@@ -140,8 +146,7 @@ def through_gateway(workdir: Path, sources: list[bytes], args: argparse.Namespac
         timed_get(session, f"{system.endpoint}/{BUCKET}/warm.jpg?variant=sq-centre")
         samples: dict[str, list[float]] = {gravity: [] for gravity in GRAVITIES}
         for index, key in enumerate(keys):
-            for offset in range(len(GRAVITIES)):
-                gravity = GRAVITIES[(index + offset) % len(GRAVITIES)]
+            for gravity in rotated(GRAVITIES, index):
                 url = f"{system.endpoint}/{BUCKET}/{key}?variant=sq-{gravity}"
                 elapsed, body = timed_get(session, url)
                 check_square(body)
@@ -166,9 +171,7 @@ def through_thumbor(workdir: Path, sources: list[bytes], binary: str) -> dict[st
             timed_get(session, f"{endpoint}{path}/{names[0]}")
         samples: dict[str, list[float]] = {kind: [] for kind in THUMBOR_PATHS}
         for index, name in enumerate(names):
-            kinds = list(THUMBOR_PATHS)
-            for offset in range(len(kinds)):
-                kind = kinds[(index + offset) % len(kinds)]
+            for kind in rotated(list(THUMBOR_PATHS), index):
                 elapsed, body = timed_get(session, f"{endpoint}{THUMBOR_PATHS[kind]}/{name}")
                 check_square(body)
                 samples[kind].append(elapsed)
