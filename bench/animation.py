@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,8 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from run import BENCH_DIR, BenchError, GatewaySystem, md_table, text_table
+from run import BenchError, publish
+from variants import start_gateway, timed_get, upload
 
 from gateway.variants.render import RenderLimits, RenderSpec, render
 
@@ -123,27 +123,6 @@ def timed(function: Any, *args: Any) -> tuple[float, bytes]:
     return time.perf_counter() - started, body
 
 
-def http_get(session: requests.Session, url: str) -> bytes:
-    response = session.get(url, timeout=120)
-    if response.status_code != 200:
-        raise BenchError(f"GET {url}: {response.status_code} {response.text[:200]}")
-    return response.content
-
-
-def start_gateway(workdir: Path, args: argparse.Namespace) -> GatewaySystem:
-    config = workdir / "gateway.yaml"
-    config.write_text(GATEWAY_CONFIG)
-    options = argparse.Namespace(
-        gateway_workers=1,
-        gateway_env=[f"GATEWAY_CONFIG={config}"],
-        database_url=args.database_url,
-        start_timeout=120,
-    )
-    system = GatewaySystem(workdir, options)
-    system.start()
-    return system
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--renders", type=int, default=15, help="rounds (distinct objects)")
@@ -155,20 +134,19 @@ def main() -> int:
         check(function(data))  # and a warm-up
     samples: dict[str, list[float]] = {"pillow": [], "renderer": [], "gateway": []}
     with tempfile.TemporaryDirectory(prefix="gateway-animation-bench-") as tmp:
-        system = start_gateway(Path(tmp), args)
+        system = start_gateway(Path(tmp), 1, args, GATEWAY_CONFIG)
         try:
             keys = [f"anim-{index:03d}.gif" for index in range(args.renders + 1)]
-            for key in keys:
-                system.client.put_object(Bucket=BUCKET, Key=key, Body=data)
+            upload(system, keys, [data])
             session = requests.Session()
             url = f"{system.endpoint}/{BUCKET}/{{}}?variant={PRESET}"
-            check(http_get(session, url.format(keys[0])))  # starts the render workers
+            check(timed_get(session, url.format(keys[0]))[1])  # starts the render workers
             for key in keys[1:]:
                 elapsed, body = timed(pillow_animation, data)
                 samples["pillow"].append(elapsed)
                 elapsed, body = timed(gateway_renderer, data)
                 samples["renderer"].append(elapsed)
-                elapsed, body = timed(http_get, session, url.format(key))
+                elapsed, body = timed_get(session, url.format(key))
                 check(body)
                 samples["gateway"].append(elapsed)
         finally:
@@ -181,13 +159,8 @@ def main() -> int:
         ["gateway over HTTP: first request (render)", f"{medians['gateway']:.1f}"],
         ["gateway over HTTP / bare Pillow", f"{medians['gateway'] / medians['pillow']:.2f}x"],
     ]
-    print(text_table(header, rows))
-    results_dir = BENCH_DIR / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     record = {"source_bytes": len(data), "samples_s": samples, "medians_ms": medians}
-    (results_dir / f"animation-{stamp}.json").write_text(json.dumps(record, indent=2))
-    (results_dir / f"animation-{stamp}.md").write_text(md_table(header, rows) + "\n")
+    publish("animation", [(header, rows)], record)
     return 0
 
 

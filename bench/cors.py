@@ -23,15 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import (
-    BENCH_DIR,
-    SMALL_SIZE,
-    GatewaySystem,
-    md_table,
-    run_wrk,
-    s3_client,
-    text_table,
-)
+from run import SMALL_SIZE, GatewaySystem, publish, run_wrk, s3_client
 
 BUCKET = "site"
 ORIGIN = "https://site.example"
@@ -125,10 +117,7 @@ def main() -> int:
         for name, values in figures.items()
     ]
     rows.append(["with / without", f"{cors / plain:.3f}", ""])
-    print(text_table(header, rows))
-    results_dir = BENCH_DIR / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "cors.md").write_text(md_table(header, rows) + "\n")
+    publish("cors", [(header, rows)], {"req_s": figures})
     return 0
 
 

@@ -24,11 +24,10 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +36,17 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from run import (  # the sibling runner, imported as a module
-    BENCH_DIR,
-    BenchError,
-    GatewaySystem,
-    Proc,
-    free_port,
-    http_status,
-    md_table,
-    text_table,
+from run import BenchError, Table, publish
+from variants import (
+    SIZE,
+    THUMBOR_CONFIG,
+    Thumbor,
+    photo,
+    start_gateway,
+    stats,
+    timed_get,
+    versions,
 )
-from variants import SIZE, photo, stats, timed_get
 
 from gateway.variants.gravity import anchor
 from gateway.variants.render import RenderLimits, RenderSpec, render
@@ -64,19 +63,13 @@ GATEWAY_CONFIG = (
         for gravity in GRAVITIES
     )
 )
-THUMBOR_CONFIG = """\
-LOADER = 'thumbor.loaders.file_loader'
-FILE_LOADER_ROOT_PATH = {root!r}
-STORAGE = 'thumbor.storages.no_storage'
-RESULT_STORAGE = None
-ALLOW_UNSAFE_URL = True
-AUTO_WEBP = False
-QUALITY = {quality}
-WEBP_QUALITY = {quality}
-PRESERVE_EXIF_INFO = False
-DETECTORS = ['thumbor.detectors.face_detector', 'thumbor.detectors.feature_detector']
-"""
+# variants.py's thumbor (file loader, no storage), with smart crops' detectors.
+THUMBOR_SMART_CONFIG = (
+    THUMBOR_CONFIG
+    + "DETECTORS = ['thumbor.detectors.face_detector', 'thumbor.detectors.feature_detector']\n"
+)
 LIMITS = RenderLimits(64 * 1024**2, 100_000_000)
+THUMBOR_MODULES = {"pillow (thumbor)": "PIL", "opencv": "cv2", "thumbor": "thumbor"}
 # thumbor's crops: what each gateway gravity is compared with.
 THUMBOR_PATHS = {
     "centre": f"/unsafe/{SIDE}x{SIDE}/filters:format(webp):quality({QUALITY})",
@@ -86,7 +79,7 @@ THUMBOR_PATHS = {
 
 def source(index: int) -> bytes:
     """bench/variants.py's photo with a skin-toned oval at a place of its own."""
-    image = Image.open(io.BytesIO(photo()))
+    image = Image.open(io.BytesIO(photo(index)))
     x = 300 + (index * 613) % (SIZE[0] - 1400)
     y = 200 + (index * 389) % (SIZE[1] - 1200)
     ImageDraw.Draw(image).ellipse((x, y, x + 800, y + 1000), fill=(224, 172, 140))
@@ -101,6 +94,13 @@ def check_square(data: bytes) -> None:
         raise BenchError(f"expected a {SIDE}x{SIDE} WebP, got {image.format} {image.size}")
 
 
+def rotated(kinds: Sequence[str], index: int) -> list[str]:
+    """``kinds`` starting at the index-th, so that no kind always runs first (and meets a colder
+    cache)."""
+    start = index % len(kinds)
+    return [*kinds[start:], *kinds[:start]]
+
+
 def in_process(sources: list[bytes]) -> dict[str, Any]:
     specs = {
         gravity: RenderSpec(SIDE, SIDE, "cover", "webp", QUALITY, gravity=gravity)
@@ -109,9 +109,7 @@ def in_process(sources: list[bytes]) -> dict[str, Any]:
     check_square(render(sources[0], specs["centre"], LIMITS).data)  # and a warm-up
     samples: dict[str, list[float]] = {gravity: [] for gravity in GRAVITIES}
     for index, data in enumerate(sources):
-        # Rotated, so no gravity always runs first (and meets a colder cache).
-        for offset in range(len(GRAVITIES)):
-            gravity = GRAVITIES[(index + offset) % len(GRAVITIES)]
+        for gravity in rotated(GRAVITIES, index):
             started = time.perf_counter()
             render(data, specs[gravity], LIMITS)
             samples[gravity].append(time.perf_counter() - started)
@@ -137,16 +135,7 @@ def analysis(sources: list[bytes], gravity: str) -> dict[str, Any]:
 
 
 def through_gateway(workdir: Path, sources: list[bytes], args: argparse.Namespace) -> dict:
-    config = workdir / "gateway.yaml"
-    config.write_text(GATEWAY_CONFIG)
-    options = argparse.Namespace(
-        gateway_workers=1,
-        gateway_env=[f"GATEWAY_CONFIG={config}"],
-        database_url=args.database_url,
-        start_timeout=120,
-    )
-    system = GatewaySystem(workdir, options)
-    system.start()
+    system = start_gateway(workdir, 1, args, GATEWAY_CONFIG)
     try:
         keys = [f"src-{index:03d}.jpg" for index in range(len(sources))]
         for key, data in zip(keys, sources, strict=True):
@@ -157,8 +146,7 @@ def through_gateway(workdir: Path, sources: list[bytes], args: argparse.Namespac
         timed_get(session, f"{system.endpoint}/{BUCKET}/warm.jpg?variant=sq-centre")
         samples: dict[str, list[float]] = {gravity: [] for gravity in GRAVITIES}
         for index, key in enumerate(keys):
-            for offset in range(len(GRAVITIES)):
-                gravity = GRAVITIES[(index + offset) % len(GRAVITIES)]
+            for gravity in rotated(GRAVITIES, index):
                 url = f"{system.endpoint}/{BUCKET}/{key}?variant=sq-{gravity}"
                 elapsed, body = timed_get(session, url)
                 check_square(body)
@@ -174,52 +162,25 @@ def through_thumbor(workdir: Path, sources: list[bytes], binary: str) -> dict[st
     names = [f"src-{index:03d}.jpg" for index in range(len(sources))]
     for name, data in zip(names, sources, strict=True):
         (root / name).write_bytes(data)
-    port = free_port()
-    conf = workdir / "thumbor.conf"
-    conf.write_text(THUMBOR_CONFIG.format(root=str(root), quality=QUALITY))
-    argv = [binary, "-p", str(port), "-i", "127.0.0.1", "-c", str(conf), "-l", "warning"]
-    proc = Proc("thumbor", argv, workdir / "thumbor.log")
+    config = THUMBOR_SMART_CONFIG.format(root=str(root), quality=QUALITY)
+    server = Thumbor(workdir, binary, root, 1, config=config)
     try:
-        deadline = time.monotonic() + 60
-        while http_status(port, "/healthcheck") != 200:
-            if not proc.alive() or time.monotonic() > deadline:
-                raise BenchError(f"thumbor did not start:\n{proc.log_tail()}")
-            time.sleep(0.25)
         session = requests.Session()
-        endpoint = f"http://127.0.0.1:{port}"
+        endpoint = server.endpoint
         for path in THUMBOR_PATHS.values():  # warm-up: imports, the cascade file
             timed_get(session, f"{endpoint}{path}/{names[0]}")
         samples: dict[str, list[float]] = {kind: [] for kind in THUMBOR_PATHS}
         for index, name in enumerate(names):
-            kinds = list(THUMBOR_PATHS)
-            for offset in range(len(kinds)):
-                kind = kinds[(index + offset) % len(kinds)]
+            for kind in rotated(list(THUMBOR_PATHS), index):
                 elapsed, body = timed_get(session, f"{endpoint}{THUMBOR_PATHS[kind]}/{name}")
                 check_square(body)
                 samples[kind].append(elapsed)
     finally:
-        proc.stop()
+        server.stop()
     return {kind: stats(values) for kind, values in samples.items()}
 
 
-def versions(args: argparse.Namespace) -> dict[str, str]:
-    import PIL
-
-    found = {"pillow (gateway)": PIL.__version__, "cpus": str(os.cpu_count())}
-    if args.thumbor:
-        python = Path(args.thumbor).parent / "python"
-        code = (
-            "import PIL, cv2, thumbor; print(PIL.__version__, cv2.__version__, thumbor.__version__)"
-        )
-        words = subprocess.run(
-            [str(python), "-c", code], capture_output=True, text=True
-        ).stdout.split()
-        if len(words) == 3:
-            found |= {"pillow (thumbor)": words[0], "opencv": words[1], "thumbor": words[2]}
-    return found
-
-
-def tables(results: dict[str, Any]) -> list[tuple[list[str], list[list[str]]]]:
+def tables(results: dict[str, Any]) -> list[Table]:
     def row(label: str, figure: dict[str, Any], base: dict[str, Any]) -> list[str]:
         ratio = figure["median_ms"] / base["median_ms"]
         return [label, f"{figure['median_ms']:.1f}", f"{figure['p90_ms']:.1f}", f"{ratio:.2f}x"]
@@ -295,7 +256,10 @@ def main() -> int:
     sources = [source(index) for index in range(args.sources)]
     mib = sum(map(len, sources)) / len(sources) / 1024**2
     print(f"sources: {len(sources)} x {SIZE[0]}x{SIZE[1]} JPEG, {mib:.1f} MiB each", flush=True)
-    results: dict[str, Any] = {"sources": len(sources), "versions": versions(args)}
+    results: dict[str, Any] = {
+        "sources": len(sources),
+        "versions": versions(args.thumbor, THUMBOR_MODULES),
+    }
     results["in_process"] = in_process(sources)
     print("in process measured", flush=True)
     with tempfile.TemporaryDirectory(prefix="gateway-gravity-bench-") as tmp:
@@ -308,17 +272,8 @@ def main() -> int:
             print("thumbor measured", flush=True)
         else:
             print("thumbor skipped (no --thumbor)", flush=True)
-    made = tables(results)
-    for header, rows in made:
-        print()
-        print(text_table(header, rows))
     print(json.dumps(results["versions"]))
-    results_dir = BENCH_DIR / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    (results_dir / f"gravity-{stamp}.json").write_text(json.dumps(results, indent=2))
-    markdown = "\n\n".join(md_table(header, rows) for header, rows in made)
-    (results_dir / f"gravity-{stamp}.md").write_text(markdown + "\n")
+    publish("gravity", tables(results), results)
     return 0
 
 

@@ -19,7 +19,6 @@ Every answer is checked (status, counts of entries and common prefixes).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from typing import Any
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import BENCH_DIR, GatewaySystem, md_table, s3_client, text_table
+from run import GatewaySystem, publish, s3_client
 
 
 def fill(s3: Any, bucket: str, keys: list[str]) -> None:
@@ -124,13 +123,8 @@ def main() -> int:
         finally:
             system.stop()
     header = [f"one page (median of {args.repeat})", "ms"]
-    print(text_table(header, rows))
-    results_dir = BENCH_DIR / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     payload = {"folders": n, "repeat": args.repeat, "median_ms": results}
-    (results_dir / f"listing-{stamp}.json").write_text(json.dumps(payload, indent=2))
-    (results_dir / f"listing-{stamp}.md").write_text(md_table(header, rows) + "\n")
+    publish("listing", [(header, rows)], payload)
     return 0
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import sys
 import tempfile
@@ -27,15 +26,13 @@ from boto3.s3.transfer import TransferConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import (  # the sibling runner, imported as a module
-    BENCH_DIR,
     GatewaySystem,
     RssSampler,
     ensure_large_file,
     md5_file,
-    md_table,
     parse_size,
+    publish,
     s3_client,
-    text_table,
 )
 
 MIB = 1024 * 1024
@@ -147,16 +144,10 @@ def main() -> int:
         ["RSS idle, MiB (all gateway processes)", f"{idle_rss:.1f}"],
         ["RSS peak during transfers, MiB", f"{peak_rss:.1f}"],
     ]
-    header = ["figure", "value"]
-    print(text_table(header, rows))
+    publish("multipart", [(["figure", "value"], rows)], results)
     ratio = completions[0]["complete_ms"] / completions[1]["complete_ms"]
     print(f"completion 128 parts / 4 parts: {ratio:.2f}x (same order of magnitude: < 10x)")
     print(f"peak RSS {peak_rss:.1f} MiB (target < 150 MiB)")
-    results_dir = BENCH_DIR / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    (results_dir / f"multipart-{stamp}.json").write_text(json.dumps(results, indent=2))
-    (results_dir / f"multipart-{stamp}.md").write_text(md_table(header, rows) + "\n")
     return 0 if ratio < 10 and peak_rss < 150 else 2
 
 

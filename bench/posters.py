@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +35,15 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from run import BENCH_DIR, BenchError, GatewaySystem, md_table, text_table
-from variants import Thumbor, first_requests, start_gateway, stats, upload
+from run import BenchError, GatewaySystem, Table, publish
+from variants import (
+    THUMBOR_CONFIG,
+    Thumbor,
+    first_requests,
+    start_gateway,
+    time_in_process,
+    upload,
+)
 
 BUCKET = "bench"
 PRESET = "poster"
@@ -57,21 +62,19 @@ variants:
     frame: {{at: {AT_SECONDS}s}}
 """
 THUMBOR_PATH = f"/unsafe/{WIDTH}x0/filters:still({AT_SECONDS}):format(jpeg):quality({QUALITY})"
-THUMBOR_CONFIG = """\
+# variants.py's thumbor (file loader, no storage), with thumbor-video-engine's engine and filter.
+THUMBOR_VIDEO_CONFIG = (
+    THUMBOR_CONFIG
+    + """\
 from thumbor.filters import BUILTIN_FILTERS
 
-LOADER = 'thumbor.loaders.file_loader'
-FILE_LOADER_ROOT_PATH = {root!r}
-STORAGE = 'thumbor.storages.no_storage'
-RESULT_STORAGE = None
-ALLOW_UNSAFE_URL = True
-QUALITY = {quality}
 ENGINE = 'thumbor_video_engine.engines.video'
 APP_CLASS = 'thumbor_video_engine.app.ThumborServiceApp'
 FILTERS = BUILTIN_FILTERS + ['thumbor_video_engine.filters.still']
 FFMPEG_PATH = {ffmpeg!r}
 FFPROBE_PATH = {ffprobe!r}
 """
+)
 
 
 def make_video(path: Path) -> bytes:
@@ -106,16 +109,6 @@ def floor(source: Path) -> bytes:
     return output.getvalue()
 
 
-def time_floor(source: Path, runs: int) -> dict[str, Any]:
-    check_jpeg(floor(source))  # and a warm-up
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        floor(source)
-        samples.append(time.perf_counter() - started)
-    return stats(samples)
-
-
 def gateway_url(system: GatewaySystem, key: str) -> str:
     return f"{system.endpoint}/{BUCKET}/{key}?variant={PRESET}"
 
@@ -124,7 +117,7 @@ def bench_gateway(workdir: Path, data: bytes, args: argparse.Namespace) -> dict[
     system = start_gateway(workdir, args.gateway_workers, args, GATEWAY_CONFIG)
     try:
         keys = [f"first/clip-{index:03d}.mp4" for index in range(args.renders + 1)]
-        upload(system, keys, data)
+        upload(system, keys, [data])
         # One poster first, so no measured request pays for a worker's first ffmpeg start.
         first_requests([gateway_url(system, keys[0])], check_jpeg)
         return first_requests([gateway_url(system, key) for key in keys[1:]], check_jpeg)
@@ -138,7 +131,7 @@ def bench_thumbor(workdir: Path, data: bytes, args: argparse.Namespace) -> dict[
     names = [f"clip-{index:03d}.mp4" for index in range(args.renders + 1)]
     for name in names:
         (root / name).write_bytes(data)
-    config = THUMBOR_CONFIG.format(
+    config = THUMBOR_VIDEO_CONFIG.format(
         root=str(root),
         quality=QUALITY,
         ffmpeg=shutil.which("ffmpeg"),
@@ -173,7 +166,7 @@ def main() -> int:
         data = make_video(source)
         print(f"source: 1920x1080 10 s H.264 MP4, {len(data) / 1024**2:.1f} MiB", flush=True)
         results["source_bytes"] = len(data)
-        results["floor"] = time_floor(source, args.floor_runs)
+        results["floor"] = time_in_process(floor, [source] * args.floor_runs, check_jpeg)
         print("floor measured", flush=True)
         gateway_dir = workdir / "gateway"
         gateway_dir.mkdir()
@@ -182,20 +175,11 @@ def main() -> int:
         if args.thumbor:
             results["thumbor"] = bench_thumbor(workdir, data, args)
             print("thumbor measured", flush=True)
-    made = tables(results)
-    for header, rows in made:
-        print()
-        print(text_table(header, rows))
-    results_dir = BENCH_DIR / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    (results_dir / f"posters-{stamp}.json").write_text(json.dumps(results, indent=2))
-    markdown = "\n\n".join(md_table(header, rows) for header, rows in made)
-    (results_dir / f"posters-{stamp}.md").write_text(markdown + "\n")
+    publish("posters", tables(results), results)
     return 0
 
 
-def tables(results: dict[str, Any]) -> list[tuple[list[str], list[list[str]]]]:
+def tables(results: dict[str, Any]) -> list[Table]:
     def ms(figure: dict[str, Any] | str | None) -> list[str]:
         if not isinstance(figure, dict):
             return [figure or "not run", "-"]

@@ -1047,6 +1047,20 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+Table = tuple[list[str], list[list[str]]]
+
+
+def publish(name: str, tables: list[Table], results: dict[str, Any]) -> None:
+    """Prints ``tables`` and keeps them, with ``results``, as results/NAME-<UTC time>.md and
+    .json, so that no run overwrites an earlier one."""
+    for header, rows in tables:
+        print()
+        print(text_table(header, rows))
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    markdown = "\n\n".join(md_table(header, rows) for header, rows in tables)
+    write_results(BENCH_DIR / "results", f"{name}-{stamp}", results, [markdown])
+
+
 def report_comparison(
     name: str,
     what: str,
@@ -1055,7 +1069,7 @@ def report_comparison(
     others: list[float],
     ratio_label: str,
 ) -> None:
-    """Print, and keep in results/NAME.md, two configurations' req/s per round and gateway CPU
+    """Print, and keep through ``publish``, two configurations' req/s per round and gateway CPU
     per request; ``figures`` and ``costs`` hold the baseline first, and the last row is the
     second over the first (``ratio_label``)."""
     baseline, candidate = figures
@@ -1072,11 +1086,8 @@ def report_comparison(
     speed = statistics.median(figures[candidate]) / statistics.median(figures[baseline])
     cost = statistics.median(costs[candidate]) / statistics.median(costs[baseline])
     rows.append([ratio_label, f"{speed:.3f}", "", f"{cost:.3f}"])
-    print(text_table(header, rows))
     print(f"other processes: up to {max(others)}% of the machine in a round")
-    results_dir = BENCH_DIR / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / f"{name}.md").write_text(md_table(header, rows) + "\n")
+    publish(name, [(header, rows)], {"req_s": figures, "cpu_us": costs, "other_cpu": others})
 
 
 def target_rows(targets: list[Target]) -> list[list[str]]:
@@ -1254,13 +1265,13 @@ def run_config(args: argparse.Namespace, hidden: Iterable[str]) -> dict[str, Any
 
 
 def write_results(results_dir: Path, name: str, doc: dict[str, Any], md: list[str]) -> None:
-    """Writes ``doc`` as <name>.json and ``md`` (then the doc's problems and notes) as
-    <name>.md in ``results_dir``."""
+    """Writes ``doc`` as <name>.json and ``md`` (then the doc's problems and notes, if it has
+    any) as <name>.md in ``results_dir``."""
     results_dir.mkdir(parents=True, exist_ok=True)
     stem = results_dir / name
     stem.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
-    md = [*md, "", *(f"- PROBLEM {p}" for p in doc["problems"])]
-    md += [f"- note: {n}" for n in doc["notes"]]
+    md = [*md, "", *(f"- PROBLEM {p}" for p in doc.get("problems", []))]
+    md += [f"- note: {n}" for n in doc.get("notes", [])]
     stem.with_suffix(".md").write_text("\n".join(md).rstrip() + "\n")
     print(f"\nwrote {name}.json and .md in {results_dir.name}/")
 

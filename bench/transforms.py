@@ -33,7 +33,7 @@ import requests
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import BENCH_DIR, REPO_ROOT, md_table, parse_size, text_table
+from run import REPO_ROOT, parse_size, publish
 
 ACCESS_KEY, SECRET_KEY = "BENCHTRANSFORMS", "bench-transforms-secret"
 PROFILES = {
@@ -225,17 +225,13 @@ def main() -> int:
         ["bytes stored", f"{stored:,}"],
         ["stored / one copy", f"{stored / (COPY_SIZE + args.size):.3f}"],
     ]
-    print(text_table(header, rows))
-    print(
-        f"{args.copies} copies of one 64 MiB object (plus the {args.size:,}-byte one),"
-        " encrypted + chunked + dedup:"
-    )
-    print(text_table(["", ""], dedup))
-    results_dir = BENCH_DIR / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "transforms.md").write_text(
-        md_table(header, rows) + "\n\n" + md_table(["dedup", "bytes"], dedup) + "\n"
-    )
+    dedup_header = [
+        f"dedup: {args.copies} copies of one 64 MiB object (plus the {args.size:,}-byte one),"
+        " encrypted + chunked",
+        "bytes",
+    ]
+    record = {"size": args.size, "figures": figures, "logical_bytes": logical, "stored": stored}
+    publish("transforms", [(header, rows), (dedup_header, dedup)], record)
     return 0
 
 

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from PIL import Image
@@ -49,16 +49,15 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from run import (  # the sibling runner, imported as a module
-    BENCH_DIR,
     WRK_SCRIPT,
     BenchError,
     GatewaySystem,
     Proc,
+    Table,
     find_tool,
     free_port,
     http_status,
-    md_table,
-    text_table,
+    publish,
 )
 
 from gateway.variants.render import RenderLimits, RenderSpec, render
@@ -68,6 +67,7 @@ PRESET = "w320"
 WIDTH = 320
 QUALITY = 80
 SIZE = (4000, 3000)
+Source = TypeVar("Source")  # what an in-process renderer reads: bytes, or a file's path
 GATEWAY_CONFIG = f"""\
 buckets:
   {BUCKET}: {{public_read: true, variants: ["*"]}}
@@ -154,9 +154,13 @@ def gateway_renderer(data: bytes) -> bytes:
     return render(data, spec, RenderLimits(64 * 1024**2, 100_000_000)).data
 
 
-def time_in_process(function: Callable[[bytes], bytes], sources: list[bytes]) -> dict[str, Any]:
+def time_in_process(
+    function: Callable[[Source], bytes],
+    sources: list[Source],
+    check: Callable[[bytes], None] = check_webp,
+) -> dict[str, Any]:
     """Each source rendered once by ``function``, after a warm-up on the first."""
-    check_webp(function(sources[0]))
+    check(function(sources[0]))
     samples = []
     for data in sources:
         started = time.perf_counter()
@@ -345,23 +349,28 @@ def bench_thumbor(workdir: Path, sources: list[bytes], args: argparse.Namespace)
     return results
 
 
-def versions(args: argparse.Namespace) -> dict[str, str]:
+def versions(thumbor: str | None, modules: dict[str, str] | None = None) -> dict[str, str]:
+    """Pillow's version here and the machine's cores, then, when ``thumbor`` names its
+    executable, the version of each of ``modules`` (label: module) in its virtual environment."""
     import PIL
 
     found = {"pillow (gateway)": PIL.__version__, "cpus": str(os.cpu_count())}
-    if args.thumbor:
-        python = Path(args.thumbor).parent / "python"
-        out = subprocess.run(
-            [str(python), "-c", "import PIL, thumbor; print(PIL.__version__, thumbor.__version__)"],
-            capture_output=True,
-            text=True,
+    modules = modules or {"pillow (thumbor)": "PIL", "thumbor": "thumbor"}
+    if thumbor:
+        python = Path(thumbor).parent / "python"
+        code = (
+            "import importlib, sys\n"
+            "print(*(importlib.import_module(m).__version__ for m in sys.argv[1:]))"
         )
-        pillow, _, thumbor = out.stdout.strip().partition(" ")
-        found |= {"pillow (thumbor)": pillow, "thumbor": thumbor}
+        words = subprocess.run(
+            [str(python), "-c", code, *modules.values()], capture_output=True, text=True
+        ).stdout.split()
+        if len(words) == len(modules):
+            found |= dict(zip(modules, words, strict=True))
     return found
 
 
-def tables(results: dict[str, Any]) -> list[tuple[list[str], list[list[str]]]]:
+def tables(results: dict[str, Any]) -> list[Table]:
     """(header, rows) of each table: first requests, steady state, cold renders."""
 
     def ms(figure: dict[str, Any] | None) -> list[str]:
@@ -445,7 +454,7 @@ def main() -> int:
         "sources": len(sources),
         "source_bytes": round(statistics.mean(len(data) for data in sources)),
         "connections": args.connections,
-        "versions": versions(args),
+        "versions": versions(args.thumbor),
     }
     results["floor"] = {
         name: time_in_process(function, sources)
@@ -471,17 +480,8 @@ def main() -> int:
             print("thumbor measured", flush=True)
         else:
             print("thumbor skipped (no --thumbor)", flush=True)
-    made = tables(results)
-    for header, rows in made:
-        print()
-        print(text_table(header, rows))
     print(json.dumps(results["versions"]))
-    results_dir = BENCH_DIR / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    (results_dir / f"variants-{stamp}.json").write_text(json.dumps(results, indent=2))
-    markdown = "\n\n".join(md_table(header, rows) for header, rows in made)
-    (results_dir / f"variants-{stamp}.md").write_text(markdown + "\n")
+    publish("variants", tables(results), results)
     return 0
 
 

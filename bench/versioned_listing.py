@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import statistics
 import sys
@@ -33,7 +32,7 @@ import asyncpg
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import BENCH_DIR, GatewaySystem, md_table, s3_client, text_table
+from run import GatewaySystem, publish, s3_client
 
 from gateway.meta.embedded import EmbeddedPostgres
 
@@ -185,13 +184,8 @@ def main() -> int:
          f"{results['versioned: ListObjectVersions page']:.1f}", "-"]
     )  # fmt: skip
     header = ["figure", f"unversioned ({n:,} objects)", f"versioned ({n:,} x {v})", "ratio"]
-    print(text_table(header, rows))
-    results_dir = BENCH_DIR / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     payload = {"keys": n, "versions": v, "repeat": args.repeat, "median_ms": results}
-    (results_dir / f"versioned-listing-{stamp}.json").write_text(json.dumps(payload, indent=2))
-    (results_dir / f"versioned-listing-{stamp}.md").write_text(md_table(header, rows) + "\n")
+    publish("versioned-listing", [(header, rows)], payload)
     return 0
 
 
