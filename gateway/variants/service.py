@@ -369,17 +369,14 @@ class VariantService:
             yield await self._source(source)
             return
         # A poster preset or info: the source may be a video, never read into memory.
-        limit = max(self._policy.max_source_bytes, self._policy.video_max_source_bytes)
-        if source.size > limit:
-            raise ImageTooLarge(
-                f"The object is {source.size} bytes; variants are made of videos up to "
-                f"{self._policy.video_max_source_bytes} bytes."
-            )
-        if source.locate is not None:
-            located = await source.locate()
-            if located is not None:
-                yield located
-                return
+        located = await self._located(
+            source,
+            max(self._policy.max_source_bytes, self._policy.video_max_source_bytes),
+            f"videos up to {self._policy.video_max_source_bytes} bytes",
+        )
+        if located is not None:
+            yield located
+            return
         spooled = await self._spool(source)
         try:
             yield (spooled,)
@@ -428,16 +425,21 @@ class VariantService:
     async def _source(self, source: VariantSource) -> Source:
         """What the renderer is given: where the bytes are, or the bytes."""
         limit = self._policy.max_source_bytes
+        located = await self._located(source, limit, f"images up to {limit} bytes")
+        if located is not None:
+            return located
+        return await self._read(source)
+
+    async def _located(
+        self, source: VariantSource, limit: int, allowed: str
+    ) -> tuple[FilePart, ...] | None:
+        """Where the source's bytes lie on local disk (None if elsewhere), once its size is
+        within ``limit``; ``allowed`` says what variants are made of, in the refusal."""
         if source.size > limit:
             raise ImageTooLarge(
-                f"The image is {source.size} bytes; variants are made of images up to "
-                f"{limit} bytes."
+                f"The object is {source.size} bytes; variants are made of {allowed}."
             )
-        if source.locate is not None:
-            located = await source.locate()
-            if located is not None:
-                return located
-        return await self._read(source)
+        return await source.locate() if source.locate is not None else None
 
     async def _read(self, source: VariantSource) -> bytes:
         limit = self._policy.max_source_bytes
