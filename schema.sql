@@ -1,6 +1,6 @@
 -- The gateway's metadata schema. Applied by `gateway migrate` and at start-up under an advisory
 -- lock; every statement is idempotent, and the version applied is recorded in schema_version.
--- schema-version: 14
+-- schema-version: 16
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version    integer PRIMARY KEY,
@@ -715,6 +715,39 @@ BEGIN
 END
 $$;
 
+-- Version 16 (lifecycle rules). When a version stopped being current: NoncurrentDays count from
+-- then. A version gets its row when it stops being current, so that is when the row was
+-- written (for a delete marker, when it was written, current or not); rows kept before this
+-- version count from when it was applied, which only ever delays their expiry.
+ALTER TABLE object_versions ADD COLUMN IF NOT EXISTS noncurrent_since timestamptz NOT NULL
+    DEFAULT now();
+
+-- Version 16. Maintenance passes that one process of all runs at a time, at most once per
+-- interval (lifecycle rules): when each last started.
+CREATE TABLE IF NOT EXISTS maintenance_passes (
+    name    text PRIMARY KEY,
+    started timestamptz NOT NULL
+);
+
+-- Version 16. DeleteObject of a version that must still be the current one, for a lifecycle
+-- rule that found it expired: false, with nothing deleted, if a write has replaced it since.
+CREATE OR REPLACE FUNCTION gateway_delete_object(p_bucket text, p_key text, p_version uuid)
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    old objects%ROWTYPE;
+BEGIN
+    DELETE FROM objects WHERE bucket = p_bucket AND key = p_key AND version_id = p_version
+    RETURNING * INTO old;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM gateway_retire(
+        old.version_id, old.profile, old.storage_key, old.storage_etag, old.parts_count
+    );
+    RETURN true;
+END
+$$;
+
 INSERT INTO schema_version (version) VALUES (3), (4), (5), (6), (7), (8), (9), (10), (11),
-    (12), (13), (14)
+    (12), (13), (14), (16)
     ON CONFLICT DO NOTHING;

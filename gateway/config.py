@@ -15,6 +15,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,9 +33,10 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.s3 import cors, names, website
+from gateway.s3 import cors, lifecycle, names, website
 from gateway.s3.cors import CorsConfiguration, CorsRule
 from gateway.s3.errors import S3Error
+from gateway.s3.lifecycle import LifecycleFilter, LifecycleRule
 from gateway.s3.website import WebsiteConfiguration
 from gateway.variants.gravity import Gravity
 
@@ -290,6 +292,56 @@ class WebsiteConfig(_Strict):
         return WebsiteConfiguration(self.index_document, self.error_document)
 
 
+class LifecycleRuleConfig(_Strict):
+    """One lifecycle rule, as PutBucketLifecycleConfiguration's Rule: what it covers (every
+    condition must hold) and what it does, in whole days (see gateway.s3.lifecycle)."""
+
+    id: str | None = None
+    enabled: bool = True
+    prefix: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+    object_size_greater_than: Size | None = None
+    object_size_less_than: Size | None = None
+    # Current versions: deleted (on a versioned bucket, hidden by a delete marker) this many
+    # days after they were written, or from this day on (midnight UTC).
+    expiration_days: int | None = None
+    expiration_date: date | None = None
+    # A delete marker left with no version behind it is removed.
+    expired_object_delete_marker: bool | None = None
+    # Non-current versions: deleted this many days after they became non-current, keeping
+    # the newer_noncurrent_versions newest of each key.
+    noncurrent_days: int | None = None
+    newer_noncurrent_versions: int | None = None
+    # Multipart uploads still in progress this many days after they were started: aborted.
+    abort_incomplete_upload_days: int | None = None
+
+    def rule(self, index: int) -> LifecycleRule:
+        """The rule; ``index`` (its place in the list) names one the file gives no id."""
+        conditions = bool(self.prefix) + len(self.tags)
+        conditions += (self.object_size_greater_than is not None) + (
+            self.object_size_less_than is not None
+        )
+        return LifecycleRule(
+            id=self.id if self.id is not None else f"rule-{index + 1}",
+            enabled=self.enabled,
+            filter=LifecycleFilter(
+                prefix=self.prefix,
+                tags=tuple(self.tags.items()),
+                size_greater_than=self.object_size_greater_than,
+                size_less_than=self.object_size_less_than,
+                form="and" if conditions > 1 else "filter",
+            ),
+            expiration_days=self.expiration_days,
+            expiration_date=None
+            if self.expiration_date is None
+            else datetime.combine(self.expiration_date, time(), UTC),
+            expired_object_delete_marker=self.expired_object_delete_marker,
+            noncurrent_days=self.noncurrent_days,
+            newer_noncurrent_versions=self.newer_noncurrent_versions,
+            abort_incomplete_upload_days=self.abort_incomplete_upload_days,
+        )
+
+
 class QuotaConfig(_Strict):
     # Bytes of objects and of multipart parts in progress, e.g. 50GiB.
     max_bytes: Size | None = None
@@ -315,6 +367,28 @@ class BucketConfig(_Strict):
     # version. Set here, the file owns the state (PutBucketVersioning is refused); unset, the
     # bucket keeps whatever state it has.
     versioning: Literal["enabled", "suspended"] | None = None
+    # Lifecycle rules; set here, they are the bucket's only ones (PutBucketLifecycle-
+    # Configuration is refused). The janitor applies them.
+    lifecycle: list[LifecycleRuleConfig] | None = None
+
+    @field_validator("lifecycle")
+    @classmethod
+    def _valid_lifecycle(
+        cls, value: list[LifecycleRuleConfig] | None
+    ) -> list[LifecycleRuleConfig] | None:
+        if value is not None:
+            try:
+                lifecycle.validate([rule.rule(index) for index, rule in enumerate(value)])
+            except S3Error as exc:
+                raise ValueError(exc.message) from None
+        return value
+
+    @functools.cached_property
+    def lifecycle_rules(self) -> tuple[LifecycleRule, ...] | None:
+        """The YAML's rules; None: the file sets none."""
+        if self.lifecycle is None:
+            return None
+        return tuple(rule.rule(index) for index, rule in enumerate(self.lifecycle))
 
     @field_validator("versioning", mode="before")
     @classmethod
@@ -443,6 +517,9 @@ class LimitsConfig(_Strict):
     # streaming an overwritten object keeps its bytes.
     garbage_grace_seconds: int = Field(default=3600, ge=0)
     janitor_interval_seconds: int = Field(default=300, ge=1)
+    # Lifecycle rules are applied by one janitor among all processes and nodes at most this
+    # often (rules count whole days: an hour is soon enough).
+    lifecycle_interval_seconds: int = Field(default=3600, ge=1)
     # The janitor aborts multipart uploads left unfinished this long after they were started.
     abandoned_upload_seconds: int = Field(default=7 * 86400, ge=1)
     # Image variants. A source larger than either limit is refused before it is decoded

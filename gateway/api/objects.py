@@ -405,6 +405,7 @@ async def _delete(
         return {}
     null_marker = not versions.keeps_versions(bucket.versioning)
     marker = await backend.delete_key(bucket.name, key, null_marker)
+    assert marker is not None  # no expected version: always written
     return {
         "x-amz-delete-marker": "true",
         "x-amz-version-id": versions.version_id_text(marker, null_marker),

@@ -10,6 +10,7 @@ from gateway.api import (
     acl,
     buckets,
     cors,
+    lifecycle,
     listing,
     multipart,
     objects,
@@ -34,7 +35,7 @@ Operation = Callable[[S3Request], Awaitable[web.StreamResponse]]
 UNSUPPORTED_SUBRESOURCES = frozenset(
     {
         "accelerate", "analytics", "attributes", "encryption", "intelligent-tiering",
-        "inventory", "legal-hold", "lifecycle", "logging", "metrics", "notification",
+        "inventory", "legal-hold", "logging", "metrics", "notification",
         "object-lock", "ownershipControls", "policyStatus", "publicAccessBlock",
         "replication", "requestPayment", "restore", "retention", "select", "tagging", "torrent",
     }
@@ -52,6 +53,11 @@ BUCKET_SUBRESOURCES: dict[str, dict[str, Operation]] = {
         "GET": website.get_bucket_website,
         "PUT": website.put_bucket_website,
         "DELETE": website.delete_bucket_website,
+    },
+    "lifecycle": {
+        "GET": lifecycle.get_bucket_lifecycle_configuration,
+        "PUT": lifecycle.put_bucket_lifecycle_configuration,
+        "DELETE": lifecycle.delete_bucket_lifecycle,
     },
     "policy": {
         "GET": policy.get_bucket_policy,

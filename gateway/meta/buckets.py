@@ -15,6 +15,7 @@ import asyncpg
 from gateway.meta.quotas import Quota, parse_quota
 from gateway.s3.acl import PRIVATE
 from gateway.s3.cors import CorsConfiguration, CorsRule
+from gateway.s3.lifecycle import LifecycleRule, parse_rules
 from gateway.s3.policy import BucketPolicy, parse_policy
 from gateway.s3.website import WebsiteConfiguration
 
@@ -40,6 +41,8 @@ class Bucket:
     quota_document: str | None = field(default=None, repr=False, compare=False)
     # Enabled or Suspended (gateway.s3.versions); None: versioning never enabled.
     versioning: str | None = None
+    # The rules PutBucketLifecycleConfiguration stored, as the database's text of their JSON.
+    lifecycle_document: str | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_columns(cls, values: dict[str, Any], prefix: str = "") -> Bucket:
@@ -69,6 +72,13 @@ class Bucket:
         return parse_quota(self.quota_document)
 
     @property
+    def lifecycle(self) -> tuple[LifecycleRule, ...] | None:
+        """The rules PutBucketLifecycleConfiguration set; None: none."""
+        if self.lifecycle_document is None:
+            return None
+        return _parsed_lifecycle(self.lifecycle_document)
+
+    @property
     def cors(self) -> CorsConfiguration | None:
         """The rules set by PutBucketCors; None: none."""
         if self.cors_document is None:
@@ -87,6 +97,11 @@ def _parsed_website(document: str) -> WebsiteConfiguration:
 
 
 @functools.lru_cache(maxsize=256)
+def _parsed_lifecycle(document: str) -> tuple[LifecycleRule, ...]:
+    return parse_rules(document)
+
+
+@functools.lru_cache(maxsize=256)
 def _parsed_policy(document: str, bucket: str) -> BucketPolicy:
     return parse_policy(document, bucket)
 
@@ -100,6 +115,7 @@ _SETTINGS = {
     "website_document": "({table}settings->'website')::text",
     "quota_document": "({table}settings->'quota')::text",
     "versioning": "{table}settings->>'versioning'",
+    "lifecycle_document": "({table}settings->'lifecycle')::text",
 }
 
 

@@ -341,10 +341,28 @@ async def _insert_chunks(
     )
 
 
-async def delete_object(conn: asyncpg.Connection, bucket: str, key: str) -> bool:
+async def delete_object(
+    conn: asyncpg.Connection, bucket: str, key: str, expected: uuid.UUID | None = None
+) -> bool:
     """Delete the row and list its blobs as garbage (gateway_delete_object); False if there
-    was no such object."""
-    return bool(await conn.fetchval("SELECT gateway_delete_object($1, $2)", bucket, key))
+    was no such object, or (``expected``) the current version is another one."""
+    if expected is None:
+        return bool(await conn.fetchval("SELECT gateway_delete_object($1, $2)", bucket, key))
+    return bool(
+        await conn.fetchval("SELECT gateway_delete_object($1, $2, $3)", bucket, key, expected)
+    )
+
+
+async def is_current(
+    conn: asyncpg.Connection, bucket: str, key: str, version_id: uuid.UUID
+) -> bool:
+    """Whether ``version_id`` is the key's current version, with the key locked until the
+    transaction ends so that no write can change that meanwhile."""
+    await lock_key(conn, bucket, key)
+    found = await conn.fetchval(
+        "SELECT version_id FROM objects WHERE bucket = $1 AND key = $2", bucket, key
+    )
+    return bool(found == version_id)
 
 
 async def relocate(conn: asyncpg.Connection, record: ObjectRecord, storage_key: str) -> bool:

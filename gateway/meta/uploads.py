@@ -298,6 +298,30 @@ async def abort_abandoned(
         return [_upload(row) for row in rows]
 
 
+async def uploads_started_before(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    bucket: str,
+    prefix: str,
+    cutoff: datetime,
+    after: Upload | None,
+    limit: int,
+) -> list[Upload]:
+    """Up to ``limit`` multipart uploads under ``prefix`` initiated before ``cutoff``, by key
+    and upload id, after ``after``."""
+    rows = await conn.fetch(
+        f"SELECT {_UPLOAD_COLUMNS} FROM uploads"
+        " WHERE bucket = $1 AND (key, upload_id) > ($2, $3) AND ($4::text IS NULL OR key < $4)"
+        " AND initiated < $5 ORDER BY key, upload_id LIMIT $6",
+        bucket,
+        after.key if after is not None else prefix,
+        after.upload_id if after is not None else uuid.UUID(int=0),
+        prefix_upper_bound(prefix),
+        cutoff,
+        limit,
+    )
+    return [_upload(row) for row in rows]
+
+
 @dataclass(frozen=True)
 class ListedUpload:
     key: str

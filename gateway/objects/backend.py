@@ -221,15 +221,23 @@ class ObjectBackend(ABC):
         return await self.put(new, body, terms)
 
     @abstractmethod
-    async def delete(self, bucket: str, key: str) -> None:
-        """Delete the object (its blobs go to the intent log); a missing one is no error."""
+    async def delete(self, bucket: str, key: str, expected: uuid.UUID | None = None) -> bool:
+        """Delete the object (its blobs go to the intent log); a missing one is no error.
+        ``expected``: only while that version is the current one. False: nothing deleted."""
 
-    async def delete_key(self, bucket: str, key: str, null_marker: bool) -> uuid.UUID:
+    async def delete_key(
+        self, bucket: str, key: str, null_marker: bool, expected: uuid.UUID | None = None
+    ) -> uuid.UUID | None:
         """DeleteObject on a versioned bucket: the current version becomes non-current (or,
         both null, is retired) and a delete marker, the null version with ``null_marker``,
-        the key's newest version; the marker's id."""
+        the key's newest version; the marker's id. ``expected``: only while that version is
+        the current one (None, nothing done, when it is not)."""
         marker = uuid.uuid4()
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if expected is not None and not await object_rows.is_current(
+                conn, bucket, key, expected
+            ):
+                return None
             await object_rows.delete_key(conn, bucket, key, marker, null_marker)
         return marker
 

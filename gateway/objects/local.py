@@ -128,9 +128,9 @@ class LocalBackend(ObjectBackend):
                 conn, record, terms.check(record.key), eager=terms.eager
             )
 
-    async def delete(self, bucket: str, key: str) -> None:
+    async def delete(self, bucket: str, key: str, expected: uuid.UUID | None = None) -> bool:
         async with self.pool.acquire() as conn:
-            await object_rows.delete_object(conn, bucket, key)
+            return await object_rows.delete_object(conn, bucket, key, expected)
 
     async def upload_part(self, upload: Upload, part_number: int, body: IncomingBody) -> Part:
         async with StagedBlob(self.resources, self.profile, body.digests.update) as blob:

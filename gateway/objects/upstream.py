@@ -238,11 +238,18 @@ class UpstreamBackend(ObjectBackend):
             await object_rows.relocate(conn, current, blob_key)
         return await object_rows.get_object(self.pool, bucket, key)
 
-    async def delete_key(self, bucket: str, key: str, null_marker: bool) -> uuid.UUID:
+    async def delete_key(
+        self, bucket: str, key: str, null_marker: bool, expected: uuid.UUID | None = None
+    ) -> uuid.UUID | None:
         await self._preserved(bucket, key, null_marker)
         upstream_key = self.upstream.object_key(bucket, key)
         marker = uuid.uuid4()
         async with self._key_locked(bucket, key) as conn:
+            if expected is not None and not await object_rows.is_current(
+                conn, bucket, key, expected
+            ):
+                # Replaced meanwhile: a copy _preserved made stays listed and is collected.
+                return None
             # No row names the object in place any more unless it is retired here: either way
             # it goes, so adoption can never bring a deleted key back.
             await self.upstream.delete(upstream_key, locked=True)
@@ -376,13 +383,17 @@ class UpstreamBackend(ObjectBackend):
         await self._commit_confirmed(record, terms, new_key)
         return record
 
-    async def delete(self, bucket: str, key: str) -> None:
+    async def delete(self, bucket: str, key: str, expected: uuid.UUID | None = None) -> bool:
         """Delete the object upstream and its row, with the key locked so that no write of it
         can commit in between (a write confirmed after this finds its object gone)."""
         upstream_key = self.upstream.object_key(bucket, key)
         async with self._key_locked(bucket, key) as conn:
+            if expected is not None and not await object_rows.is_current(
+                conn, bucket, key, expected
+            ):
+                return False
             await self.upstream.delete(upstream_key, locked=True)
-            await object_rows.delete_object(conn, bucket, key)
+            return await object_rows.delete_object(conn, bucket, key)
 
     # Multipart uploads: mapped onto the upstream's own, so a completion is native there.
 

@@ -12,6 +12,7 @@ back through adoption.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 
 from gateway.errors import KeyNotStorableError
@@ -74,14 +75,14 @@ class UpstreamBlobBackend(LocalBackend):
         await self._drop_in_place(replaced)
         return record
 
-    async def delete(self, bucket: str, key: str) -> None:
+    async def delete(self, bucket: str, key: str, expected: uuid.UUID | None = None) -> bool:
         try:
             # Deletes the plaintext object under the 1:1 key, if any, and the row, with the
             # key locked so no adoption comes between.
-            await self._in_place.delete(bucket, key)
+            return await self._in_place.delete(bucket, key, expected)
         except KeyNotStorableError:
             # No 1:1 key: nothing in place to delete.
-            await super().delete(bucket, key)
+            return await super().delete(bucket, key, expected)
 
     async def _drop_in_place(self, replaced: ObjectRecord | None) -> None:
         """Delete the plaintext object a write replaced, once its row no longer names it."""

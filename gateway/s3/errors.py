@@ -175,6 +175,9 @@ NoSuchCORSConfiguration = _error(
 NoSuchWebsiteConfiguration = _error(
     "NoSuchWebsiteConfiguration", 404, "The specified bucket does not have a website configuration"
 )
+NoSuchLifecycleConfiguration = _error(
+    "NoSuchLifecycleConfiguration", 404, "The lifecycle configuration does not exist"
+)
 NoSuchBucketPolicy = _error("NoSuchBucketPolicy", 404, "The bucket policy does not exist")
 NoSuchUpload = _error(
     "NoSuchUpload",

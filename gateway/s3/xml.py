@@ -14,6 +14,7 @@ from lxml import etree
 from gateway.s3.acl import ALL_USERS
 from gateway.s3.cors import CorsRule
 from gateway.s3.errors import InvalidArgument
+from gateway.s3.lifecycle import LifecycleFilter, LifecycleRule
 from gateway.s3.website import WebsiteConfiguration
 from gateway.s3.xmlbody import ObjectIdentifier
 
@@ -589,6 +590,56 @@ def website_configuration(config: WebsiteConfiguration) -> bytes:
     if config.error_key is not None:
         _add(_add(root, "ErrorDocument"), "Key", _exact_text(config.error_key))
     return _document(root)
+
+
+def lifecycle_configuration(rules: Iterable[LifecycleRule]) -> bytes:
+    """GetBucketLifecycleConfiguration: the rules in the form they were put."""
+    root = _root("LifecycleConfiguration")
+    for rule in rules:
+        element = _add(root, "Rule")
+        _add(element, "ID", _exact_text(rule.id))
+        _lifecycle_filter(element, rule.filter)
+        _add(element, "Status", "Enabled" if rule.enabled else "Disabled")
+        if rule.expires_objects or rule.expired_object_delete_marker is not None:
+            expiration = _add(element, "Expiration")
+            if rule.expiration_date is not None:
+                _add(expiration, "Date", iso8601(rule.expiration_date))
+            if rule.expiration_days is not None:
+                _add(expiration, "Days", rule.expiration_days)
+            if rule.expired_object_delete_marker is not None:
+                _add(
+                    expiration,
+                    "ExpiredObjectDeleteMarker",
+                    "true" if rule.expired_object_delete_marker else "false",
+                )
+        if rule.noncurrent_days is not None:
+            noncurrent = _add(element, "NoncurrentVersionExpiration")
+            _add(noncurrent, "NoncurrentDays", rule.noncurrent_days)
+            if rule.newer_noncurrent_versions is not None:
+                _add(noncurrent, "NewerNoncurrentVersions", rule.newer_noncurrent_versions)
+        if rule.abort_incomplete_upload_days is not None:
+            abort = _add(element, "AbortIncompleteMultipartUpload")
+            _add(abort, "DaysAfterInitiation", rule.abort_incomplete_upload_days)
+    return _document(root)
+
+
+def _lifecycle_filter(rule: etree._Element, found: LifecycleFilter) -> None:
+    if found.form == "rule-prefix":
+        _add(rule, "Prefix", _exact_text(found.prefix))
+        return
+    parent = _add(rule, "Filter")
+    if found.form == "and":
+        parent = _add(parent, "And")
+    if found.prefix or (found.form == "and" and not found.tags):
+        _add(parent, "Prefix", _exact_text(found.prefix))
+    for key, value in found.tags:
+        tag = _add(parent, "Tag")
+        _add(tag, "Key", key)
+        _add(tag, "Value", value)
+    if found.size_greater_than is not None:
+        _add(parent, "ObjectSizeGreaterThan", found.size_greater_than)
+    if found.size_less_than is not None:
+        _add(parent, "ObjectSizeLessThan", found.size_less_than)
 
 
 def tagging(tags: Iterable[tuple[str, str]]) -> bytes:

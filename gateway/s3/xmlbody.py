@@ -1,6 +1,6 @@
 """Parsing of S3 XML request bodies (DeleteObjects, CreateBucket, CompleteMultipartUpload,
 PutBucketCors, PutBucketAcl and PutObjectAcl, PutBucketWebsite, PutObjectTagging and the
-tagging field of a POST form).
+tagging field of a POST form, PutBucketLifecycleConfiguration).
 
 Bodies come from untrusted clients: the parser never resolves entities, loads DTDs or touches
 the network, and any DOCTYPE is refused outright (billion laughs, XXE). Every problem is
@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from lxml import etree
 
-from gateway.s3 import cors, errors, website
+from gateway.s3 import cors, errors, lifecycle, website
 from gateway.s3.cors import CorsRule
 from gateway.s3.errors import MalformedACLError, MalformedXML
+from gateway.s3.lifecycle import FilterForm, LifecycleFilter, LifecycleRule
 from gateway.s3.website import WebsiteConfiguration
 
 S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -28,6 +30,7 @@ MAX_DELETE_OBJECTS = 1000
 # xsd:int, the schema type of PartNumber.
 _INT = re.compile(r"[+-]?[0-9]{1,10}")
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+_LONG = re.compile(r"[+-]?[0-9]{1,18}")
 _XSD_BOOLEAN = {"true": True, "1": True, "false": False, "0": False}
 _CHECKSUM_PREFIX = "Checksum"
 
@@ -284,3 +287,124 @@ def parse_website_configuration(body: bytes) -> WebsiteConfiguration:
     )
     website.validate(config)
     return config
+
+
+def _count(parent: etree._Element, name: str) -> int | None:
+    """An integer child (xsd:long at most) of ``parent``, None when absent."""
+    element = _one(parent, name)
+    if element is None:
+        return None
+    text = _text(element).strip()
+    if not _LONG.fullmatch(text):
+        raise MalformedXML()
+    return int(text)
+
+
+def _lifecycle_tag(element: etree._Element) -> tuple[str, str]:
+    key, value = _one(element, "Key"), _one(element, "Value")
+    if key is None or value is None:
+        raise MalformedXML()
+    return _text(key), _text(value)
+
+
+def _lifecycle_filter(rule: etree._Element) -> LifecycleFilter:
+    """A rule's <Filter> (one condition, or <And> of several) or its own old-style <Prefix>:
+    exactly one of the two."""
+    rule_prefix, element = _one(rule, "Prefix"), _one(rule, "Filter")
+    if (rule_prefix is None) == (element is None):
+        raise MalformedXML()
+    if rule_prefix is not None:
+        return LifecycleFilter(prefix=_text(rule_prefix), form="rule-prefix")
+    assert element is not None
+    conditions = [child for child in element if _name(child) is not None]
+    if len(conditions) > 1:
+        raise MalformedXML()
+    if not conditions:
+        return LifecycleFilter()
+    form: FilterForm = "filter"
+    if _name(conditions[0]) == "And":
+        # Two or more conditions, all of which must hold.
+        form, element = "and", conditions[0]
+        if sum(_name(child) is not None for child in element) < 2:
+            raise MalformedXML()
+    prefix = _one(element, "Prefix")
+    tags = [_lifecycle_tag(tag) for tag in _children(element, "Tag")]
+    if form == "filter" and len(tags) > 1:
+        raise MalformedXML()
+    known = {"Prefix", "Tag", "ObjectSizeGreaterThan", "ObjectSizeLessThan"}
+    if any(_name(child) not in known for child in element):
+        raise MalformedXML()
+    return LifecycleFilter(
+        prefix=_text(prefix) if prefix is not None else "",
+        tags=tuple(tags),
+        size_greater_than=_count(element, "ObjectSizeGreaterThan"),
+        size_less_than=_count(element, "ObjectSizeLessThan"),
+        form=form,
+    )
+
+
+def _lifecycle_date(element: etree._Element) -> datetime:
+    text = _text(element).strip()
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise errors.InvalidArgument(
+            "'Date' must be in ISO 8601 format", ArgumentName="Date", ArgumentValue=text
+        ) from None
+    return moment.replace(tzinfo=moment.tzinfo or UTC).astimezone(UTC)
+
+
+def parse_lifecycle_configuration(body: bytes) -> list[LifecycleRule]:
+    """The rules of a PutBucketLifecycleConfiguration body, validated as S3 does (see
+    gateway.s3.lifecycle); transitions are refused as not implemented."""
+    root = _parse(body, "LifecycleConfiguration")
+    rules = []
+    for element in _children(root, "Rule"):
+        for unsupported in ("Transition", "NoncurrentVersionTransition"):
+            if _one(element, unsupported) is not None:
+                raise errors.NotImplemented(
+                    f"This gateway has no storage classes to move objects to: {unsupported}"
+                    " is not implemented."
+                )
+        rule_id, status = _one(element, "ID"), _one(element, "Status")
+        if status is None or _text(status).strip() not in ("Enabled", "Disabled"):
+            raise MalformedXML()
+        expiration = _one(element, "Expiration")
+        date = marker = None
+        if expiration is not None:
+            found = _one(expiration, "Date")
+            date = _lifecycle_date(found) if found is not None else None
+            found = _one(expiration, "ExpiredObjectDeleteMarker")
+            if found is not None:
+                marker = _XSD_BOOLEAN.get(_text(found).strip())
+                if marker is None:
+                    raise MalformedXML()
+            if date is None and marker is None and _one(expiration, "Days") is None:
+                raise MalformedXML()
+        noncurrent = _one(element, "NoncurrentVersionExpiration")
+        if noncurrent is not None and _one(noncurrent, "NoncurrentDays") is None:
+            raise MalformedXML()
+        abort = _one(element, "AbortIncompleteMultipartUpload")
+        if abort is not None and _one(abort, "DaysAfterInitiation") is None:
+            raise MalformedXML()
+        rules.append(
+            LifecycleRule(
+                id=_text(rule_id) if rule_id is not None else lifecycle.new_rule_id(),
+                enabled=_text(status).strip() == "Enabled",
+                filter=_lifecycle_filter(element),
+                expiration_days=_count(expiration, "Days") if expiration is not None else None,
+                expiration_date=date,
+                expired_object_delete_marker=marker,
+                noncurrent_days=_count(noncurrent, "NoncurrentDays")
+                if noncurrent is not None
+                else None,
+                newer_noncurrent_versions=_count(noncurrent, "NewerNoncurrentVersions")
+                if noncurrent is not None
+                else None,
+                abort_incomplete_upload_days=_count(abort, "DaysAfterInitiation")
+                if abort is not None
+                else None,
+            )
+        )
+    lifecycle.validate(rules)
+    return rules
