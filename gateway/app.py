@@ -261,16 +261,9 @@ async def _variants(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _janitor(app: web.Application) -> AsyncIterator[None]:
-    limits = app[CONFIG].limits
+    live = app[LIVE]
     task = asyncio.create_task(
-        run_janitor(
-            app[POOL],
-            app[STORES],
-            app[BACKENDS],
-            limits.garbage_grace_seconds,
-            limits.janitor_interval_seconds,
-            limits.abandoned_upload_seconds,
-        )
+        run_janitor(app[POOL], app[STORES], app[BACKENDS], lambda: live.current.config)
     )
     yield
     task.cancel()

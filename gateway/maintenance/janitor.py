@@ -1,16 +1,19 @@
-"""The janitor: aborts abandoned multipart uploads, and deletes the blobs the garbage log lists
-once their grace period is over."""
+"""The janitor: aborts abandoned multipart uploads, applies lifecycle rules, and deletes the
+blobs the garbage log lists once their grace period is over."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 
 import asyncpg
 
 from gateway import metrics
+from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
+from gateway.maintenance import lifecycle
 from gateway.meta import bucket_usage, garbage, uploads
 from gateway.meta.db import DATABASE_ERRORS, DatabaseUnavailableError
 from gateway.objects.backend import ObjectBackend
@@ -73,22 +76,47 @@ async def abort_abandoned_uploads(
             return aborted
 
 
+async def apply_lifecycle_rules(
+    pool: asyncpg.Pool,
+    backends: Mapping[str, ObjectBackend],
+    config: GatewayConfig,
+    interval_seconds: float,
+) -> None:
+    """A lifecycle pass, if one is due and no other process is running one."""
+    async with lifecycle.exclusive(pool) as mine:
+        if not mine or not await lifecycle.claim_due_pass(pool, interval_seconds):
+            return
+        report = await lifecycle.apply_rules(pool, dict(backends), config, datetime.now(UTC))
+    for (bucket, rule, action), tally in sorted(report.tallies.items()):
+        log.info(
+            "lifecycle rule %s of bucket %s: %d %s (%d bytes)",
+            rule,
+            bucket,
+            tally.count,
+            action,
+            tally.bytes,
+        )
+
+
 async def run_janitor(
     pool: asyncpg.Pool,
     stores: Mapping[str, BlobStore],
     backends: Mapping[str, ObjectBackend],
-    grace_seconds: int,
-    interval: float,
-    abandoned_upload_seconds: float,
+    current_config: Callable[[], GatewayConfig],
 ) -> None:
+    """Every limits.janitor_interval_seconds (of the configuration current then), a pass."""
     while True:
         counted = metrics.current()
         result = "failed"
+        limits = current_config().limits
         try:
-            aborted = await abort_abandoned_uploads(pool, backends, abandoned_upload_seconds)
+            aborted = await abort_abandoned_uploads(pool, backends, limits.abandoned_upload_seconds)
             if aborted:
                 log.info("janitor aborted %d abandoned multipart uploads", aborted)
-            removed = await collect_garbage(pool, stores, grace_seconds)
+            await apply_lifecycle_rules(
+                pool, backends, current_config(), limits.lifecycle_interval_seconds
+            )
+            removed = await collect_garbage(pool, stores, limits.garbage_grace_seconds)
             if removed:
                 log.info("janitor removed %d blobs", removed)
             if counted is not None:
@@ -101,4 +129,4 @@ async def run_janitor(
             log.warning("janitor pass failed; retrying later", exc_info=True)
         if counted is not None:
             counted.janitor_runs(result).inc()
-        await asyncio.sleep(interval)
+        await asyncio.sleep(limits.janitor_interval_seconds)

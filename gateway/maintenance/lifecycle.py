@@ -37,7 +37,8 @@ _LOCK_ID = 0x676174657761794C
 _PASS_NAME = "lifecycle"
 
 # What a rule did, as reported.
-EXPIRED = "expired"  # current versions deleted, or hidden by a delete marker
+# Current versions deleted, or on a versioned bucket hidden by a delete marker.
+EXPIRED = "current versions expired"
 NONCURRENT = "noncurrent versions removed"
 MARKERS = "expired delete markers removed"
 ABORTED = "uploads aborted"
