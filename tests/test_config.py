@@ -220,6 +220,12 @@ def test_unknown_keys_are_rejected_by_path(tmp_path: Path, text: str, path: str)
     [
         ("buckets: {photos: {public_read: maybe}}\n", "buckets.photos.public_read"),
         ("buckets: {photos: {versioning: sometimes}}\n", "buckets.photos.versioning"),
+        ("buckets: {logs: {lifecycle: [{expiration_days: 0}]}}\n", "buckets.logs.lifecycle"),
+        ("buckets: {logs: {lifecycle: [{prefix: tmp/}]}}\n", "buckets.logs.lifecycle"),
+        (
+            "buckets: {logs: {lifecycle: [{expiration_days: 1, transition_days: 3}]}}\n",
+            "buckets.logs.lifecycle.0.transition_days",
+        ),
         ("database: {pool_max_size: lots}\n", "database.pool_max_size"),
         ("database: {pool_min_size: 0}\n", "database.pool_min_size"),
         ("limits: {clock_skew_seconds: -5}\n", "limits.clock_skew_seconds"),
