@@ -6,6 +6,7 @@ AbortMultipartUpload would. Ages are set in the rows: no test waits a day."""
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import re
 import subprocess
@@ -33,6 +34,7 @@ from tests.conftest import (
     unaccounted_blobs,
     wait_for,
 )
+from tests.rawhttp import sign
 from tests.s3errors import error_of
 from tests.test_awscli import cli_env
 
@@ -202,6 +204,17 @@ def test_only_writers_may_see_or_change_rules(gateway: GatewayProcess, s3: S3Cli
     with pytest.raises(ClientError) as caught:
         s3.get_bucket_lifecycle_configuration(Bucket=PUBLIC_BUCKET)
     assert error_of(caught) == (404, "NoSuchLifecycleConfiguration")
+
+
+def test_rules_sent_to_an_object_never_become_its_body(
+    gateway: GatewayProcess, s3: S3Client, bucket: str
+) -> None:
+    url = f"{gateway.endpoint}/{bucket}/doc?lifecycle="
+    body = b"<LifecycleConfiguration/>"
+    headers = sign("PUT", url, hashlib.sha256(body).hexdigest())
+    answer = requests.put(url, data=body, headers=headers, timeout=10)
+    assert answer.status_code == 501 and b"<Code>NotImplemented</Code>" in answer.content
+    assert keys(s3, bucket) == []
 
 
 def test_aws_cli_puts_and_gets_rules(gateway: GatewayProcess, bucket: str, tmp_path: Path) -> None:

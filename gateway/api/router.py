@@ -165,9 +165,10 @@ def pick_operation(method: str, bucket: str | None, key: str | None, req: S3Requ
             # DeleteObjects, or a browser's form upload (POST Object).
             return objects.delete_objects if "delete" in query else post_object.post_object
         return _by_method(method, table, "GET, PUT, DELETE, HEAD, POST")
-    if "cors" in query or "policy" in query or "website" in query:
+    if {"cors", "policy", "website", "lifecycle"}.intersection(query):
         raise errors.NotImplemented(
-            "CORS rules, policies and websites belong to a bucket, not to an object."
+            "CORS rules, policies, websites and lifecycle rules belong to a bucket, not to an"
+            " object."
         )
     if "acl" in query:
         return _by_method(method, {"GET": acl.get_object_acl, "PUT": acl.put_object_acl})
