@@ -179,6 +179,13 @@ class GatewayMetrics:
         self.janitor_collected = counter(
             "gateway_janitor_blobs_collected", "Blobs the janitor deleted."
         )
+        self.lifecycle_actions = _Children(
+            counter(
+                "gateway_lifecycle_actions",
+                "What lifecycle rules removed, by action (expired, noncurrent, marker, aborted).",
+                ["action"],
+            )
+        )
         self._status_classes = {
             status: STATUS_CLASSES[status // 100 - 1] for status in range(100, 600)
         }

@@ -375,3 +375,5 @@ def test_yaml_rules_are_the_bucket_s_and_the_janitor_applies_them(
         s3.put_object(Bucket="aging", Key="kept", Body=b"kept")
         age(gateway, "aging", 2)
         assert wait_for(lambda: keys(s3, "aging") == ["kept"], timeout=30)
+        metrics = requests.get(f"{gateway.endpoint}/_gateway/metrics", timeout=10).text
+        assert 'gateway_lifecycle_actions_total{action="expired"} 1.0' in metrics

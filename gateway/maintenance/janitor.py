@@ -87,7 +87,10 @@ async def apply_lifecycle_rules(
         if not mine or not await lifecycle.claim_due_pass(pool, interval_seconds):
             return
         report = await lifecycle.apply_rules(pool, dict(backends), config, datetime.now(UTC))
+    counted = metrics.current()
     for (bucket, rule, action), tally in sorted(report.tallies.items()):
+        if counted is not None:
+            counted.lifecycle_actions(lifecycle.METRIC_LABELS[action]).inc(tally.count)
         log.info(
             "lifecycle rule %s of bucket %s: %d %s (%d bytes)",
             rule,

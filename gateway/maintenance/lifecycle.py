@@ -42,6 +42,13 @@ EXPIRED = "current versions expired"
 NONCURRENT = "noncurrent versions removed"
 MARKERS = "expired delete markers removed"
 ABORTED = "uploads aborted"
+# Each action's label in the gateway_lifecycle_actions_total metric.
+METRIC_LABELS = {
+    EXPIRED: "expired",
+    NONCURRENT: "noncurrent",
+    MARKERS: "marker",
+    ABORTED: "aborted",
+}
 
 
 def bucket_rules(config: GatewayConfig, bucket: Bucket) -> tuple[LifecycleRule, ...] | None:
