@@ -1,6 +1,6 @@
 -- The gateway's metadata schema. Applied by `gateway migrate` and at start-up under an advisory
 -- lock; every statement is idempotent, and the version applied is recorded in schema_version.
--- schema-version: 16
+-- schema-version: 17
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version    integer PRIMARY KEY,
@@ -748,6 +748,20 @@ BEGIN
 END
 $$;
 
+-- Version 17 (derivative clean-up). Variant keys stored derivatives have that the presets of
+-- some gateway no longer make (edited or removed), and since when: each janitor adds the keys
+-- its own presets do not make and removes those they do, so a key stays here only while no
+-- running gateway makes it, and its derivatives go once it has been here long enough.
+CREATE TABLE IF NOT EXISTS stale_variant_keys (
+    variant_key text PRIMARY KEY,
+    since       timestamptz NOT NULL DEFAULT now()
+);
+-- The distinct keys of the derivatives (a skip scan), and a key's derivatives in batches.
+CREATE INDEX IF NOT EXISTS derivatives_by_variant_key ON derivatives (variant_key);
+-- Failed renders whose record is past the back-off ceiling.
+CREATE INDEX IF NOT EXISTS derivatives_failed ON derivatives (next_retry_at)
+    WHERE status = 'failed';
+
 INSERT INTO schema_version (version) VALUES (3), (4), (5), (6), (7), (8), (9), (10), (11),
-    (12), (13), (14), (16)
+    (12), (13), (14), (16), (17)
     ON CONFLICT DO NOTHING;

@@ -263,7 +263,7 @@ async def _variants(app: web.Application) -> AsyncIterator[None]:
 async def _janitor(app: web.Application) -> AsyncIterator[None]:
     live = app[LIVE]
     task = asyncio.create_task(
-        run_janitor(app[POOL], app[STORES], app[BACKENDS], lambda: live.current.config)
+        run_janitor(app[POOL], app[STORES], app[BACKENDS], lambda: live.current)
     )
     yield
     task.cancel()

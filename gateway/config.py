@@ -542,8 +542,13 @@ class LimitsConfig(_Strict):
     # a gateway that dies mid-render holds the variant up for at most this long.
     render_lease_seconds: float = Field(default=10, ge=1)
     # A failed render is retried only after a back-off: this, doubled on each failure, capped.
+    # The janitor deletes a failure's record once its back-off ended this long ago.
     render_retry_seconds: float = Field(default=60, gt=0)
     render_retry_max_seconds: float = Field(default=86400, gt=0)
+    # Derivatives of presets since edited or removed are deleted once no running gateway has
+    # made their variant key for this long. Longer than janitor_interval_seconds: a gateway
+    # still on the old presets (a rolling reload) keeps its keys by saying so at every pass.
+    stale_variant_seconds: int = Field(default=86400, ge=1)
     # Video posters (presets with ``frame``). A video is not read into memory: ffmpeg reads
     # a local blob in place, or a temporary file the source is streamed into, up to this.
     video_source_max_bytes: Size = 1024**3
@@ -556,6 +561,15 @@ class LimitsConfig(_Strict):
     # The most memory (data) one ffmpeg process may use; a video that needs more fails with
     # ImageTooLarge.
     video_memory_bytes: Annotated[Size, Field(ge=64 * 1024**2)] = 1024**3
+
+    @model_validator(mode="after")
+    def _stale_after_a_pass(self) -> LimitsConfig:
+        if self.stale_variant_seconds <= self.janitor_interval_seconds:
+            raise ValueError(
+                "stale_variant_seconds must be longer than janitor_interval_seconds: every"
+                " gateway's janitor renews the keys its presets make once per interval"
+            )
+        return self
 
 
 def _parse_networks(value: object) -> object:

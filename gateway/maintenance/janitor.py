@@ -1,5 +1,6 @@
-"""The janitor: aborts abandoned multipart uploads, applies lifecycle rules, and deletes the
-blobs the garbage log lists once their grace period is over."""
+"""The janitor: aborts abandoned multipart uploads, applies lifecycle rules, removes the
+derivatives no preset makes any more and old failed-render records, and deletes the blobs the
+garbage log lists once their grace period is over."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import asyncpg
 from gateway import metrics
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
-from gateway.maintenance import lifecycle
+from gateway.live import Snapshot
+from gateway.maintenance import lifecycle, variant_cleanup
 from gateway.meta import bucket_usage, garbage, uploads
 from gateway.meta.db import DATABASE_ERRORS, DatabaseUnavailableError
 from gateway.objects.backend import ObjectBackend
@@ -101,24 +103,44 @@ async def apply_lifecycle_rules(
         )
 
 
+async def remove_unused_variants(pool: asyncpg.Pool, snapshot: Snapshot) -> None:
+    """Derivatives of presets since edited or removed, and failed-render records past the
+    back-off ceiling (see gateway.maintenance.variant_cleanup)."""
+    limits = snapshot.config.limits
+    stale = await variant_cleanup.retire_stale_variants(
+        pool, snapshot.presets.variant_keys(), limits.stale_variant_seconds
+    )
+    if stale.derivatives:
+        log.info(
+            "janitor removed %d derivatives (%d bytes) of presets since edited or removed",
+            stale.derivatives,
+            stale.bytes,
+        )
+    failed = await variant_cleanup.remove_old_failures(pool, limits.render_retry_max_seconds)
+    if failed:
+        log.info("janitor removed %d failed-render records past their back-off", failed)
+
+
 async def run_janitor(
     pool: asyncpg.Pool,
     stores: Mapping[str, BlobStore],
     backends: Mapping[str, ObjectBackend],
-    current_config: Callable[[], GatewayConfig],
+    current: Callable[[], Snapshot],
 ) -> None:
     """Every limits.janitor_interval_seconds (of the configuration current then), a pass."""
     while True:
         counted = metrics.current()
         result = "failed"
-        limits = current_config().limits
+        snapshot = current()
+        limits = snapshot.config.limits
         try:
             aborted = await abort_abandoned_uploads(pool, backends, limits.abandoned_upload_seconds)
             if aborted:
                 log.info("janitor aborted %d abandoned multipart uploads", aborted)
             await apply_lifecycle_rules(
-                pool, backends, current_config(), limits.lifecycle_interval_seconds
+                pool, backends, snapshot.config, limits.lifecycle_interval_seconds
             )
+            await remove_unused_variants(pool, snapshot)
             removed = await collect_garbage(pool, stores, limits.garbage_grace_seconds)
             if removed:
                 log.info("janitor removed %d blobs", removed)

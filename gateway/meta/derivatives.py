@@ -11,6 +11,8 @@ or failed, so one derivative is stored at most once however many gateways race f
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -297,3 +299,123 @@ async def release(
         variant_key,
         attempt,
     )
+
+
+# The distinct variant keys of all derivatives: a skip scan of derivatives_by_variant_key, one
+# index probe per key however many rows share it.
+_STORED_KEYS = (
+    "WITH RECURSIVE found AS ("
+    " (SELECT variant_key FROM derivatives ORDER BY variant_key LIMIT 1)"
+    " UNION ALL"
+    " SELECT (SELECT d.variant_key FROM derivatives d WHERE d.variant_key > found.variant_key"
+    "  ORDER BY d.variant_key LIMIT 1) FROM found WHERE found.variant_key IS NOT NULL"
+    ") SELECT variant_key FROM found WHERE variant_key IS NOT NULL"
+)
+
+
+async def stored_variant_keys(conn: asyncpg.Connection | asyncpg.Pool) -> list[str]:
+    """Every variant key some derivative has."""
+    return [row["variant_key"] for row in await conn.fetch(_STORED_KEYS)]
+
+
+async def note_stale_keys(
+    conn: asyncpg.Connection, stored: Sequence[str], live: AbstractSet[str]
+) -> None:
+    """Record as stale (from now, unless already) the ``stored`` keys a gateway's presets do
+    not make, and as no longer stale the ``live`` ones they do."""
+    async with conn.transaction():
+        await conn.execute(
+            "DELETE FROM stale_variant_keys WHERE variant_key = ANY($1::text[])", sorted(live)
+        )
+        await conn.execute(
+            "INSERT INTO stale_variant_keys (variant_key) SELECT unnest($1::text[])"
+            " ON CONFLICT DO NOTHING",
+            [key for key in stored if key not in live],
+        )
+
+
+async def stale_keys(conn: asyncpg.Connection | asyncpg.Pool, for_seconds: float) -> list[str]:
+    """The keys no running gateway has made for at least ``for_seconds``."""
+    rows = await conn.fetch(
+        "SELECT variant_key FROM stale_variant_keys"
+        " WHERE since <= now() - make_interval(secs => $1) ORDER BY variant_key",
+        float(for_seconds),
+    )
+    return [row["variant_key"] for row in rows]
+
+
+async def forget_stale_key(conn: asyncpg.Connection | asyncpg.Pool, variant_key: str) -> None:
+    """Drop a stale key whose derivatives are all gone."""
+    await conn.execute(
+        "DELETE FROM stale_variant_keys WHERE variant_key = $1"
+        " AND NOT EXISTS (SELECT 1 FROM derivatives WHERE variant_key = $1)",
+        variant_key,
+    )
+
+
+@dataclass(frozen=True)
+class Removed:
+    derivatives: int
+    bytes: int
+
+
+_SELECTED = "variant_key = ANY($1::text[]) AND ($2::uuid[] IS NULL OR version_id = ANY($2::uuid[]))"
+
+
+async def remove(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    variant_keys: Sequence[str],
+    version_ids: Sequence[uuid.UUID] | None,
+    limit: int,
+) -> Removed:
+    """Delete up to ``limit`` derivatives with one of ``variant_keys`` (and, given, of one of
+    ``version_ids``), listing their blobs in the garbage log in the same statement. Rows a
+    renderer holds are skipped (SKIP LOCKED); a render whose row is gone records nothing, its
+    blob stays listed."""
+    row = await conn.fetchrow(
+        "WITH gone AS (DELETE FROM derivatives WHERE (version_id, variant_key) IN ("
+        f" SELECT version_id, variant_key FROM derivatives WHERE {_SELECTED}"
+        " LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING profile, storage_key, size),"
+        " listed AS (INSERT INTO garbage (profile, storage_key)"
+        " SELECT profile, storage_key FROM gone WHERE storage_key IS NOT NULL"
+        " ON CONFLICT DO NOTHING)"
+        " SELECT count(*) AS derivatives, coalesce(sum(size), 0)::bigint AS bytes FROM gone",
+        list(variant_keys),
+        list(version_ids) if version_ids is not None else None,
+        limit,
+    )
+    assert row is not None
+    return Removed(row["derivatives"], row["bytes"])
+
+
+async def count(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    variant_keys: Sequence[str],
+    version_ids: Sequence[uuid.UUID] | None,
+) -> Removed:
+    """What ``remove`` would delete, all batches together."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS derivatives, coalesce(sum(size), 0)::bigint AS bytes"
+        f" FROM derivatives WHERE {_SELECTED}",
+        list(variant_keys),
+        list(version_ids) if version_ids is not None else None,
+    )
+    assert row is not None
+    return Removed(row["derivatives"], row["bytes"])
+
+
+async def remove_old_failures(
+    conn: asyncpg.Connection | asyncpg.Pool, older_than_seconds: float, limit: int
+) -> int:
+    """Delete up to ``limit`` failed-render records whose back-off ended longer ago than
+    ``older_than_seconds`` (they hold no blob); the next request renders afresh."""
+    found = await conn.fetchval(
+        "WITH gone AS (DELETE FROM derivatives WHERE (version_id, variant_key) IN ("
+        " SELECT version_id, variant_key FROM derivatives WHERE status = 'failed'"
+        " AND next_retry_at < now() - make_interval(secs => $1)"
+        " LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING 1)"
+        " SELECT count(*) FROM gone",
+        float(older_than_seconds),
+        limit,
+    )
+    return int(found)

@@ -270,6 +270,21 @@ class PresetCatalog:
         """Whether the configuration names any preset (the built-in info aside)."""
         return any(name != INFO_VARIANT for name in self._presets)
 
+    def variant_keys(self) -> frozenset[str]:
+        """The variant key of every derivative these presets make: each preset at each of
+        its densities, in each format class it can produce. Stored derivatives with any
+        other key are of presets since edited or removed."""
+        return frozenset(
+            at_density.variant_key(format_class)
+            for preset in self._presets.values()
+            for at_density in preset.with_densities()
+            for format_class in at_density.format_classes(self.avif)
+        )
+
+    def named(self, name: str) -> bool:
+        """Whether ``name`` is one of these presets (the built-in info included)."""
+        return name in self._presets
+
     @property
     def any_eager(self) -> bool:
         return any(preset.eager for preset in self._presets.values())
