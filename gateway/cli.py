@@ -27,7 +27,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from tqdm import tqdm
 
-from gateway import cli_buckets, cli_keys, cli_lifecycle, metrics
+from gateway import cli_buckets, cli_keys, cli_lifecycle, cli_variants, metrics
 from gateway.api import connections
 from gateway.app import (
     ROOT_CREDENTIALS_FILE,
@@ -462,6 +462,14 @@ async def _lifecycle(config: GatewayConfig, args: argparse.Namespace) -> int:
         await pool.close()
 
 
+async def _variants(config: GatewayConfig, args: argparse.Namespace) -> int:
+    pool = await _pool(config, 8)
+    try:
+        return await cli_variants.run(config, args, pool)
+    finally:
+        await pool.close()
+
+
 class FolderProgress:
     """An import's progress bars: the whole (bytes, files, rate, ETA) and one per file being
     imported. Shown only on a terminal (tqdm's disable=None)."""
@@ -842,6 +850,7 @@ def main(argv: list[str] | None = None) -> int:
     cli_keys.add_commands(commands)
     cli_buckets.add_commands(commands)
     cli_lifecycle.add_commands(commands)
+    cli_variants.add_commands(commands)
 
     args = parser.parse_args(argv)
     # Commands other than serve log as text; serve follows its configuration's log section.
@@ -887,5 +896,7 @@ def _run_command(config: GatewayConfig, args: argparse.Namespace) -> int:
         return asyncio.run(_buckets(config, args))
     if args.command == "lifecycle":
         return asyncio.run(_lifecycle(config, args))
+    if args.command == "variants":
+        return asyncio.run(_variants(config, args))
     grace = config.limits.garbage_grace_seconds if args.grace is None else args.grace
     return asyncio.run(_gc(config, grace))

@@ -281,10 +281,6 @@ class PresetCatalog:
             for format_class in at_density.format_classes(self.avif)
         )
 
-    def named(self, name: str) -> bool:
-        """Whether ``name`` is one of these presets (the built-in info included)."""
-        return name in self._presets
-
     @property
     def any_eager(self) -> bool:
         return any(preset.eager for preset in self._presets.values())
