@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -17,7 +18,7 @@ from gateway.errors import GatewayError
 from gateway.live import Snapshot
 from gateway.maintenance import lifecycle, variant_cleanup
 from gateway.meta import bucket_usage, garbage, uploads
-from gateway.meta.db import DATABASE_ERRORS, DatabaseUnavailableError
+from gateway.meta.db import DatabaseUnavailableError
 from gateway.objects.backend import ObjectBackend
 from gateway.storage import BlobStore
 
@@ -121,6 +122,35 @@ async def remove_unused_variants(pool: asyncpg.Pool, snapshot: Snapshot) -> None
         log.info("janitor removed %d failed-render records past their back-off", failed)
 
 
+async def _duty(name: str, work: Coroutine[Any, Any, object]) -> bool:
+    """Run one of the janitor's duties; False if it failed (logged, retried next pass)."""
+    try:
+        await work
+    except DatabaseUnavailableError:
+        return False  # logged once per outage, where it was detected
+    except Exception:
+        log.warning("janitor pass of %s failed; retrying later", name, exc_info=True)
+        return False
+    return True
+
+
+async def _abort_uploads(
+    pool: asyncpg.Pool, backends: Mapping[str, ObjectBackend], max_age_seconds: float
+) -> None:
+    aborted = await abort_abandoned_uploads(pool, backends, max_age_seconds)
+    if aborted:
+        log.info("janitor aborted %d abandoned multipart uploads", aborted)
+
+
+async def _collect(pool: asyncpg.Pool, stores: Mapping[str, BlobStore], grace: int) -> None:
+    removed = await collect_garbage(pool, stores, grace)
+    if removed:
+        log.info("janitor removed %d blobs", removed)
+    counted = metrics.current()
+    if counted is not None:
+        counted.janitor_collected.inc(removed)
+
+
 async def run_janitor(
     pool: asyncpg.Pool,
     stores: Mapping[str, BlobStore],
@@ -130,28 +160,23 @@ async def run_janitor(
     """Every limits.janitor_interval_seconds (of the configuration current then), a pass."""
     while True:
         counted = metrics.current()
-        result = "failed"
         snapshot = current()
         limits = snapshot.config.limits
-        try:
-            aborted = await abort_abandoned_uploads(pool, backends, limits.abandoned_upload_seconds)
-            if aborted:
-                log.info("janitor aborted %d abandoned multipart uploads", aborted)
-            await apply_lifecycle_rules(
-                pool, backends, snapshot.config, limits.lifecycle_interval_seconds
-            )
-            await remove_unused_variants(pool, snapshot)
-            removed = await collect_garbage(pool, stores, limits.garbage_grace_seconds)
-            if removed:
-                log.info("janitor removed %d blobs", removed)
-            if counted is not None:
-                counted.janitor_collected.inc(removed)
-            await bucket_usage.fold_deltas(pool)
-            result = "ok"
-        except DatabaseUnavailableError:
-            pass  # logged once per outage, where it was detected
-        except (OSError, *DATABASE_ERRORS):
-            log.warning("janitor pass failed; retrying later", exc_info=True)
+        duties = (
+            ("abandoned uploads", _abort_uploads(pool, backends, limits.abandoned_upload_seconds)),
+            (
+                "lifecycle rules",
+                apply_lifecycle_rules(
+                    pool, backends, snapshot.config, limits.lifecycle_interval_seconds
+                ),
+            ),
+            ("variant clean-up", remove_unused_variants(pool, snapshot)),
+            ("garbage", _collect(pool, stores, limits.garbage_grace_seconds)),
+            ("usage", bucket_usage.fold_deltas(pool)),
+        )
+        # Each on its own: one that fails (a bug, an upstream down) never stops the others,
+        # garbage collection above all.
+        done = [await _duty(name, work) for name, work in duties]
         if counted is not None:
-            counted.janitor_runs(result).inc()
+            counted.janitor_runs("ok" if all(done) else "failed").inc()
         await asyncio.sleep(limits.janitor_interval_seconds)

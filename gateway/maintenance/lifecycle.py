@@ -213,6 +213,10 @@ class _Pass:
                         await backend.abort_upload(upload)
                     except UploadGoneError:
                         continue  # completed or aborted meanwhile
+                    except GatewayError:
+                        # Its storage is unavailable: the next pass finds it again.
+                        log.warning("lifecycle could not abort upload %s", upload.upload_id)
+                        continue
                 self.report.add(bucket.name, rule, ABORTED)
             if len(page) < BATCH:
                 return
