@@ -1,6 +1,6 @@
 -- The gateway's metadata schema. Applied by `gateway migrate` and at start-up under an advisory
 -- lock; every statement is idempotent, and the version applied is recorded in schema_version.
--- schema-version: 17
+-- schema-version: 18
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version    integer PRIMARY KEY,
@@ -274,13 +274,17 @@ BEGIN
 END
 $$;
 
--- Delete an object row and retire its version; false if there was none.
-CREATE OR REPLACE FUNCTION gateway_delete_object(p_bucket text, p_key text)
+-- Delete an object row and retire its version; false if there was none. Version 18: with
+-- p_version, only while that version is the current one (a lifecycle rule found it expired:
+-- a write since then wins); the two-argument form is kept for gateways of earlier versions.
+CREATE OR REPLACE FUNCTION gateway_delete_object(p_bucket text, p_key text, p_version uuid)
 RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
     old objects%ROWTYPE;
 BEGIN
-    DELETE FROM objects WHERE bucket = p_bucket AND key = p_key RETURNING * INTO old;
+    DELETE FROM objects WHERE bucket = p_bucket AND key = p_key
+        AND (p_version IS NULL OR version_id = p_version)
+    RETURNING * INTO old;
     IF NOT FOUND THEN
         RETURN false;
     END IF;
@@ -288,6 +292,12 @@ BEGIN
         old.version_id, old.profile, old.storage_key, old.storage_etag, old.parts_count
     );
     RETURN true;
+END
+$$;
+CREATE OR REPLACE FUNCTION gateway_delete_object(p_bucket text, p_key text)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN gateway_delete_object(p_bucket, p_key, NULL::uuid);
 END
 $$;
 
@@ -729,25 +739,6 @@ CREATE TABLE IF NOT EXISTS maintenance_passes (
     started timestamptz NOT NULL
 );
 
--- Version 16. DeleteObject of a version that must still be the current one, for a lifecycle
--- rule that found it expired: false, with nothing deleted, if a write has replaced it since.
-CREATE OR REPLACE FUNCTION gateway_delete_object(p_bucket text, p_key text, p_version uuid)
-RETURNS boolean LANGUAGE plpgsql AS $$
-DECLARE
-    old objects%ROWTYPE;
-BEGIN
-    DELETE FROM objects WHERE bucket = p_bucket AND key = p_key AND version_id = p_version
-    RETURNING * INTO old;
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-    PERFORM gateway_retire(
-        old.version_id, old.profile, old.storage_key, old.storage_etag, old.parts_count
-    );
-    RETURN true;
-END
-$$;
-
 -- Version 17 (derivative clean-up). Variant keys stored derivatives have that the presets of
 -- some gateway no longer make (edited or removed), and since when: each janitor adds the keys
 -- its own presets do not make and removes those they do, so a key stays here only while no
@@ -763,5 +754,5 @@ CREATE INDEX IF NOT EXISTS derivatives_failed ON derivatives (next_retry_at)
     WHERE status = 'failed';
 
 INSERT INTO schema_version (version) VALUES (3), (4), (5), (6), (7), (8), (9), (10), (11),
-    (12), (13), (14), (16), (17)
+    (12), (13), (14), (16), (17), (18)
     ON CONFLICT DO NOTHING;

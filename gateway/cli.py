@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
+from types import ModuleType
 from urllib.parse import quote, urlencode
 
 import uvloop
@@ -438,34 +439,20 @@ async def _stats(config: GatewayConfig) -> int:
     return 0
 
 
-async def _keys(config: GatewayConfig, args: argparse.Namespace) -> int:
-    pool = await _pool(config, 1)
+# The commands kept in modules of their own, and the database connections each may use.
+_MODULE_COMMANDS: dict[str, tuple[ModuleType, int]] = {
+    "keys": (cli_keys, 1),
+    "buckets": (cli_buckets, 1),
+    "lifecycle": (cli_lifecycle, 4),
+    "variants": (cli_variants, 8),
+}
+
+
+async def _module_command(config: GatewayConfig, args: argparse.Namespace) -> int:
+    module, connections = _MODULE_COMMANDS[args.command]
+    pool = await _pool(config, connections)
     try:
-        return await cli_keys.run(config, args, pool)
-    finally:
-        await pool.close()
-
-
-async def _buckets(config: GatewayConfig, args: argparse.Namespace) -> int:
-    pool = await _pool(config, 1)
-    try:
-        return await cli_buckets.run(config, args, pool)
-    finally:
-        await pool.close()
-
-
-async def _lifecycle(config: GatewayConfig, args: argparse.Namespace) -> int:
-    pool = await _pool(config, 4)
-    try:
-        return await cli_lifecycle.run(config, args, pool)
-    finally:
-        await pool.close()
-
-
-async def _variants(config: GatewayConfig, args: argparse.Namespace) -> int:
-    pool = await _pool(config, 8)
-    try:
-        return await cli_variants.run(config, args, pool)
+        return int(await module.run(config, args, pool))
     finally:
         await pool.close()
 
@@ -890,13 +877,7 @@ def _run_command(config: GatewayConfig, args: argparse.Namespace) -> int:
         return asyncio.run(_rekey(config, args))
     if args.command == "stats":
         return asyncio.run(_stats(config))
-    if args.command == "keys":
-        return asyncio.run(_keys(config, args))
-    if args.command == "buckets":
-        return asyncio.run(_buckets(config, args))
-    if args.command == "lifecycle":
-        return asyncio.run(_lifecycle(config, args))
-    if args.command == "variants":
-        return asyncio.run(_variants(config, args))
+    if args.command in _MODULE_COMMANDS:
+        return asyncio.run(_module_command(config, args))
     grace = config.limits.garbage_grace_seconds if args.grace is None else args.grace
     return asyncio.run(_gc(config, grace))

@@ -346,8 +346,6 @@ async def delete_object(
 ) -> bool:
     """Delete the row and list its blobs as garbage (gateway_delete_object); False if there
     was no such object, or (``expected``) the current version is another one."""
-    if expected is None:
-        return bool(await conn.fetchval("SELECT gateway_delete_object($1, $2)", bucket, key))
     return bool(
         await conn.fetchval("SELECT gateway_delete_object($1, $2, $3)", bucket, key, expected)
     )
