@@ -140,6 +140,37 @@ async def test_lookups_of_one_turn_share_a_query_and_keep_their_order(db, monkey
     assert results[42][1] is not None and results[42][1].key == "k/007"
 
 
+async def test_variant_lookups_share_the_query_of_their_turn(db, monkeypatch) -> None:
+    """A variant GET's lookup (bucket, object and derivative) is batched with the others of
+    its turn, plain GETs' among them."""
+    await put_rows(db, ["v/a", "v/b"])
+    await db.execute(
+        "INSERT INTO derivatives (version_id, variant_key, status, profile, storage_key, size,"
+        " etag, content_type) SELECT version_id, 'thumb:webp:h', 'ready', 'p', 'blob', 7,"
+        " '\"e\"', 'image/webp' FROM objects WHERE bucket = $1 AND key = 'v/a'",
+        BUCKET,
+    )
+    lookups = BatchedLookups(db)
+    queries = []
+    real = object_rows.lookup_many
+
+    async def counted(conn, batch):
+        queries.append(len(batch))
+        return await real(conn, batch)
+
+    monkeypatch.setattr(object_rows, "lookup_many", counted)
+    hit, miss, plain = await asyncio.gather(
+        lookups.lookup_variant(BUCKET, "v/a", "thumb:webp:h"),
+        lookups.lookup_variant(BUCKET, "v/b", "thumb:webp:h"),
+        lookups.lookup(BUCKET, "v/a"),
+    )
+    assert queries == [3]
+    assert hit == await object_rows.lookup_variant(db, BUCKET, "v/a", "thumb:webp:h")
+    assert hit[2] is not None and hit[2].storage_key == "blob" and hit[2].size == 7
+    assert miss[1] is not None and miss[1].key == "v/b" and miss[2] is None
+    assert plain == hit[:2]
+
+
 async def test_a_lone_lookup_is_answered_like_lookup(db) -> None:
     await put_rows(db, ["alone"])
     lookups = BatchedLookups(db)

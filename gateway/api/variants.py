@@ -18,10 +18,10 @@ from multidict import CIMultiDict
 from gateway import metrics
 from gateway.api import objects
 from gateway.api.common import http_date
-from gateway.api.context import BACKENDS, RECORD, VARIANTS, RequestRecord, S3Request
+from gateway.api.context import BACKENDS, LOOKUPS, RECORD, VARIANTS, RequestRecord, S3Request
 from gateway.api.objects import ObjectRead
 from gateway.api.versioning import version_headers
-from gateway.meta import derivatives, object_rows
+from gateway.meta import derivatives
 from gateway.meta.derivatives import StoredBlob
 from gateway.meta.object_rows import ObjectRecord
 from gateway.objects.reading import Segment
@@ -59,7 +59,7 @@ async def _answer(req: S3Request, with_body: bool) -> web.StreamResponse:
         refusal = error
     format_class = preset.format_class(req.headers.get("Accept"), catalog.avif) if preset else None
     variant_key = preset.variant_key(format_class) if preset and format_class else None
-    found, current, row = await object_rows.lookup_variant(req.pool, req.bucket, key, variant_key)
+    found, current, row = await req.app[LOOKUPS].lookup_variant(req.bucket, key, variant_key)
     bucket, record = await objects.readable(req, key, found, current)
     if record is not current and variant_key is not None:
         # ?versionId= named another version: its own derivative.

@@ -756,30 +756,52 @@ async def lookup(
     return _looked_up(row)
 
 
+LookedUp = tuple[Bucket | None, ObjectRecord | None, "derivatives.Derivative | None"]
+
+# LIMIT 1 keeps each subquery a primary-key probe per target: flattened into joins, the planner
+# may scan every bucket, or a whole bucket's objects, when statistics are stale.
+_LOOKUP_MANY = (
+    " FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t (bucket, key,"
+    " variant_key, i)"
+    " JOIN LATERAL (SELECT * FROM buckets WHERE name = t.bucket LIMIT 1) b ON true"
+    " LEFT JOIN LATERAL (SELECT * FROM objects"
+    "  WHERE objects.bucket = t.bucket AND objects.key = t.key LIMIT 1) o ON true"
+)
+_OBJECTS_MANY = f"{_LOOKUP}, t.i{_LOOKUP_MANY}"
+_VARIANTS_MANY = (
+    f"{_LOOKUP}, {derivatives.columns('d', 'd_')}, t.i{_LOOKUP_MANY}"
+    " LEFT JOIN LATERAL (SELECT * FROM derivatives WHERE derivatives.version_id = o.version_id"
+    "  AND derivatives.variant_key = t.variant_key LIMIT 1) d ON true"
+)
+
+
 async def lookup_many(
-    conn: asyncpg.Connection | asyncpg.Pool, targets: Sequence[tuple[str, str]]
-) -> list[tuple[Bucket | None, ObjectRecord | None]]:
-    """``lookup`` of each (bucket, key) in one round trip, in order."""
-    # LIMIT 1 keeps each subquery a primary-key probe per target: flattened into joins, the
-    # planner may scan every bucket, or a whole bucket's objects, when statistics are stale.
+    conn: asyncpg.Connection | asyncpg.Pool, targets: Sequence[tuple[str, str, str | None]]
+) -> list[LookedUp]:
+    """``lookup_variant`` of each (bucket, key, variant key or None) in one round trip, in
+    order; the derivatives are joined only when some target names one."""
+    variants = any(variant_key is not None for _, _, variant_key in targets)
     rows = await conn.fetch(
-        f"{_LOOKUP}, t.i FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t (bucket, key, i)"
-        " JOIN LATERAL (SELECT * FROM buckets WHERE name = t.bucket LIMIT 1) b ON true"
-        " LEFT JOIN LATERAL (SELECT * FROM objects"
-        "  WHERE objects.bucket = t.bucket AND objects.key = t.key LIMIT 1) o ON true",
-        [bucket for bucket, _ in targets],
-        [key for _, key in targets],
+        _VARIANTS_MANY if variants else _OBJECTS_MANY,
+        [bucket for bucket, _, _ in targets],
+        [key for _, key, _ in targets],
+        [variant_key for _, _, variant_key in targets],
     )
-    found: list[tuple[Bucket | None, ObjectRecord | None]] = [(None, None)] * len(targets)
+    found: list[LookedUp] = [(None, None, None)] * len(targets)
     for row in rows:
         values = dict(row)
         index = values.pop("i") - 1
-        found[index] = _looked_up(values)
+        derivative = derivatives.from_columns(values, "d_") if variants else None
+        found[index] = (*_looked_up(values), derivative)
     return found
 
 
+_Pending = tuple[str, str, str | None, asyncio.Future[LookedUp]]
+
+
 class BatchedLookups:
-    """``lookup`` for concurrent requests, those of one turn of the event loop in one query.
+    """``lookup`` and ``lookup_variant`` for concurrent requests, those of one turn of the
+    event loop in one query.
 
     Under load most of a GET's cost is the round trip of its lookup, not the lookup itself;
     the requests that arrive together share one. Each query still starts after its requests
@@ -788,18 +810,20 @@ class BatchedLookups:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._pending: list[
-            tuple[str, str, asyncio.Future[tuple[Bucket | None, ObjectRecord | None]]]
-        ] = []
+        self._pending: list[_Pending] = []
         self._running: set[asyncio.Task[None]] = set()
 
     async def lookup(self, bucket: str, key: str) -> tuple[Bucket | None, ObjectRecord | None]:
+        found, record, _ = await self.lookup_variant(bucket, key, None)
+        return found, record
+
+    async def lookup_variant(self, bucket: str, key: str, variant_key: str | None) -> LookedUp:
         loop = asyncio.get_running_loop()
         if not self._pending:
             # After the callbacks already queued: the other requests of this turn join.
             loop.call_soon(self._send)
         future = loop.create_future()
-        self._pending.append((bucket, key, future))
+        self._pending.append((bucket, key, variant_key, future))
         return await future
 
     def _send(self) -> None:
@@ -808,16 +832,13 @@ class BatchedLookups:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _answer(
-        self,
-        batch: list[tuple[str, str, asyncio.Future[tuple[Bucket | None, ObjectRecord | None]]]],
-    ) -> None:
+    async def _answer(self, batch: list[_Pending]) -> None:
         try:
             await self._resolve(batch)
         except BaseException as exc:
             # Whatever went wrong, no request is left waiting for an answer that will never
             # come: those still waiting get the error (or are cancelled with the batch).
-            for _, _, future in batch:
+            for *_, future in batch:
                 if not future.done():
                     if isinstance(exc, asyncio.CancelledError):
                         future.cancel()
@@ -826,13 +847,10 @@ class BatchedLookups:
             if not isinstance(exc, Exception):
                 raise
 
-    async def _resolve(
-        self,
-        batch: list[tuple[str, str, asyncio.Future[tuple[Bucket | None, ObjectRecord | None]]]],
-    ) -> None:
+    async def _resolve(self, batch: list[_Pending]) -> None:
         if len(batch) > 1:
             try:
-                results = await lookup_many(self._pool, [(b, k) for b, k, _ in batch])
+                results = await lookup_many(self._pool, [(b, k, v) for b, k, v, _ in batch])
             except DatabaseUnavailableError:
                 # Asking each alone would only fail each again, more slowly.
                 raise
@@ -841,14 +859,14 @@ class BatchedLookups:
                 # asked alone, so it fails only its own request.
                 pass
             else:
-                for (_, _, future), result in zip(batch, results, strict=True):
+                for (*_, future), result in zip(batch, results, strict=True):
                     # A request that went away stopped waiting (its future is cancelled).
                     if not future.done():
                         future.set_result(result)
                 return
-        for bucket, key, future in batch:
+        for bucket, key, variant_key, future in batch:
             try:
-                result = await lookup(self._pool, bucket, key)
+                result = await lookup_variant(self._pool, bucket, key, variant_key)
             except DatabaseUnavailableError:
                 raise
             except Exception as e:
@@ -861,7 +879,7 @@ class BatchedLookups:
 
 async def lookup_variant(
     conn: asyncpg.Connection | asyncpg.Pool, bucket: str, key: str, variant_key: str | None
-) -> tuple[Bucket | None, ObjectRecord | None, derivatives.Derivative | None]:
+) -> LookedUp:
     """The bucket, the object and its derivative ``variant_key`` in one round trip (the hot
     path of a variant GET: a rendered variant costs no more queries than the object)."""
     row = await conn.fetchrow(
