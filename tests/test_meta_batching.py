@@ -111,6 +111,19 @@ async def put_rows(db: asyncpg.Pool, keys: list[str]) -> None:
     )
 
 
+def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the batched lookup queries made from now on, in order."""
+    sizes: list[int] = []
+    real = object_rows.lookup_many
+
+    async def counted(conn, batch):
+        sizes.append(len(batch))
+        return await real(conn, batch)
+
+    monkeypatch.setattr(object_rows, "lookup_many", counted)
+    return sizes
+
+
 async def test_lookups_of_one_turn_share_a_query_and_keep_their_order(db, monkeypatch) -> None:
     present = [f"k/{i:03d}" for i in range(40)]
     await put_rows(db, present)
@@ -121,14 +134,7 @@ async def test_lookups_of_one_turn_share_a_query_and_keep_their_order(db, monkey
         (BUCKET, "k/007"),  # twice in one batch
     ]
     lookups = BatchedLookups(db)
-    queries = []
-    real = object_rows.lookup_many
-
-    async def counted(conn, batch):
-        queries.append(len(batch))
-        return await real(conn, batch)
-
-    monkeypatch.setattr(object_rows, "lookup_many", counted)
+    queries = batch_sizes(monkeypatch)
     results = await asyncio.gather(*(lookups.lookup(b, k) for b, k in targets))
     assert queries == [len(targets)]
     for (bucket, key), (found, record) in zip(targets[:40], results[:40], strict=True):
@@ -151,14 +157,7 @@ async def test_variant_lookups_share_the_query_of_their_turn(db, monkeypatch) ->
         BUCKET,
     )
     lookups = BatchedLookups(db)
-    queries = []
-    real = object_rows.lookup_many
-
-    async def counted(conn, batch):
-        queries.append(len(batch))
-        return await real(conn, batch)
-
-    monkeypatch.setattr(object_rows, "lookup_many", counted)
+    queries = batch_sizes(monkeypatch)
     hit, miss, plain = await asyncio.gather(
         lookups.lookup_variant(BUCKET, "v/a", "thumb:webp:h"),
         lookups.lookup_variant(BUCKET, "v/b", "thumb:webp:h"),
