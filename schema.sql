@@ -1,6 +1,6 @@
 -- The gateway's metadata schema. Applied by `gateway migrate` and at start-up under an advisory
 -- lock; every statement is idempotent, and the version applied is recorded in schema_version.
--- schema-version: 18
+-- schema-version: 19
 
 CREATE TABLE IF NOT EXISTS schema_version (
     version    integer PRIMARY KEY,
@@ -276,14 +276,16 @@ $$;
 
 -- Delete an object row and retire its version; false if there was none. Version 18: with
 -- p_version, only while that version is the current one (a lifecycle rule found it expired:
--- a write since then wins); the two-argument form is kept for gateways of earlier versions.
+-- a write since then wins, and so does versioning enabled since: the version is then kept behind
+-- a delete marker by a later pass); the two-argument form is kept for earlier gateways.
 CREATE OR REPLACE FUNCTION gateway_delete_object(p_bucket text, p_key text, p_version uuid)
 RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
     old objects%ROWTYPE;
 BEGIN
     DELETE FROM objects WHERE bucket = p_bucket AND key = p_key
-        AND (p_version IS NULL OR version_id = p_version)
+        AND (p_version IS NULL OR version_id = p_version AND NOT EXISTS (
+            SELECT 1 FROM buckets WHERE name = p_bucket AND settings ? 'versioning'))
     RETURNING * INTO old;
     IF NOT FOUND THEN
         RETURN false;
@@ -754,5 +756,5 @@ CREATE INDEX IF NOT EXISTS derivatives_failed ON derivatives (next_retry_at)
     WHERE status = 'failed';
 
 INSERT INTO schema_version (version) VALUES (3), (4), (5), (6), (7), (8), (9), (10), (11),
-    (12), (13), (14), (16), (17), (18)
+    (12), (13), (14), (16), (17), (18), (19)
     ON CONFLICT DO NOTHING;

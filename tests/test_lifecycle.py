@@ -5,6 +5,7 @@ AbortMultipartUpload would. Ages are set in the rows: no test waits a day."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import hashlib
 import json
@@ -14,10 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import requests
 from botocore.exceptions import ClientError
 
+from gateway.meta import lifecycle_rows
 from tests.conftest import (
     GATEWAY_ENV,
     LOCAL,
@@ -377,3 +380,43 @@ def test_yaml_rules_are_the_bucket_s_and_the_janitor_applies_them(
         assert wait_for(lambda: keys(s3, "aging") == ["kept"], timeout=30)
         metrics = requests.get(f"{gateway.endpoint}/_gateway/metrics", timeout=10).text
         assert 'gateway_lifecycle_actions_total{action="expired"} 1.0' in metrics
+
+
+def test_a_version_no_longer_due_when_removed_is_kept(
+    gateway: GatewayProcess, s3: S3Client, bucket: str
+) -> None:
+    """The race a pass runs against requests: the page finds the older of two old non-current
+    versions due (NewerNoncurrentVersions 1), then a client deletes the newer one; the removal,
+    checked again with the key locked, keeps the older one, as S3 would."""
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    older, newer, _ = (
+        s3.put_object(Bucket=bucket, Key="doc", Body=f"v{n}".encode())["VersionId"]
+        for n in range(3)
+    )
+    age(gateway, bucket, 10, "object_versions")
+
+    async def race() -> tuple[bool, bool]:
+        pool = await asyncpg.create_pool(gateway.dsn, min_size=1, max_size=2)
+        try:
+            page = await lifecycle_rows.other_versions(pool, bucket, "", None, 10)
+            found = {str(version.version_id): version for version in page}
+            assert found[older].newer == 1 and found[newer].newer == 0
+
+            def due(version: lifecycle_rows.Version) -> bool:
+                return version.newer >= 1
+
+            s3.delete_object(Bucket=bucket, Key="doc", VersionId=newer)
+            async with pool.acquire() as conn:
+                kept = not await lifecycle_rows.remove_version(conn, bucket, found[older], due)
+                # Seen again, it is due for nothing: a pass asking it to go finds it still
+                # there, and a check that still holds removes it.
+                gone = await lifecycle_rows.remove_version(
+                    conn, bucket, found[older], lambda version: version.newer == 0
+                )
+            return kept, gone
+        finally:
+            await pool.close()
+
+    assert asyncio.run(race()) == (True, True)
+    versions = s3.list_object_versions(Bucket=bucket)["Versions"]
+    assert [v["VersionId"] for v in versions if not v["IsLatest"]] == []

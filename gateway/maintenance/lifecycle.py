@@ -13,7 +13,7 @@ transaction; pages of BATCH rows are read between them.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +24,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import GatewayError, ObjectChangedError, UploadGoneError
 from gateway.meta import buckets, lifecycle_rows, uploads
 from gateway.meta.buckets import Bucket
+from gateway.meta.db import DATABASE_ERRORS
 from gateway.meta.lifecycle_rows import Version
 from gateway.objects.backend import ObjectBackend
 from gateway.s3 import versions
@@ -138,6 +139,9 @@ class _Pass:
             page = await lifecycle_rows.current_versions(
                 self.pool, bucket.name, rule.filter.prefix, after, BATCH
             )
+            # A PutBucketVersioning during a long pass applies from the next page on (and
+            # the delete itself refuses an unversioned delete once the bucket is versioned).
+            bucket = await buckets.get_bucket(self.pool, bucket.name) or bucket
             for version in page:
                 due = version.since < cutoff
                 if not due or not rule.filter.matches(version.key, version.tags, version.size):
@@ -176,28 +180,37 @@ class _Pass:
             page = await lifecycle_rows.other_versions(
                 self.pool, bucket.name, rule.filter.prefix, after, BATCH
             )
-            for version in page:
+
+            def action_on(version: Version) -> str | None:
                 if version.lone_marker and rule.expired_object_delete_marker:
-                    action = MARKERS
-                elif (
+                    return MARKERS
+                if (
                     cutoff is not None
                     and not version.current_marker
                     and version.since < cutoff
                     and version.newer >= kept
                     and rule.filter.matches(version.key, version.tags, version.size)
                 ):
-                    action = NONCURRENT
-                else:
+                    return NONCURRENT
+                return None
+
+            for version in page:
+                action = action_on(version)
+                if action is None:
                     continue
-                if self.report.dry_run or await self._remove(bucket, version):
+                if self.report.dry_run or await self._remove(bucket, version, action_on):
                     self.report.add(bucket.name, rule, action, version.size)
             if len(page) < BATCH:
                 return
             after = page[-1]
 
-    async def _remove(self, bucket: Bucket, version: Version) -> bool:
+    async def _remove(
+        self, bucket: Bucket, version: Version, action_on: Callable[[Version], str | None]
+    ) -> bool:
         async with self.pool.acquire() as conn:
-            return await lifecycle_rows.remove_version(conn, bucket.name, version.key, version)
+            return await lifecycle_rows.remove_version(
+                conn, bucket.name, version, lambda now: action_on(now) is not None
+            )
 
     async def _abort_uploads(self, bucket: Bucket, rule: LifecycleRule, days: int) -> None:
         cutoff = days_cutoff(self.now, days)
@@ -238,7 +251,16 @@ async def apply_rules(
     for bucket in await buckets.list_buckets(pool):
         if only_bucket is not None and bucket.name != only_bucket:
             continue
+        if bucket.profile not in backends:
+            continue
         for rule in bucket_rules(config, bucket) or ():
-            if rule.enabled:
+            if not rule.enabled:
+                continue
+            try:
                 await work.apply(bucket, rule)
+            except (GatewayError, *DATABASE_ERRORS):
+                # The other buckets' rules still run; this one is tried again next pass.
+                log.warning(
+                    "lifecycle rule %s of bucket %s failed", rule.id, bucket.name, exc_info=True
+                )
     return report

@@ -8,6 +8,7 @@ over a large bucket holds no long transaction.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -63,7 +64,7 @@ async def current_versions(
 
 # Every row of object_versions, with what tells a non-current version from a delete marker
 # that is its key's current version (the newest row of a key with no current row).
-_VERSIONS_PAGE = (
+_VERSIONS = (
     "SELECT key, version_id, null_version, size, tags, since, delete_marker, seq,"
     " newer - (marker_current AND newer > 0)::int AS newer,"
     " marker_current AND newer = 0 AS current_marker,"
@@ -77,11 +78,13 @@ _VERSIONS_PAGE = (
     "  NOT EXISTS (SELECT 1 FROM objects o WHERE o.bucket = v.bucket AND o.key = v.key)"
     "  AND (SELECT t.delete_marker FROM object_versions t WHERE t.bucket = v.bucket"
     "   AND t.key = v.key ORDER BY t.seq DESC LIMIT 1) AS marker_current"
-    " FROM object_versions v"
-    " WHERE v.bucket = $1 AND v.key >= $2 AND ($3::text IS NULL OR v.key < $3)"
-    " AND ($4::text IS NULL OR v.key > $4 OR v.seq < $5)"
-    " ORDER BY v.key, v.seq DESC LIMIT $6) page"
+    " FROM object_versions v WHERE {where}) page"
 )
+_VERSIONS_PAGE = _VERSIONS.format(
+    where="v.bucket = $1 AND v.key >= $2 AND ($3::text IS NULL OR v.key < $3)"
+    " AND ($4::text IS NULL OR v.key > $4 OR v.seq < $5) ORDER BY v.key, v.seq DESC LIMIT $6"
+)
+_ONE_VERSION = _VERSIONS.format(where="v.version_id = $1")
 
 
 async def other_versions(
@@ -105,33 +108,22 @@ async def other_versions(
     return [Version(**{**row, "tags": _tags(row["tags"])}) for row in rows]
 
 
-async def remove_version(conn: asyncpg.Connection, bucket: str, key: str, version: Version) -> bool:
+async def remove_version(
+    conn: asyncpg.Connection, bucket: str, version: Version, still_due: Callable[[Version], bool]
+) -> bool:
     """Remove ``version`` (a non-current version, or a lone delete marker) for good, as
-    DeleteObject with its versionId does, if it still is what the page found; False, with
-    nothing removed, if a request has changed that meanwhile."""
+    DeleteObject with its versionId does, if, seen again with its key locked, it is where the
+    page found it and ``still_due``; False, with nothing removed, if a request has changed
+    that meanwhile (a newer version deleted, this one made current again)."""
     async with conn.transaction():
-        await lock_key(conn, bucket, key)
-        row = await conn.fetchrow(
-            "SELECT EXISTS (SELECT 1 FROM objects WHERE bucket = $1 AND key = $2) AS current,"
-            " EXISTS (SELECT 1 FROM object_versions WHERE bucket = $1 AND key = $2"
-            "  AND seq > $3) AS newer,"
-            " EXISTS (SELECT 1 FROM object_versions WHERE bucket = $1 AND key = $2"
-            "  AND seq < $3) AS older,"
-            " EXISTS (SELECT 1 FROM object_versions WHERE version_id = $4) AS present",
-            bucket,
-            key,
-            version.seq,
-            version.version_id,
-        )
-        if not row["present"]:
+        await lock_key(conn, bucket, version.key)
+        row = await conn.fetchrow(_ONE_VERSION, version.version_id)
+        if row is None:
             return False
-        is_current_marker = version.delete_marker and not row["current"] and not row["newer"]
-        if version.lone_marker:
-            if not is_current_marker or row["older"]:
-                return False
-        elif is_current_marker:
+        now = Version(**{**row, "tags": _tags(row["tags"])})
+        if now.seq != version.seq or not still_due(now):
             return False
         outcome = await object_rows.delete_version(
-            conn, bucket, key, None if version.null_version else version.version_id
+            conn, bucket, version.key, None if now.null_version else now.version_id
         )
         return outcome != "none"

@@ -351,6 +351,13 @@ async def delete_object(
     )
 
 
+async def versioned(conn: asyncpg.Connection, bucket: str) -> bool:
+    """Whether versioning has been enabled on ``bucket`` (as of now, not of a cached row)."""
+    return bool(
+        await conn.fetchval("SELECT settings ? 'versioning' FROM buckets WHERE name = $1", bucket)
+    )
+
+
 async def is_current(
     conn: asyncpg.Connection, bucket: str, key: str, version_id: uuid.UUID
 ) -> bool:

@@ -209,12 +209,16 @@ class UpstreamBackend(ObjectBackend):
     # server-side to a generated key, listed in the intent log before the copy, and its row
     # pointed there. The copy is a blob like a derivative: retired through the log.
 
-    async def _preserved(self, bucket: str, key: str, null_replaced: bool) -> ObjectRecord | None:
+    async def _preserved(
+        self, bucket: str, key: str, null_replaced: bool, expected: uuid.UUID | None = None
+    ) -> ObjectRecord | None:
         """The current version of ``key``, its bytes moved out of the way of a write or delete
-        that keeps it as a non-current version (all but a null version ``null_replaced``)."""
+        that keeps it as a non-current version (all but a null version ``null_replaced``);
+        ``expected``: only if it is that version (a delete of it alone moves nothing else)."""
         current = await object_rows.get_object(self.pool, bucket, key)
         if (
             current is None
+            or (expected is not None and current.version_id != expected)
             or current.storage_key is None
             or current.storage_etag is None
             or (null_replaced and current.null_version)
@@ -241,7 +245,7 @@ class UpstreamBackend(ObjectBackend):
     async def delete_key(
         self, bucket: str, key: str, null_marker: bool, expected: uuid.UUID | None = None
     ) -> uuid.UUID | None:
-        await self._preserved(bucket, key, null_marker)
+        await self._preserved(bucket, key, null_marker, expected)
         upstream_key = self.upstream.object_key(bucket, key)
         marker = uuid.uuid4()
         async with self._key_locked(bucket, key) as conn:
@@ -388,9 +392,11 @@ class UpstreamBackend(ObjectBackend):
         can commit in between (a write confirmed after this finds its object gone)."""
         upstream_key = self.upstream.object_key(bucket, key)
         async with self._key_locked(bucket, key) as conn:
-            if expected is not None and not await object_rows.is_current(
-                conn, bucket, key, expected
+            if expected is not None and (
+                not await object_rows.is_current(conn, bucket, key, expected)
+                or await object_rows.versioned(conn, bucket)
             ):
+                # Replaced since, or versioned since (a later pass keeps it as a version).
                 return False
             await self.upstream.delete(upstream_key, locked=True)
             return await object_rows.delete_object(conn, bucket, key)
